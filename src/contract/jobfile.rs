@@ -1,0 +1,732 @@
+//! Job files (SPEC §6): JSON Lines (`.jsonl`) or a JSON document `{"records": [...]}`
+//! (`.json`), parsed whole into typed records with exact line numbers. Any error names
+//! the line and the field; unknown types and unknown fields are errors.
+//!
+//! References between records (unknown account or campaign) are resolved when the file
+//! is applied to the store, since they may point at earlier files.
+
+use crate::policy::window::DAY_NAMES;
+use crate::policy::{Kind, Tier, Window};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono_tz::Tz;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// Longest id, prospect or proxy string accepted; keys stay small and logs readable.
+pub const MAX_ID_BYTES: usize = 512;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: field `{field}`: {reason}")]
+pub struct FileError {
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+/// An error inside one record, before the file name is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn field_err(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// One record and the line it starts on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Line<T> {
+    pub line: usize,
+    pub record: T,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Account(AccountRecord),
+    Campaign(CampaignRecord),
+    Action(ActionRecord),
+    Event(EventRecord),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapsOverride {
+    pub invites: Option<u32>,
+    pub messages: Option<u32>,
+    pub inmails: Option<u32>,
+    pub engagement: Option<u32>,
+    pub weekly_invites: Option<u32>,
+}
+
+/// An account upsert: `None` keeps the stored value (or the default for a new account).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccountRecord {
+    pub id: String,
+    pub tier: Option<Tier>,
+    pub timezone: Option<Tz>,
+    pub window: Option<Window>,
+    pub ramp_start: Option<NaiveDate>,
+    pub established: Option<bool>,
+    pub proxy: Option<String>,
+    pub caps: Option<CapsOverride>,
+    pub inmail_credits: Option<u32>,
+    pub inmail_refill_day: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignStatus {
+    Active,
+    Paused,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapSplit {
+    pub invites: Option<u32>,
+    pub messages: Option<u32>,
+    pub inmails: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CampaignRecord {
+    pub id: String,
+    pub timezone: Option<Tz>,
+    pub daily_limit: Option<u32>,
+    pub cap_split: Option<CapSplit>,
+    pub accounts: Option<Vec<String>>,
+    pub status: Option<CampaignStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionRecord {
+    pub id: String,
+    pub campaign: String,
+    pub account: Option<String>,
+    pub kind: Kind,
+    pub prospect: String,
+    pub payload: Value,
+    pub not_before: Option<DateTime<Utc>>,
+    pub priority: i32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventRecord {
+    InviteAccepted {
+        account: String,
+        prospect: String,
+        at: Option<DateTime<Utc>>,
+    },
+    ReplyReceived {
+        action: String,
+        at: Option<DateTime<Utc>>,
+    },
+    AccountRestricted {
+        account: String,
+    },
+    AccountResumed {
+        account: String,
+    },
+    TierChanged {
+        account: String,
+        tier: Tier,
+    },
+    CampaignPaused {
+        campaign: String,
+    },
+    CampaignResumed {
+        campaign: String,
+    },
+    CancelAction {
+        action: String,
+    },
+    RequeueAction {
+        action: String,
+    },
+}
+
+// ---- raw shapes, exactly as written in a file ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    days: Option<Vec<String>>,
+    start: Option<String>,
+    end: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    id: String,
+    tier: Option<String>,
+    timezone: Option<String>,
+    window: Option<RawWindow>,
+    ramp_start: Option<String>,
+    established: Option<bool>,
+    proxy: Option<String>,
+    caps: Option<CapsOverride>,
+    inmail_credits: Option<u32>,
+    inmail_refill_day: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaign {
+    id: String,
+    timezone: Option<String>,
+    daily_limit: Option<u32>,
+    cap_split: Option<CapSplit>,
+    accounts: Option<Vec<String>>,
+    status: Option<CampaignStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    id: String,
+    campaign: String,
+    account: Option<String>,
+    kind: String,
+    prospect: String,
+    #[serde(default)]
+    payload: Value,
+    not_before: Option<String>,
+    priority: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccountEvent {
+    account: String,
+    #[allow(dead_code)] // accepted for the record; the worker's clock decides
+    at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccepted {
+    account: String,
+    prospect: String,
+    at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActionEvent {
+    action: String,
+    at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaignEvent {
+    campaign: String,
+    #[allow(dead_code)] // accepted for the record; the worker's clock decides
+    at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTierChanged {
+    account: String,
+    tier: String,
+    #[allow(dead_code)] // accepted for the record; the worker's clock decides
+    at: Option<String>,
+}
+
+/// Deserialize a JSON object into `T`, naming the exact field on error.
+fn typed<T: DeserializeOwned>(obj: Map<String, Value>, prefix: &str) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize::<_, T>(Value::Object(obj)).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.inner().to_string();
+        // The path already ends in an unknown field; a missing one is named only in the
+        // message: pull it out.
+        let named = msg
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let mut field = prefix.to_string();
+        for part in [Some(path.as_str()).filter(|p| *p != "."), named]
+            .into_iter()
+            .flatten()
+        {
+            if !field.is_empty() {
+                field.push('.');
+            }
+            field.push_str(part);
+        }
+        if field.is_empty() {
+            field.push_str("record");
+        }
+        field_err(field, msg)
+    })
+}
+
+fn check_id(field: &str, s: &str) -> Result<(), FieldError> {
+    if s.is_empty() {
+        return Err(field_err(field, "must not be empty"));
+    }
+    if s.len() > MAX_ID_BYTES {
+        return Err(field_err(field, format!("longer than {MAX_ID_BYTES} bytes")));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(field_err(field, "contains a control character"));
+    }
+    Ok(())
+}
+
+pub fn parse_tz(field: &str, s: &str) -> Result<Tz, FieldError> {
+    s.parse::<Tz>()
+        .map_err(|_| field_err(field, format!("`{s}` is not an IANA time zone")))
+}
+
+fn parse_time(field: &str, s: &str) -> Result<NaiveTime, FieldError> {
+    NaiveTime::parse_from_str(s, "%H:%M").map_err(|_| field_err(field, format!("`{s}` is not a time HH:MM")))
+}
+
+fn parse_date(field: &str, s: &str) -> Result<NaiveDate, FieldError> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| field_err(field, format!("`{s}` is not a date YYYY-MM-DD")))
+}
+
+fn parse_instant(field: &str, s: &str) -> Result<DateTime<Utc>, FieldError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| field_err(field, format!("`{s}` is not an RFC 3339 time")))
+}
+
+fn parse_window(raw: RawWindow) -> Result<Window, FieldError> {
+    let mut w = Window::default();
+    if let Some(days) = raw.days {
+        let mut set = [false; 7];
+        for (i, d) in days.iter().enumerate() {
+            let idx = DAY_NAMES
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(d))
+                .ok_or_else(|| {
+                    field_err(
+                        format!("window.days.{i}"),
+                        format!("`{d}` is not one of mon..sun"),
+                    )
+                })?;
+            set[idx] = true;
+        }
+        if days.is_empty() {
+            return Err(field_err("window.days", "needs at least one day"));
+        }
+        w.days = set;
+    }
+    if let Some(s) = raw.start {
+        w.start = parse_time("window.start", &s)?;
+    }
+    if let Some(s) = raw.end {
+        w.end = parse_time("window.end", &s)?;
+    }
+    if w.start >= w.end {
+        return Err(field_err(
+            "window.end",
+            "must be later than window.start (windows do not cross midnight)",
+        ));
+    }
+    Ok(w)
+}
+
+fn parse_account(obj: Map<String, Value>) -> Result<AccountRecord, FieldError> {
+    let r: RawAccount = typed(obj, "")?;
+    check_id("id", &r.id)?;
+    if let Some(p) = &r.proxy {
+        check_id("proxy", p)?;
+    }
+    if let Some(d) = r.inmail_refill_day {
+        if !(1..=31).contains(&d) {
+            return Err(field_err("inmail_refill_day", "must be 1..=31"));
+        }
+    }
+    Ok(AccountRecord {
+        tier: r
+            .tier
+            .map(|t| Tier::parse(&t).ok_or_else(|| field_err("tier", format!("unknown tier `{t}`"))))
+            .transpose()?,
+        timezone: r.timezone.map(|s| parse_tz("timezone", &s)).transpose()?,
+        window: r.window.map(parse_window).transpose()?,
+        ramp_start: r.ramp_start.map(|s| parse_date("ramp_start", &s)).transpose()?,
+        established: r.established,
+        proxy: r.proxy,
+        caps: r.caps,
+        inmail_credits: r.inmail_credits,
+        inmail_refill_day: r.inmail_refill_day,
+        id: r.id,
+    })
+}
+
+fn parse_campaign(obj: Map<String, Value>) -> Result<CampaignRecord, FieldError> {
+    let r: RawCampaign = typed(obj, "")?;
+    check_id("id", &r.id)?;
+    if let Some(list) = &r.accounts {
+        for (i, a) in list.iter().enumerate() {
+            check_id(&format!("accounts.{i}"), a)?;
+        }
+    }
+    Ok(CampaignRecord {
+        timezone: r.timezone.map(|s| parse_tz("timezone", &s)).transpose()?,
+        daily_limit: r.daily_limit,
+        cap_split: r.cap_split,
+        accounts: r.accounts,
+        status: r.status,
+        id: r.id,
+    })
+}
+
+fn parse_action(obj: Map<String, Value>) -> Result<ActionRecord, FieldError> {
+    let r: RawAction = typed(obj, "")?;
+    check_id("id", &r.id)?;
+    check_id("campaign", &r.campaign)?;
+    check_id("prospect", &r.prospect)?;
+    if let Some(a) = &r.account {
+        check_id("account", a)?;
+    }
+    let kind = Kind::parse(&r.kind).ok_or_else(|| {
+        field_err(
+            "kind",
+            format!(
+                "unknown kind `{}` (expected invite, message, inmail, profile_view, comment, reaction)",
+                r.kind
+            ),
+        )
+    })?;
+    Ok(ActionRecord {
+        kind,
+        not_before: r
+            .not_before
+            .map(|s| parse_instant("not_before", &s))
+            .transpose()?,
+        priority: r.priority.unwrap_or(0),
+        id: r.id,
+        campaign: r.campaign,
+        account: r.account,
+        prospect: r.prospect,
+        payload: r.payload,
+    })
+}
+
+fn parse_event(mut obj: Map<String, Value>) -> Result<EventRecord, FieldError> {
+    let kind = match obj.remove("kind") {
+        Some(Value::String(k)) => k,
+        Some(_) => return Err(field_err("kind", "must be a string")),
+        None => return Err(field_err("kind", "missing field `kind`")),
+    };
+    let at = |s: Option<String>| s.map(|s| parse_instant("at", &s)).transpose();
+    let ev = match kind.as_str() {
+        "invite_accepted" => {
+            let r: RawAccepted = typed(obj, "")?;
+            EventRecord::InviteAccepted {
+                at: at(r.at)?,
+                account: r.account,
+                prospect: r.prospect,
+            }
+        }
+        "reply_received" => {
+            let r: RawActionEvent = typed(obj, "")?;
+            EventRecord::ReplyReceived {
+                at: at(r.at)?,
+                action: r.action,
+            }
+        }
+        "account_restricted" | "account_resumed" => {
+            let r: RawAccountEvent = typed(obj, "")?;
+            at(r.at)?;
+            if kind == "account_restricted" {
+                EventRecord::AccountRestricted { account: r.account }
+            } else {
+                EventRecord::AccountResumed { account: r.account }
+            }
+        }
+        "tier_changed" => {
+            let r: RawTierChanged = typed(obj, "")?;
+            at(r.at)?;
+            let tier = Tier::parse(&r.tier)
+                .ok_or_else(|| field_err("tier", format!("unknown tier `{}`", r.tier)))?;
+            EventRecord::TierChanged {
+                account: r.account,
+                tier,
+            }
+        }
+        "campaign_paused" | "campaign_resumed" => {
+            let r: RawCampaignEvent = typed(obj, "")?;
+            at(r.at)?;
+            if kind == "campaign_paused" {
+                EventRecord::CampaignPaused { campaign: r.campaign }
+            } else {
+                EventRecord::CampaignResumed { campaign: r.campaign }
+            }
+        }
+        "cancel_action" | "requeue_action" => {
+            let r: RawActionEvent = typed(obj, "")?;
+            at(r.at)?;
+            if kind == "cancel_action" {
+                EventRecord::CancelAction { action: r.action }
+            } else {
+                EventRecord::RequeueAction { action: r.action }
+            }
+        }
+        other => return Err(field_err("kind", format!("unknown event kind `{other}`"))),
+    };
+    Ok(ev)
+}
+
+/// Parse one record from its JSON text.
+pub fn parse_record(text: &str) -> Result<Record, FieldError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| field_err("record", format!("bad JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(field_err("record", "a record must be a JSON object"));
+    };
+    let ty = match obj.remove("type") {
+        Some(Value::String(t)) => t,
+        Some(_) => return Err(field_err("type", "must be a string")),
+        None => return Err(field_err("type", "missing field `type`")),
+    };
+    match ty.as_str() {
+        "account" => parse_account(obj).map(Record::Account),
+        "campaign" => parse_campaign(obj).map(Record::Campaign),
+        "action" => parse_action(obj).map(Record::Action),
+        "event" => parse_event(obj).map(Record::Event),
+        other => Err(field_err(
+            "type",
+            format!("unknown type `{other}` (expected account, campaign, action, event)"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document<'a> {
+    #[serde(borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parse a whole job file. `name` decides the format (`.json` is a document, anything
+/// else JSON Lines) and is used in error messages. Stops at the first error: a file is
+/// applied whole or not at all.
+pub fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Line<Record>>, FileError> {
+    let at = |line: usize, e: FieldError| FileError {
+        file: name.to_string(),
+        line,
+        field: e.field,
+        reason: e.reason,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = line_of(
+            &String::from_utf8_lossy(&bytes[..e.valid_up_to()]),
+            e.valid_up_to(),
+        );
+        at(
+            line,
+            field_err("record", format!("not UTF-8 text (byte {})", e.valid_up_to())),
+        )
+    })?;
+    let mut out = Vec::new();
+    if name.ends_with(".json") {
+        let doc: Document = serde_json::from_str(text).map_err(|e| {
+            let field = if e.to_string().contains("unknown field") || e.to_string().contains("missing field")
+            {
+                "records"
+            } else {
+                "document"
+            };
+            at(
+                e.line().max(1),
+                field_err(field, format!("bad JSON document: {e}")),
+            )
+        })?;
+        for raw in doc.records {
+            let offset = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+            let line = line_of(text, offset);
+            out.push(Line {
+                line,
+                record: parse_record(raw.get()).map_err(|e| at(line, e))?,
+            });
+        }
+    } else {
+        for (i, l) in text.lines().enumerate() {
+            if l.trim().is_empty() {
+                continue;
+            }
+            out.push(Line {
+                line: i + 1,
+                record: parse_record(l).map_err(|e| at(i + 1, e))?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One line per case: file text → (line, field) of the first error.
+    fn check(text: &str, line: usize, field: &str) {
+        let e = parse_file("t.jsonl", text.as_bytes()).expect_err(text);
+        assert_eq!((e.line, e.field.as_str()), (line, field), "{e}");
+    }
+
+    const CAMPAIGN: &str = r#"{"type":"campaign","id":"c","daily_limit":20}"#;
+
+    #[test]
+    fn errors_name_line_and_field() {
+        check("{\"type\":\"account\",\"id\":\"a\"}\n{bad", 2, "record");
+        check(
+            &format!("{CAMPAIGN}\n{{\"type\":\"acount\",\"id\":\"a\"}}"),
+            2,
+            "type",
+        );
+        check(
+            r#"{"type":"account","id":"a","timezone":"Europe/Berlinn"}"#,
+            1,
+            "timezone",
+        );
+        check(r#"{"type":"account","id":"a","tierr":"free"}"#, 1, "tierr");
+        check(
+            r#"{"type":"account","id":"a","caps":{"invitez":3}}"#,
+            1,
+            "caps.invitez",
+        );
+        check(
+            r#"{"type":"account","id":"a","caps":{"invites":-3}}"#,
+            1,
+            "caps.invites",
+        );
+        check(
+            r#"{"type":"account","id":"a","window":{"start":"25:00"}}"#,
+            1,
+            "window.start",
+        );
+        check(
+            r#"{"type":"account","id":"a","window":{"days":["mon","funday"]}}"#,
+            1,
+            "window.days.1",
+        );
+        check(
+            r#"{"type":"account","id":"a","window":{"start":"17:00","end":"09:00"}}"#,
+            1,
+            "window.end",
+        );
+        check(
+            r#"{"type":"account","id":"a","ramp_start":"2026-02-30"}"#,
+            1,
+            "ramp_start",
+        );
+        check(r#"{"type":"account","id":"a","tier":"gold"}"#, 1, "tier");
+        check(r#"{"type":"account"}"#, 1, "id");
+        check(r#"{"type":"campaign","id":"c","status":"stopped"}"#, 1, "status");
+        check(
+            r#"{"type":"action","id":"x","campaign":"c","kind":"invitation","prospect":"p"}"#,
+            1,
+            "kind",
+        );
+        check(
+            r#"{"type":"action","id":"x","campaign":"c","kind":"invite","prospect":"p","priorty":1}"#,
+            1,
+            "priorty",
+        );
+        check(
+            r#"{"type":"action","id":"x","campaign":"c","kind":"invite"}"#,
+            1,
+            "prospect",
+        );
+        check(
+            r#"{"type":"action","id":"x","campaign":"c","kind":"invite","prospect":"p","not_before":"tomorrow"}"#,
+            1,
+            "not_before",
+        );
+        check(
+            r#"{"type":"action","id":"","campaign":"c","kind":"invite","prospect":"p"}"#,
+            1,
+            "id",
+        );
+        check(
+            r#"{"type":"event","kind":"invite_sent","account":"a"}"#,
+            1,
+            "kind",
+        );
+        check(
+            r#"{"type":"event","kind":"tier_changed","account":"a"}"#,
+            1,
+            "tier",
+        );
+        check(
+            r#"{"type":"event","kind":"cancel_action","action":"a","extra":1}"#,
+            1,
+            "extra",
+        );
+        check("[1,2]", 1, "record");
+        check(r#"{"id":"a"}"#, 1, "type");
+    }
+
+    #[test]
+    fn parses_every_record_type() {
+        let text = r#"{"type":"account","id":"acct-1","tier":"sales_navigator_core","timezone":"Europe/Berlin","window":{"days":["mon","tue","wed","thu","fri"],"start":"09:00","end":"17:00"},"ramp_start":"2026-11-02","established":false,"proxy":"http://user:secret@203.0.113.7:3128","caps":{"invites":80,"messages":80,"inmails":5,"engagement":100},"inmail_credits":50}
+{"type":"campaign","id":"q4-founders","timezone":"UTC","daily_limit":20,"cap_split":{"invites":30},"accounts":["acct-1"],"status":"active"}
+
+{"type":"action","id":"q4/jane/invite","campaign":"q4-founders","account":"acct-1","kind":"invite","prospect":"https://www.linkedin.com/in/jane","payload":{"note":"Hi Jane"},"not_before":"2026-11-30T08:00:00Z","priority":0}
+{"type":"event","kind":"invite_accepted","account":"acct-1","prospect":"https://www.linkedin.com/in/jane","at":"2026-12-01T10:00:00Z"}
+{"type":"event","kind":"reply_received","action":"q4/jane/inmail","at":"2026-12-02T10:00:00Z"}
+{"type":"event","kind":"account_restricted","account":"acct-1"}
+{"type":"event","kind":"account_resumed","account":"acct-1"}
+{"type":"event","kind":"tier_changed","account":"acct-1","tier":"recruiter"}
+{"type":"event","kind":"campaign_paused","campaign":"q4-founders"}
+{"type":"event","kind":"campaign_resumed","campaign":"q4-founders"}
+{"type":"event","kind":"cancel_action","action":"q4/jane/invite"}
+{"type":"event","kind":"requeue_action","action":"q4/jane/invite"}
+"#;
+        let recs = parse_file("spec.jsonl", text.as_bytes()).expect("the spec's own example parses");
+        assert_eq!(recs.len(), 12);
+        assert_eq!(recs[2].line, 4, "blank lines still count");
+        let Record::Account(a) = &recs[0].record else {
+            panic!("account")
+        };
+        assert_eq!(a.timezone, Some(chrono_tz::Europe::Berlin));
+        assert_eq!(a.caps.and_then(|c| c.engagement), Some(100));
+        let Record::Action(x) = &recs[2].record else {
+            panic!("action")
+        };
+        assert_eq!(x.kind, Kind::Invite);
+        assert_eq!(x.payload["note"], "Hi Jane");
+    }
+
+    #[test]
+    fn json_documents_report_the_records_line() {
+        let text = "{\n  \"records\": [\n    {\"type\":\"campaign\",\"id\":\"c\"},\n    {\"type\":\"campaign\",\n     \"id\":\"d\", \"zone\": 1}\n  ]\n}\n";
+        let e = parse_file("x.json", text.as_bytes()).expect_err("unknown field");
+        assert_eq!((e.line, e.field.as_str()), (4, "zone"));
+        let e = parse_file("x.json", b"{\"records\": [], \"extra\": 1}").expect_err("extra key");
+        assert_eq!(e.field, "records");
+        assert_eq!(parse_file("x.json", b"{\"records\":[]}").map(|r| r.len()), Ok(0));
+    }
+
+    #[test]
+    fn binary_junk_is_rejected_with_a_line() {
+        let e = parse_file(
+            "junk.jsonl",
+            b"{\"type\":\"campaign\",\"id\":\"c\"}\n\xff\xfe\x00",
+        )
+        .expect_err("junk");
+        assert_eq!(e.line, 2);
+    }
+}

@@ -1,0 +1,27 @@
+//! sendgate: a worker that sends LinkedIn outreach actions through an upstream service
+//! and never lets an account or campaign go over its daily caps.
+//!
+//! The map, from the outside in:
+//!
+//! - `cli`      — one file per command (`run`, `check`, `status`, `audit`, `simulate`).
+//! - `config`   — the TOML configuration: defaults, validation, unknown keys rejected.
+//! - `contract` — the outside formats: job-file records and events, upstream request
+//!   and outcomes.
+//! - `policy`   — PURE: caps, tiers, ramp, health, InMail credits, windows, pacing. No
+//!   IO, no clock reads, no tokio, no sled.
+//!
+//! See ARCHITECTURE.md for the invariants and the path data travels.
+
+pub mod cli;
+pub mod config;
+pub mod contract;
+pub mod policy;
+
+/// Exit codes (SPEC §10).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const STORE: i32 = 74;
+    pub const CONFIG: i32 = 78;
+}

@@ -1,0 +1,107 @@
+//! InMail credits: monthly refill up to the tier's rollover ceiling, refunds on reply
+//! (SPEC §3.5).
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+
+/// Refill days past 28 are moved to the month's last day (February has 28 or 29).
+pub const MAX_REFILL_DAY: u32 = 31;
+
+/// The balance after a refill: monthly credits added, never lifting it above the
+/// ceiling, and never taking away credits above the ceiling that were set by hand.
+pub fn refill(balance: u32, monthly: u32, ceiling: u32) -> u32 {
+    balance.max(balance.saturating_add(monthly).min(ceiling))
+}
+
+/// The balance after a reply returns one credit (never above the ceiling).
+pub fn refund(balance: u32, ceiling: u32) -> u32 {
+    balance.max(balance.saturating_add(1).min(ceiling))
+}
+
+fn last_day_of_month(year: i32, month: u32) -> u32 {
+    let (y, m) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    NaiveDate::from_ymd_opt(y, m, 1)
+        .and_then(|d| d.pred_opt())
+        .map_or(28, |d| d.day())
+}
+
+fn refill_instant(year: i32, month: u32, refill_day: u32) -> Option<DateTime<Utc>> {
+    let day = refill_day
+        .clamp(1, MAX_REFILL_DAY)
+        .min(last_day_of_month(year, month));
+    let date = NaiveDate::from_ymd_opt(year, month, day)?;
+    Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?))
+}
+
+/// The first refill instant (the refill day at 00:00 UTC) strictly after `t`.
+pub fn next_refill_after(t: DateTime<Utc>, refill_day: u32) -> DateTime<Utc> {
+    let (mut y, mut m) = (t.year(), t.month());
+    for _ in 0..3 {
+        if let Some(r) = refill_instant(y, m, refill_day) {
+            if r > t {
+                return r;
+            }
+        }
+        (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    }
+    // Unreachable for any valid date: the refill of the month after next is later.
+    t + chrono::Duration::days(31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("test time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn refill_rolls_over_up_to_the_ceiling() {
+        assert_eq!(refill(0, 50, 150), 50);
+        assert_eq!(refill(120, 50, 150), 150);
+        assert_eq!(refill(150, 50, 150), 150);
+        assert_eq!(refill(200, 50, 150), 200); // set by hand above the ceiling: kept
+        assert_eq!(refill(3, 0, 0), 3); // free tier adds nothing
+    }
+
+    #[test]
+    fn refund_never_above_the_ceiling() {
+        assert_eq!(refund(4, 15), 5);
+        assert_eq!(refund(15, 15), 15);
+        assert_eq!(refund(0, 0), 0);
+    }
+
+    #[test]
+    fn refill_instants() {
+        assert_eq!(
+            next_refill_after(utc("2026-11-28T10:00:00Z"), 1),
+            utc("2026-12-01T00:00:00Z")
+        );
+        assert_eq!(
+            next_refill_after(utc("2026-12-01T00:00:00Z"), 1),
+            utc("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            next_refill_after(utc("2026-11-30T23:59:59Z"), 1),
+            utc("2026-12-01T00:00:00Z")
+        );
+        assert_eq!(
+            next_refill_after(utc("2026-11-10T00:00:00Z"), 15),
+            utc("2026-11-15T00:00:00Z")
+        );
+        assert_eq!(
+            next_refill_after(utc("2027-02-01T00:00:00Z"), 31),
+            utc("2027-02-28T00:00:00Z")
+        );
+        assert_eq!(
+            next_refill_after(utc("2028-02-01T00:00:00Z"), 30),
+            utc("2028-02-29T00:00:00Z")
+        );
+    }
+}
