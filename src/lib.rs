@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod policy;
+pub mod store;
 
 /// Exit codes (SPEC §10).
 pub mod exit {

@@ -1,0 +1,477 @@
+//! Apply a parsed job file in one transaction (SPEC §6, P6): every record or none, the
+//! file recorded by name and content hash so it is never applied twice.
+
+use super::codec::{self, content_hash, file_key, ms};
+use super::records::{Account, AccountCaps, Action, Campaign, State};
+use super::reserve::{refresh_health, Change};
+use super::tx::{reject, Tx, TxResult};
+use super::{Settings, Store, StoreError, FILES, LINKS, WAITING};
+use crate::contract::jobfile::{AccountRecord, ActionRecord, CampaignRecord, EventRecord, Line, Record};
+use crate::contract::CampaignStatus;
+use crate::policy::caps::{red_zone, Budget, Counter};
+use crate::policy::window::local_day;
+use crate::policy::{credits, ramp, Health, Kind, Tier};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+/// Largest payload accepted, as JSON text: payloads travel in every attempt and stay
+/// in the store until pruned.
+pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Applied {
+    pub accounts: u32,
+    pub campaigns: u32,
+    pub actions: u32,
+    pub duplicates: u32,
+    pub events: u32,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ApplyOutcome {
+    Applied(Applied),
+    /// The same name and content was applied before (a crash between apply and the
+    /// move to `done/`): nothing to do.
+    AlreadyApplied,
+    Rejected(super::Rejection),
+}
+
+struct Ctx<'a> {
+    tx: &'a Tx<'a>,
+    st: &'a Settings,
+    now: DateTime<Utc>,
+    /// Actions assigned per (account, kind) in this file, for picking accounts.
+    assigned: BTreeMap<(String, Kind), u32>,
+    seqs: std::slice::Iter<'a, u64>,
+    out: Applied,
+    /// Campaigns (`true`) and accounts (`false`) resumed: their waiting actions are
+    /// released after the transaction (a transaction cannot scan an index).
+    resumed: Vec<(bool, String)>,
+}
+
+fn apply_account(c: &mut Ctx, r: &AccountRecord) -> TxResult<()> {
+    let tx = c.tx;
+    let policy = &c.st.policy;
+    let existing = tx.account(&r.id)?;
+    let is_new = existing.is_none();
+    let mut a = match existing {
+        Some(a) => a,
+        None => {
+            let tz = r.timezone.unwrap_or(chrono_tz::UTC);
+            let today = local_day(tz, c.now);
+            let tier = r.tier.unwrap_or(Tier::Free);
+            Account {
+                id: r.id.clone(),
+                tier,
+                timezone: tz.name().to_string(),
+                window: Default::default(),
+                ramp_start: today,
+                established: false,
+                proxy: None,
+                caps: AccountCaps::default(),
+                credits: policy.tier(tier).inmail_credits,
+                refill_day: 1,
+                last_refill_ms: ms(c.now),
+                ramp_ceiling: 0,
+                ramp_steps: 0,
+                health: Health::Healthy,
+                restricted: false,
+                held_until_ms: None,
+                maintained_day: today,
+            }
+        }
+    };
+    if let Some(t) = r.tier {
+        a.tier = t;
+    }
+    if let Some(tz) = r.timezone {
+        a.timezone = tz.name().to_string();
+    }
+    if let Some(w) = r.window {
+        a.window = w;
+    }
+    if let Some(p) = &r.proxy {
+        a.proxy = Some(p.clone());
+    }
+    if let Some(d) = r.inmail_refill_day {
+        a.refill_day = d;
+    }
+    if let Some(caps) = &r.caps {
+        a.caps.merge(caps);
+        for (counter, v) in [
+            (Counter::Invites, caps.invites),
+            (Counter::Messages, caps.messages),
+            (Counter::Inmails, caps.inmails),
+            (Counter::Engagement, caps.engagement),
+        ] {
+            if let Some(v) = v.filter(|&v| red_zone(counter, v)) {
+                c.out.changes.push(Change::RedZone {
+                    account: Some(a.id.clone()),
+                    counter: counter.as_str(),
+                    value: v,
+                });
+            }
+        }
+    }
+    if r.tier.is_some() && is_new && r.inmail_credits.is_none() {
+        a.credits = policy.tier(a.tier).inmail_credits;
+    }
+    if let Some(n) = r.inmail_credits {
+        a.credits = n;
+    }
+    let today = local_day(a.tz(), c.now);
+    if let Some(d) = r.ramp_start {
+        a.ramp_start = d;
+    }
+    if is_new || r.ramp_start.is_some() {
+        // Boundaries before today count as evaluated: a ramp starts where it is told,
+        // it does not jump several steps at once.
+        a.ramp_steps = ramp::boundaries_passed(
+            i64::from(codec::day_num(a.ramp_start)),
+            i64::from(codec::day_num(today)),
+        );
+    }
+    if let Some(e) = r.established {
+        a.established = e;
+    }
+    let target = a.invite_target(policy);
+    if is_new {
+        a.ramp_ceiling = ramp::initial_ceiling(target, policy.ramp, a.established);
+    } else if r.established == Some(true) {
+        a.ramp_ceiling = a.ramp_ceiling.max(target);
+    }
+    tx.put_account(&a)?;
+    c.out.accounts += 1;
+    Ok(())
+}
+
+fn apply_campaign(c: &mut Ctx, line: usize, r: &CampaignRecord) -> TxResult<()> {
+    let tx = c.tx;
+    let mut camp = match tx.campaign(&r.id)? {
+        Some(camp) => camp,
+        None => {
+            let Some(limit) = r.daily_limit else {
+                return reject(line, "daily_limit", "a new campaign needs a daily_limit");
+            };
+            Campaign {
+                id: r.id.clone(),
+                timezone: "UTC".into(),
+                daily_limit: limit,
+                split_invites: None,
+                split_messages: None,
+                split_inmails: None,
+                accounts: Vec::new(),
+                paused: false,
+            }
+        }
+    };
+    if let Some(tz) = r.timezone {
+        camp.timezone = tz.name().to_string();
+    }
+    if let Some(l) = r.daily_limit {
+        camp.daily_limit = l;
+    }
+    if let Some(s) = &r.cap_split {
+        camp.merge_split(s);
+    }
+    if let Some(list) = &r.accounts {
+        for (i, a) in list.iter().enumerate() {
+            if tx.account(a)?.is_none() {
+                return reject(line, &format!("accounts.{i}"), format!("unknown account `{a}`"));
+            }
+        }
+        camp.accounts = list.clone();
+    }
+    let was_paused = camp.paused;
+    if let Some(s) = r.status {
+        camp.paused = s == CampaignStatus::Paused;
+    }
+    tx.put_campaign(&camp)?;
+    if was_paused && !camp.paused {
+        c.resumed.push((true, camp.id.clone()));
+    }
+    c.out.campaigns += 1;
+    Ok(())
+}
+
+/// Pick the campaign account with the most remaining budget today for `kind`
+/// (less what this file already assigned it); ties go to the first listed.
+fn pick_account(c: &mut Ctx, camp: &Campaign, kind: Kind) -> TxResult<Option<String>> {
+    let mut best: Option<(u32, String)> = None;
+    for id in &camp.accounts {
+        let Some(a) = c.tx.account(id)? else { continue };
+        let today = local_day(a.tz(), c.now);
+        let budget = Budget {
+            limits: a.limits(&c.st.policy, camp.limits()),
+            day: c.tx.account_day(id, today)?.reserved,
+            week_invites: 0,
+            credits: a.credits,
+            campaign_day: Default::default(),
+        };
+        let taken = c.assigned.get(&(id.clone(), kind)).copied().unwrap_or(0);
+        let left = budget.remaining(kind).saturating_sub(taken);
+        if best.as_ref().is_none_or(|(b, _)| left > *b) {
+            best = Some((left, id.clone()));
+        }
+    }
+    Ok(best.map(|(_, id)| id))
+}
+
+fn apply_action(c: &mut Ctx, line: usize, r: &ActionRecord) -> TxResult<()> {
+    let tx = c.tx;
+    if tx.action(&r.id)?.is_some() {
+        c.out.duplicates += 1;
+        return Ok(());
+    }
+    let Some(camp) = tx.campaign(&r.campaign)? else {
+        return reject(line, "campaign", format!("unknown campaign `{}`", r.campaign));
+    };
+    let payload = r.payload.to_string();
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return reject(line, "payload", format!("larger than {MAX_PAYLOAD_BYTES} bytes"));
+    }
+    let sticky = codec::sticky_key(&camp.id, &r.prospect);
+    let account = match &r.account {
+        Some(a) => {
+            if tx.account(a)?.is_none() {
+                return reject(line, "account", format!("unknown account `{a}`"));
+            }
+            a.clone()
+        }
+        None => match tx.get_raw(LINKS, &sticky)? {
+            Some(a) => String::from_utf8_lossy(&a).into_owned(),
+            None => match pick_account(c, &camp, r.kind)? {
+                Some(a) => a,
+                None => {
+                    return reject(line, "account", "no account given and the campaign lists none");
+                }
+            },
+        },
+    };
+    if tx.get_raw(LINKS, &sticky)?.is_none() {
+        tx.put_raw(LINKS, &sticky, account.as_bytes())?;
+    }
+    *c.assigned.entry((account.clone(), r.kind)).or_default() += 1;
+    let seq = c.seqs.next().copied().unwrap_or(u64::MAX);
+    let action = Action {
+        id: r.id.clone(),
+        campaign: r.campaign.clone(),
+        account,
+        kind: r.kind,
+        prospect: r.prospect.clone(),
+        payload,
+        priority: r.priority,
+        seq,
+        state: State::Queued,
+        attempts: 0,
+        retries: 0,
+        reason: None,
+        until_ms: r.not_before.filter(|t| *t > c.now).map(ms),
+        updated_ms: ms(c.now),
+        sent_day: None,
+        accepted: false,
+        refunded: false,
+    };
+    tx.insert_action(&action)?;
+    c.out.actions += 1;
+    Ok(())
+}
+
+fn need_account(tx: &Tx, line: usize, id: &str) -> TxResult<Account> {
+    match tx.account(id)? {
+        Some(a) => Ok(a),
+        None => reject(line, "account", format!("unknown account `{id}`")),
+    }
+}
+
+fn need_action(tx: &Tx, line: usize, id: &str) -> TxResult<Action> {
+    match tx.action(id)? {
+        Some(a) => Ok(a),
+        None => reject(line, "action", format!("unknown action `{id}`")),
+    }
+}
+
+fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
+    let tx = c.tx;
+    let st = c.st;
+    match e {
+        EventRecord::InviteAccepted {
+            account, prospect, ..
+        } => {
+            need_account(tx, line, account)?;
+            if let Some(id) = tx.get_raw(LINKS, &codec::invite_key(account, prospect))? {
+                let id = String::from_utf8_lossy(&id).into_owned();
+                if let Some(mut a) = tx.action(&id)? {
+                    if let (false, Some(day)) = (a.accepted, a.sent_day) {
+                        a.accepted = true;
+                        tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
+                        let mut d = tx.account_day(account, day)?;
+                        d.invites_accepted += 1;
+                        tx.put_account_day(account, day, &d)?;
+                    }
+                }
+            }
+        }
+        EventRecord::ReplyReceived { action, .. } => {
+            let mut a = need_action(tx, line, action)?;
+            if a.kind == Kind::Inmail && a.state == State::Sent && !a.refunded {
+                if let Some(mut acct) = tx.account(&a.account)? {
+                    let ceiling = st.policy.tier(acct.tier).inmail_ceiling;
+                    acct.credits = credits::refund(acct.credits, ceiling);
+                    tx.put_account(&acct)?;
+                }
+                a.refunded = true;
+                tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
+            }
+        }
+        EventRecord::AccountRestricted { account } | EventRecord::AccountResumed { account } => {
+            let mut a = need_account(tx, line, account)?;
+            let restricted = matches!(e, EventRecord::AccountRestricted { .. });
+            a.restricted = restricted;
+            let today = local_day(a.tz(), c.now);
+            refresh_health(tx, &mut a, today, st, &mut c.out.changes)?;
+            tx.put_account(&a)?;
+            if !restricted {
+                c.resumed.push((false, account.clone()));
+            }
+        }
+        EventRecord::TierChanged { account, tier } => {
+            let mut a = need_account(tx, line, account)?;
+            a.tier = *tier;
+            tx.put_account(&a)?;
+        }
+        EventRecord::CampaignPaused { campaign } | EventRecord::CampaignResumed { campaign } => {
+            let Some(mut camp) = tx.campaign(campaign)? else {
+                return reject(line, "campaign", format!("unknown campaign `{campaign}`"));
+            };
+            camp.paused = matches!(e, EventRecord::CampaignPaused { .. });
+            tx.put_campaign(&camp)?;
+            if !camp.paused {
+                c.resumed.push((true, campaign.clone()));
+            }
+        }
+        EventRecord::CancelAction { action } => {
+            let old = need_action(tx, line, action)?;
+            if matches!(old.state, State::Queued | State::Parked) {
+                let mut a = old.clone();
+                a.state = State::Cancelled;
+                a.reason = Some("cancelled".into());
+                a.until_ms = None;
+                a.updated_ms = ms(c.now);
+                tx.transition(&old, &a, None)?;
+            }
+        }
+        EventRecord::RequeueAction { action } => {
+            let old = need_action(tx, line, action)?;
+            if matches!(old.state, State::Unknown | State::Failed) {
+                let mut a = old.clone();
+                a.state = State::Queued;
+                a.reason = None;
+                a.until_ms = None;
+                a.retries = 0;
+                a.updated_ms = ms(c.now);
+                tx.transition(&old, &a, None)?;
+            }
+        }
+    }
+    c.out.events += 1;
+    Ok(())
+}
+
+impl Store {
+    /// Apply a parsed job file whole, or reject it whole with the line and field.
+    pub fn apply(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        records: &[Line<Record>],
+        now: DateTime<Utc>,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let fkey = file_key(name, content_hash(bytes));
+        self.op("read files")?;
+        if self.trees[FILES].contains_key(&fkey)? {
+            return Ok(ApplyOutcome::AlreadyApplied);
+        }
+        let n_actions = records
+            .iter()
+            .filter(|l| matches!(l.record, Record::Action(_)))
+            .count();
+        let mut seqs = Vec::with_capacity(n_actions);
+        for _ in 0..n_actions {
+            seqs.push(self.db.generate_id()?);
+        }
+        let result = self.transact(|tx| {
+            if tx.get_raw(FILES, &fkey)?.is_some() {
+                return Ok(None);
+            }
+            let mut c = Ctx {
+                tx,
+                st: &self.settings,
+                now,
+                assigned: BTreeMap::new(),
+                seqs: seqs.iter(),
+                out: Applied::default(),
+                resumed: Vec::new(),
+            };
+            for l in records {
+                match &l.record {
+                    Record::Account(r) => apply_account(&mut c, r)?,
+                    Record::Campaign(r) => apply_campaign(&mut c, l.line, r)?,
+                    Record::Action(r) => apply_action(&mut c, l.line, r)?,
+                    Record::Event(e) => apply_event(&mut c, l.line, e)?,
+                }
+            }
+            tx.put(FILES, &fkey, &ms(now))?;
+            tx.flush_counts()?;
+            Ok(Some((c.out, c.resumed)))
+        })?;
+        let (applied, resumed) = match result {
+            Ok(Some(v)) => v,
+            Ok(None) => return Ok(ApplyOutcome::AlreadyApplied),
+            Err(r) => return Ok(ApplyOutcome::Rejected(r)),
+        };
+        self.make_durable()?;
+        for (is_campaign, owner) in resumed {
+            self.release(if is_campaign { b"c" } else { b"a" }, &owner, now)?;
+        }
+        Ok(ApplyOutcome::Applied(applied))
+    }
+
+    /// Move actions parked on an event of `owner` (a campaign `c` or account `a`) back
+    /// to the ready queue, in bounded batches.
+    pub(super) fn release(&self, kind: &[u8], owner: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        const BATCH: usize = 1024;
+        let prefix = codec::waiting_prefix(kind, owner);
+        loop {
+            self.op("scan waiting")?;
+            let ids: Vec<String> = self.trees[WAITING]
+                .scan_prefix(&prefix)
+                .keys()
+                .take(BATCH)
+                .map(|k| k.map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned()))
+                .collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let result = self.transact(|tx| {
+                for id in &ids {
+                    tx.del(WAITING, &codec::waiting_key(kind, owner, id))?;
+                    let Some(old) = tx.action(id)? else { continue };
+                    if old.state != State::Parked || old.until_ms.is_some() {
+                        continue;
+                    }
+                    let mut a = old.clone();
+                    a.state = State::Queued;
+                    a.reason = None;
+                    a.updated_ms = ms(now);
+                    tx.transition(&old, &a, None)?;
+                }
+                tx.flush_counts()?;
+                Ok(())
+            })?;
+            result.map_err(|r| StoreError::Corrupt(r.reason))?;
+            self.make_durable()?;
+        }
+    }
+}

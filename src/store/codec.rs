@@ -1,0 +1,216 @@
+//! Keys and values on disk. Keys are big-endian so that byte order is time and sequence
+//! order; ids are separated by 0x00, which ids may not contain (control characters are
+//! rejected by the job-file parser). Values are postcard-encoded `Stored<T>`: an enum
+//! whose variants are only ever appended, so a record written by this version is read
+//! by every later one.
+
+use super::StoreError;
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The on-disk format this build writes; a store with a larger one is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The versioned envelope of every value. Append variants; never reorder or remove.
+#[derive(Serialize, Deserialize)]
+pub enum Stored<T> {
+    V1(T),
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing plain structs into a Vec cannot fail: postcard errors only on
+    // unsupported types (none here) or a full fixed buffer (a Vec grows).
+    postcard::to_allocvec(&Stored::V1(value)).unwrap_or_default()
+}
+
+pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    match postcard::from_bytes::<Stored<T>>(bytes) {
+        Ok(Stored::V1(v)) => Ok(v),
+        Err(e) => Err(StoreError::Corrupt(format!("cannot decode {what}: {e}"))),
+    }
+}
+
+/// Sign-flipped big-endian i64, so negative values sort first.
+pub fn be_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn from_be_i64(b: &[u8]) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    (u64::from_be_bytes(a) ^ (1 << 63)) as i64
+}
+
+pub fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+pub fn day_num(d: NaiveDate) -> i32 {
+    d.num_days_from_ce()
+}
+
+pub fn from_day_num(n: i32) -> NaiveDate {
+    NaiveDate::from_num_days_from_ce_opt(n).unwrap_or(NaiveDate::MIN)
+}
+
+fn be_day(d: NaiveDate) -> [u8; 4] {
+    ((day_num(d) as u32) ^ (1 << 31)).to_be_bytes()
+}
+
+/// Concatenate parts with 0x00 separators.
+pub fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// `days` tree: per-account-day counters.
+pub fn account_day_key(account: &str, day: NaiveDate) -> Vec<u8> {
+    key(&[b"a", account.as_bytes(), &be_day(day)])
+}
+
+/// `days` tree: per-campaign-day counters.
+pub fn campaign_day_key(campaign: &str, day: NaiveDate) -> Vec<u8> {
+    key(&[b"c", campaign.as_bytes(), &be_day(day)])
+}
+
+/// The day encoded at the end of a `days` key.
+pub fn day_of_key(k: &[u8]) -> NaiveDate {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&k[k.len() - 4..]);
+    from_day_num((u32::from_be_bytes(a) ^ (1 << 31)) as i32)
+}
+
+/// `ready` tree: queued and due, in fair order within an account: campaign, then
+/// priority (higher first), then ingest sequence (older first).
+pub fn ready_key(account: &str, campaign: &str, priority: i32, seq: u64) -> Vec<u8> {
+    let prio = (i64::from(i32::MAX) - i64::from(priority)) as u32;
+    key(&[
+        account.as_bytes(),
+        campaign.as_bytes(),
+        &prio.to_be_bytes(),
+        &seq.to_be_bytes(),
+    ])
+}
+
+/// The part of a ready key after which every key belongs to a later campaign.
+pub fn ready_after_campaign(account: &str, campaign: &str) -> Vec<u8> {
+    let mut k = key(&[account.as_bytes(), campaign.as_bytes()]);
+    k.push(1);
+    k
+}
+
+pub fn account_prefix(account: &str) -> Vec<u8> {
+    let mut k = account.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// Split a ready key into (account, campaign).
+pub fn split_ready_key(k: &[u8]) -> Option<(String, String)> {
+    let mut parts = k.splitn(3, |&b| b == 0);
+    let a = parts.next()?;
+    let c = parts.next()?;
+    Some((
+        String::from_utf8_lossy(a).into_owned(),
+        String::from_utf8_lossy(c).into_owned(),
+    ))
+}
+
+/// `timed` tree: waiting for a time (not_before, parking, backoff).
+pub fn timed_key(until_ms: i64, action: &str) -> Vec<u8> {
+    let mut k = be_i64(until_ms).to_vec();
+    k.extend_from_slice(action.as_bytes());
+    k
+}
+
+/// `waiting` tree: parked until an event (a campaign resumes, an account resumes).
+pub fn waiting_key(owner_kind: &[u8], owner: &str, action: &str) -> Vec<u8> {
+    key(&[owner_kind, owner.as_bytes(), action.as_bytes()])
+}
+
+pub fn waiting_prefix(owner_kind: &[u8], owner: &str) -> Vec<u8> {
+    let mut k = key(&[owner_kind, owner.as_bytes()]);
+    k.push(0);
+    k
+}
+
+/// `links` tree: prospect → account per campaign (sticky), and the sent invite of a
+/// prospect per account (for acceptances).
+pub fn sticky_key(campaign: &str, prospect: &str) -> Vec<u8> {
+    key(&[b"s", campaign.as_bytes(), prospect.as_bytes()])
+}
+
+pub fn invite_key(account: &str, prospect: &str) -> Vec<u8> {
+    key(&[b"i", account.as_bytes(), prospect.as_bytes()])
+}
+
+/// `files` tree: name and content hash of every applied job file.
+pub fn file_key(name: &str, hash: u64) -> Vec<u8> {
+    key(&[name.as_bytes(), &hash.to_be_bytes()])
+}
+
+/// FNV-1a, 64 bit: a content fingerprint for applied files (not a security boundary;
+/// the name is part of the key too).
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_and_round_trips() {
+        assert!(be_i64(-5) < be_i64(3));
+        assert!(be_i64(3) < be_i64(300));
+        assert_eq!(from_be_i64(&be_i64(-12345)), -12345);
+        let d1 = NaiveDate::from_ymd_opt(2026, 3, 8).expect("date");
+        let d2 = NaiveDate::from_ymd_opt(2026, 3, 9).expect("date");
+        assert!(account_day_key("a", d1) < account_day_key("a", d2));
+        assert_eq!(day_of_key(&account_day_key("acct", d2)), d2);
+        assert!(
+            ready_key("a", "c", 5, 9) < ready_key("a", "c", 0, 1),
+            "higher priority first"
+        );
+        assert!(
+            ready_key("a", "c", 0, 1) < ready_key("a", "c", 0, 2),
+            "older first"
+        );
+        assert!(ready_key("a", "c", i32::MIN, 1) < ready_after_campaign("a", "c"));
+        assert!(ready_after_campaign("a", "c") < ready_key("a", "cx", i32::MAX, 0));
+        assert_eq!(
+            split_ready_key(&ready_key("a", "c", 0, 1)),
+            Some(("a".into(), "c".into()))
+        );
+    }
+
+    #[test]
+    fn versioned_values() {
+        let bytes = encode(&(7u32, "x".to_string()));
+        assert_eq!(bytes[0], 0, "the variant leads");
+        assert_eq!(
+            decode::<(u32, String)>("t", &bytes).expect("decodes"),
+            (7, "x".to_string())
+        );
+        let newer = [1u8, 7, 1, b'x'];
+        assert!(decode::<(u32, String)>("t", &newer).is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! The records kept in the store, and the policy inputs derived from them.
+
+use crate::config::Policy;
+use crate::contract::jobfile::{CampaignStatus, CapSplit, CapsOverride};
+use crate::policy::caps::{AccountDay, CampaignDay, CampaignLimits, Caps, Limits};
+use crate::policy::{Health, Kind, Tier, Window};
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub tier: Tier,
+    pub timezone: String,
+    pub window: Window,
+    pub ramp_start: NaiveDate,
+    pub established: bool,
+    pub proxy: Option<String>,
+    pub caps: AccountCaps,
+    pub credits: u32,
+    pub refill_day: u32,
+    /// The last refill instant applied (ms since the epoch).
+    pub last_refill_ms: i64,
+    pub ramp_ceiling: u32,
+    /// 7-day ramp boundaries already evaluated.
+    pub ramp_steps: i64,
+    pub health: Health,
+    pub restricted: bool,
+    /// No sends of any kind before this instant (a rate limit), ms.
+    pub held_until_ms: Option<i64>,
+    /// The local day maintenance (refill, health, ramp) last ran for.
+    pub maintained_day: NaiveDate,
+}
+
+/// Per-account cap overrides; `None` falls back to the config's `[caps]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountCaps {
+    pub invites: Option<u32>,
+    pub messages: Option<u32>,
+    pub inmails: Option<u32>,
+    pub engagement: Option<u32>,
+    pub weekly_invites: Option<u32>,
+}
+
+impl AccountCaps {
+    pub fn merge(&mut self, o: &CapsOverride) {
+        self.invites = o.invites.or(self.invites);
+        self.messages = o.messages.or(self.messages);
+        self.inmails = o.inmails.or(self.inmails);
+        self.engagement = o.engagement.or(self.engagement);
+        self.weekly_invites = o.weekly_invites.or(self.weekly_invites);
+    }
+}
+
+impl Account {
+    pub fn tz(&self) -> Tz {
+        self.timezone.parse().unwrap_or(Tz::UTC)
+    }
+
+    pub fn caps(&self, policy: &Policy) -> Caps {
+        let d = policy.caps;
+        Caps {
+            invites: self.caps.invites.unwrap_or(d.invites),
+            messages: self.caps.messages.unwrap_or(d.messages),
+            inmails: self.caps.inmails.unwrap_or(d.inmails),
+            engagement: self.caps.engagement.unwrap_or(d.engagement),
+            weekly_invites: self.caps.weekly_invites.or(d.weekly_invites),
+        }
+    }
+
+    /// `min(caps.invites, tier ceiling)`: where the ramp is heading.
+    pub fn invite_target(&self, policy: &Policy) -> u32 {
+        self.caps(policy)
+            .invites
+            .min(policy.tier(self.tier).invite_ceiling)
+    }
+
+    /// The effective invite cap of SPEC §3.2: `min(caps.invites, tier, ramp)`.
+    pub fn invite_cap(&self, policy: &Policy) -> u32 {
+        self.invite_target(policy).min(self.ramp_ceiling)
+    }
+
+    pub fn limits(&self, policy: &Policy, campaign: CampaignLimits) -> Limits {
+        let caps = self.caps(policy);
+        Limits {
+            invites: self.invite_cap(policy),
+            messages: caps.messages,
+            inmails: caps.inmails,
+            engagement: caps.engagement,
+            weekly_invites: caps.weekly_invites,
+            campaign,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub id: String,
+    pub timezone: String,
+    pub daily_limit: u32,
+    pub split_invites: Option<u32>,
+    pub split_messages: Option<u32>,
+    pub split_inmails: Option<u32>,
+    pub accounts: Vec<String>,
+    pub paused: bool,
+}
+
+impl Campaign {
+    pub fn tz(&self) -> Tz {
+        self.timezone.parse().unwrap_or(Tz::UTC)
+    }
+
+    pub fn limits(&self) -> CampaignLimits {
+        CampaignLimits {
+            invites: self.split_invites.unwrap_or(self.daily_limit),
+            messages: self.split_messages.unwrap_or(self.daily_limit),
+            inmails: self.split_inmails.unwrap_or(self.daily_limit),
+        }
+    }
+
+    pub fn merge_split(&mut self, s: &CapSplit) {
+        self.split_invites = s.invites.or(self.split_invites);
+        self.split_messages = s.messages.or(self.split_messages);
+        self.split_inmails = s.inmails.or(self.split_inmails);
+    }
+
+    pub fn status(&self) -> CampaignStatus {
+        if self.paused {
+            CampaignStatus::Paused
+        } else {
+            CampaignStatus::Active
+        }
+    }
+}
+
+/// The visible states of an action (SPEC P4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Queued,
+    Parked,
+    Inflight,
+    Sent,
+    Failed,
+    Unknown,
+    Cancelled,
+}
+
+impl State {
+    pub const ALL: [State; 7] = [
+        State::Queued,
+        State::Parked,
+        State::Inflight,
+        State::Sent,
+        State::Failed,
+        State::Unknown,
+        State::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Parked => "parked",
+            State::Inflight => "inflight",
+            State::Sent => "sent",
+            State::Failed => "failed",
+            State::Unknown => "unknown",
+            State::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Finished states are pruned after `store.retention_days`.
+    pub fn finished(self) -> bool {
+        matches!(self, State::Sent | State::Failed | State::Cancelled)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: String,
+    pub campaign: String,
+    pub account: String,
+    pub kind: Kind,
+    pub prospect: String,
+    /// The payload as JSON text (opaque; passed upstream, never logged).
+    pub payload: String,
+    pub priority: i32,
+    pub seq: u64,
+    pub state: State,
+    /// Upstream attempts made so far (each reserved its own slot).
+    pub attempts: u32,
+    /// Attempts since the last `requeue_action` (bounded by `upstream.max_attempts`).
+    pub retries: u32,
+    pub reason: Option<String>,
+    /// When a parked or backed-off action is due again, ms.
+    pub until_ms: Option<i64>,
+    pub updated_ms: i64,
+    /// The account's local day the invite was sent on (for acceptance ratios).
+    pub sent_day: Option<NaiveDate>,
+    pub accepted: bool,
+    pub refunded: bool,
+}
+
+/// Counters and signals of one account on one local day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDayRec {
+    pub reserved: AccountDay,
+    /// Invites confirmed sent that day, and how many of them were accepted since.
+    pub invites_sent: u32,
+    pub invites_accepted: u32,
+    pub rate_limits: u32,
+    pub sent: u32,
+}
+
+/// One reservation, with the limits in force when it was taken (for `audit`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub action: String,
+    pub account: String,
+    pub campaign: String,
+    pub kind: Kind,
+    pub attempt: u32,
+    pub at_ms: i64,
+    pub account_day: NaiveDate,
+    pub campaign_day: NaiveDate,
+    pub limits: LedgerLimits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerLimits {
+    pub invites: u32,
+    pub messages: u32,
+    pub inmails: u32,
+    pub engagement: u32,
+    pub weekly_invites: Option<u32>,
+    pub campaign: u32,
+}
+
+impl LedgerLimits {
+    pub fn of(l: &Limits, kind: Kind) -> LedgerLimits {
+        let campaign = crate::policy::CampaignType::of(kind).map_or(u32::MAX, |t| l.campaign.get(t));
+        LedgerLimits {
+            invites: l.invites,
+            messages: l.messages,
+            inmails: l.inmails,
+            engagement: l.engagement,
+            weekly_invites: l.weekly_invites,
+            campaign,
+        }
+    }
+}
+
+pub type CampaignDayRec = CampaignDay;

@@ -1,0 +1,380 @@
+//! Reserve: one transaction that re-checks every counter an action draws from through
+//! the policy core, takes the slots, moves the action to `inflight` and appends a ledger
+//! entry; then the durability boundary, then permission to send (SPEC P1, P2).
+
+use super::codec::{day_num, from_ms, ms};
+use super::records::{Account, Action, LedgerEntry, LedgerLimits, State};
+use super::tx::{Tx, TxResult};
+use super::{Settings, Store, StoreError, LEDGER};
+use crate::contract::upstream::redact_proxy;
+use crate::contract::SendRequest;
+use crate::policy::caps::{Blocker, Budget, Counter, Decision};
+use crate::policy::health::{self, Signals};
+use crate::policy::window::{local_day, start_of_day};
+use crate::policy::{credits, ramp, Health, Kind};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+
+/// Permission to send one attempt: the reservation is durable when this exists.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reservation {
+    pub request: SendRequest,
+    pub campaign: String,
+    pub account: String,
+}
+
+impl Reservation {
+    /// The proxy with credentials removed, for logs.
+    pub fn proxy_for_log(&self) -> Option<String> {
+        self.request.proxy.as_deref().map(redact_proxy)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReserveResult {
+    Reserved(Reservation),
+    /// Blocked by a cap: parked until `until` (or until an event when `None`).
+    Parked {
+        action: String,
+        account: String,
+        campaign: String,
+        kind: Kind,
+        blocker: String,
+        until: Option<DateTime<Utc>>,
+    },
+    /// Not reservable now (no longer queued, account held or restricted, window shut).
+    Skipped {
+        action: String,
+        why: &'static str,
+    },
+}
+
+/// Something that changed in passing and must be logged.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    RampChanged {
+        account: String,
+        old: u32,
+        new: u32,
+        reason: &'static str,
+    },
+    HealthChanged {
+        account: String,
+        old: Health,
+        new: Health,
+    },
+    CreditsRefilled {
+        account: String,
+        old: u32,
+        new: u32,
+    },
+    AccountHeld {
+        account: String,
+        until: DateTime<Utc>,
+    },
+    RedZone {
+        account: Option<String>,
+        counter: &'static str,
+        value: u32,
+    },
+}
+
+/// Refill bound: months caught up in one maintenance pass (a worker down for years
+/// still refills, a month per pass).
+const MAX_REFILLS_PER_PASS: usize = 24;
+
+/// The health signals of an account on local day `today` (SPEC §3.4).
+pub(super) fn signals(tx: &Tx, a: &Account, today: NaiveDate) -> TxResult<Signals> {
+    let mut s = Signals {
+        restricted: a.restricted,
+        ..Signals::default()
+    };
+    for ago in health::ACCEPTANCE_FROM_DAYS_AGO..=health::ACCEPTANCE_TO_DAYS_AGO {
+        let d = tx.account_day(&a.id, today - Duration::days(ago))?;
+        s.invites_sent += d.invites_sent;
+        s.invites_accepted += d.invites_accepted;
+    }
+    for ago in 0..health::RATE_LIMIT_DAYS {
+        s.rate_limits += tx.account_day(&a.id, today - Duration::days(ago))?.rate_limits;
+    }
+    Ok(s)
+}
+
+pub(super) fn refresh_health(
+    tx: &Tx,
+    a: &mut Account,
+    today: NaiveDate,
+    st: &Settings,
+    out: &mut Vec<Change>,
+) -> TxResult<()> {
+    let new = health::assess(signals(tx, a, today)?, &st.policy.health);
+    if new != a.health {
+        out.push(Change::HealthChanged {
+            account: a.id.clone(),
+            old: a.health,
+            new,
+        });
+        a.health = new;
+    }
+    Ok(())
+}
+
+/// Bring an account up to `now`: InMail refills, and once per local day the health
+/// assessment and any 7-day ramp boundaries passed. A clock that steps backwards finds
+/// the day already maintained and changes nothing.
+pub(super) fn maintain(
+    tx: &Tx,
+    a: &mut Account,
+    now: DateTime<Utc>,
+    st: &Settings,
+    out: &mut Vec<Change>,
+) -> TxResult<()> {
+    let tier = st.policy.tier(a.tier);
+    for _ in 0..MAX_REFILLS_PER_PASS {
+        let next = credits::next_refill_after(from_ms(a.last_refill_ms), a.refill_day);
+        if next > now {
+            break;
+        }
+        let old = a.credits;
+        a.credits = credits::refill(a.credits, tier.inmail_credits, tier.inmail_ceiling);
+        a.last_refill_ms = ms(next);
+        out.push(Change::CreditsRefilled {
+            account: a.id.clone(),
+            old,
+            new: a.credits,
+        });
+    }
+    let today = local_day(a.tz(), now);
+    if a.maintained_day >= today {
+        return Ok(());
+    }
+    a.maintained_day = today;
+    refresh_health(tx, a, today, st, out)?;
+    let steps = ramp::boundaries_passed(i64::from(day_num(a.ramp_start)), i64::from(day_num(today)));
+    if steps > a.ramp_steps {
+        // One step per evaluation, even after a long stop: an account that sent
+        // nothing for weeks has not earned several steps.
+        a.ramp_steps = steps;
+        let target = a.invite_target(&st.policy);
+        let (new, reason) = ramp::evaluate(a.ramp_ceiling, target, st.policy.ramp, a.health);
+        if new != a.ramp_ceiling {
+            out.push(Change::RampChanged {
+                account: a.id.clone(),
+                old: a.ramp_ceiling,
+                new,
+                reason: reason.as_str(),
+            });
+            a.ramp_ceiling = new;
+        }
+    }
+    Ok(())
+}
+
+/// Invites reserved on each of the 7 local days ending `today` (oldest first).
+fn week(tx: &Tx, account: &str, today: NaiveDate) -> TxResult<[u32; 7]> {
+    let mut w = [0u32; 7];
+    for (i, slot) in w.iter_mut().enumerate() {
+        *slot = tx
+            .account_day(account, today - Duration::days(6 - i as i64))?
+            .reserved
+            .invites;
+    }
+    Ok(w)
+}
+
+/// Where a blocked action waits: the next window opening on a later day of the
+/// counter that blocked it; for credits, the next refill; for the rolling week, the
+/// first day the 7-day sum drops below the cap.
+fn park_until(
+    a: &Account,
+    campaign_tz: chrono_tz::Tz,
+    blocker: Blocker,
+    now: DateTime<Utc>,
+    week_counts: [u32; 7],
+    weekly_cap: u32,
+) -> Option<DateTime<Utc>> {
+    let tz = a.tz();
+    match blocker {
+        Blocker::Account(Counter::InmailCredits) => a
+            .window
+            .next_open(tz, credits::next_refill_after(now, a.refill_day)),
+        Blocker::Account(Counter::WeeklyInvites) => {
+            let today = local_day(tz, now);
+            let k = (1..=7usize)
+                .find(|&k| week_counts[k..].iter().sum::<u32>() < weekly_cap)
+                .unwrap_or(7);
+            a.window
+                .next_open(tz, start_of_day(tz, today + Duration::days(k as i64)))
+        }
+        Blocker::Account(_) => a.window.next_open_on_later_day(tz, tz, now),
+        Blocker::Campaign(_) => a.window.next_open_on_later_day(tz, campaign_tz, now),
+    }
+}
+
+fn skipped(action: &str, why: &'static str) -> ReserveResult {
+    ReserveResult::Skipped {
+        action: action.to_string(),
+        why,
+    }
+}
+
+fn reserve_one(
+    tx: &Tx,
+    id: &str,
+    now: DateTime<Utc>,
+    st: &Settings,
+    ledger_id: u64,
+    out: &mut Vec<Change>,
+) -> TxResult<ReserveResult> {
+    let Some(action) = tx.action(id)? else {
+        return Ok(skipped(id, "unknown action"));
+    };
+    if action.state != State::Queued || action.until_ms.is_some_and(|u| u > ms(now)) {
+        return Ok(skipped(id, "not due"));
+    }
+    let Some(mut acct) = tx.account(&action.account)? else {
+        return Ok(skipped(id, "unknown account"));
+    };
+    maintain(tx, &mut acct, now, st, out)?;
+    tx.put_account(&acct)?;
+    if acct.restricted {
+        return Ok(skipped(id, "account restricted"));
+    }
+    if acct.held_until_ms.is_some_and(|h| h > ms(now)) {
+        return Ok(skipped(id, "account held"));
+    }
+    let tz = acct.tz();
+    if !acct.window.is_open(tz, now) {
+        return Ok(skipped(id, "outside the sending window"));
+    }
+    let Some(campaign) = tx.campaign(&action.campaign)? else {
+        return Ok(skipped(id, "unknown campaign"));
+    };
+    let mut parked = action.clone();
+    parked.state = State::Parked;
+    parked.updated_ms = ms(now);
+    if campaign.paused {
+        parked.reason = Some("campaign_paused".into());
+        parked.until_ms = None;
+        tx.transition(&action, &parked, Some((b"c", &campaign.id)))?;
+        return Ok(ReserveResult::Parked {
+            action: action.id,
+            account: acct.id,
+            campaign: campaign.id,
+            kind: parked.kind,
+            blocker: "campaign_paused".into(),
+            until: None,
+        });
+    }
+    let today = local_day(tz, now);
+    let camp_today = local_day(campaign.tz(), now);
+    let mut day = tx.account_day(&acct.id, today)?;
+    let mut camp_day = tx.campaign_day(&campaign.id, camp_today)?;
+    let limits = acct.limits(&st.policy, campaign.limits());
+    let week_counts = match (action.kind, limits.weekly_invites) {
+        (Kind::Invite, Some(_)) => week(tx, &acct.id, today)?,
+        _ => [0; 7],
+    };
+    let mut budget = Budget {
+        limits,
+        day: day.reserved,
+        week_invites: week_counts.iter().sum(),
+        credits: acct.credits,
+        campaign_day: camp_day,
+    };
+    match budget.reserve(action.kind) {
+        Decision::Blocked(blocker) => {
+            let weekly_cap = limits.weekly_invites.unwrap_or(u32::MAX);
+            let until = park_until(&acct, campaign.tz(), blocker, now, week_counts, weekly_cap)
+                .unwrap_or(now + Duration::days(1));
+            parked.reason = Some(blocker.name());
+            parked.until_ms = Some(ms(until));
+            tx.transition(&action, &parked, None)?;
+            Ok(ReserveResult::Parked {
+                action: action.id,
+                account: acct.id,
+                campaign: campaign.id,
+                kind: parked.kind,
+                blocker: blocker.name(),
+                until: Some(until),
+            })
+        }
+        Decision::Admit => {
+            day.reserved = budget.day;
+            camp_day = budget.campaign_day;
+            acct.credits = budget.credits;
+            tx.put_account_day(&acct.id, today, &day)?;
+            tx.put_campaign_day(&campaign.id, camp_today, &camp_day)?;
+            tx.put_account(&acct)?;
+            let mut inflight = action.clone();
+            inflight.state = State::Inflight;
+            inflight.attempts += 1;
+            inflight.retries += 1;
+            inflight.reason = None;
+            inflight.until_ms = None;
+            inflight.updated_ms = ms(now);
+            tx.transition(&action, &inflight, None)?;
+            let entry = LedgerEntry {
+                action: action.id.clone(),
+                account: acct.id.clone(),
+                campaign: campaign.id.clone(),
+                kind: action.kind,
+                attempt: inflight.attempts,
+                at_ms: ms(now),
+                account_day: today,
+                campaign_day: camp_today,
+                limits: LedgerLimits::of(&limits, action.kind),
+            };
+            tx.put(LEDGER, &ledger_id.to_be_bytes(), &entry)?;
+            Ok(ReserveResult::Reserved(request_of(&inflight, &acct)))
+        }
+    }
+}
+
+fn request_of(a: &Action, acct: &Account) -> Reservation {
+    Reservation {
+        request: SendRequest {
+            id: a.id.clone(),
+            account: a.account.clone(),
+            proxy: acct.proxy.clone(),
+            campaign: a.campaign.clone(),
+            kind: a.kind,
+            prospect: a.prospect.clone(),
+            payload: serde_json::from_str(&a.payload).unwrap_or(serde_json::Value::Null),
+            attempt: a.attempts,
+        },
+        campaign: a.campaign.clone(),
+        account: a.account.clone(),
+    }
+}
+
+impl Store {
+    /// Reserve several actions in one transaction and one durable commit (group
+    /// commit). Each result says reserved, parked, or skipped; only `Reserved` ones
+    /// may be sent, and only after this returns.
+    pub fn reserve(
+        &self,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<ReserveResult>, Vec<Change>), StoreError> {
+        let mut ledger_ids = Vec::with_capacity(ids.len());
+        for _ in ids {
+            self.op("generate ledger id")?;
+            ledger_ids.push(self.db.generate_id()?);
+        }
+        let st = &self.settings;
+        let result = self.transact(|tx| {
+            let mut changes = Vec::new();
+            let mut results = Vec::with_capacity(ids.len());
+            for (id, &lid) in ids.iter().zip(&ledger_ids) {
+                results.push(reserve_one(tx, id, now, st, lid, &mut changes)?);
+            }
+            tx.flush_counts()?;
+            Ok((results, changes))
+        })?;
+        let (results, changes) = result.map_err(|r| StoreError::Corrupt(r.reason))?;
+        // The durability boundary: nothing below this line may run before the
+        // reservation survives a crash and a power cut.
+        self.make_durable()?;
+        Ok((results, changes))
+    }
+}

@@ -1,0 +1,240 @@
+//! The store through its public API: apply, reserve, record, audit, and what must
+//! never happen to an opened store.
+
+mod common;
+
+use common::*;
+use sendgate::contract::jobfile::parse_file;
+use sendgate::contract::Outcome;
+use sendgate::policy::pacing::{Rng, SplitMix64};
+use sendgate::store::{ApplyOutcome, OpenOptions, ReserveResult, Settings, State, Store, StoreError};
+use std::sync::Arc;
+
+const NOW: &str = "2026-11-25T12:00:00Z"; // a Wednesday
+
+#[test]
+fn apply_reserve_record_and_audit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Settings::default());
+    let now = utc(NOW);
+    let mut text = format!(
+        "{}\n{}\n",
+        account_line("a1", r#","caps":{"invites":3}"#),
+        campaign_line("c1", 10, "")
+    );
+    for i in 0..5 {
+        text.push_str(&action_line(&format!("x{i}"), "c1", "a1", "invite"));
+        text.push('\n');
+    }
+    apply(&store, "f1.jsonl", &text, now);
+    let ids: Vec<String> = (0..5).map(|i| format!("x{i}")).collect();
+    let (results, _) = store.reserve(&ids, now).expect("reserve");
+    let reserved = results
+        .iter()
+        .filter(|r| matches!(r, ReserveResult::Reserved(_)))
+        .count();
+    assert_eq!(reserved, 3, "{results:?}");
+    let parked: Vec<_> = results
+        .iter()
+        .filter_map(|r| match r {
+            ReserveResult::Parked { blocker, until, .. } => Some((blocker.clone(), *until)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(parked.len(), 2);
+    assert_eq!(parked[0].0, "account.invites");
+    assert_eq!(
+        parked[0].1,
+        Some(utc("2026-11-26T00:00:00Z")),
+        "next window opening on a later day"
+    );
+    let outcomes: Vec<_> = ids[..3].iter().map(|id| (id.clone(), Outcome::Sent, 0)).collect();
+    store.record(&outcomes, now).expect("record");
+    assert_eq!(
+        store.action("x0").expect("read").map(|a| a.state),
+        Some(State::Sent)
+    );
+    assert_eq!(
+        store.action("x4").expect("read").map(|a| a.state),
+        Some(State::Parked)
+    );
+    let counts = store.state_counts().expect("counts");
+    assert_eq!(counts[State::Sent.index()], 3);
+    assert_eq!(counts[State::Parked.index()], 2);
+    let audit = store.audit(None, None).expect("audit");
+    assert!(audit.clean(), "{audit:?}");
+    assert_eq!(audit.entries, 3);
+}
+
+#[test]
+fn a_file_is_applied_once_and_a_bad_one_not_at_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Settings::default());
+    let now = utc(NOW);
+    let text = format!("{}\n{}\n", account_line("a1", ""), campaign_line("c1", 10, ""));
+    apply(&store, "f.jsonl", &text, now);
+    let records = parse_file("f.jsonl", text.as_bytes()).expect("valid");
+    assert_eq!(
+        store
+            .apply("f.jsonl", text.as_bytes(), &records, now)
+            .expect("ok"),
+        ApplyOutcome::AlreadyApplied
+    );
+    // Line 2 is fine, line 3 names an unknown campaign: nothing of the file applies.
+    let bad = format!(
+        "{}\n{}\n{}\n",
+        campaign_line("c2", 5, ""),
+        action_line("y1", "c1", "a1", "message"),
+        action_line("y2", "nope", "a1", "message")
+    );
+    let records = parse_file("bad.jsonl", bad.as_bytes()).expect("parses");
+    match store
+        .apply("bad.jsonl", bad.as_bytes(), &records, now)
+        .expect("store works")
+    {
+        ApplyOutcome::Rejected(r) => assert_eq!((r.line, r.field.as_str()), (3, "campaign")),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert!(store.campaign("c2").expect("read").is_none(), "half-applied");
+    assert!(store.action("y1").expect("read").is_none(), "half-applied");
+    // Duplicates are skipped and counted.
+    let dup = format!(
+        "{}\n{}\n",
+        action_line("z", "c1", "a1", "message"),
+        action_line("z", "c1", "a1", "message")
+    );
+    let records = parse_file("dup.jsonl", dup.as_bytes()).expect("parses");
+    match store
+        .apply("dup.jsonl", dup.as_bytes(), &records, now)
+        .expect("ok")
+    {
+        ApplyOutcome::Applied(a) => assert_eq!((a.actions, a.duplicates), (1, 1)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn eight_threads_never_overshoot_and_ledger_equals_counters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = Settings::default();
+    settings.fsync = false; // durability is not under test here; contention is
+    let store = Arc::new(open(dir.path(), settings));
+    let now = utc(NOW);
+    let caps = r#","caps":{"invites":40,"messages":30,"inmails":5,"engagement":50,"weekly_invites":100},"inmail_credits":4"#;
+    let mut text = format!("{}\n{}\n", account_line("a1", caps), campaign_line("c1", 25, ""));
+    let kinds = [
+        "invite",
+        "message",
+        "inmail",
+        "profile_view",
+        "comment",
+        "reaction",
+    ];
+    let mut rng = SplitMix64(42);
+    let per_thread = 60;
+    for t in 0..8 {
+        for i in 0..per_thread {
+            let kind = kinds[rng.between(0, 5) as usize];
+            text.push_str(&action_line(&format!("t{t}-{i}"), "c1", "a1", kind));
+            text.push('\n');
+        }
+    }
+    apply(&store, "load.jsonl", &text, now);
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let mut reserved = 0;
+                for i in 0..per_thread {
+                    let (r, _) = store.reserve(&[format!("t{t}-{i}")], now).expect("reserve");
+                    reserved += usize::from(matches!(r[0], ReserveResult::Reserved(_)));
+                }
+                reserved
+            })
+        })
+        .collect();
+    let reserved: usize = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+    let audit = store.audit(None, None).expect("audit");
+    assert!(audit.clean(), "{audit:?}");
+    assert_eq!(audit.entries as usize, reserved);
+    let day = store.account_day("a1", now.date_naive()).expect("day").reserved;
+    assert!(
+        day.invites <= 25 && day.messages <= 25 && day.inmails <= 4 && day.engagement <= 50,
+        "{day:?}"
+    );
+    assert!(reserved > 0);
+    let acct = store.account("a1").expect("read").expect("exists");
+    assert_eq!(acct.credits, 4 - day.inmails, "one credit per InMail");
+}
+
+#[test]
+fn a_newer_format_is_refused_and_a_locked_store_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    {
+        let store = Store::open(&path, Settings::default(), OpenOptions::default()).expect("opens");
+        // A second open in the same process hits sled's file lock.
+        match Store::open(&path, Settings::default(), OpenOptions::default()) {
+            Err(e @ StoreError::Locked { .. }) => {
+                assert!(e.to_string().contains("locked"), "{e}");
+                assert_eq!(e.exit_code(), 74);
+            }
+            Err(e) => panic!("expected a lock error, got {e}"),
+            Ok(_) => panic!("a second open must fail"),
+        }
+        drop(store);
+    }
+    {
+        let db = sled::open(&path).expect("raw open");
+        let meta = db.open_tree("meta").expect("meta");
+        meta.insert(
+            "format_version",
+            postcard::to_allocvec(&(0u8, 99u32)).expect("encode"),
+        )
+        .expect("write");
+        db.flush().expect("flush");
+    }
+    match Store::open(&path, Settings::default(), OpenOptions::default()) {
+        Err(e @ StoreError::NewerFormat { .. }) => {
+            assert!(e.to_string().contains("newer"), "{e}");
+            assert_eq!(e.exit_code(), 78);
+        }
+        Err(e) => panic!("expected a newer-format error, got {e}"),
+        Ok(_) => panic!("a newer store must be refused"),
+    }
+    assert!(path.join("db").exists(), "never replaced by an empty store");
+}
+
+#[test]
+fn inflight_actions_become_unknown_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc(NOW);
+    {
+        let store = open(dir.path(), Settings::default());
+        let text = format!(
+            "{}\n{}\n{}\n",
+            account_line("a1", ""),
+            campaign_line("c1", 10, ""),
+            action_line("x", "c1", "a1", "message")
+        );
+        apply(&store, "f.jsonl", &text, now);
+        let (r, _) = store.reserve(&["x".to_string()], now).expect("reserve");
+        assert!(matches!(r[0], ReserveResult::Reserved(_)));
+    }
+    let store = open(dir.path(), Settings::default());
+    let rec = store.recover(now).expect("recover");
+    assert_eq!(rec.unknown, vec!["x".to_string()]);
+    assert_eq!(
+        store.action("x").expect("read").map(|a| a.state),
+        Some(State::Unknown)
+    );
+    assert_eq!(
+        store
+            .account_day("a1", now.date_naive())
+            .expect("day")
+            .reserved
+            .messages,
+        1,
+        "slot stays used"
+    );
+}
