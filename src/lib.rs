@@ -13,10 +13,13 @@
 //! See ARCHITECTURE.md for the invariants and the path data travels.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod contract;
+pub mod engine;
 pub mod policy;
 pub mod store;
+pub mod upstream;
 
 /// Exit codes (SPEC §10).
 pub mod exit {

@@ -116,8 +116,11 @@ fn a_file_is_applied_once_and_a_bad_one_not_at_all() {
 #[test]
 fn eight_threads_never_overshoot_and_ledger_equals_counters() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = Settings::default();
-    settings.fsync = false; // durability is not under test here; contention is
+    // Durability is not under test here; contention is.
+    let settings = Settings {
+        fsync: false,
+        ..Settings::default()
+    };
     let store = Arc::new(open(dir.path(), settings));
     let now = utc(NOW);
     let caps = r#","caps":{"invites":40,"messages":30,"inmails":5,"engagement":50,"weekly_invites":100},"inmail_credits":4"#;

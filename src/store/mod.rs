@@ -19,11 +19,12 @@ pub mod records;
 mod reserve;
 mod tx;
 
+pub use apply::Applied;
 pub use apply::ApplyOutcome;
 pub use outcome::Recorded;
 pub use query::{AccountStatus, AuditReport, Overshoot, StatusReport};
 pub use records::{Account, Action, Campaign, State};
-pub use reserve::{Reservation, ReserveResult};
+pub use reserve::{kinds_blocked_by, Change, ParkedAction, Reservation, ReserveResult};
 
 use crate::config::Policy;
 use crate::policy::Kind;

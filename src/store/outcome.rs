@@ -98,7 +98,7 @@ impl Store {
                 a.state = State::Sent;
                 a.reason = None;
                 let mut day = tx.account_day(&acct.id, today)?;
-                day.sent += 1;
+                day.sent_by_kind[a.kind as usize] += 1;
                 if a.kind == Kind::Invite {
                     day.invites_sent += 1;
                     a.sent_day = Some(today);

@@ -180,7 +180,7 @@ impl Store {
                 health: a.health.as_str().to_string(),
                 held_until: a.held_until_ms.filter(|&h| h > ms(now)).map(from_ms),
                 inmail_balance: a.credits,
-                sent_today: rec.sent,
+                sent_today: rec.sent(),
                 id: a.id,
             });
         }

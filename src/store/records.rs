@@ -206,6 +206,12 @@ pub struct Action {
     pub refunded: bool,
 }
 
+impl AccountDayRec {
+    pub fn sent(&self) -> u32 {
+        self.sent_by_kind.iter().sum()
+    }
+}
+
 /// Counters and signals of one account on one local day.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountDayRec {
@@ -214,7 +220,8 @@ pub struct AccountDayRec {
     pub invites_sent: u32,
     pub invites_accepted: u32,
     pub rate_limits: u32,
-    pub sent: u32,
+    /// Confirmed sends per kind, in `Kind::ALL` order.
+    pub sent_by_kind: [u32; 6],
 }
 
 /// One reservation, with the limits in force when it was taken (for `audit`).

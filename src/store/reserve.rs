@@ -33,12 +33,14 @@ impl Reservation {
 pub enum ReserveResult {
     Reserved(Reservation),
     /// Blocked by a cap: parked until `until` (or until an event when `None`).
+    /// `blocked` is the counter (`None` for a paused campaign).
     Parked {
         action: String,
         account: String,
         campaign: String,
         kind: Kind,
         blocker: String,
+        blocked: Option<Blocker>,
         until: Option<DateTime<Utc>>,
     },
     /// Not reservable now (no longer queued, account held or restricted, window shut).
@@ -262,6 +264,7 @@ fn reserve_one(
             campaign: campaign.id,
             kind: parked.kind,
             blocker: "campaign_paused".into(),
+            blocked: None,
             until: None,
         });
     }
@@ -295,6 +298,7 @@ fn reserve_one(
                 campaign: campaign.id,
                 kind: parked.kind,
                 blocker: blocker.name(),
+                blocked: Some(blocker),
                 until: Some(until),
             })
         }
@@ -347,7 +351,87 @@ fn request_of(a: &Action, acct: &Account) -> Reservation {
     }
 }
 
+/// The kinds a blocked counter stops: every one that draws from it.
+pub fn kinds_blocked_by(blocker: Blocker) -> Vec<Kind> {
+    Kind::ALL
+        .into_iter()
+        .filter(|&k| match blocker {
+            Blocker::Account(c) => crate::policy::caps::draws(k).contains(&c),
+            Blocker::Campaign(t) => crate::policy::CampaignType::of(k) == Some(t),
+        })
+        .collect()
+}
+
+/// One action parked with the rest of a blocked backlog.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParkedAction {
+    pub action: String,
+    pub campaign: String,
+    pub kind: Kind,
+}
+
 impl Store {
+    /// Park, in one transaction, every ready action of `account` (of `campaign` only,
+    /// when given) whose kind draws from the exhausted counter `blocker`: they would
+    /// all be refused until `until`, so trying them one by one only burns
+    /// transactions. At most `max` per call.
+    pub fn park_backlog(
+        &self,
+        account: &str,
+        campaign: Option<&str>,
+        blocker: Blocker,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        max: usize,
+    ) -> Result<Vec<ParkedAction>, StoreError> {
+        let kinds = kinds_blocked_by(blocker);
+        let prefix = match campaign {
+            Some(c) => {
+                let mut p = super::codec::key(&[account.as_bytes(), c.as_bytes()]);
+                p.push(0);
+                p
+            }
+            None => super::codec::account_prefix(account),
+        };
+        self.op("scan ready")?;
+        let ids: Vec<String> = self.trees[super::READY]
+            .scan_prefix(&prefix)
+            .values()
+            .take(max)
+            .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = self.transact(|tx| {
+            let mut out = Vec::new();
+            for id in &ids {
+                let Some(old) = tx.action(id)? else { continue };
+                if old.state != State::Queued || old.until_ms.is_some() || !kinds.contains(&old.kind) {
+                    continue;
+                }
+                let mut a = old.clone();
+                a.state = State::Parked;
+                a.reason = Some(blocker.name());
+                a.until_ms = Some(ms(until));
+                a.updated_ms = ms(now);
+                tx.transition(&old, &a, None)?;
+                out.push(ParkedAction {
+                    action: a.id,
+                    campaign: a.campaign,
+                    kind: a.kind,
+                });
+            }
+            tx.flush_counts()?;
+            Ok(out)
+        })?;
+        let out = result.map_err(|r| StoreError::Corrupt(r.reason))?;
+        if !out.is_empty() {
+            self.make_durable()?;
+        }
+        Ok(out)
+    }
+
     /// Reserve several actions in one transaction and one durable commit (group
     /// commit). Each result says reserved, parked, or skipped; only `Reserved` ones
     /// may be sent, and only after this returns.

@@ -1,0 +1,143 @@
+//! What the engine reports: one variant per stable log event of SPEC §11 (plus
+//! `action_retry`, a not-delivered attempt queued again after its backoff). Ids only:
+//! never a payload or a proxy.
+
+use crate::policy::{Health, Kind};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    FileApplied {
+        file: String,
+        accounts: u32,
+        campaigns: u32,
+        actions: u32,
+        duplicates: u32,
+        events: u32,
+    },
+    FileRejected {
+        file: String,
+        line: usize,
+        field: String,
+        reason: String,
+    },
+    ActionReserved {
+        action: String,
+        account: String,
+        campaign: String,
+        kind: Kind,
+        attempt: u32,
+    },
+    ActionSent {
+        action: String,
+        account: String,
+        campaign: String,
+        kind: Kind,
+    },
+    ActionParked {
+        action: String,
+        account: String,
+        campaign: String,
+        kind: Kind,
+        counter: String,
+        until: Option<DateTime<Utc>>,
+    },
+    ActionRetry {
+        action: String,
+        account: String,
+        campaign: String,
+        kind: Kind,
+        reason: String,
+        until: Option<DateTime<Utc>>,
+    },
+    ActionFailed {
+        action: String,
+        account: String,
+        campaign: String,
+        kind: Kind,
+        reason: String,
+    },
+    ActionUnknown {
+        action: String,
+        account: String,
+        campaign: String,
+        kind: Kind,
+        reason: String,
+    },
+    CapExhausted {
+        account: String,
+        campaign: String,
+        counter: String,
+        day: NaiveDate,
+    },
+    RateLimited {
+        action: String,
+        account: String,
+        campaign: String,
+        kind: Kind,
+    },
+    AccountHeld {
+        account: String,
+        until: DateTime<Utc>,
+    },
+    RampChanged {
+        account: String,
+        old: u32,
+        new: u32,
+        reason: String,
+    },
+    HealthChanged {
+        account: String,
+        old: Health,
+        new: Health,
+    },
+    RedZone {
+        account: Option<String>,
+        counter: String,
+        value: u32,
+    },
+    CreditsRefilled {
+        account: String,
+        old: u32,
+        new: u32,
+    },
+    DaySummary {
+        account: String,
+        day: NaiveDate,
+        /// Sends per kind, in `Kind::ALL` order.
+        sent: [u32; 6],
+        invites_reserved: u32,
+        invite_cap: u32,
+        ramp_ceiling: u32,
+        health: Health,
+        invites_accepted: u32,
+        rate_limits: u32,
+        inmail_balance: u32,
+    },
+}
+
+impl Event {
+    /// The stable event name (SPEC §11).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::FileApplied { .. } => "file_applied",
+            Event::FileRejected { .. } => "file_rejected",
+            Event::ActionReserved { .. } => "action_reserved",
+            Event::ActionSent { .. } => "action_sent",
+            Event::ActionParked { .. } => "action_parked",
+            Event::ActionRetry { .. } => "action_retry",
+            Event::ActionFailed { .. } => "action_failed",
+            Event::ActionUnknown { .. } => "action_unknown",
+            Event::CapExhausted { .. } => "cap_exhausted",
+            Event::RateLimited { .. } => "rate_limited",
+            Event::AccountHeld { .. } => "account_held",
+            Event::RampChanged { .. } => "ramp_changed",
+            Event::HealthChanged { .. } => "health_changed",
+            Event::RedZone { .. } => "red_zone",
+            Event::CreditsRefilled { .. } => "credits_refilled",
+            Event::DaySummary { .. } => "day_summary",
+        }
+    }
+}

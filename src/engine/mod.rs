@@ -1,0 +1,568 @@
+//! The engine decides *when* to send. It owns the store and keeps, per account, the
+//! earliest instant it may send again (window, pacing gap, hold, one send in flight),
+//! so it sleeps until the earliest due time instead of polling.
+//!
+//! It is a synchronous state machine driven by its caller with `now`: `tick` reserves
+//! (durably, through the store) and hands back the attempts to send; `complete` records
+//! what the upstream said. The daemon drives it with the system or scaled clock and a
+//! real upstream; `simulate` and the tests drive it with a manual clock and `sim`.
+
+pub mod events;
+pub mod virtual_run;
+
+pub use events::Event;
+
+use crate::contract::jobfile::{Line, Record};
+use crate::contract::Outcome;
+use crate::policy::caps::Blocker;
+use crate::policy::pacing::{backoff_s, next_gap_s, SplitMix64};
+use crate::policy::window::{local_day, start_of_next_day};
+use crate::store::Change;
+use crate::store::{ApplyOutcome, Reservation, ReserveResult, State, Store, StoreError};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Reservations taken in one store transaction (group commit).
+pub const MAX_RESERVE_BATCH: usize = 64;
+/// Reservation attempts per `tick` before it yields (it asks to be woken at once).
+pub const MAX_RESERVATIONS_PER_TICK: usize = 4096;
+/// Promotion rounds (of `store::PROMOTE_BATCH` each) per `tick`.
+pub const MAX_PROMOTE_ROUNDS: usize = 64;
+/// Actions parked per backlog transaction when a counter is exhausted.
+pub const MAX_PARK_BATCH: usize = 4096;
+/// When a reservation is skipped for a reason the engine did not foresee (a race with
+/// an event), the account is looked at again after this long.
+const RECHECK_S: i64 = 60;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    pub min_gap_s: u64,
+    pub max_gap_s: u64,
+    /// Sends in flight at once, over all accounts (each account has at most one).
+    pub max_inflight: usize,
+    pub seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            min_gap_s: 45,
+            max_gap_s: 240,
+            max_inflight: 32,
+            seed: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Sched {
+    tz: Tz,
+    /// Where this account sits in `wake`, if anywhere.
+    wake_at: Option<DateTime<Utc>>,
+    /// The pacing gap: no dispatch before this.
+    next_ok: DateTime<Utc>,
+    inflight: bool,
+    last_campaign: Option<String>,
+    day: NaiveDate,
+}
+
+pub struct Engine {
+    store: Store,
+    cfg: EngineConfig,
+    rng: SplitMix64,
+    accounts: BTreeMap<String, Sched>,
+    wake: BTreeSet<(DateTime<Utc>, String)>,
+    turns: BTreeSet<(DateTime<Utc>, String)>,
+    inflight: usize,
+    /// `cap_exhausted` is logged once per account, counter and local day.
+    exhausted: BTreeSet<(String, String, NaiveDate)>,
+    /// Set when a tick stopped early: wake again at once.
+    more: bool,
+    events: Vec<Event>,
+    /// Wake-ups served (`tick` calls), for the idle test and status.
+    pub ticks: u64,
+}
+
+fn change_event(c: Change) -> Event {
+    match c {
+        Change::RampChanged {
+            account,
+            old,
+            new,
+            reason,
+        } => Event::RampChanged {
+            account,
+            old,
+            new,
+            reason: reason.to_string(),
+        },
+        Change::HealthChanged { account, old, new } => Event::HealthChanged { account, old, new },
+        Change::CreditsRefilled { account, old, new } => Event::CreditsRefilled { account, old, new },
+        Change::AccountHeld { account, until } => Event::AccountHeld { account, until },
+        Change::RedZone {
+            account,
+            counter,
+            value,
+        } => Event::RedZone {
+            account,
+            counter: counter.to_string(),
+            value,
+        },
+    }
+}
+
+impl Engine {
+    /// Take over a store: recover actions a crash left in flight, then schedule every
+    /// account that has work.
+    pub fn new(store: Store, cfg: EngineConfig, now: DateTime<Utc>) -> Result<Engine, StoreError> {
+        let mut e = Engine {
+            store,
+            rng: SplitMix64(cfg.seed),
+            cfg,
+            accounts: BTreeMap::new(),
+            wake: BTreeSet::new(),
+            turns: BTreeSet::new(),
+            inflight: 0,
+            exhausted: BTreeSet::new(),
+            more: false,
+            events: Vec::new(),
+            ticks: 0,
+        };
+        let rec = e.store.recover(now)?;
+        for id in rec.unknown.iter().chain(&rec.requeued) {
+            if let Some(a) = e.store.action(id)? {
+                let reason = a.reason.clone().unwrap_or_default();
+                if a.state == State::Unknown {
+                    e.events.push(Event::ActionUnknown {
+                        action: a.id,
+                        account: a.account,
+                        campaign: a.campaign,
+                        kind: a.kind,
+                        reason,
+                    });
+                }
+            }
+        }
+        e.store.release_stale_waiting(now)?;
+        e.sync_accounts(now)?;
+        Ok(e)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    pub fn config_mut(&mut self) -> &mut EngineConfig {
+        &mut self.cfg
+    }
+
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// Load accounts (new ones get a schedule and a day turn) and wake every account
+    /// with ready work.
+    fn sync_accounts(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        for a in self.store.accounts()? {
+            let tz = a.tz();
+            match self.accounts.get_mut(&a.id) {
+                Some(s) => s.tz = tz,
+                None => {
+                    self.turns.insert((start_of_next_day(tz, now), a.id.clone()));
+                    self.accounts.insert(
+                        a.id.clone(),
+                        Sched {
+                            tz,
+                            wake_at: None,
+                            next_ok: now,
+                            inflight: false,
+                            last_campaign: None,
+                            day: local_day(tz, now),
+                        },
+                    );
+                }
+            }
+        }
+        for id in self.store.ready_accounts()? {
+            self.schedule_min(&id, now);
+        }
+        Ok(())
+    }
+
+    /// Wake `account` at `at`, replacing any earlier plan.
+    fn schedule_at(&mut self, account: &str, at: DateTime<Utc>) {
+        let Some(s) = self.accounts.get_mut(account) else {
+            return;
+        };
+        if let Some(old) = s.wake_at.take() {
+            self.wake.remove(&(old, account.to_string()));
+        }
+        s.wake_at = Some(at);
+        self.wake.insert((at, account.to_string()));
+    }
+
+    /// Wake `account` at `at` unless it is already due to wake earlier.
+    fn schedule_min(&mut self, account: &str, at: DateTime<Utc>) {
+        let earlier = self
+            .accounts
+            .get(account)
+            .and_then(|s| s.wake_at)
+            .is_some_and(|w| w <= at);
+        if !earlier {
+            self.schedule_at(account, at);
+        }
+    }
+
+    /// Apply a parsed job file (one transaction) and log the result.
+    pub fn apply_file(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        records: &[Line<Record>],
+        now: DateTime<Utc>,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let outcome = self.store.apply(name, bytes, records, now)?;
+        match &outcome {
+            ApplyOutcome::Applied(a) => {
+                self.events.push(Event::FileApplied {
+                    file: name.to_string(),
+                    accounts: a.accounts,
+                    campaigns: a.campaigns,
+                    actions: a.actions,
+                    duplicates: a.duplicates,
+                    events: a.events,
+                });
+                self.events.extend(a.changes.iter().cloned().map(change_event));
+                self.sync_accounts(now)?;
+            }
+            ApplyOutcome::AlreadyApplied => {}
+            ApplyOutcome::Rejected(r) => self.events.push(Event::FileRejected {
+                file: name.to_string(),
+                line: r.line,
+                field: r.field.clone(),
+                reason: r.reason.clone(),
+            }),
+        }
+        Ok(outcome)
+    }
+
+    /// The earliest instant the engine has something to do, if any.
+    pub fn next_wake(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        if self.more {
+            return Ok(Some(DateTime::<Utc>::MIN_UTC));
+        }
+        let candidates = [
+            self.wake.first().map(|(t, _)| *t),
+            self.turns.first().map(|(t, _)| *t),
+            self.store.next_timed()?,
+        ];
+        Ok(candidates.into_iter().flatten().min())
+    }
+
+    /// Do everything due at `now`: promote waiting actions, turn local days, and
+    /// reserve the next action of every account that may send. Returns durable
+    /// reservations: the caller sends each and reports back with `complete`.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Result<Vec<Reservation>, StoreError> {
+        self.ticks += 1;
+        self.more = false;
+        for round in 0.. {
+            let accounts = self.store.promote_due(now)?;
+            if accounts.is_empty() {
+                break;
+            }
+            for a in accounts {
+                self.schedule_min(&a, now);
+            }
+            if round + 1 >= MAX_PROMOTE_ROUNDS {
+                self.more = true;
+                break;
+            }
+        }
+        while let Some((t, account)) = self.turns.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.turns.remove(&(t, account.clone()));
+            self.day_turn(&account, now)?;
+        }
+        self.dispatch(now)
+    }
+
+    fn day_turn(&mut self, account: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let Some(s) = self.accounts.get(account) else {
+            return Ok(());
+        };
+        let (tz, prev) = (s.tz, s.day);
+        let today = local_day(tz, now);
+        self.turns
+            .insert((start_of_next_day(tz, now), account.to_string()));
+        if today <= prev {
+            return Ok(()); // the clock stepped back, or a repeated turn: nothing to do
+        }
+        let changes = self.store.maintain(account, now)?;
+        self.events.extend(changes.into_iter().map(change_event));
+        if let Some(a) = self.store.account(account)? {
+            let rec = self.store.account_day(account, prev)?;
+            self.events.push(Event::DaySummary {
+                account: account.to_string(),
+                day: prev,
+                sent: rec.sent_by_kind,
+                invites_reserved: rec.reserved.invites,
+                invite_cap: a.invite_cap(&self.store.settings.policy),
+                ramp_ceiling: a.ramp_ceiling,
+                health: a.health,
+                invites_accepted: rec.invites_accepted,
+                rate_limits: rec.rate_limits,
+                inmail_balance: a.credits,
+            });
+        }
+        if let Some(s) = self.accounts.get_mut(account) {
+            s.day = today;
+        }
+        self.exhausted.retain(|(a, _, d)| a != account || *d >= today);
+        self.schedule_min(account, now);
+        Ok(())
+    }
+
+    /// Pick the next action of every account that may send now, and reserve them in
+    /// batches.
+    fn dispatch(&mut self, now: DateTime<Utc>) -> Result<Vec<Reservation>, StoreError> {
+        let mut out = Vec::new();
+        let mut attempts = 0;
+        loop {
+            let mut batch: Vec<String> = Vec::new();
+            while self.inflight + batch.len() < self.cfg.max_inflight && batch.len() < MAX_RESERVE_BATCH {
+                let Some((t, account)) = self.wake.first().cloned() else {
+                    break;
+                };
+                if t > now {
+                    break;
+                }
+                self.wake.remove(&(t, account.clone()));
+                if let Some(id) = self.candidate(&account, now)? {
+                    batch.push(id);
+                }
+            }
+            if batch.is_empty() {
+                return Ok(out);
+            }
+            attempts += batch.len();
+            let (results, changes) = self.store.reserve(&batch, now)?;
+            self.events.extend(changes.into_iter().map(change_event));
+            for r in results {
+                self.on_reserve_result(r, now, &mut out)?;
+            }
+            if attempts >= MAX_RESERVATIONS_PER_TICK {
+                self.more = true;
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The action `account` should try now, or `None` after rescheduling it for
+    /// when it may send (hold, window, pacing) or dropping it (no work, restricted).
+    fn candidate(&mut self, account: &str, now: DateTime<Utc>) -> Result<Option<String>, StoreError> {
+        let Some(s) = self.accounts.get_mut(account) else {
+            return Ok(None);
+        };
+        s.wake_at = None;
+        if s.inflight {
+            return Ok(None); // `complete` reschedules it
+        }
+        let (next_ok, last) = (s.next_ok, s.last_campaign.clone());
+        let Some(a) = self.store.account(account)? else {
+            return Ok(None);
+        };
+        if a.restricted {
+            return Ok(None); // `account_resumed` (a job file) wakes it again
+        }
+        if let Some(h) = a
+            .held_until_ms
+            .map(crate::store::codec::from_ms)
+            .filter(|h| *h > now)
+        {
+            self.schedule_at(account, h);
+            return Ok(None);
+        }
+        let tz = a.tz();
+        if !a.window.is_open(tz, now) {
+            if let Some(open) = a.window.next_open(tz, now) {
+                self.schedule_at(account, open);
+            }
+            return Ok(None);
+        }
+        if next_ok > now {
+            self.schedule_at(account, next_ok);
+            return Ok(None);
+        }
+        Ok(self.store.pick(account, last.as_deref())?.map(|(_, id)| id))
+    }
+
+    fn on_reserve_result(
+        &mut self,
+        r: ReserveResult,
+        now: DateTime<Utc>,
+        out: &mut Vec<Reservation>,
+    ) -> Result<(), StoreError> {
+        match r {
+            ReserveResult::Reserved(res) => {
+                let gap = next_gap_s(self.cfg.min_gap_s, self.cfg.max_gap_s, &mut self.rng);
+                if let Some(s) = self.accounts.get_mut(&res.account) {
+                    s.inflight = true;
+                    s.last_campaign = Some(res.campaign.clone());
+                    s.next_ok = now + Duration::seconds(gap as i64);
+                }
+                self.inflight += 1;
+                self.events.push(Event::ActionReserved {
+                    action: res.request.id.clone(),
+                    account: res.account.clone(),
+                    campaign: res.campaign.clone(),
+                    kind: res.request.kind,
+                    attempt: res.request.attempt,
+                });
+                out.push(res);
+            }
+            ReserveResult::Parked {
+                action,
+                account,
+                campaign,
+                kind,
+                blocker,
+                blocked,
+                until,
+            } => {
+                if let Some(s) = self.accounts.get(&account) {
+                    let day = local_day(s.tz, now);
+                    if self.exhausted.insert((account.clone(), blocker.clone(), day)) {
+                        self.events.push(Event::CapExhausted {
+                            account: account.clone(),
+                            campaign: campaign.clone(),
+                            counter: blocker.clone(),
+                            day,
+                        });
+                    }
+                }
+                self.events.push(Event::ActionParked {
+                    action,
+                    account: account.clone(),
+                    campaign: campaign.clone(),
+                    kind,
+                    counter: blocker.clone(),
+                    until,
+                });
+                if let (Some(b), Some(until)) = (blocked, until) {
+                    let only = match b {
+                        Blocker::Campaign(_) => Some(campaign.as_str()),
+                        Blocker::Account(_) => None,
+                    };
+                    for p in self
+                        .store
+                        .park_backlog(&account, only, b, until, now, MAX_PARK_BATCH)?
+                    {
+                        self.events.push(Event::ActionParked {
+                            action: p.action,
+                            account: account.clone(),
+                            campaign: p.campaign,
+                            kind: p.kind,
+                            counter: blocker.clone(),
+                            until: Some(until),
+                        });
+                    }
+                }
+                self.schedule_min(&account, now);
+            }
+            ReserveResult::Skipped { action, .. } => {
+                if let Some(a) = self.store.action(&action)? {
+                    self.schedule_min(&a.account, now + Duration::seconds(RECHECK_S));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Record what the upstream answered for an attempt handed out by `tick`.
+    pub fn complete(
+        &mut self,
+        res: &Reservation,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let retries = self.store.action(&res.request.id)?.map_or(1, |a| a.retries);
+        let st = &self.store.settings;
+        let backoff = backoff_s(retries, st.backoff_base_s, st.backoff_max_s, &mut self.rng);
+        let rate_limited = matches!(outcome, Outcome::RateLimited { .. });
+        let (recorded, changes) = self
+            .store
+            .record(&[(res.request.id.clone(), outcome, backoff)], now)?;
+        self.inflight = self.inflight.saturating_sub(1);
+        let next_ok = match self.accounts.get_mut(&res.account) {
+            Some(s) => {
+                s.inflight = false;
+                s.next_ok
+            }
+            None => now,
+        };
+        self.schedule_at(&res.account, next_ok.max(now));
+        for r in recorded {
+            let (action, account, campaign, kind) = (r.action, r.account, r.campaign, r.kind);
+            let reason = r.reason.unwrap_or_default();
+            if rate_limited {
+                self.events.push(Event::RateLimited {
+                    action: action.clone(),
+                    account: account.clone(),
+                    campaign: campaign.clone(),
+                    kind,
+                });
+            }
+            self.events.push(match r.state {
+                State::Sent => Event::ActionSent {
+                    action,
+                    account,
+                    campaign,
+                    kind,
+                },
+                State::Failed => Event::ActionFailed {
+                    action,
+                    account,
+                    campaign,
+                    kind,
+                    reason,
+                },
+                State::Unknown => Event::ActionUnknown {
+                    action,
+                    account,
+                    campaign,
+                    kind,
+                    reason,
+                },
+                State::Queued => Event::ActionRetry {
+                    action,
+                    account,
+                    campaign,
+                    kind,
+                    reason,
+                    until: r.until,
+                },
+                State::Parked | State::Inflight | State::Cancelled => Event::ActionParked {
+                    action,
+                    account,
+                    campaign,
+                    kind,
+                    counter: reason,
+                    until: r.until,
+                },
+            });
+        }
+        self.events.extend(changes.into_iter().map(change_event));
+        Ok(())
+    }
+}

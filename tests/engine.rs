@@ -1,0 +1,675 @@
+//! The engine on a manual clock: windows, pacing, fairness, parking, every row of the
+//! upstream-outcome table, the ramp, credits, and sleeping while everything is parked.
+
+mod common;
+
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
+use common::*;
+use sendgate::config::Config;
+use sendgate::contract::jobfile::EventRecord;
+use sendgate::contract::{Outcome, SendRequest};
+use sendgate::engine::virtual_run::{Answer, VirtualRun};
+use sendgate::engine::{Engine, EngineConfig, Event};
+use sendgate::policy::Health;
+use sendgate::store::{Settings, State};
+use sendgate::upstream::sim::Feedback;
+use std::collections::BTreeMap;
+
+fn engine_at(dir: &std::path::Path, settings: Settings, now: DateTime<Utc>) -> VirtualRun {
+    let store = open(dir, settings);
+    let engine = Engine::new(store, EngineConfig::default(), now).expect("engine starts");
+    VirtualRun::new(engine, now)
+}
+
+fn quiet_settings() -> Settings {
+    Settings {
+        fsync: false,
+        ..Settings::default()
+    }
+}
+
+fn always(outcome: Outcome) -> impl FnMut(&SendRequest, DateTime<Utc>) -> Outcome {
+    move |_, _| outcome.clone()
+}
+
+fn actions(prefix: &str, n: usize, campaign: &str, account: &str, kind: &str) -> String {
+    (0..n)
+        .map(|i| action_line(&format!("{prefix}{i:04}"), campaign, account, kind) + "\n")
+        .collect()
+}
+
+fn sends(run: &VirtualRun) -> Vec<(DateTime<Utc>, String, String)> {
+    run.events("action_sent")
+        .filter_map(|(t, e)| match e {
+            Event::ActionSent {
+                account, campaign, ..
+            } => Some((*t, account.clone(), campaign.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---- SPEC §5, one line per row ----
+
+struct Row {
+    outcome: Outcome,
+    idempotent: bool,
+    state: State,
+    reason: &'static str,
+    held: bool,
+    health: Health,
+}
+
+fn check(row: Row) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = quiet_settings();
+    settings.idempotent = row.idempotent;
+    let now = utc("2026-11-25T10:00:00Z");
+    let mut run = engine_at(dir.path(), settings, now);
+    let text = format!(
+        "{}\n{}\n{}",
+        account_line("a1", r#","inmail_credits":3"#),
+        campaign_line("c1", 50, ""),
+        action_line("x", "c1", "a1", "inmail") + "\n"
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    let mut calls = 0;
+    let outcome = row.outcome.clone();
+    let mut upstream = |_: &SendRequest, _: DateTime<Utc>| {
+        calls += 1;
+        outcome.clone()
+    };
+    // One call only: stop right after the first attempt.
+    run.run_until(now + Duration::seconds(1), &mut upstream)
+        .expect("run");
+    assert_eq!(calls, 1, "{:?}", row.outcome);
+    let store = run.engine.store();
+    let a = store.action("x").expect("read").expect("exists");
+    assert_eq!(a.state, row.state, "{:?}: {:?}", row.outcome, a);
+    assert!(
+        a.reason.clone().unwrap_or_default().starts_with(row.reason),
+        "{:?}: {:?}",
+        row.outcome,
+        a.reason
+    );
+    let acct = store.account("a1").expect("read").expect("exists");
+    assert_eq!(acct.held_until_ms.is_some(), row.held, "{:?}", row.outcome);
+    assert_eq!(acct.health, row.health, "{:?}", row.outcome);
+    assert_eq!(
+        store
+            .account_day("a1", now.date_naive())
+            .expect("day")
+            .reserved
+            .inmails,
+        1,
+        "slot stays used"
+    );
+    if row.outcome == Outcome::NoCredits {
+        assert_eq!(acct.credits, 0);
+        assert_eq!(
+            a.until_ms.map(sendgate::store::codec::from_ms),
+            Some(utc("2026-12-01T00:00:00Z"))
+        );
+    }
+}
+
+#[test]
+fn every_row_of_the_outcome_table() {
+    use Outcome::{Invalid, MaybeDelivered, NoCredits, NotDelivered, OutOfNetwork, RateLimited, Restricted};
+    use State::{Failed, Parked, Queued, Unknown};
+    let r = |s: &str| s.to_string();
+    let row = |outcome, idempotent, state, reason, held, health| Row {
+        outcome,
+        idempotent,
+        state,
+        reason,
+        held,
+        health,
+    };
+    check(row(Outcome::Sent, false, State::Sent, "", false, Health::Healthy));
+    check(row(
+        RateLimited { retry_after_s: None },
+        false,
+        Parked,
+        "rate_limited",
+        true,
+        Health::Watch,
+    ));
+    check(row(
+        OutOfNetwork,
+        false,
+        Failed,
+        "out_of_network",
+        false,
+        Health::Healthy,
+    ));
+    check(row(
+        Restricted,
+        false,
+        Parked,
+        "account_restricted",
+        false,
+        Health::Restricted,
+    ));
+    check(row(
+        NoCredits,
+        false,
+        Parked,
+        "no_credits",
+        false,
+        Health::Healthy,
+    ));
+    check(row(
+        Invalid {
+            reason: r("http 400"),
+        },
+        false,
+        Failed,
+        "invalid",
+        false,
+        Health::Healthy,
+    ));
+    check(row(
+        NotDelivered { reason: r("refused") },
+        false,
+        Queued,
+        "not_delivered",
+        false,
+        Health::Healthy,
+    ));
+    check(row(
+        MaybeDelivered { reason: r("timeout") },
+        false,
+        Unknown,
+        "maybe_delivered",
+        false,
+        Health::Healthy,
+    ));
+    check(row(
+        MaybeDelivered { reason: r("timeout") },
+        true,
+        Queued,
+        "maybe_delivered",
+        false,
+        Health::Healthy,
+    ));
+}
+
+#[test]
+fn retries_back_off_and_stop_at_max_attempts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T10:00:00Z");
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let text = format!(
+        "{}\n{}\n{}",
+        account_line("a1", ""),
+        campaign_line("c1", 50, ""),
+        actions("m", 1, "c1", "a1", "message")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    let mut attempts = Vec::new();
+    let mut upstream = |req: &SendRequest, t: DateTime<Utc>| {
+        attempts.push((t, req.attempt, req.id.clone()));
+        Outcome::NotDelivered {
+            reason: "refused".into(),
+        }
+    };
+    run.run_until(now + Duration::hours(20), &mut upstream)
+        .expect("run");
+    assert_eq!(attempts.len(), 5, "upstream.max_attempts = 5: {attempts:?}");
+    assert!(
+        attempts.iter().all(|(_, _, id)| id == "m0000"),
+        "same idempotency key"
+    );
+    assert_eq!(
+        attempts.iter().map(|a| a.1).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    let gaps: Vec<i64> = attempts
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0).num_seconds())
+        .collect();
+    // Attempt k waits at least half its backoff bound, 30 s · 2^(k-1) (pacing may add more).
+    for (i, g) in gaps.iter().enumerate() {
+        assert!(
+            *g >= (30 << i) / 2,
+            "backoff after attempt {}: {g}s in {gaps:?}",
+            i + 1
+        );
+    }
+    let a = run.engine.store().action("m0000").expect("read").expect("exists");
+    assert_eq!(a.state, State::Failed);
+    let day = run
+        .engine
+        .store()
+        .account_day("a1", now.date_naive())
+        .expect("day");
+    assert_eq!(day.reserved.messages, 5, "every attempt reserves its own slot");
+}
+
+#[test]
+fn new_york_windows_across_the_march_dst_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = utc("2026-03-02T00:00:00Z"); // Monday
+    let mut run = engine_at(dir.path(), quiet_settings(), start);
+    let account = r#"{"type":"account","id":"ny","tier":"sales_navigator_core","timezone":"America/New_York","established":true,"caps":{"engagement":20}}"#;
+    let text = format!(
+        "{account}\n{}\n{}",
+        campaign_line("c1", 100, ""),
+        actions("v", 400, "c1", "ny", "profile_view")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    run.run_until(utc("2026-03-16T00:00:00Z"), &mut always(Outcome::Sent))
+        .expect("run");
+    let ny = chrono_tz::America::New_York;
+    let mut per_day: BTreeMap<chrono::NaiveDate, u32> = BTreeMap::new();
+    for (t, _, _) in sends(&run) {
+        let local = t.with_timezone(&ny);
+        assert!(
+            !matches!(local.weekday(), Weekday::Sat | Weekday::Sun),
+            "weekend send at {local}"
+        );
+        assert!(
+            (9..17).contains(&local.hour()),
+            "send outside 09:00–17:00 at {local}"
+        );
+        *per_day.entry(local.date_naive()).or_default() += 1;
+    }
+    // Two full weeks, the DST change (Sunday 8 March) in between: 10 weekdays × 20.
+    assert_eq!(per_day.len(), 10, "{per_day:?}");
+    assert!(
+        per_day.values().all(|&n| n == 20),
+        "a full budget each weekday: {per_day:?}"
+    );
+    // Monday 9 March opens at 09:00 EDT = 13:00Z, not 14:00Z.
+    let first_after_dst = sends(&run)
+        .into_iter()
+        .find(|(t, _, _)| *t >= utc("2026-03-09T00:00:00Z"));
+    assert_eq!(first_after_dst.map(|s| s.0), Some(utc("2026-03-09T13:00:00Z")));
+}
+
+#[test]
+fn pacing_gaps_stay_in_bounds_and_campaigns_alternate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T00:00:00Z");
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let text = format!(
+        "{}\n{}\n{}\n{}{}",
+        account_line("a1", r#","caps":{"engagement":100}"#),
+        campaign_line("ca", 100, ""),
+        campaign_line("cb", 100, ""),
+        actions("a", 40, "ca", "a1", "profile_view"),
+        actions("b", 40, "cb", "a1", "reaction"),
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    run.run_until(now + Duration::hours(6), &mut always(Outcome::Sent))
+        .expect("run");
+    let s = sends(&run);
+    assert_eq!(s.len(), 80);
+    for w in s.windows(2) {
+        let gap = (w[1].0 - w[0].0).num_seconds();
+        assert!((45..=240).contains(&gap), "gap {gap}s out of [45, 240]");
+    }
+    let order: String = s
+        .iter()
+        .map(|(_, _, c)| if c == "ca" { 'a' } else { 'b' })
+        .collect();
+    assert_eq!(order, "ab".repeat(40), "round robin between campaigns");
+}
+
+#[test]
+fn priority_then_age_within_a_campaign() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T00:00:00Z");
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let hi = r#"{"type":"action","id":"late-hi","campaign":"c1","account":"a1","kind":"reaction","prospect":"p9","priority":5}"#;
+    let text = format!(
+        "{}\n{}\n{}{hi}\n",
+        account_line("a1", ""),
+        campaign_line("c1", 10, ""),
+        actions("old", 3, "c1", "a1", "reaction")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    run.run_until(now + Duration::hours(2), &mut always(Outcome::Sent))
+        .expect("run");
+    let ids: Vec<String> = run
+        .events("action_sent")
+        .filter_map(|(_, e)| match e {
+            Event::ActionSent { action, .. } => Some(action.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec!["late-hi", "old0000", "old0001", "old0002"]);
+}
+
+fn parked(run: &VirtualRun) -> Vec<(String, String, Option<DateTime<Utc>>)> {
+    run.events("action_parked")
+        .filter_map(|(_, e)| match e {
+            Event::ActionParked {
+                action,
+                counter,
+                until,
+                ..
+            } => Some((action.clone(), counter.clone(), *until)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One line per blocking counter: (account extra, campaign extra, kind, n) → the
+/// first parked action's counter and until-time.
+fn check_parking(acct_extra: &str, daily_limit: u32, kind: &str, n: usize, counter: &str, until: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T10:00:00Z"); // Wednesday
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let account = format!(
+        r#"{{"type":"account","id":"a1","tier":"sales_navigator_core","timezone":"Europe/Berlin","established":true{acct_extra}}}"#
+    );
+    let text = format!(
+        "{account}\n{}\n{}",
+        campaign_line("c1", daily_limit, r#","timezone":"America/New_York""#),
+        actions("x", n, "c1", "a1", kind)
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    run.run_until(now + Duration::hours(6), &mut always(Outcome::Sent))
+        .expect("run");
+    let p = parked(&run);
+    let first = p
+        .first()
+        .unwrap_or_else(|| panic!("nothing parked for {counter}"));
+    assert_eq!(first.1, counter);
+    assert_eq!(first.2, Some(utc(until)), "{counter}");
+    assert!(run.events("cap_exhausted").count() >= 1);
+}
+
+#[test]
+fn parking_reason_and_until_for_each_blocking_counter() {
+    // Berlin window Mon–Fri 09:00–17:00 CET = 08:00–16:00Z; next later day: Thursday.
+    check_parking(
+        r#","caps":{"invites":3}"#,
+        50,
+        "invite",
+        5,
+        "account.invites",
+        "2026-11-26T08:00:00Z",
+    );
+    check_parking(
+        r#","caps":{"engagement":4}"#,
+        50,
+        "comment",
+        6,
+        "account.engagement",
+        "2026-11-26T08:00:00Z",
+    );
+    check_parking(
+        r#","caps":{"messages":2}"#,
+        50,
+        "message",
+        4,
+        "account.messages",
+        "2026-11-26T08:00:00Z",
+    );
+    // The campaign's day is New York's: it turns at 05:00Z Thursday, after Berlin's
+    // window opened? No: the next Berlin opening after 05:00Z Thursday is 08:00Z.
+    check_parking("", 2, "invite", 4, "campaign.invites", "2026-11-26T08:00:00Z");
+    check_parking(
+        r#","caps":{"weekly_invites":3}"#,
+        50,
+        "invite",
+        5,
+        "account.weekly_invites",
+        "2026-12-02T08:00:00Z",
+    );
+    // Credits come back at the refill (1 December 00:00Z), then the next opening.
+    check_parking(
+        r#","inmail_credits":1"#,
+        50,
+        "inmail",
+        3,
+        "account.inmail_credits",
+        "2026-12-01T08:00:00Z",
+    );
+}
+
+#[test]
+fn a_campaign_day_in_another_zone_parks_until_that_day_turns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Tokyo campaign, UTC account open all day: Tokyo's day turns at 15:00Z.
+    let now = utc("2026-11-25T10:00:00Z");
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let text = format!(
+        "{}\n{}\n{}",
+        account_line("a1", ""),
+        campaign_line("c1", 2, r#","timezone":"Asia/Tokyo""#),
+        actions("x", 4, "c1", "a1", "invite")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    run.run_until(now + Duration::hours(2), &mut always(Outcome::Sent))
+        .expect("run");
+    let p = parked(&run);
+    assert_eq!(p[0].1, "campaign.invites");
+    assert_eq!(p[0].2, Some(utc("2026-11-25T15:00:00Z")));
+}
+
+#[test]
+fn a_429_holds_the_whole_account_until_its_next_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T09:00:00Z"); // Wednesday, Berlin 10:00
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let account = r#"{"type":"account","id":"a1","tier":"sales_navigator_core","timezone":"Europe/Berlin","established":true}"#;
+    let text = format!(
+        "{account}\n{}\n{}{}",
+        campaign_line("c1", 50, ""),
+        actions("i", 5, "c1", "a1", "invite"),
+        actions("v", 5, "c1", "a1", "profile_view")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    let mut calls: Vec<DateTime<Utc>> = Vec::new();
+    let mut upstream = |_: &SendRequest, t: DateTime<Utc>| {
+        calls.push(t);
+        if calls.len() == 2 {
+            Outcome::RateLimited {
+                retry_after_s: Some(60),
+            }
+        } else {
+            Outcome::Sent
+        }
+    };
+    run.run_until(utc("2026-11-26T12:00:00Z"), &mut upstream)
+        .expect("run");
+    let berlin = chrono_tz::Europe::Berlin;
+    let limited_at = calls[1];
+    let same_day: Vec<_> = calls[2..]
+        .iter()
+        .filter(|t| t.with_timezone(&berlin).date_naive() == limited_at.with_timezone(&berlin).date_naive())
+        .collect();
+    assert!(
+        same_day.is_empty(),
+        "no call of any kind on the day of the 429: {same_day:?}"
+    );
+    assert_eq!(
+        calls.get(2),
+        Some(&utc("2026-11-26T08:00:00Z")),
+        "resumes at the next window opening"
+    );
+    assert_eq!(run.events("rate_limited").count(), 1);
+    assert_eq!(run.events("account_held").count(), 1);
+}
+
+/// Sends everything; every other invite is accepted an hour later.
+struct Accepting(u64);
+
+impl Answer for Accepting {
+    fn answer(&mut self, req: &SendRequest, now: DateTime<Utc>) -> (Outcome, Vec<Feedback>) {
+        self.0 += 1;
+        let fb = (self.0 % 2 == 0).then(|| Feedback {
+            at: now + Duration::hours(1),
+            event: EventRecord::InviteAccepted {
+                account: req.account.clone(),
+                prospect: req.prospect.clone(),
+                at: None,
+            },
+        });
+        (Outcome::Sent, fb.into_iter().collect())
+    }
+}
+
+#[test]
+fn ramp_over_six_weeks_and_a_step_back_after_three_rate_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = utc("2026-11-02T00:00:00Z"); // Monday
+    let mut run = engine_at(dir.path(), quiet_settings(), start);
+    let account = r#"{"type":"account","id":"a1","tier":"sales_navigator_core","timezone":"UTC","window":{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"},"caps":{"invites":80},"ramp_start":"2026-11-02"}"#;
+    let text = format!(
+        "{account}\n{}\n{}",
+        campaign_line("c1", 200, ""),
+        actions("i", 4000, "c1", "a1", "invite")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    run.run_until(start + Duration::days(50), &mut Accepting(0))
+        .expect("run");
+    let ramp: Vec<(u32, u32)> = run
+        .events("ramp_changed")
+        .filter_map(|(_, e)| match e {
+            Event::RampChanged { old, new, .. } => Some((*old, *new)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ramp,
+        vec![(10, 15), (15, 22), (22, 32), (32, 46), (46, 66), (66, 80)]
+    );
+    // Never more invites in a day than the ramp ceiling of that day.
+    let mut per_day: BTreeMap<chrono::NaiveDate, u32> = BTreeMap::new();
+    for (t, _, _) in sends(&run) {
+        *per_day.entry(t.date_naive()).or_default() += 1;
+    }
+    assert_eq!(per_day.get(&utc("2026-11-02T00:00:00Z").date_naive()), Some(&10));
+    assert_eq!(per_day.get(&utc("2026-11-09T00:00:00Z").date_naive()), Some(&15));
+    assert_eq!(per_day.get(&utc("2026-12-14T00:00:00Z").date_naive()), Some(&80));
+    assert!(per_day.values().all(|&n| n <= 80));
+    assert!(run.engine.store().audit(None, None).expect("audit").clean());
+
+    // Three rate limits in a week: at_risk, and the next boundary steps back.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut run = engine_at(dir.path(), quiet_settings(), start);
+    let text = format!(
+        "{account}\n{}\n{}",
+        campaign_line("c1", 200, ""),
+        actions("i", 4000, "c1", "a1", "invite")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    run.run_until(start + Duration::days(21), &mut Accepting(0))
+        .expect("run");
+    let mut n = 0;
+    let mut limiter = |_: &SendRequest, _: DateTime<Utc>| {
+        n += 1;
+        if n % 5 == 0 {
+            Outcome::RateLimited { retry_after_s: None }
+        } else {
+            Outcome::Sent
+        }
+    };
+    run.run_until(start + Duration::days(29), &mut limiter)
+        .expect("run");
+    let last = run
+        .events("ramp_changed")
+        .filter_map(|(_, e)| match e {
+            Event::RampChanged { old, new, reason, .. } => Some((*old, *new, reason.clone())),
+            _ => None,
+        })
+        .last();
+    assert_eq!(last, Some((32, 22, "step_back".to_string())));
+    assert!(run.events("health_changed").any(|(_, e)| matches!(
+        e,
+        Event::HealthChanged {
+            new: Health::AtRisk,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn credits_refill_on_the_refill_day_and_a_reply_refunds_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-28T10:00:00Z");
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let text = format!(
+        "{}\n{}\n{}",
+        account_line("a1", r#","inmail_credits":140,"caps":{"inmails":10}"#),
+        campaign_line("c1", 50, ""),
+        actions("m", 2, "c1", "a1", "inmail")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    run.run_until(now + Duration::hours(1), &mut always(Outcome::Sent))
+        .expect("run");
+    let credits = |run: &VirtualRun| {
+        run.engine
+            .store()
+            .account("a1")
+            .expect("read")
+            .expect("exists")
+            .credits
+    };
+    assert_eq!(credits(&run), 138);
+    let reply = r#"{"type":"event","kind":"reply_received","action":"m0000"}"#;
+    run.apply_text("r1.jsonl", reply).expect("apply");
+    assert_eq!(credits(&run), 139);
+    run.apply_text("r2.jsonl", &format!("{reply}\n")).expect("apply");
+    assert_eq!(credits(&run), 139, "refunded at most once");
+    // 1 December 00:00 UTC: +50, capped at the ceiling of 150.
+    run.run_until(utc("2026-12-01T06:00:00Z"), &mut always(Outcome::Sent))
+        .expect("run");
+    assert_eq!(credits(&run), 150);
+    assert!(run
+        .events("credits_refilled")
+        .any(|(t, e)| *t == utc("2026-12-01T00:00:00Z")
+            && matches!(
+                e,
+                Event::CreditsRefilled {
+                    old: 139,
+                    new: 150,
+                    ..
+                }
+            )));
+}
+
+#[test]
+fn a_thousand_parked_accounts_wake_the_engine_at_most_twice_an_hour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T10:00:00Z");
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let mut text = campaign_line("c1", 5000, "") + "\n";
+    for i in 0..1000 {
+        text += &account_line(&format!("a{i:04}"), r#","caps":{"invites":0}"#);
+        text += "\n";
+    }
+    for i in 0..1000 {
+        text += &action_line(&format!("x{i:04}"), "c1", &format!("a{i:04}"), "invite");
+        text += "\n";
+    }
+    run.apply_text("f.jsonl", &text).expect("apply");
+    run.run_until(now + Duration::hours(1), &mut always(Outcome::Sent))
+        .expect("run");
+    assert_eq!(
+        run.events("action_parked").count(),
+        1000,
+        "all parked until tomorrow"
+    );
+    let before = run.engine.ticks;
+    let hours = 12;
+    run.run_until(now + Duration::hours(1 + hours), &mut always(Outcome::Sent))
+        .expect("run");
+    let wakeups = run.engine.ticks - before;
+    assert!(
+        wakeups <= 2 * hours as u64,
+        "{wakeups} wake-ups in {hours} simulated hours"
+    );
+}
+
+#[test]
+fn config_policy_reaches_the_engine() {
+    let c = Config::parse("t.toml", "[caps]\nengagement = 7\n").expect("valid");
+    let s = Settings::from_config(&c);
+    assert_eq!(s.policy.caps.engagement, 7);
+}
