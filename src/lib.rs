@@ -16,8 +16,11 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod contract;
+pub mod daemon;
 pub mod engine;
+pub mod log;
 pub mod policy;
+pub mod spool;
 pub mod store;
 pub mod upstream;
 

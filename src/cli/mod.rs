@@ -1,7 +1,11 @@
 //! The command line (SPEC §8): argument parsing and dispatch. Each command lives in its
 //! own file and returns an exit code (SPEC §10).
 
+pub mod audit;
 pub mod check;
+pub mod run;
+pub mod simulate;
+pub mod status;
 
 use crate::config::{Config, DEFAULT_CONFIG_FILE};
 use crate::exit;
@@ -79,17 +83,10 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Check { files } => check::run(&files),
-        Command::Run { config } | Command::Status { config, .. } | Command::Audit { config, .. } => {
-            if let Err(code) = load_config(config.as_deref()) {
-                return code;
-            }
-            eprintln!("sendgate: this command is not built yet");
-            exit::FAILURE
-        }
-        Command::Simulate { .. } => {
-            eprintln!("sendgate: this command is not built yet");
-            exit::FAILURE
-        }
+        Command::Run { config } => run::run(config.as_deref()),
+        Command::Status { config, json } => status::run(config.as_deref(), json),
+        Command::Audit { config, from, to, json } => audit::run(config.as_deref(), from.as_deref(), to.as_deref(), json),
+        Command::Simulate { days, accounts, seed, svg } => simulate::run(days, accounts, seed, svg.as_deref()),
     }
 }
 

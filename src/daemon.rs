@@ -1,0 +1,512 @@
+//! Wiring for `sendgate run`: the spool, the engine, the upstream, signals, systemd
+//! notify and watchdog, the status file, and shutdown.
+//!
+//! One thread owns the engine (and so the store); it sleeps on one channel until the
+//! next due time, a new job file (inotify), a finished send, or a signal. Sends run on
+//! a small tokio runtime and report back on that channel. A store error stops every
+//! dispatch at once and exits 74 (SPEC P5); systemd restarts the worker.
+
+use crate::clock::{Clock, ScaledClock, SystemClock};
+use crate::config::{Config, UpstreamKind};
+use crate::contract::jobfile::parse_file;
+use crate::contract::Outcome;
+use crate::engine::{Engine, EngineConfig};
+use crate::policy::caps::{red_zone, Counter};
+use crate::spool::{Claimed, Spool};
+use crate::store::{ApplyOutcome, OpenOptions, Reservation, Settings, Store, StoreError};
+use crate::upstream::{exec::Exec, http::Http, sim::SimUpstream, Upstream};
+use crate::{exit, log};
+use chrono::Utc;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Sends in flight at once over all accounts.
+pub const MAX_INFLIGHT: usize = 32;
+/// The engine's inbox. Completions never exceed `MAX_INFLIGHT`, so they always fit;
+/// wake-ups (files, signals) use `try_send` and a full inbox only drops a duplicate
+/// wake-up (the rescan catches anything it stood for).
+const INBOX: usize = 4 * MAX_INFLIGHT + 64;
+/// Job files taken per pass before the engine gets a turn.
+const MAX_FILES_PER_PASS: usize = 64;
+/// A send gets this much beyond `upstream.timeout_s` before it is abandoned as
+/// `maybe_delivered` (the upstream implementations enforce the timeout themselves).
+const SEND_GRACE: Duration = Duration::from_secs(5);
+/// Finished actions and old ledger entries are pruned this often, in bounded batches.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const PRUNE_BATCH: usize = 10_000;
+
+enum Msg {
+    Spool,
+    Done(Box<Reservation>, Outcome),
+    Stop,
+    Reload,
+}
+
+#[derive(Debug)]
+enum Fatal {
+    Store(StoreError),
+    Other(String),
+}
+
+impl From<StoreError> for Fatal {
+    fn from(e: StoreError) -> Self {
+        Fatal::Store(e)
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    // Outside systemd (no NOTIFY_SOCKET) this is a no-op.
+    let _ = sd_notify::notify(false, states);
+}
+
+fn build_clock(c: &Config) -> Arc<dyn Clock> {
+    match (c.clock.start, c.clock.speed) {
+        (None, None) => Arc::new(SystemClock),
+        (start, speed) => Arc::new(ScaledClock::new(start.unwrap_or_else(Utc::now), speed.unwrap_or(1.0))),
+    }
+}
+
+fn build_upstream(c: &Config, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Upstream>, String> {
+    let u = &c.upstream;
+    Ok(match u.kind {
+        UpstreamKind::Http => Arc::new(Http::new(&u.url, u.timeout_s)?),
+        UpstreamKind::Exec => Arc::new(Exec::new(u.command.clone(), u.timeout_s)),
+        UpstreamKind::Sim => Arc::new(SimUpstream::new(u.seed, Arc::clone(clock))),
+    })
+}
+
+fn engine_config(c: &Config, seed: u64) -> EngineConfig {
+    EngineConfig {
+        min_gap_s: c.pacing.min_gap_s,
+        max_gap_s: c.pacing.max_gap_s,
+        max_inflight: MAX_INFLIGHT,
+        seed,
+    }
+}
+
+fn log_red_zones(c: &Config) {
+    let caps = c.policy().caps;
+    for (counter, v) in [
+        (Counter::Invites, caps.invites),
+        (Counter::Messages, caps.messages),
+        (Counter::Inmails, caps.inmails),
+        (Counter::Engagement, caps.engagement),
+    ] {
+        if red_zone(counter, v) {
+            tracing::warn!(event = "red_zone", counter = counter.as_str(), value = v, scope = "config");
+        }
+    }
+}
+
+/// `sendgate run`: returns the exit code.
+pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
+    log::init(config.log.format);
+    log_red_zones(&config);
+    let clock = build_clock(&config);
+    let spool = match Spool::open(&config.spool.dir, config.spool.max_file_bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(event = "worker_failed", error = %e, spool = %config.spool.dir.display());
+            return exit::FAILURE;
+        }
+    };
+    let settings = Settings::from_config(&config);
+    let opts = OpenOptions {
+        cache_mb: config.store.cache_mb,
+        fail_from_op: None,
+    };
+    let store = match Store::open(&config.store.path, settings, opts) {
+        Ok(s) => s,
+        Err(e) => return store_failed(&e),
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let engine = match Engine::new(store, engine_config(&config, seed), clock.now()) {
+        Ok(e) => e,
+        Err(e) => return store_failed(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("sendgate-send")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(event = "worker_failed", error = %e);
+            return exit::FAILURE;
+        }
+    };
+    let upstream = {
+        let _guard = runtime.enter();
+        match build_upstream(&config, &clock) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(event = "worker_failed", error = %e);
+                return exit::CONFIG;
+            }
+        }
+    };
+    let (tx, rx) = sync_channel(INBOX);
+    if let Err(e) = watch_signals(tx.clone()) {
+        tracing::error!(event = "worker_failed", error = %e);
+        return exit::FAILURE;
+    }
+    // Kept alive for the whole run; if inotify is unavailable the rescan still works.
+    let _watcher = watch_spool(&spool, tx.clone());
+    let mut worker = Worker {
+        engine,
+        spool,
+        clock,
+        upstream,
+        runtime,
+        tx,
+        rx,
+        config,
+        config_path,
+        started: Instant::now(),
+    };
+    match worker.run() {
+        Ok(()) => {
+            notify(&[sd_notify::NotifyState::Stopping]);
+            exit::OK
+        }
+        Err(Fatal::Store(e)) => store_failed(&e),
+        Err(Fatal::Other(e)) => {
+            tracing::error!(event = "worker_failed", error = %e);
+            exit::FAILURE
+        }
+    }
+}
+
+fn store_failed(e: &StoreError) -> i32 {
+    tracing::error!(event = "store_failed", error = %e);
+    notify(&[sd_notify::NotifyState::Status("store failed")]);
+    e.exit_code()
+}
+
+fn watch_signals(tx: SyncSender<Msg>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new().name("sendgate-signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            let msg = if sig == SIGHUP { Msg::Reload } else { Msg::Stop };
+            // A stop must get through: block until the engine takes it.
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn watch_spool(spool: &Spool, tx: SyncSender<Msg>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        if let Err(TrySendError::Disconnected(_)) = tx.try_send(Msg::Spool) {
+            // The worker is gone; nothing to wake.
+        }
+    })
+    .ok()?;
+    w.watch(&spool.incoming_dir(), notify::RecursiveMode::NonRecursive).ok()?;
+    Some(w)
+}
+
+struct Worker {
+    engine: Engine,
+    spool: Spool,
+    clock: Arc<dyn Clock>,
+    upstream: Arc<dyn Upstream>,
+    runtime: tokio::runtime::Runtime,
+    tx: SyncSender<Msg>,
+    rx: Receiver<Msg>,
+    config: Config,
+    config_path: Option<PathBuf>,
+    started: Instant,
+}
+
+impl Worker {
+    fn run(&mut self) -> Result<(), Fatal> {
+        let c = &self.config;
+        tracing::info!(
+            event = "worker_started",
+            store = %c.store.path.display(),
+            spool = %c.spool.dir.display(),
+            upstream = ?c.upstream.kind,
+            pid = std::process::id()
+        );
+        notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("running")]);
+        let mut usec = 0u64;
+        let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+        let rescan = Duration::from_secs(self.config.spool.rescan_s);
+        let status_every = Duration::from_secs(self.config.status.every_s);
+        let mut spool_due = true;
+        let mut leftovers = true;
+        let (mut last_rescan, mut last_status, mut last_ping, mut last_prune) =
+            (Instant::now(), None::<Instant>, Instant::now(), Instant::now());
+        let mut stop_deadline: Option<Instant> = None;
+        loop {
+            if stop_deadline.is_none() {
+                if spool_due || last_rescan.elapsed() >= rescan {
+                    self.take_files(leftovers)?;
+                    leftovers = false;
+                    spool_due = false;
+                    last_rescan = Instant::now();
+                }
+                let now = self.clock.now();
+                for r in self.engine.tick(now)? {
+                    self.send(r);
+                }
+                if last_prune.elapsed() >= PRUNE_EVERY {
+                    self.engine.store().prune(now, PRUNE_BATCH)?;
+                    last_prune = Instant::now();
+                }
+            }
+            self.flush_log();
+            if last_status.is_none_or(|t| t.elapsed() >= status_every) {
+                self.write_status();
+                last_status = Some(Instant::now());
+            }
+            if let Some(every) = watchdog {
+                if last_ping.elapsed() >= every {
+                    // A successful store round trip, then the ping: a hung store stops it.
+                    self.engine.store().ping()?;
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                    last_ping = Instant::now();
+                }
+            }
+            if let Some(deadline) = stop_deadline {
+                if self.engine.inflight() == 0 || Instant::now() >= deadline {
+                    self.engine.store().make_durable()?;
+                    self.write_status();
+                    return Ok(());
+                }
+            }
+            let wait = self.wait_time(stop_deadline, rescan.saturating_sub(last_rescan.elapsed()), watchdog)?;
+            let first = match self.rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Err(Fatal::Other("inbox closed".into())),
+            };
+            let mut msgs: Vec<Msg> = first.into_iter().collect();
+            while let Ok(m) = self.rx.try_recv() {
+                msgs.push(m);
+            }
+            for m in msgs {
+                match m {
+                    Msg::Spool => spool_due = true,
+                    Msg::Done(res, outcome) => self.engine.complete(&res, outcome, self.clock.now())?,
+                    Msg::Stop => {
+                        if stop_deadline.is_none() {
+                            tracing::info!(event = "worker_stopping", inflight = self.engine.inflight());
+                            notify(&[sd_notify::NotifyState::Stopping]);
+                            stop_deadline = Some(Instant::now() + Duration::from_secs(self.config.upstream.timeout_s));
+                        }
+                    }
+                    Msg::Reload => self.reload(),
+                }
+            }
+        }
+    }
+
+    fn wait_time(
+        &self,
+        stop: Option<Instant>,
+        rescan_left: Duration,
+        watchdog: Option<Duration>,
+    ) -> Result<Duration, Fatal> {
+        let mut wait = rescan_left.min(Duration::from_secs(self.config.status.every_s));
+        if let Some(w) = watchdog {
+            wait = wait.min(w);
+        }
+        if let Some(deadline) = stop {
+            return Ok(wait.min(deadline.saturating_duration_since(Instant::now())));
+        }
+        if let Some(t) = self.engine.next_wake()? {
+            wait = wait.min(self.clock.real_until(t));
+        }
+        Ok(wait.max(Duration::from_millis(1)))
+    }
+
+    fn send(&self, res: Reservation) {
+        let upstream = Arc::clone(&self.upstream);
+        let tx = self.tx.clone();
+        let limit = Duration::from_secs(self.config.upstream.timeout_s) + SEND_GRACE;
+        self.runtime.spawn(async move {
+            let outcome = match tokio::time::timeout(limit, upstream.send(res.request.clone())).await {
+                Ok(o) => o,
+                Err(_) => Outcome::MaybeDelivered {
+                    reason: "timeout".into(),
+                },
+            };
+            // Completions are bounded by MAX_INFLIGHT and the inbox holds more.
+            let _ = tx.send(Msg::Done(Box::new(res), outcome));
+        });
+    }
+
+    fn flush_log(&mut self) {
+        for ev in self.engine.drain_events() {
+            log::event(&ev);
+        }
+    }
+
+    /// Take job files: leftovers in `processing/` first (after a crash), then new
+    /// ones in byte order of their names, at most `MAX_FILES_PER_PASS`.
+    fn take_files(&mut self, leftovers: bool) -> Result<(), Fatal> {
+        let mut claimed: Vec<Claimed> = Vec::new();
+        if leftovers {
+            claimed = self.spool.leftovers().map_err(|e| Fatal::Other(format!("spool: {e}")))?;
+        }
+        for c in claimed {
+            self.take_file(c)?;
+        }
+        for _ in 0..MAX_FILES_PER_PASS {
+            match self.spool.claim_next() {
+                Ok(Some(c)) => self.take_file(c)?,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::error!(event = "spool_error", error = %e);
+                    return Ok(());
+                }
+            }
+        }
+        // More files wait: come back at once.
+        let _ = self.tx.try_send(Msg::Spool);
+        Ok(())
+    }
+
+    fn take_file(&mut self, c: Claimed) -> Result<(), Fatal> {
+        let now = self.clock.now();
+        let bytes = match self.spool.read(&c) {
+            Ok(b) => b,
+            Err(crate::spool::ReadError::Io(e)) => {
+                // Possibly transient (EMFILE, EIO): the file stays in processing/ and is
+                // taken again at the next start, never rejected for a fault of ours.
+                tracing::error!(event = "spool_error", file = %c.name, error = %e);
+                return Ok(());
+            }
+            Err(e) => {
+                self.reject(&c, 0, "file", &e.to_string());
+                return Ok(());
+            }
+        };
+        let records = match parse_file(&c.name, &bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.reject(&c, e.line, &e.field, &e.reason);
+                return Ok(());
+            }
+        };
+        match self.engine.apply_file(&c.name, &bytes, &records, now)? {
+            ApplyOutcome::Applied(_) | ApplyOutcome::AlreadyApplied => {
+                if let Err(e) = self.spool.done(&c) {
+                    tracing::error!(event = "spool_error", file = %c.name, error = %e);
+                }
+            }
+            ApplyOutcome::Rejected(r) => {
+                // The engine logged `file_rejected`; move the file beside its reason.
+                let text = format!("{}:{}: field `{}`: {}", c.name, r.line, r.field, r.reason);
+                if let Err(e) = self.spool.reject(&c, &text) {
+                    tracing::error!(event = "spool_error", file = %c.name, error = %e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, c: &Claimed, line: usize, field: &str, reason: &str) {
+        let text = format!("{}:{line}: field `{field}`: {reason}", c.name);
+        log::event(&crate::engine::Event::FileRejected {
+            file: c.name.clone(),
+            line,
+            field: field.to_string(),
+            reason: reason.to_string(),
+        });
+        if let Err(e) = self.spool.reject(c, &text) {
+            tracing::error!(event = "spool_error", file = %c.name, error = %e);
+        }
+    }
+
+    /// SIGHUP: re-read the configuration; an invalid one is logged and ignored.
+    fn reload(&mut self) {
+        let Some(path) = self.config_path.clone() else {
+            tracing::info!(event = "config_reload_skipped", reason = "running on built-in defaults");
+            return;
+        };
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(event = "config_rejected", error = %e);
+                return;
+            }
+        };
+        let upstream = {
+            let _guard = self.runtime.enter();
+            build_upstream(&new, &self.clock)
+        };
+        let upstream = match upstream {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(event = "config_rejected", error = %e);
+                return;
+            }
+        };
+        for (key, changed) in [
+            ("store.path", new.store.path != self.config.store.path),
+            ("store.cache_mb", new.store.cache_mb != self.config.store.cache_mb),
+            ("spool.dir", new.spool.dir != self.config.spool.dir),
+            ("log.format", new.log.format != self.config.log.format),
+            ("clock", new.clock != self.config.clock),
+        ] {
+            if changed {
+                tracing::warn!(event = "config_restart_needed", key);
+            }
+        }
+        log_red_zones(&new);
+        self.upstream = upstream;
+        self.engine.store_mut().settings = Settings::from_config(&new);
+        let cfg = self.engine.config_mut();
+        cfg.min_gap_s = new.pacing.min_gap_s;
+        cfg.max_gap_s = new.pacing.max_gap_s;
+        self.config = new;
+        tracing::info!(event = "config_reloaded", path = %path.display());
+    }
+
+    fn write_status(&self) {
+        let now = self.clock.now();
+        let report = match self.engine.store().status(now) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(event = "status_failed", error = %e);
+                return;
+            }
+        };
+        let doc = serde_json::json!({
+            "worker": {
+                "pid": std::process::id(),
+                "uptime_s": self.started.elapsed().as_secs(),
+                "inflight": self.engine.inflight(),
+                "clock": now,
+            },
+            "status": report,
+        });
+        if let Err(e) = write_atomic(&self.config.status.path, doc.to_string().as_bytes()) {
+            tracing::warn!(event = "status_failed", path = %self.config.status.path.display(), error = %e);
+        }
+    }
+}
+
+/// Write a file by writing a temporary beside it and renaming it over the old one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,375 @@
+//! `sendgate run` as an operator runs it: the real binary, a spool directory, and a
+//! loopback HTTP upstream this test runs itself. Virtual time runs 3600× faster
+//! (`[clock] speed`), so a few real seconds cover hours of a sending day.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every wait in this file gives up after this long.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+struct Request {
+    key: String,
+    body: serde_json::Value,
+}
+
+/// A loopback upstream: records requests, answers with `respond(n)` (1-based).
+struct Upstream {
+    url: String,
+    seen: Arc<Mutex<Vec<Request>>>,
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut key = String::new();
+    let mut len = 0usize;
+    let mut line = String::new();
+    r.read_line(&mut line).ok().filter(|n| *n > 0)?;
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok().filter(|n| *n > 0)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (name, value) = l.split_once(':')?;
+        match name.to_ascii_lowercase().as_str() {
+            "idempotency-key" => key = value.trim().to_string(),
+            "content-length" => len = value.trim().parse().ok()?,
+            _ => {}
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Request {
+        key,
+        body: serde_json::from_slice(&body).ok()?,
+    })
+}
+
+impl Upstream {
+    fn start(respond: impl Fn(usize) -> (u16, String) + Send + Sync + 'static) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let respond = Arc::new(respond);
+        let (seen2, respond2) = (Arc::clone(&seen), Arc::clone(&respond));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (seen, respond) = (Arc::clone(&seen2), Arc::clone(&respond2));
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().expect("clone");
+                    let mut r = BufReader::new(conn);
+                    while let Some(req) = read_request(&mut r) {
+                        let n = {
+                            let mut s = seen.lock().expect("lock");
+                            s.push(req);
+                            s.len()
+                        };
+                        let (status, body) = respond(n);
+                        let reply = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if w.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Upstream { url, seen }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+struct Worker {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Worker {
+    fn start(dir: &Path, config: &Path) -> Worker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+            .args(["run", "--config"])
+            .arg(config)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sendgate");
+        let log: Arc<Mutex<String>> = Arc::default();
+        let (stderr, log2) = (child.stderr.take().expect("stderr"), Arc::clone(&log));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                let mut l = log2.lock().expect("lock");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let w = Worker { child, log };
+        w.wait_for_log("worker_started");
+        w
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("lock").clone()
+    }
+
+    fn wait_for_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(start.elapsed() < DEADLINE, "no `{needle}` in the log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    fn stop(mut self) -> (i32, String) {
+        self.signal("TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                std::thread::sleep(Duration::from_millis(50)); // let the log reader drain
+                return (status.code().unwrap_or(-1), self.log());
+            }
+            assert!(start.elapsed() < DEADLINE, "the worker did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(dir: &Path, upstream_url: &str, extra: &str) -> PathBuf {
+    let path = dir.join("sendgate.toml");
+    let text = format!(
+        r#"[store]
+path = "{d}/store"
+fsync = false
+[spool]
+dir = "{d}/spool"
+rescan_s = 1
+max_file_bytes = 8192
+[upstream]
+kind = "http"
+url = "{upstream_url}"
+timeout_s = 5
+[pacing]
+min_gap_s = 1
+max_gap_s = 2
+[status]
+path = "{d}/status.json"
+every_s = 1
+[clock]
+start = "2026-11-25T08:00:00Z"
+speed = 3600.0
+{extra}"#,
+        d = dir.display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Drop a job file the way producers must: write in tmp/, rename into incoming/.
+fn drop_file(dir: &Path, name: &str, text: &[u8]) {
+    let spool = dir.join("spool");
+    let tmp = spool.join("tmp").join(name);
+    std::fs::write(&tmp, text).expect("write job file");
+    std::fs::rename(&tmp, spool.join("incoming").join(name)).expect("rename into incoming");
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const PROXY_SECRET: &str = "hunter2-do-not-log";
+
+fn setup(invites_cap: u32) -> String {
+    format!(
+        concat!(
+            r#"{{"type":"account","id":"a1","tier":"sales_navigator_core","timezone":"UTC","established":true,"#,
+            r#""window":{{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}},"#,
+            r#""proxy":"http://user:{}@203.0.113.7:3128","caps":{{"invites":{}}}}}"#,
+            "\n",
+            r#"{{"type":"campaign","id":"c1","daily_limit":100}}"#,
+            "\n"
+        ),
+        PROXY_SECRET, invites_cap
+    )
+}
+
+fn invites(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"type":"action","id":"c1/p{i}/invite","campaign":"c1","account":"a1","kind":"invite","prospect":"https://www.linkedin.com/in/p{i}","payload":{{"note":"secret-payload-{i}"}}}}"#
+            ) + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn files_in_requests_out_caps_held_and_no_secret_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let w = Worker::start(dir.path(), &cfg);
+    drop_file(dir.path(), "001-setup.jsonl", setup(5).as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(20).as_bytes());
+    wait_until("5 requests", || up.requests().len() >= 5);
+    // Three more virtual hours of the same day: the cap holds.
+    std::thread::sleep(Duration::from_secs(3));
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 5, "the invite cap of 5 holds as counted by the server");
+    let mut keys: Vec<&str> = reqs.iter().map(|r| r.key.as_str()).collect();
+    for r in &reqs {
+        assert_eq!(r.body["id"], r.key.as_str(), "Idempotency-Key is the action id");
+        for field in ["id", "account", "proxy", "campaign", "kind", "prospect", "payload", "attempt"] {
+            assert!(r.body.get(field).is_some(), "body lacks {field}: {}", r.body);
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 5, "no action sent twice");
+    assert!(dir.path().join("spool/done/002-invites.jsonl").exists());
+    let status = std::fs::read_to_string(dir.path().join("status.json")).expect("status file");
+    assert!(status.contains("\"a1\""), "{status}");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "SIGTERM exits 0:\n{log}");
+    assert!(log.contains("\"event\":\"action_sent\""), "{log}");
+    assert!(log.contains("\"event\":\"cap_exhausted\""), "{log}");
+    assert!(!log.contains(PROXY_SECRET), "the proxy password leaked into the log");
+    assert!(!log.contains("secret-payload"), "a payload leaked into the log");
+    // The store agrees: audit is clean.
+    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args(["audit", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("audit");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn a_429_stops_the_account_for_the_rest_of_its_day() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|n| if n == 2 { (429, String::new()) } else { (200, "{}".into()) });
+    let cfg = config(dir.path(), &up.url, "");
+    let w = Worker::start(dir.path(), &cfg);
+    drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
+    w.wait_for_log("\"event\":\"rate_limited\"");
+    // Four more virtual hours of the same local day: nothing more goes out.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(up.requests().len(), 2, "no retry and no other send that day");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0);
+    assert!(log.contains("\"event\":\"account_held\""), "{log}");
+    assert!(log.contains("2026-11-26T00:00:00"), "held until the next window opening:\n{log}");
+}
+
+#[test]
+fn hostile_files_are_rejected_and_the_worker_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let w = Worker::start(dir.path(), &cfg);
+    drop_file(dir.path(), "000-setup.jsonl", setup(80).as_bytes());
+    drop_file(dir.path(), "001-bad-json.jsonl", b"{\"type\":\"campaign\",\"id\":\"x\",\"daily_limit\":1}\n{oops\n");
+    drop_file(dir.path(), "002-unknown-field.jsonl", b"{\"type\":\"campaign\",\"id\":\"y\",\"daily_limt\":1}\n");
+    let unknown_campaign = invites(1).replace("\"campaign\":\"c1\"", "\"campaign\":\"nope\"");
+    drop_file(dir.path(), "003-unknown-campaign.jsonl", unknown_campaign.as_bytes());
+    drop_file(dir.path(), "004-junk.jsonl", &[0xff, 0x00, 0xfe, 0x13, 0x37, b'\n', 0x80]);
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("spool/incoming/005-link.jsonl")).expect("symlink");
+    drop_file(dir.path(), "006-oversize.jsonl", &vec![b' '; 9000]);
+    drop_file(dir.path(), "007-good.jsonl", invites(2).as_bytes());
+    let done = dir.path().join("spool/done/007-good.jsonl");
+    wait_until("the good file after the bad ones", || done.exists());
+    let rejected = dir.path().join("spool/rejected");
+    for (name, needle) in [
+        ("001-bad-json.jsonl", ":2: field `record`"),
+        ("002-unknown-field.jsonl", "daily_limt"),
+        ("003-unknown-campaign.jsonl", "unknown campaign"),
+        ("004-junk.jsonl", "UTF-8"),
+        ("005-link.jsonl", "symbolic link"),
+        ("006-oversize.jsonl", "8192"),
+    ] {
+        assert!(rejected.join(name).symlink_metadata().is_ok(), "{name} not in rejected/");
+        let error = std::fs::read_to_string(rejected.join(format!("{name}.error"))).expect("an .error file");
+        assert!(error.contains(needle), "{name}.error lacks `{needle}`: {error}");
+    }
+    assert!(dir.path().join("spool/done/000-setup.jsonl").exists());
+    wait_until("the good file's sends", || up.requests().len() >= 2);
+    let (code, log) = w.stop();
+    assert_eq!(code, 0);
+    assert_eq!(log.matches("\"event\":\"file_rejected\"").count(), 6, "{log}");
+}
+
+#[test]
+fn a_second_worker_on_the_same_store_exits_74() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let w = Worker::start(dir.path(), &cfg);
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("second worker");
+    assert_eq!(out.status.code(), Some(74), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(start.elapsed() < Duration::from_secs(10), "exits at once");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store_failed"));
+    // `status` reads the running worker's status file instead.
+    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("status");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("worker status file"));
+    assert_eq!(w.stop().0, 0);
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let w = Worker::start(dir.path(), &cfg);
+    std::fs::write(&cfg, "[caps]\ninvitez = 3\n").expect("break the config");
+    w.signal("HUP");
+    w.wait_for_log("config_rejected");
+    drop_file(dir.path(), "001-setup.jsonl", setup(3).as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(5).as_bytes());
+    wait_until("sends under the old config", || up.requests().len() >= 3);
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("caps.invitez"), "the rejection names the key:\n{log}");
+}
