@@ -64,7 +64,10 @@ fn notify(states: &[sd_notify::NotifyState]) {
 fn build_clock(c: &Config) -> Arc<dyn Clock> {
     match (c.clock.start, c.clock.speed) {
         (None, None) => Arc::new(SystemClock),
-        (start, speed) => Arc::new(ScaledClock::new(start.unwrap_or_else(Utc::now), speed.unwrap_or(1.0))),
+        (start, speed) => Arc::new(ScaledClock::new(
+            start.unwrap_or_else(Utc::now),
+            speed.unwrap_or(1.0),
+        )),
     }
 }
 
@@ -95,7 +98,12 @@ fn log_red_zones(c: &Config) {
         (Counter::Engagement, caps.engagement),
     ] {
         if red_zone(counter, v) {
-            tracing::warn!(event = "red_zone", counter = counter.as_str(), value = v, scope = "config");
+            tracing::warn!(
+                event = "red_zone",
+                counter = counter.as_str(),
+                value = v,
+                scope = "config"
+            );
         }
     }
 }
@@ -192,15 +200,17 @@ fn store_failed(e: &StoreError) -> i32 {
 fn watch_signals(tx: SyncSender<Msg>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    std::thread::Builder::new().name("sendgate-signals".into()).spawn(move || {
-        for sig in signals.forever() {
-            let msg = if sig == SIGHUP { Msg::Reload } else { Msg::Stop };
-            // A stop must get through: block until the engine takes it.
-            if tx.send(msg).is_err() {
-                return;
+    std::thread::Builder::new()
+        .name("sendgate-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let msg = if sig == SIGHUP { Msg::Reload } else { Msg::Stop };
+                // A stop must get through: block until the engine takes it.
+                if tx.send(msg).is_err() {
+                    return;
+                }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -212,7 +222,8 @@ fn watch_spool(spool: &Spool, tx: SyncSender<Msg>) -> Option<notify::Recommended
         }
     })
     .ok()?;
-    w.watch(&spool.incoming_dir(), notify::RecursiveMode::NonRecursive).ok()?;
+    w.watch(&spool.incoming_dir(), notify::RecursiveMode::NonRecursive)
+        .ok()?;
     Some(w)
 }
 
@@ -239,7 +250,10 @@ impl Worker {
             upstream = ?c.upstream.kind,
             pid = std::process::id()
         );
-        notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("running")]);
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("running"),
+        ]);
         let mut usec = 0u64;
         let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
         let rescan = Duration::from_secs(self.config.spool.rescan_s);
@@ -286,7 +300,11 @@ impl Worker {
                     return Ok(());
                 }
             }
-            let wait = self.wait_time(stop_deadline, rescan.saturating_sub(last_rescan.elapsed()), watchdog)?;
+            let wait = self.wait_time(
+                stop_deadline,
+                rescan.saturating_sub(last_rescan.elapsed()),
+                watchdog,
+            )?;
             let first = match self.rx.recv_timeout(wait) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -304,7 +322,8 @@ impl Worker {
                         if stop_deadline.is_none() {
                             tracing::info!(event = "worker_stopping", inflight = self.engine.inflight());
                             notify(&[sd_notify::NotifyState::Stopping]);
-                            stop_deadline = Some(Instant::now() + Duration::from_secs(self.config.upstream.timeout_s));
+                            stop_deadline =
+                                Some(Instant::now() + Duration::from_secs(self.config.upstream.timeout_s));
                         }
                     }
                     Msg::Reload => self.reload(),
@@ -359,7 +378,10 @@ impl Worker {
     fn take_files(&mut self, leftovers: bool) -> Result<(), Fatal> {
         let mut claimed: Vec<Claimed> = Vec::new();
         if leftovers {
-            claimed = self.spool.leftovers().map_err(|e| Fatal::Other(format!("spool: {e}")))?;
+            claimed = self
+                .spool
+                .leftovers()
+                .map_err(|e| Fatal::Other(format!("spool: {e}")))?;
         }
         for c in claimed {
             self.take_file(c)?;
@@ -434,7 +456,10 @@ impl Worker {
     /// SIGHUP: re-read the configuration; an invalid one is logged and ignored.
     fn reload(&mut self) {
         let Some(path) = self.config_path.clone() else {
-            tracing::info!(event = "config_reload_skipped", reason = "running on built-in defaults");
+            tracing::info!(
+                event = "config_reload_skipped",
+                reason = "running on built-in defaults"
+            );
             return;
         };
         let new = match Config::load(&path) {

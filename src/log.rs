@@ -34,7 +34,10 @@ pub fn event(ev: &Event) {
             actions,
             duplicates,
             events,
-        } => info!(event = name, file, accounts, campaigns, actions, duplicates, events),
+        } => info!(
+            event = name,
+            file, accounts, campaigns, actions, duplicates, events
+        ),
         Event::FileRejected {
             file,
             line,
@@ -47,7 +50,14 @@ pub fn event(ev: &Event) {
             campaign,
             kind,
             attempt,
-        } => info!(event = name, action, account, campaign, kind = kind.as_str(), attempt),
+        } => info!(
+            event = name,
+            action,
+            account,
+            campaign,
+            kind = kind.as_str(),
+            attempt
+        ),
         Event::ActionSent {
             action,
             account,
@@ -92,14 +102,28 @@ pub fn event(ev: &Event) {
             campaign,
             kind,
             reason,
-        } => warn!(event = name, action, account, campaign, kind = kind.as_str(), reason),
+        } => warn!(
+            event = name,
+            action,
+            account,
+            campaign,
+            kind = kind.as_str(),
+            reason
+        ),
         Event::ActionUnknown {
             action,
             account,
             campaign,
             kind,
             reason,
-        } => warn!(event = name, action, account, campaign, kind = kind.as_str(), reason),
+        } => warn!(
+            event = name,
+            action,
+            account,
+            campaign,
+            kind = kind.as_str(),
+            reason
+        ),
         Event::CapExhausted {
             account,
             campaign,

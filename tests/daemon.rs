@@ -129,7 +129,11 @@ impl Worker {
     fn wait_for_log(&self, needle: &str) {
         let start = Instant::now();
         while !self.log().contains(needle) {
-            assert!(start.elapsed() < DEADLINE, "no `{needle}` in the log:\n{}", self.log());
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no `{needle}` in the log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -247,11 +251,17 @@ fn files_in_requests_out_caps_held_and_no_secret_logged() {
     // Three more virtual hours of the same day: the cap holds.
     std::thread::sleep(Duration::from_secs(3));
     let reqs = up.requests();
-    assert_eq!(reqs.len(), 5, "the invite cap of 5 holds as counted by the server");
+    assert_eq!(
+        reqs.len(),
+        5,
+        "the invite cap of 5 holds as counted by the server"
+    );
     let mut keys: Vec<&str> = reqs.iter().map(|r| r.key.as_str()).collect();
     for r in &reqs {
         assert_eq!(r.body["id"], r.key.as_str(), "Idempotency-Key is the action id");
-        for field in ["id", "account", "proxy", "campaign", "kind", "prospect", "payload", "attempt"] {
+        for field in [
+            "id", "account", "proxy", "campaign", "kind", "prospect", "payload", "attempt",
+        ] {
             assert!(r.body.get(field).is_some(), "body lacks {field}: {}", r.body);
         }
     }
@@ -265,7 +275,10 @@ fn files_in_requests_out_caps_held_and_no_secret_logged() {
     assert_eq!(code, 0, "SIGTERM exits 0:\n{log}");
     assert!(log.contains("\"event\":\"action_sent\""), "{log}");
     assert!(log.contains("\"event\":\"cap_exhausted\""), "{log}");
-    assert!(!log.contains(PROXY_SECRET), "the proxy password leaked into the log");
+    assert!(
+        !log.contains(PROXY_SECRET),
+        "the proxy password leaked into the log"
+    );
     assert!(!log.contains("secret-payload"), "a payload leaked into the log");
     // The store agrees: audit is clean.
     let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
@@ -273,13 +286,24 @@ fn files_in_requests_out_caps_held_and_no_secret_logged() {
         .arg(&cfg)
         .output()
         .expect("audit");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn a_429_stops_the_account_for_the_rest_of_its_day() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let up = Upstream::start(|n| if n == 2 { (429, String::new()) } else { (200, "{}".into()) });
+    let up = Upstream::start(|n| {
+        if n == 2 {
+            (429, String::new())
+        } else {
+            (200, "{}".into())
+        }
+    });
     let cfg = config(dir.path(), &up.url, "");
     let w = Worker::start(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
@@ -291,7 +315,10 @@ fn a_429_stops_the_account_for_the_rest_of_its_day() {
     let (code, log) = w.stop();
     assert_eq!(code, 0);
     assert!(log.contains("\"event\":\"account_held\""), "{log}");
-    assert!(log.contains("2026-11-26T00:00:00"), "held until the next window opening:\n{log}");
+    assert!(
+        log.contains("2026-11-26T00:00:00"),
+        "held until the next window opening:\n{log}"
+    );
 }
 
 #[test]
@@ -301,12 +328,29 @@ fn hostile_files_are_rejected_and_the_worker_goes_on() {
     let cfg = config(dir.path(), &up.url, "");
     let w = Worker::start(dir.path(), &cfg);
     drop_file(dir.path(), "000-setup.jsonl", setup(80).as_bytes());
-    drop_file(dir.path(), "001-bad-json.jsonl", b"{\"type\":\"campaign\",\"id\":\"x\",\"daily_limit\":1}\n{oops\n");
-    drop_file(dir.path(), "002-unknown-field.jsonl", b"{\"type\":\"campaign\",\"id\":\"y\",\"daily_limt\":1}\n");
+    drop_file(
+        dir.path(),
+        "001-bad-json.jsonl",
+        b"{\"type\":\"campaign\",\"id\":\"x\",\"daily_limit\":1}\n{oops\n",
+    );
+    drop_file(
+        dir.path(),
+        "002-unknown-field.jsonl",
+        b"{\"type\":\"campaign\",\"id\":\"y\",\"daily_limt\":1}\n",
+    );
     let unknown_campaign = invites(1).replace("\"campaign\":\"c1\"", "\"campaign\":\"nope\"");
-    drop_file(dir.path(), "003-unknown-campaign.jsonl", unknown_campaign.as_bytes());
-    drop_file(dir.path(), "004-junk.jsonl", &[0xff, 0x00, 0xfe, 0x13, 0x37, b'\n', 0x80]);
-    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("spool/incoming/005-link.jsonl")).expect("symlink");
+    drop_file(
+        dir.path(),
+        "003-unknown-campaign.jsonl",
+        unknown_campaign.as_bytes(),
+    );
+    drop_file(
+        dir.path(),
+        "004-junk.jsonl",
+        &[0xff, 0x00, 0xfe, 0x13, 0x37, b'\n', 0x80],
+    );
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("spool/incoming/005-link.jsonl"))
+        .expect("symlink");
     drop_file(dir.path(), "006-oversize.jsonl", &vec![b' '; 9000]);
     drop_file(dir.path(), "007-good.jsonl", invites(2).as_bytes());
     let done = dir.path().join("spool/done/007-good.jsonl");
@@ -320,7 +364,10 @@ fn hostile_files_are_rejected_and_the_worker_goes_on() {
         ("005-link.jsonl", "symbolic link"),
         ("006-oversize.jsonl", "8192"),
     ] {
-        assert!(rejected.join(name).symlink_metadata().is_ok(), "{name} not in rejected/");
+        assert!(
+            rejected.join(name).symlink_metadata().is_ok(),
+            "{name} not in rejected/"
+        );
         let error = std::fs::read_to_string(rejected.join(format!("{name}.error"))).expect("an .error file");
         assert!(error.contains(needle), "{name}.error lacks `{needle}`: {error}");
     }
@@ -343,7 +390,12 @@ fn a_second_worker_on_the_same_store_exits_74() {
         .arg(&cfg)
         .output()
         .expect("second worker");
-    assert_eq!(out.status.code(), Some(74), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(74),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(start.elapsed() < Duration::from_secs(10), "exits at once");
     assert!(String::from_utf8_lossy(&out.stderr).contains("store_failed"));
     // `status` reads the running worker's status file instead.
@@ -352,7 +404,12 @@ fn a_second_worker_on_the_same_store_exits_74() {
         .arg(&cfg)
         .output()
         .expect("status");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("worker status file"));
     assert_eq!(w.stop().0, 0);
 }
@@ -371,5 +428,8 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     wait_until("sends under the old config", || up.requests().len() >= 3);
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains("caps.invitez"), "the rejection names the key:\n{log}");
+    assert!(
+        log.contains("caps.invitez"),
+        "the rejection names the key:\n{log}"
+    );
 }

@@ -49,7 +49,10 @@ pub fn run(config: Option<&Path>, from: Option<&str>, to: Option<&str>, json: bo
     } else {
         println!("audit: {} reservations in the ledger", report.entries);
         for o in &report.overshoots {
-            println!("OVERSHOOT {} {} {}: {} > {}", o.owner, o.day, o.counter, o.count, o.limit);
+            println!(
+                "OVERSHOOT {} {} {}: {} > {}",
+                o.owner, o.day, o.counter, o.count, o.limit
+            );
         }
         for m in &report.mismatches {
             println!("MISMATCH {m}");

@@ -85,8 +85,18 @@ pub fn main() -> i32 {
         Command::Check { files } => check::run(&files),
         Command::Run { config } => run::run(config.as_deref()),
         Command::Status { config, json } => status::run(config.as_deref(), json),
-        Command::Audit { config, from, to, json } => audit::run(config.as_deref(), from.as_deref(), to.as_deref(), json),
-        Command::Simulate { days, accounts, seed, svg } => simulate::run(days, accounts, seed, svg.as_deref()),
+        Command::Audit {
+            config,
+            from,
+            to,
+            json,
+        } => audit::run(config.as_deref(), from.as_deref(), to.as_deref(), json),
+        Command::Simulate {
+            days,
+            accounts,
+            seed,
+            svg,
+        } => simulate::run(days, accounts, seed, svg.as_deref()),
     }
 }
 

@@ -17,21 +17,28 @@ use std::path::Path;
 /// Largest simulation accepted (days × accounts), to keep a typo from running for hours.
 pub const MAX_ACCOUNT_DAYS: u64 = 200_000;
 
-const TIERS: [Tier; 4] = [Tier::SalesNavigatorCore, Tier::PremiumBusiness, Tier::Free, Tier::RecruiterLite];
+const TIERS: [Tier; 4] = [
+    Tier::SalesNavigatorCore,
+    Tier::PremiumBusiness,
+    Tier::Free,
+    Tier::RecruiterLite,
+];
 const ZONES: [&str; 4] = ["Europe/Berlin", "America/New_York", "UTC", "Asia/Tokyo"];
 /// Actions dropped per account per day: invites, messages, InMails, views, comments, reactions.
 const DAILY_DROP: [(&str, u32); 6] = [
-    ("invite", 100),
+    ("invite", 60),
     ("message", 30),
     ("inmail", 3),
-    ("profile_view", 40),
+    ("profile_view", 30),
     ("comment", 5),
     ("reaction", 10),
 ];
 
 fn start() -> DateTime<Utc> {
     // A Monday, a week before the US DST change.
-    Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn setup_file(accounts: u32, start_day: NaiveDate) -> String {
@@ -51,7 +58,11 @@ fn setup_file(accounts: u32, start_day: NaiveDate) -> String {
         r#"{{"type":"campaign","id":"outreach","daily_limit":60,"accounts":[{}]}}"#,
         ids.join(",")
     );
-    let _ = writeln!(text, r#"{{"type":"campaign","id":"nurture","daily_limit":40,"accounts":[{}]}}"#, ids.join(","));
+    let _ = writeln!(
+        text,
+        r#"{{"type":"campaign","id":"nurture","daily_limit":40,"accounts":[{}]}}"#,
+        ids.join(",")
+    );
     text
 }
 
@@ -84,7 +95,9 @@ struct Row {
 
 pub fn run(days: u32, accounts: u32, seed: u64, svg: Option<&Path>) -> i32 {
     if days == 0 || accounts == 0 || u64::from(days) * u64::from(accounts) > MAX_ACCOUNT_DAYS {
-        eprintln!("sendgate: --days and --accounts must be positive, days × accounts at most {MAX_ACCOUNT_DAYS}");
+        eprintln!(
+            "sendgate: --days and --accounts must be positive, days × accounts at most {MAX_ACCOUNT_DAYS}"
+        );
         return exit::USAGE;
     }
     match simulate(days, accounts, seed, svg) {
@@ -108,7 +121,8 @@ fn simulate(days: u32, accounts: u32, seed: u64, svg: Option<&Path>) -> Result<b
         fsync: false, // a throwaway store: durability is not what is simulated
         ..Settings::default()
     };
-    let store = Store::open(&dir.join("store"), settings, OpenOptions::default()).map_err(|e| e.to_string())?;
+    let store =
+        Store::open(&dir.join("store"), settings, OpenOptions::default()).map_err(|e| e.to_string())?;
     let t0 = start();
     let cfg = EngineConfig {
         seed,
@@ -131,7 +145,11 @@ fn simulate(days: u32, accounts: u32, seed: u64, svg: Option<&Path>) -> Result<b
         run.run_until(t0 + Duration::days(i64::from(d) + 1), &mut sim)
             .map_err(|e| e.to_string())?;
         if days > 14 && (d + 1) % 7 == 0 {
-            eprintln!("simulate: day {}/{days} ({:.1}s)", d + 1, wall.elapsed().as_secs_f64());
+            eprintln!(
+                "simulate: day {}/{days} ({:.1}s)",
+                d + 1,
+                wall.elapsed().as_secs_f64()
+            );
         }
     }
     // One more day so the last day's summaries are written.
@@ -140,23 +158,42 @@ fn simulate(days: u32, accounts: u32, seed: u64, svg: Option<&Path>) -> Result<b
     let rows = collect_rows(&run, t0.date_naive(), days)?;
     let store = run.engine.store();
     let audit = store.audit(None, None).map_err(|e| e.to_string())?;
-    println!("sendgate simulate: {accounts} accounts, {days} days, seed {seed}, virtual start {}", t0.date_naive());
+    println!(
+        "sendgate simulate: {accounts} accounts, {days} days, seed {seed}, virtual start {}",
+        t0.date_naive()
+    );
     for (account, days_rows) in &rows {
-        let a = store.account(account).map_err(|e| e.to_string())?.ok_or("account vanished")?;
+        let a = store
+            .account(account)
+            .map_err(|e| e.to_string())?
+            .ok_or("account vanished")?;
         println!();
         println!("account {account} ({}, {})", a.tier, a.timezone);
         println!("day         inv  msg  inm view  cmt  rct  cap ramp accept health    parked held");
         for (day, r) in days_rows {
             let rec = store.account_day(account, *day).map_err(|e| e.to_string())?;
             let accept = if rec.invites_sent > 0 {
-                format!("{:.2}", f64::from(rec.invites_accepted) / f64::from(rec.invites_sent))
+                format!(
+                    "{:.2}",
+                    f64::from(rec.invites_accepted) / f64::from(rec.invites_sent)
+                )
             } else {
                 "-".into()
             };
             println!(
                 "{day} {:>4} {:>4} {:>4} {:>4} {:>4} {:>4} {:>4} {:>4} {:>6} {:<9} {:>6} {:>4}",
-                r.sent[0], r.sent[1], r.sent[2], r.sent[3], r.sent[4], r.sent[5], r.cap, r.ramp, accept, r.health,
-                r.parked, r.held
+                r.sent[0],
+                r.sent[1],
+                r.sent[2],
+                r.sent[3],
+                r.sent[4],
+                r.sent[5],
+                r.cap,
+                r.ramp,
+                accept,
+                r.health,
+                r.parked,
+                r.held
             );
         }
     }
@@ -258,22 +295,54 @@ fn render_svg(rows: &Rows) -> String {
         let x = |i: usize| PAD + (W - 2.0 * PAD) * (i as f64 + 0.5) / n;
         let y = |v: u32| top + 20.0 + plot_h * (1.0 - f64::from(v) / max_y);
         let bar_w = ((W - 2.0 * PAD) / n * 0.35).max(1.0);
-        let _ = writeln!(s, r#"<text x="{PAD}" y="{}">{account}: invites (blue), all sends (grey), invite cap (red), ramp (green)</text>"#, top + 12.0);
+        let _ = writeln!(
+            s,
+            r#"<text x="{PAD}" y="{}">{account}: invites (blue), all sends (grey), invite cap (red), ramp (green)</text>"#,
+            top + 12.0
+        );
         let base = y(0);
-        let _ = writeln!(s, r##"<line x1="{PAD}" y1="{base}" x2="{}" y2="{base}" stroke="#999"/>"##, W - PAD);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{PAD}" y1="{base}" x2="{}" y2="{base}" stroke="#999"/>"##,
+            W - PAD
+        );
         let mut cap_pts = Vec::new();
         let mut ramp_pts = Vec::new();
         for (i, r) in days.values().enumerate() {
             let total: u32 = r.sent.iter().sum();
             let (xi, yi, yt) = (x(i), y(r.sent[0]), y(total));
-            let _ = writeln!(s, r##"<rect x="{:.1}" y="{yt:.1}" width="{bar_w:.1}" height="{:.1}" fill="#ccc"/>"##, xi, base - yt);
-            let _ = writeln!(s, r##"<rect x="{:.1}" y="{yi:.1}" width="{bar_w:.1}" height="{:.1}" fill="#3465a4"/>"##, xi - bar_w, base - yi);
+            let _ = writeln!(
+                s,
+                r##"<rect x="{:.1}" y="{yt:.1}" width="{bar_w:.1}" height="{:.1}" fill="#ccc"/>"##,
+                xi,
+                base - yt
+            );
+            let _ = writeln!(
+                s,
+                r##"<rect x="{:.1}" y="{yi:.1}" width="{bar_w:.1}" height="{:.1}" fill="#3465a4"/>"##,
+                xi - bar_w,
+                base - yi
+            );
             cap_pts.push(format!("{:.1},{:.1}", xi, y(r.cap)));
             ramp_pts.push(format!("{:.1},{:.1}", xi, y(r.ramp)));
         }
-        let _ = writeln!(s, r##"<polyline points="{}" fill="none" stroke="#cc0000" stroke-width="2"/>"##, cap_pts.join(" "));
-        let _ = writeln!(s, r##"<polyline points="{}" fill="none" stroke="#4e9a06" stroke-width="2" stroke-dasharray="4 3"/>"##, ramp_pts.join(" "));
-        let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, PAD - 30.0, y(max_y as u32) + 4.0, max_y as u32);
+        let _ = writeln!(
+            s,
+            r##"<polyline points="{}" fill="none" stroke="#cc0000" stroke-width="2"/>"##,
+            cap_pts.join(" ")
+        );
+        let _ = writeln!(
+            s,
+            r##"<polyline points="{}" fill="none" stroke="#4e9a06" stroke-width="2" stroke-dasharray="4 3"/>"##,
+            ramp_pts.join(" ")
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}">{}</text>"#,
+            PAD - 30.0,
+            y(max_y as u32) + 4.0,
+            max_y as u32
+        );
         let _ = writeln!(s, r#"<text x="{}" y="{}">0</text>"#, PAD - 30.0, base + 4.0);
     }
     s.push_str("</svg>\n");

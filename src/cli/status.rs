@@ -40,7 +40,10 @@ fn from_status_file(path: &Path, json: bool) -> i32 {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("sendgate: a worker holds the store, but its status file {} cannot be read: {e}", path.display());
+            eprintln!(
+                "sendgate: a worker holds the store, but its status file {} cannot be read: {e}",
+                path.display()
+            );
             return exit::FAILURE;
         }
     };

@@ -180,7 +180,7 @@ fn new_account(seed: u64, id: &str, tier: Tier, created: DateTime<Utc>) -> SimAc
     SimAccount {
         tier,
         created,
-        acceptance: 0.18 + (mix(seed, id) % 300) as f64 / 1000.0,
+        acceptance: 0.28 + (mix(seed, id) % 300) as f64 / 1000.0,
         day: None,
         invites_today: 0,
         actions_today: 0,
