@@ -1,0 +1,139 @@
+//! Crash tests at the store boundary. A child process (this test binary, re-invoked)
+//! reserves in a loop and prints each reservation once `reserve` has returned, i.e.
+//! once it is durable; the parent kills it with SIGKILL at random moments. After every
+//! reopen: counters equal the ledger, no cap is exceeded, and every reservation printed
+//! as durable is there.
+
+mod common;
+
+use common::*;
+use sendgate::policy::pacing::{Rng, SplitMix64};
+use sendgate::store::{OpenOptions, ReserveResult, Settings, State, Store};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NOW: &str = "2026-11-25T12:00:00Z";
+const CHILD_ENV: &str = "SENDGATE_STORE_CRASH_CHILD";
+/// Kill cycles; `SENDGATE_STORE_CRASH_CYCLES` overrides (at least 50 in CI).
+const DEFAULT_CYCLES: usize = 50;
+
+fn open_store(dir: &Path) -> Store {
+    Store::open(&dir.join("store"), Settings::default(), OpenOptions::default()).expect("store opens")
+}
+
+/// The child: reserve every queued action, one durable reservation at a time,
+/// printing each id after `reserve` returned.
+fn child(dir: &Path) {
+    let store = open_store(dir);
+    let now = utc(NOW);
+    store.recover(now).expect("recover");
+    let queued: Vec<String> = store
+        .actions()
+        .expect("scan")
+        .into_iter()
+        .filter(|a| a.state == State::Queued)
+        .map(|a| a.id)
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for id in queued {
+        let (r, _) = store.reserve(std::slice::from_ref(&id), now).expect("reserve");
+        if matches!(r[0], ReserveResult::Reserved(_)) {
+            writeln!(out, "R {id}").expect("stdout");
+            out.flush().expect("flush");
+        }
+    }
+    writeln!(out, "DONE").expect("stdout");
+}
+
+#[test]
+fn crash_child() {
+    // Only does something when re-invoked by the parent below.
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        child(Path::new(&dir));
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_durable_reservation() {
+    let cycles = std::env::var("SENDGATE_STORE_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CYCLES);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc(NOW);
+    // Caps that bind only late: most of the run is reservations, the tail is parking.
+    let caps = r#","caps":{"invites":4000,"messages":3000,"inmails":1500,"engagement":7000},"inmail_credits":1000"#;
+    let mut text = format!("{}\n{}\n", account_line("a1", caps), campaign_line("c1", 2500, ""));
+    let kinds = ["invite", "message", "inmail", "profile_view", "comment", "reaction"];
+    let mut rng = SplitMix64(7);
+    for i in 0..20_000 {
+        text += &action_line(&format!("x{i:05}"), "c1", "a1", kinds[rng.between(0, 5) as usize]);
+        text.push('\n');
+    }
+    {
+        let store = open_store(dir.path());
+        apply(&store, "load.jsonl", &text, now);
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let mut durable: BTreeSet<String> = BTreeSet::new();
+    let mut finished = false;
+    for cycle in 0..cycles {
+        let mut child = Command::new(&exe)
+            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let kill_after = Duration::from_millis(rng.between(20, 250));
+        let start = Instant::now();
+        while start.elapsed() < kill_after {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        reader.join().expect("reader");
+        for line in rx.try_iter() {
+            if let Some(id) = line.strip_prefix("R ") {
+                durable.insert(id.to_string());
+            } else if line == "DONE" {
+                finished = true;
+            }
+        }
+        let store = open_store(dir.path());
+        let audit = store.audit(None, None).expect("audit");
+        assert!(audit.clean(), "cycle {cycle}: {audit:?}");
+        for id in &durable {
+            let a = store.action(id).expect("read").expect("exists");
+            assert!(
+                matches!(a.state, State::Inflight | State::Unknown),
+                "cycle {cycle}: {id} was printed as durable but is {:?}",
+                a.state
+            );
+        }
+        assert!(audit.entries as usize >= durable.len(), "cycle {cycle}: ledger lost entries");
+        let day = store.account_day("a1", now.date_naive()).expect("day").reserved;
+        assert!(
+            day.invites <= 2500 && day.messages <= 2500 && day.inmails <= 1000 && day.engagement <= 7000,
+            "cycle {cycle}: {day:?}"
+        );
+    }
+    println!(
+        "store crash test: {cycles} SIGKILL cycles, {} reservations printed as durable, all present{}",
+        durable.len(),
+        if finished { " (the child finished its work)" } else { "" }
+    );
+    assert!(!durable.is_empty());
+}
