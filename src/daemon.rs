@@ -314,10 +314,11 @@ impl Worker {
             while let Ok(m) = self.rx.try_recv() {
                 msgs.push(m);
             }
+            let mut done = Vec::new();
             for m in msgs {
                 match m {
                     Msg::Spool => spool_due = true,
-                    Msg::Done(res, outcome) => self.engine.complete(&res, outcome, self.clock.now())?,
+                    Msg::Done(res, outcome) => done.push((*res, outcome)),
                     Msg::Stop => {
                         if stop_deadline.is_none() {
                             tracing::info!(event = "worker_stopping", inflight = self.engine.inflight());
@@ -328,6 +329,10 @@ impl Worker {
                     }
                     Msg::Reload => self.reload(),
                 }
+            }
+            if !done.is_empty() {
+                // Answers that arrived together are recorded in one durable commit.
+                self.engine.complete_many(done, self.clock.now())?;
             }
         }
     }

@@ -241,3 +241,52 @@ fn inflight_actions_become_unknown_at_open() {
         "slot stays used"
     );
 }
+
+#[test]
+fn retention_prunes_finished_actions_and_old_ledger_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        retention_days: 30,
+        ..Settings::default()
+    };
+    let store = open(dir.path(), settings);
+    let then = utc(NOW);
+    let text = format!(
+        "{}\n{}\n{}\n{}\n",
+        account_line("a1", ""),
+        campaign_line("c1", 10, ""),
+        action_line("old", "c1", "a1", "message"),
+        action_line("waiting", "c1", "a1", "message")
+    );
+    apply(&store, "f.jsonl", &text, then);
+    store.reserve(&["old".to_string()], then).expect("reserve");
+    store
+        .record(&[("old".to_string(), Outcome::Sent, 0)], then)
+        .expect("record");
+    // 29 days later nothing is old enough; 31 days later the sent action and its ledger
+    // entry go, the still-queued action stays.
+    assert_eq!(
+        store
+            .prune(then + chrono::Duration::days(29), 100)
+            .expect("prune"),
+        0
+    );
+    assert_eq!(
+        store
+            .prune(then + chrono::Duration::days(31), 100)
+            .expect("prune"),
+        2
+    );
+    assert!(store.action("old").expect("read").is_none());
+    assert_eq!(
+        store.action("waiting").expect("read").map(|a| a.state),
+        Some(State::Queued)
+    );
+    let counts = store.state_counts().expect("counts");
+    assert_eq!(
+        (counts[State::Sent.index()], counts[State::Queued.index()]),
+        (0, 1)
+    );
+    let audit = store.audit(None, None).expect("audit");
+    assert!(audit.clean() && audit.entries == 0, "{audit:?}");
+}

@@ -65,9 +65,21 @@ fn sigkill_at_random_moments_loses_no_durable_reservation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let now = utc(NOW);
     // Caps that bind only late: most of the run is reservations, the tail is parking.
-    let caps = r#","caps":{"invites":4000,"messages":3000,"inmails":1500,"engagement":7000},"inmail_credits":1000"#;
-    let mut text = format!("{}\n{}\n", account_line("a1", caps), campaign_line("c1", 2500, ""));
-    let kinds = ["invite", "message", "inmail", "profile_view", "comment", "reaction"];
+    let caps =
+        r#","caps":{"invites":4000,"messages":3000,"inmails":1500,"engagement":7000},"inmail_credits":1000"#;
+    let mut text = format!(
+        "{}\n{}\n",
+        account_line("a1", caps),
+        campaign_line("c1", 2500, "")
+    );
+    let kinds = [
+        "invite",
+        "message",
+        "inmail",
+        "profile_view",
+        "comment",
+        "reaction",
+    ];
     let mut rng = SplitMix64(7);
     for i in 0..20_000 {
         text += &action_line(&format!("x{i:05}"), "c1", "a1", kinds[rng.between(0, 5) as usize]);
@@ -123,7 +135,10 @@ fn sigkill_at_random_moments_loses_no_durable_reservation() {
                 a.state
             );
         }
-        assert!(audit.entries as usize >= durable.len(), "cycle {cycle}: ledger lost entries");
+        assert!(
+            audit.entries as usize >= durable.len(),
+            "cycle {cycle}: ledger lost entries"
+        );
         let day = store.account_day("a1", now.date_naive()).expect("day").reserved;
         assert!(
             day.invites <= 2500 && day.messages <= 2500 && day.inmails <= 1000 && day.engagement <= 7000,
@@ -133,7 +148,11 @@ fn sigkill_at_random_moments_loses_no_durable_reservation() {
     println!(
         "store crash test: {cycles} SIGKILL cycles, {} reservations printed as durable, all present{}",
         durable.len(),
-        if finished { " (the child finished its work)" } else { "" }
+        if finished {
+            " (the child finished its work)"
+        } else {
+            ""
+        }
     );
     assert!(!durable.is_empty());
 }

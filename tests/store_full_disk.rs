@@ -45,19 +45,37 @@ fn a_full_disk_fails_closed_and_recovers_consistent() {
     let mnt = base.path().join("small");
     std::fs::create_dir(&mnt).expect("mkdir");
     if let Err(why) = mount_tmpfs(&mnt, "3m") {
-        println!("SKIPPED: a_full_disk_fails_closed_and_recovers_consistent needs to mount a tmpfs (root): {why}");
+        println!(
+            "SKIPPED: a_full_disk_fails_closed_and_recovers_consistent needs to mount a tmpfs (root): {why}"
+        );
         return;
     }
     let _guard = Unmount(&mnt);
     let now = utc("2026-11-25T12:00:00Z");
     let path = mnt.join("store");
     let settings = Settings::default();
-    let store = match Store::open(&path, settings.clone(), OpenOptions { cache_mb: 8, fail_from_op: None }) {
+    let store = match Store::open(
+        &path,
+        settings.clone(),
+        OpenOptions {
+            cache_mb: 8,
+            fail_from_op: None,
+        },
+    ) {
         Ok(s) => s,
         Err(e) => panic!("the store should open on an empty 3 MiB tmpfs: {e}"),
     };
     let caps = r#","caps":{"invites":100000,"messages":100000,"inmails":100000,"engagement":100000},"inmail_credits":100000"#;
-    apply(&store, "setup.jsonl", &format!("{}\n{}\n", account_line("a1", caps), campaign_line("c1", 100_000, "")), now);
+    apply(
+        &store,
+        "setup.jsonl",
+        &format!(
+            "{}\n{}\n",
+            account_line("a1", caps),
+            campaign_line("c1", 100_000, "")
+        ),
+        now,
+    );
     // Fill the disk with job files of big payloads until the store fails.
     let mut failure: Option<StoreError> = None;
     let mut reserved = 0usize;
@@ -82,7 +100,12 @@ fn a_full_disk_fails_closed_and_recovers_consistent() {
         }
         let ids: Vec<String> = (0..20).map(|i| format!("f{f}-{i}")).collect();
         match store.reserve(&ids, now) {
-            Ok((r, _)) => reserved += r.iter().filter(|r| matches!(r, ReserveResult::Reserved(_))).count(),
+            Ok((r, _)) => {
+                reserved += r
+                    .iter()
+                    .filter(|r| matches!(r, ReserveResult::Reserved(_)))
+                    .count()
+            }
             Err(e) => {
                 failure = Some(e);
                 break 'fill;
@@ -94,7 +117,9 @@ fn a_full_disk_fails_closed_and_recovers_consistent() {
     // Fail closed: nothing is admitted afterwards.
     let again = store.reserve(&["f0-0".to_string()], now);
     assert!(
-        again.as_ref().map_or(true, |(r, _)| !r.iter().any(|r| matches!(r, ReserveResult::Reserved(_)))),
+        again.as_ref().map_or(true, |(r, _)| !r
+            .iter()
+            .any(|r| matches!(r, ReserveResult::Reserved(_)))),
         "a reservation was admitted after the disk filled: {again:?}"
     );
     drop(store);
@@ -103,6 +128,10 @@ fn a_full_disk_fails_closed_and_recovers_consistent() {
     store.recover(now).expect("recover");
     let audit = store.audit(None, None).expect("audit");
     assert!(audit.clean(), "{audit:?}");
-    assert!(audit.entries as usize >= reserved, "durable reservations survived: {} < {reserved}", audit.entries);
+    assert!(
+        audit.entries as usize >= reserved,
+        "durable reservations survived: {} < {reserved}",
+        audit.entries
+    );
     println!("full disk: failed with `{failure}` after {reserved} reservations; reopened clean");
 }

@@ -496,26 +496,42 @@ impl Engine {
         outcome: Outcome,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let retries = self.store.action(&res.request.id)?.map_or(1, |a| a.retries);
-        let st = &self.store.settings;
-        let backoff = backoff_s(retries, st.backoff_base_s, st.backoff_max_s, &mut self.rng);
-        let rate_limited = matches!(outcome, Outcome::RateLimited { .. });
-        let (recorded, changes) = self
-            .store
-            .record(&[(res.request.id.clone(), outcome, backoff)], now)?;
-        self.inflight = self.inflight.saturating_sub(1);
-        let next_ok = match self.accounts.get_mut(&res.account) {
-            Some(s) => {
-                s.inflight = false;
-                s.next_ok
+        self.complete_many(vec![(res.clone(), outcome)], now)
+    }
+
+    /// Record several answers in one store transaction and one durable commit.
+    pub fn complete_many(
+        &mut self,
+        done: Vec<(Reservation, Outcome)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut batch = Vec::with_capacity(done.len());
+        let mut rate_limited = BTreeSet::new();
+        for (res, outcome) in &done {
+            let retries = self.store.action(&res.request.id)?.map_or(1, |a| a.retries);
+            let st = &self.store.settings;
+            let backoff = backoff_s(retries, st.backoff_base_s, st.backoff_max_s, &mut self.rng);
+            if matches!(outcome, Outcome::RateLimited { .. }) {
+                rate_limited.insert(res.request.id.clone());
             }
-            None => now,
-        };
-        self.schedule_at(&res.account, next_ok.max(now));
+            batch.push((res.request.id.clone(), outcome.clone(), backoff));
+        }
+        let (recorded, changes) = self.store.record(&batch, now)?;
+        for (res, _) in &done {
+            self.inflight = self.inflight.saturating_sub(1);
+            let next_ok = match self.accounts.get_mut(&res.account) {
+                Some(s) => {
+                    s.inflight = false;
+                    s.next_ok
+                }
+                None => now,
+            };
+            self.schedule_at(&res.account, next_ok.max(now));
+        }
         for r in recorded {
             let (action, account, campaign, kind) = (r.action, r.account, r.campaign, r.kind);
             let reason = r.reason.unwrap_or_default();
-            if rate_limited {
+            if rate_limited.contains(&action) {
                 self.events.push(Event::RateLimited {
                     action: action.clone(),
                     account: account.clone(),

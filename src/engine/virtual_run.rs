@@ -119,13 +119,17 @@ impl VirtualRun {
             self.now = self.now.max(next);
             self.deliver_feedback()?;
             let reservations = self.engine.tick(self.now)?;
+            let mut done = Vec::with_capacity(reservations.len());
             for r in reservations {
                 let (outcome, fb) = upstream.answer(&r.request, self.now);
-                self.engine.complete(&r, outcome, self.now)?;
+                done.push((r, outcome));
                 for f in fb {
                     self.feedback.insert((f.at, self.feedback_seq), f);
                     self.feedback_seq += 1;
                 }
+            }
+            if !done.is_empty() {
+                self.engine.complete_many(done, self.now)?;
             }
             self.collect();
         }

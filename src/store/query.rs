@@ -12,6 +12,10 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// Retention never goes below this many days, whatever `store.retention_days` says:
+/// counters of the last 17 local days decide health and the rolling week.
+pub const MIN_RETENTION_DAYS: u32 = 30;
+
 /// Actions moved from `timed` to `ready` per transaction.
 pub const PROMOTE_BATCH: usize = 512;
 
@@ -324,7 +328,9 @@ impl Store {
     /// Prune finished actions and ledger entries (and their day counters) older than
     /// `store.retention_days`. Bounded work per call; returns how many were removed.
     pub fn prune(&self, now: DateTime<Utc>, max: usize) -> Result<usize, StoreError> {
-        let cutoff = ms(now - Duration::days(i64::from(self.settings.retention_days)));
+        // Day counters feed weekly caps and 17-day health: never prune inside that reach.
+        let days = self.settings.retention_days.max(MIN_RETENTION_DAYS);
+        let cutoff = ms(now - Duration::days(i64::from(days)));
         let mut removed = 0;
         self.op("scan ledger")?;
         let mut old_ledger = Vec::new();

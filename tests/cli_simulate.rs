@@ -1,0 +1,124 @@
+//! `sendgate simulate` twice with the same seed: identical output, a valid SVG, and an
+//! audit with zero overshoot. And the zero-config `run` in an empty folder.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sendgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sendgate"))
+}
+
+#[test]
+fn simulate_is_deterministic_draws_an_svg_and_audits_clean() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |svg: &str| {
+        let out = sendgate()
+            .args([
+                "simulate",
+                "--days",
+                "21",
+                "--accounts",
+                "3",
+                "--seed",
+                "7",
+                "--svg",
+                svg,
+            ])
+            .current_dir(dir.path())
+            .output()
+            .expect("simulate");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let a = run("a.svg");
+    let b = run("b.svg");
+    assert_eq!(a, b, "same seed, same output");
+    assert!(
+        a.contains("audit:") && a.contains("overshoots 0, counter mismatches 0"),
+        "{a}"
+    );
+    for account in ["acct-01", "acct-02", "acct-03"] {
+        assert!(a.contains(&format!("account {account}")), "{a}");
+    }
+    // Weekends are quiet: 2026-03-07 is a Saturday.
+    let saturday = a
+        .lines()
+        .find(|l| l.starts_with("2026-03-07"))
+        .expect("a Saturday row");
+    assert!(
+        saturday.split_whitespace().skip(1).take(6).all(|n| n == "0"),
+        "{saturday}"
+    );
+    let svg_a = std::fs::read_to_string(dir.path().join("a.svg")).expect("svg");
+    let svg_b = std::fs::read_to_string(dir.path().join("b.svg")).expect("svg");
+    assert_eq!(svg_a, svg_b);
+    assert!(svg_a.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(svg_a.trim_end().ends_with("</svg>"));
+    assert_eq!(
+        svg_a.matches("<polyline").count(),
+        6,
+        "cap and ramp lines for 3 accounts"
+    );
+    let other = sendgate()
+        .args(["simulate", "--days", "7", "--accounts", "2", "--seed", "8"])
+        .output()
+        .expect("simulate");
+    assert_ne!(
+        String::from_utf8_lossy(&other.stdout),
+        a,
+        "another seed, another run"
+    );
+}
+
+#[test]
+fn simulate_refuses_nonsense_sizes() {
+    let out = sendgate()
+        .args(["simulate", "--days", "0"])
+        .output()
+        .expect("simulate");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn zero_config_run_starts_creates_its_data_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = sendgate()
+        .arg("run")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run");
+    let data = dir.path().join("sendgate-data");
+    let start = Instant::now();
+    while !(data.join("store/db").exists()
+        && data.join("spool/incoming").is_dir()
+        && data.join("status.json").exists())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "./sendgate-data/ was not created"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
