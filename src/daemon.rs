@@ -524,6 +524,17 @@ impl Worker {
             },
             "status": report,
         });
+        let count = |state: &str| report.actions.get(state).copied().unwrap_or(0);
+        let line = format!(
+            "{} accounts; actions: {} queued, {} parked, {} inflight, {} sent, {} unknown",
+            report.accounts.len(),
+            count("queued"),
+            count("parked"),
+            count("inflight"),
+            count("sent"),
+            count("unknown")
+        );
+        notify(&[sd_notify::NotifyState::Status(&line)]);
         if let Err(e) = write_atomic(&self.config.status.path, doc.to_string().as_bytes()) {
             tracing::warn!(event = "status_failed", path = %self.config.status.path.display(), error = %e);
         }
