@@ -48,6 +48,10 @@ struct Ctx<'a> {
     /// Campaigns (`true`) and accounts (`false`) resumed: their waiting actions are
     /// released after the transaction (a transaction cannot scan an index).
     resumed: Vec<(bool, String)>,
+    /// Campaigns read by actions of this file (each decoded once; a campaign record or
+    /// event in the file drops its entry), and accounts known to exist.
+    campaign_cache: BTreeMap<String, Campaign>,
+    known_accounts: std::collections::BTreeSet<String>,
 }
 
 fn apply_account(c: &mut Ctx, r: &AccountRecord) -> TxResult<()> {
@@ -188,6 +192,7 @@ fn apply_campaign(c: &mut Ctx, line: usize, r: &CampaignRecord) -> TxResult<()> 
         camp.paused = s == CampaignStatus::Paused;
     }
     tx.put_campaign(&camp)?;
+    c.campaign_cache.remove(&camp.id);
     if was_paused && !camp.paused {
         c.resumed.push((true, camp.id.clone()));
     }
@@ -224,32 +229,39 @@ fn apply_action(c: &mut Ctx, line: usize, r: &ActionRecord) -> TxResult<()> {
         c.out.duplicates += 1;
         return Ok(());
     }
-    let Some(camp) = tx.campaign(&r.campaign)? else {
-        return reject(line, "campaign", format!("unknown campaign `{}`", r.campaign));
+    let camp = match c.campaign_cache.get(&r.campaign) {
+        Some(camp) => camp.clone(),
+        None => match tx.campaign(&r.campaign)? {
+            Some(camp) => {
+                c.campaign_cache.insert(camp.id.clone(), camp.clone());
+                camp
+            }
+            None => return reject(line, "campaign", format!("unknown campaign `{}`", r.campaign)),
+        },
     };
     let payload = r.payload.to_string();
     if payload.len() > MAX_PAYLOAD_BYTES {
         return reject(line, "payload", format!("larger than {MAX_PAYLOAD_BYTES} bytes"));
     }
     let sticky = codec::sticky_key(&camp.id, &r.prospect);
-    let account = match &r.account {
-        Some(a) => {
-            if tx.account(a)?.is_none() {
-                return reject(line, "account", format!("unknown account `{a}`"));
+    let stuck = tx.get_raw(LINKS, &sticky)?;
+    let account = match (&r.account, &stuck) {
+        (Some(a), _) => {
+            if !c.known_accounts.contains(a) {
+                if tx.account(a)?.is_none() {
+                    return reject(line, "account", format!("unknown account `{a}`"));
+                }
+                c.known_accounts.insert(a.clone());
             }
             a.clone()
         }
-        None => match tx.get_raw(LINKS, &sticky)? {
-            Some(a) => String::from_utf8_lossy(&a).into_owned(),
-            None => match pick_account(c, &camp, r.kind)? {
-                Some(a) => a,
-                None => {
-                    return reject(line, "account", "no account given and the campaign lists none");
-                }
-            },
+        (None, Some(a)) => String::from_utf8_lossy(a).into_owned(),
+        (None, None) => match pick_account(c, &camp, r.kind)? {
+            Some(a) => a,
+            None => return reject(line, "account", "no account given and the campaign lists none"),
         },
     };
-    if tx.get_raw(LINKS, &sticky)?.is_none() {
+    if stuck.is_none() {
         tx.put_raw(LINKS, &sticky, account.as_bytes())?;
     }
     *c.assigned.entry((account.clone(), r.kind)).or_default() += 1;
@@ -347,6 +359,7 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
             };
             camp.paused = matches!(e, EventRecord::CampaignPaused { .. });
             tx.put_campaign(&camp)?;
+            c.campaign_cache.remove(&camp.id);
             if !camp.paused {
                 c.resumed.push((true, campaign.clone()));
             }
@@ -413,6 +426,8 @@ impl Store {
                 seqs: seqs.iter(),
                 out: Applied::default(),
                 resumed: Vec::new(),
+                campaign_cache: BTreeMap::new(),
+                known_accounts: Default::default(),
             };
             for l in records {
                 match &l.record {
