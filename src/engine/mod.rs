@@ -178,12 +178,20 @@ impl Engine {
                 Some(s) => s.tz = tz,
                 None => {
                     self.turns.insert((start_of_next_day(tz, now), a.id.clone()));
+                    // Pacing survives a restart: the gap counts from the last reservation.
+                    let gap = next_gap_s(self.cfg.min_gap_s, self.cfg.max_gap_s, &mut self.rng);
+                    let next_ok = a
+                        .last_reserved_ms
+                        .map(crate::store::codec::from_ms)
+                        .map_or(now, |t| {
+                            (t + Duration::seconds(gap as i64)).min(now + Duration::seconds(gap as i64))
+                        });
                     self.accounts.insert(
                         a.id.clone(),
                         Sched {
                             tz,
                             wake_at: None,
-                            next_ok: now,
+                            next_ok,
                             inflight: false,
                             last_campaign: None,
                             day: local_day(tz, now),
@@ -317,8 +325,8 @@ impl Engine {
                 day: prev,
                 sent: rec.sent_by_kind,
                 invites_reserved: rec.reserved.invites,
-                invite_cap: a.invite_cap(&self.store.settings.policy),
-                ramp_ceiling: a.ramp_ceiling,
+                invite_cap: a.invite_cap(&self.store.settings.policy, prev),
+                ramp_ceiling: a.ramp_ceiling_on(prev),
                 health: a.health,
                 invites_accepted: rec.invites_accepted,
                 rate_limits: rec.rate_limits,

@@ -78,6 +78,8 @@ fn apply_account(c: &mut Ctx, r: &AccountRecord) -> TxResult<()> {
                 refill_day: 1,
                 last_refill_ms: ms(c.now),
                 ramp_ceiling: 0,
+                ramp_history: Vec::new(),
+                last_reserved_ms: None,
                 ramp_steps: 0,
                 health: Health::Healthy,
                 restricted: false,
@@ -141,9 +143,9 @@ fn apply_account(c: &mut Ctx, r: &AccountRecord) -> TxResult<()> {
     }
     let target = a.invite_target(policy);
     if is_new {
-        a.ramp_ceiling = ramp::initial_ceiling(target, policy.ramp, a.established);
-    } else if r.established == Some(true) {
-        a.ramp_ceiling = a.ramp_ceiling.max(target);
+        a.set_ramp_ceiling(today, ramp::initial_ceiling(target, policy.ramp, a.established));
+    } else if r.established == Some(true) && target > a.ramp_ceiling {
+        a.set_ramp_ceiling(today, target);
     }
     tx.put_account(&a)?;
     c.out.accounts += 1;
@@ -208,7 +210,7 @@ fn pick_account(c: &mut Ctx, camp: &Campaign, kind: Kind) -> TxResult<Option<Str
         let Some(a) = c.tx.account(id)? else { continue };
         let today = local_day(a.tz(), c.now);
         let budget = Budget {
-            limits: a.limits(&c.st.policy, camp.limits()),
+            limits: a.limits(&c.st.policy, camp.limits(), today),
             day: c.tx.account_day(id, today)?.reserved,
             week_invites: 0,
             credits: a.credits,

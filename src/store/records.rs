@@ -8,6 +8,9 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+/// Ramp ceilings remembered per account (a year of weekly steps).
+pub const RAMP_HISTORY: usize = 60;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     pub id: String,
@@ -23,6 +26,12 @@ pub struct Account {
     /// The last refill instant applied (ms since the epoch).
     pub last_refill_ms: i64,
     pub ramp_ceiling: u32,
+    /// The ceilings in force and the local day each took effect, oldest first (at most
+    /// `RAMP_HISTORY`): a clock stepped back into an earlier day gets that day's
+    /// ceiling, never a later, higher one.
+    pub ramp_history: Vec<(NaiveDate, u32)>,
+    /// The last reservation (ms): pacing survives a restart.
+    pub last_reserved_ms: Option<i64>,
     /// 7-day ramp boundaries already evaluated.
     pub ramp_steps: i64,
     pub health: Health,
@@ -76,15 +85,41 @@ impl Account {
             .min(policy.tier(self.tier).invite_ceiling)
     }
 
-    /// The effective invite cap of SPEC §3.2: `min(caps.invites, tier, ramp)`.
-    pub fn invite_cap(&self, policy: &Policy) -> u32 {
-        self.invite_target(policy).min(self.ramp_ceiling)
+    /// The ramp ceiling of local day `day`: the latest one that took effect on or
+    /// before it; for a day before all of the history, the lowest one known.
+    pub fn ramp_ceiling_on(&self, day: NaiveDate) -> u32 {
+        match self.ramp_history.iter().rev().find(|(since, _)| *since <= day) {
+            Some((_, c)) => *c,
+            None => self
+                .ramp_history
+                .iter()
+                .map(|(_, c)| *c)
+                .chain([self.ramp_ceiling])
+                .min()
+                .unwrap_or(self.ramp_ceiling),
+        }
     }
 
-    pub fn limits(&self, policy: &Policy, campaign: CampaignLimits) -> Limits {
+    /// Set a new ramp ceiling from local day `day` on.
+    pub fn set_ramp_ceiling(&mut self, day: NaiveDate, ceiling: u32) {
+        self.ramp_ceiling = ceiling;
+        self.ramp_history.retain(|(since, _)| *since < day);
+        self.ramp_history.push((day, ceiling));
+        if self.ramp_history.len() > RAMP_HISTORY {
+            self.ramp_history.remove(0);
+        }
+    }
+
+    /// The effective invite cap of SPEC §3.2 on local day `day`:
+    /// `min(caps.invites, tier ceiling, ramp ceiling of that day)`.
+    pub fn invite_cap(&self, policy: &Policy, day: NaiveDate) -> u32 {
+        self.invite_target(policy).min(self.ramp_ceiling_on(day))
+    }
+
+    pub fn limits(&self, policy: &Policy, campaign: CampaignLimits, day: NaiveDate) -> Limits {
         let caps = self.caps(policy);
         Limits {
-            invites: self.invite_cap(policy),
+            invites: self.invite_cap(policy, day),
             messages: caps.messages,
             inmails: caps.inmails,
             engagement: caps.engagement,

@@ -165,7 +165,7 @@ pub(super) fn maintain(
                 new,
                 reason: reason.as_str(),
             });
-            a.ramp_ceiling = new;
+            a.set_ramp_ceiling(today, new);
         }
     }
     Ok(())
@@ -272,7 +272,7 @@ fn reserve_one(
     let camp_today = local_day(campaign.tz(), now);
     let mut day = tx.account_day(&acct.id, today)?;
     let mut camp_day = tx.campaign_day(&campaign.id, camp_today)?;
-    let limits = acct.limits(&st.policy, campaign.limits());
+    let limits = acct.limits(&st.policy, campaign.limits(), today);
     let week_counts = match (action.kind, limits.weekly_invites) {
         (Kind::Invite, Some(_)) => week(tx, &acct.id, today)?,
         _ => [0; 7],
@@ -306,6 +306,7 @@ fn reserve_one(
             day.reserved = budget.day;
             camp_day = budget.campaign_day;
             acct.credits = budget.credits;
+            acct.last_reserved_ms = Some(ms(now));
             tx.put_account_day(&acct.id, today, &day)?;
             tx.put_campaign_day(&campaign.id, camp_today, &camp_day)?;
             tx.put_account(&acct)?;
