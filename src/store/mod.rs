@@ -27,7 +27,6 @@ pub use records::{Account, Action, Campaign, State};
 pub use reserve::{kinds_blocked_by, Change, ParkedAction, Reservation, ReserveResult};
 
 use crate::config::Policy;
-use crate::policy::Kind;
 use codec::FORMAT_VERSION;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -314,32 +313,29 @@ impl Store {
         })
     }
 
-    pub fn kind_of(&self, action: &str) -> Result<Option<Kind>, StoreError> {
-        Ok(self.action(action)?.map(|a| a.kind))
+    fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: usize,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        self.op(what)?;
+        self.trees[tree]
+            .get(key.as_bytes())?
+            .map(|v| codec::decode(what, &v))
+            .transpose()
     }
 
     pub fn action(&self, id: &str) -> Result<Option<Action>, StoreError> {
-        self.op("read action")?;
-        self.trees[ACTIONS]
-            .get(id.as_bytes())?
-            .map(|v| codec::decode("action", &v))
-            .transpose()
+        self.read(ACTIONS, id, "action")
     }
 
     pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        self.op("read account")?;
-        self.trees[ACCOUNTS]
-            .get(id.as_bytes())?
-            .map(|v| codec::decode("account", &v))
-            .transpose()
+        self.read(ACCOUNTS, id, "account")
     }
 
     pub fn campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
-        self.op("read campaign")?;
-        self.trees[CAMPAIGNS]
-            .get(id.as_bytes())?
-            .map(|v| codec::decode("campaign", &v))
-            .transpose()
+        self.read(CAMPAIGNS, id, "campaign")
     }
 
     /// Every account, in id order.

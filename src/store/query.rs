@@ -165,11 +165,7 @@ impl Store {
         let mut accounts = Vec::new();
         for a in self.accounts()? {
             let day = local_day(a.tz(), now);
-            self.op("read day")?;
-            let rec: AccountDayRec = match self.trees[DAYS].get(codec::account_day_key(&a.id, day))? {
-                Some(v) => codec::decode("account day", &v)?,
-                None => AccountDayRec::default(),
-            };
+            let rec = self.account_day(&a.id, day)?;
             let caps = a.caps(policy);
             accounts.push(AccountStatus {
                 tier: a.tier.as_str().to_string(),
@@ -298,11 +294,7 @@ impl Store {
         // Stored counters must equal the ledger's totals (a day fully pruned from the
         // ledger is pruned from the counters too).
         for ((account, day), t) in &acct {
-            self.op("read day")?;
-            let stored: AccountDayRec = match self.trees[DAYS].get(codec::account_day_key(account, *day))? {
-                Some(v) => codec::decode("account day", &v)?,
-                None => AccountDayRec::default(),
-            };
+            let stored = self.account_day(account, *day)?;
             if stored.reserved != t.day.reserved && in_range(*day) {
                 report.mismatches.push(format!(
                     "account {account} {day}: stored {:?}, ledger {:?}",
@@ -311,11 +303,8 @@ impl Store {
             }
         }
         for ((campaign, day), t) in &camp {
-            self.op("read day")?;
-            let stored: CampaignDay = match self.trees[DAYS].get(codec::campaign_day_key(campaign, *day))? {
-                Some(v) => codec::decode("campaign day", &v)?,
-                None => CampaignDay::default(),
-            };
+            let stored: CampaignDay =
+                self.day_record(&codec::campaign_day_key(campaign, *day), "campaign day")?;
             if stored != *t && in_range(*day) {
                 report.mismatches.push(format!(
                     "campaign {campaign} {day}: stored {stored:?}, ledger {t:?}"
@@ -432,14 +421,21 @@ impl Store {
         Ok(changes)
     }
 
-    /// The counters of one account on one local day (for `day_summary`).
+    /// The counters of one account on one local day.
     pub fn account_day(&self, account: &str, day: NaiveDate) -> Result<AccountDayRec, StoreError> {
+        self.day_record(&codec::account_day_key(account, day), "account day")
+    }
+
+    /// A `days` record, or zeroes for a day nothing was counted on.
+    fn day_record<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        key: &[u8],
+        what: &str,
+    ) -> Result<T, StoreError> {
         self.op("read day")?;
-        Ok(
-            match self.trees[DAYS].get(codec::account_day_key(account, day))? {
-                Some(v) => codec::decode("account day", &v)?,
-                None => AccountDayRec::default(),
-            },
-        )
+        match self.trees[DAYS].get(key)? {
+            Some(v) => codec::decode(what, &v),
+            None => Ok(T::default()),
+        }
     }
 }
