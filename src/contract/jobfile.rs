@@ -524,23 +524,57 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// else JSON Lines) and is used in error messages. Stops at the first error: a file is
 /// applied whole or not at all.
 pub fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Line<Record>>, FileError> {
-    let at = |line: usize, e: FieldError| FileError {
+    split(name, bytes)?
+        .into_iter()
+        .map(|(line, r)| match r {
+            Ok(record) => Ok(Line { line, record }),
+            Err(e) => Err(file_err(name, line, e)),
+        })
+        .collect()
+}
+
+/// Errors `sendgate check` reports per file at most.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// Every error in a file (at most `MAX_REPORTED_ERRORS`), for `sendgate check`; empty
+/// when the file is valid.
+pub fn check_file(name: &str, bytes: &[u8]) -> Vec<FileError> {
+    match split(name, bytes) {
+        Err(e) => vec![e],
+        Ok(records) => records
+            .into_iter()
+            .filter_map(|(line, r)| r.err().map(|e| file_err(name, line, e)))
+            .take(MAX_REPORTED_ERRORS)
+            .collect(),
+    }
+}
+
+fn file_err(name: &str, line: usize, e: FieldError) -> FileError {
+    FileError {
         file: name.to_string(),
         line,
         field: e.field,
         reason: e.reason,
-    };
+    }
+}
+
+/// A record's line and what parsing it gave.
+type ParsedLine = (usize, Result<Record, FieldError>);
+
+/// Split a file into its records, each parsed on its own. An error here (not UTF-8, a
+/// broken document) spoils the whole file.
+fn split(name: &str, bytes: &[u8]) -> Result<Vec<ParsedLine>, FileError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = line_of(
             &String::from_utf8_lossy(&bytes[..e.valid_up_to()]),
             e.valid_up_to(),
         );
-        at(
+        file_err(
+            name,
             line,
             field_err("record", format!("not UTF-8 text (byte {})", e.valid_up_to())),
         )
     })?;
-    let mut out = Vec::new();
     if name.ends_with(".json") {
         let doc: Document = serde_json::from_str(text).map_err(|e| {
             let field = if e.to_string().contains("unknown field") || e.to_string().contains("missing field")
@@ -549,31 +583,28 @@ pub fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Line<Record>>, FileErr
             } else {
                 "document"
             };
-            at(
+            file_err(
+                name,
                 e.line().max(1),
                 field_err(field, format!("bad JSON document: {e}")),
             )
         })?;
-        for raw in doc.records {
-            let offset = raw.get().as_ptr() as usize - text.as_ptr() as usize;
-            let line = line_of(text, offset);
-            out.push(Line {
-                line,
-                record: parse_record(raw.get()).map_err(|e| at(line, e))?,
-            });
-        }
+        Ok(doc
+            .records
+            .into_iter()
+            .map(|raw| {
+                let offset = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+                (line_of(text, offset), parse_record(raw.get()))
+            })
+            .collect())
     } else {
-        for (i, l) in text.lines().enumerate() {
-            if l.trim().is_empty() {
-                continue;
-            }
-            out.push(Line {
-                line: i + 1,
-                record: parse_record(l).map_err(|e| at(i + 1, e))?,
-            });
-        }
+        Ok(text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i + 1, parse_record(l)))
+            .collect())
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -718,6 +749,15 @@ mod tests {
         let e = parse_file("x.json", b"{\"records\": [], \"extra\": 1}").expect_err("extra key");
         assert_eq!(e.field, "records");
         assert_eq!(parse_file("x.json", b"{\"records\":[]}").map(|r| r.len()), Ok(0));
+    }
+
+    #[test]
+    fn check_reports_every_bad_line() {
+        let text = "{\"type\":\"acount\"}\n{\"type\":\"campaign\",\"id\":\"c\"}\n{bad\n";
+        let errors = check_file("t.jsonl", text.as_bytes());
+        let at: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(at, vec![(1, "type"), (3, "record")]);
+        assert!(check_file("ok.jsonl", b"{\"type\":\"campaign\",\"id\":\"c\"}").is_empty());
     }
 
     #[test]
