@@ -276,6 +276,13 @@ impl Store {
         Ok(())
     }
 
+    /// sled's flush without the `fdatasync`: survives the process dying, not a power cut.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.op("flush")?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Run `f` as one transaction over every tree. An `Abort::Reject` comes back as
     /// `Ok(Err(reason))`; corruption and I/O errors are fatal.
     fn transact<T>(

@@ -36,8 +36,10 @@ fn recorded(a: &Action) -> Recorded {
 }
 
 impl Store {
-    /// Record the outcomes of several attempts in one transaction, durably.
-    /// `backoff_s` is the wait before a retry, drawn by the caller.
+    /// Record the outcomes of several attempts in one transaction. Rate limits,
+    /// restrictions and `no_credits` are made durable (flush + fdatasync); other
+    /// outcomes are flushed (they survive `kill -9`; a power cut can only turn them
+    /// into `unknown`). `backoff_s` is the wait before a retry, drawn by the caller.
     pub fn record(
         &self,
         outcomes: &[(String, Outcome, u64)],
@@ -55,7 +57,21 @@ impl Store {
             Ok((out, changes))
         })?;
         let done = result.map_err(|r| StoreError::Corrupt(r.reason))?;
-        self.make_durable()?;
+        // An outcome that holds, stops or drains an account must survive a power cut:
+        // losing it could let the account send again the same day. Any other outcome
+        // only needs to survive the process: lost to a power cut, its action reads
+        // `unknown` at the next start, its slot still used — never a second send.
+        let binding = outcomes.iter().any(|(_, o, _)| {
+            matches!(
+                o,
+                Outcome::RateLimited { .. } | Outcome::Restricted | Outcome::NoCredits
+            )
+        });
+        if binding {
+            self.make_durable()?;
+        } else {
+            self.flush()?;
+        }
         Ok(done)
     }
 
