@@ -8,8 +8,9 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-/// Ramp ceilings remembered per account (a year of weekly steps).
-pub const RAMP_HISTORY: usize = 60;
+/// Ramp ceilings remembered per account: eight weekly steps. A day older than all of
+/// them gets the lowest ceiling remembered (never a higher one).
+pub const RAMP_HISTORY: usize = 8;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Account {
