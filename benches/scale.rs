@@ -1,0 +1,432 @@
+//! Scale figures with a million queued actions (10,000 accounts × 100 invites):
+//! memory, bytes on disk, time from `Engine::new` to the first reservation, and the CPU
+//! the worker burns while every account is parked.
+//!
+//! ```text
+//! cargo bench --bench scale              # 10,000 accounts × 100 = 1,000,000 actions
+//! cargo bench --bench scale -- --quick   # 1,000 accounts × 100 = 100,000 actions
+//! ```
+//!
+//! Each phase runs in a fresh child process (this binary with `--phase`), so its peak
+//! RSS (`VmHWM`) is its own and not the ingest's:
+//!
+//! 1. `ingest`: job files of 50,000 actions applied with `store.fsync = false` (to keep
+//!    a million-action load bounded; a durable ingest adds one fdatasync per file).
+//! 2. `start`: reopen the store (fsync on), `Engine::new`, then `engine.tick(now)` until
+//!    it hands out a reservation. RSS right after.
+//! 3. `parked`: reopen with `caps.invites = 0`, so every reservation is refused and every
+//!    account parks its whole backlog until tomorrow's window; tick until nothing is
+//!    due, then run the daemon's loop shape on the real clock — sleep until
+//!    `next_wake`, tick when due — and measure process CPU time (all threads, sled's
+//!    included) over wall time.
+
+mod common;
+
+use common::Mode;
+use sendgate::contract::parse_file;
+use sendgate::engine::{Engine, EngineConfig};
+use sendgate::store::{ApplyOutcome, OpenOptions, State, Store};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const PER_ACCOUNT: usize = 100;
+
+/// sled's cache for the `start` and `parked` phases: `BENCH_CACHE_MB`, else the
+/// default (`store.cache_mb = 64`). An experiment knob for memory profiles.
+fn open_options() -> OpenOptions {
+    let mut o = OpenOptions::default();
+    if let Some(mb) = std::env::var("BENCH_CACHE_MB").ok().and_then(|v| v.parse().ok()) {
+        o.cache_mb = mb;
+    }
+    o
+}
+
+/// glibc's view of the heap: (bytes in use by the program, bytes held from the system).
+fn heap_bytes() -> (u64, u64) {
+    // SAFETY: mallinfo2 has no preconditions.
+    let m = unsafe { libc::mallinfo2() };
+    ((m.uordblks + m.hblkhd) as u64, (m.arena + m.hblkhd) as u64)
+}
+
+/// CPU time per thread name (`/proc/self/task/*/stat`), in clock ticks.
+fn thread_ticks() -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let f: Vec<u64> = stat[close + 1..]
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        *out.entry(name).or_default() += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    }
+    out
+}
+const FILE_ACTIONS: usize = 50_000;
+
+fn store_path(dir: &Path) -> PathBuf {
+    dir.join("store")
+}
+
+fn apply(store: &Store, name: &str, text: &str) -> u32 {
+    let records = parse_file(name, text.as_bytes()).expect("valid job file");
+    match store
+        .apply(name, text.as_bytes(), &records, common::bench_now())
+        .expect("store works")
+    {
+        ApplyOutcome::Applied(a) => a.actions,
+        other => panic!("{name} did not apply: {other:?}"),
+    }
+}
+
+/// Phase 1: accounts (config caps), one campaign, then `accounts × 100` invites.
+fn phase_ingest(dir: &Path, accounts: usize) -> Value {
+    let store =
+        Store::open(&store_path(dir), common::settings(false), OpenOptions::default()).expect("store opens");
+    let mut text = String::new();
+    for i in 0..accounts {
+        text.push_str(&common::account_line(i, ""));
+        text.push('\n');
+    }
+    text.push_str(&common::campaign_line("scale"));
+    text.push('\n');
+    apply(&store, "0000-accounts.jsonl", &text);
+    let total = accounts * PER_ACCOUNT;
+    let mut applied = 0usize;
+    let mut parse_s = 0.0;
+    let mut apply_s = 0.0;
+    let mut file = 0;
+    let mut i = 0;
+    while i < total {
+        let end = (i + FILE_ACTIONS).min(total);
+        let mut text = String::with_capacity((end - i) * 240);
+        for k in i..end {
+            let (acct, n) = (k / PER_ACCOUNT, k % PER_ACCOUNT);
+            let id = format!("s-{acct:05}-{n:03}");
+            text.push_str(&common::action_line(
+                &id,
+                "scale",
+                &common::account_id(acct),
+                "invite",
+            ));
+            text.push('\n');
+        }
+        file += 1;
+        let name = format!("{file:04}-actions.jsonl");
+        let t0 = Instant::now();
+        let records = parse_file(&name, text.as_bytes()).expect("valid job file");
+        parse_s += t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let out = store
+            .apply(&name, text.as_bytes(), &records, common::bench_now())
+            .expect("store works");
+        apply_s += t1.elapsed().as_secs_f64();
+        match out {
+            ApplyOutcome::Applied(a) => applied += a.actions as usize,
+            other => panic!("{name} did not apply: {other:?}"),
+        }
+        i = end;
+    }
+    assert_eq!(applied, total);
+    store.make_durable().expect("flush");
+    json!({
+        "actions": total,
+        "files": file,
+        "parse_s": parse_s,
+        "apply_s": apply_s,
+        "ingest_actions_per_s": total as f64 / (parse_s + apply_s),
+        "vm_hwm_kib": common::status_kib("VmHWM"),
+        "vm_rss_kib": common::status_kib("VmRSS"),
+    })
+}
+
+/// Phase 2: time from `Engine::new` to the first reservation, and RSS after it.
+fn phase_start(dir: &Path) -> Value {
+    let now = common::bench_now();
+    let t_open = Instant::now();
+    let store = Store::open(&store_path(dir), common::settings(true), open_options()).expect("store opens");
+    let open_s = t_open.elapsed().as_secs_f64();
+    let open_rss = common::status_kib("VmRSS");
+    let (open_heap, _) = heap_bytes();
+    let t0 = Instant::now();
+    let mut engine = Engine::new(store, EngineConfig::default(), now).expect("engine starts");
+    let new_s = t0.elapsed().as_secs_f64();
+    let mut ticks = 0;
+    let mut events = 0;
+    let first = loop {
+        let r = engine.tick(now).expect("tick");
+        // The daemon logs and drops events after every tick; so do we.
+        events += engine.drain_events().len();
+        ticks += 1;
+        if !r.is_empty() {
+            break r;
+        }
+        assert!(ticks < 1000, "no reservation after 1000 ticks");
+    };
+    let first_s = t0.elapsed().as_secs_f64();
+    let counts = engine.store().state_counts().expect("counts");
+    let (heap_in_use, heap_held) = heap_bytes();
+    json!({
+        "heap_in_use_bytes": heap_in_use,
+        "heap_held_bytes": heap_held,
+        "after_open_vm_rss_kib": open_rss,
+        "after_open_heap_in_use_bytes": open_heap,
+        "store_open_s": open_s,
+        "engine_new_s": new_s,
+        "first_reservation_s": first_s,
+        "ticks": ticks,
+        "events": events,
+        "first_batch": first.len(),
+        "queued": counts[State::Queued.index()],
+        "vm_hwm_kib": common::status_kib("VmHWM"),
+        "vm_rss_kib": common::status_kib("VmRSS"),
+    })
+}
+
+/// Phase 3: park everything, then idle on the real clock for `idle_s`.
+fn phase_parked(dir: &Path, idle_s: f64) -> Value {
+    let base = common::bench_now();
+    let mut settings = common::settings(false);
+    settings.policy.caps.invites = 0;
+    let store = Store::open(&store_path(dir), settings, open_options()).expect("store opens");
+    let t0 = Instant::now();
+    let mut engine = Engine::new(store, EngineConfig::default(), base).expect("engine starts");
+    let mut park_ticks = 0u64;
+    let mut events = engine.drain_events().len();
+    // Accounts that sent in the `start` phase wait out their pacing gap (persisted
+    // across restarts) first: follow virtual time up to an hour to park them too.
+    let mut now = base;
+    while let Some(t) = engine
+        .next_wake()
+        .expect("next wake")
+        .filter(|t| *t <= base + chrono::Duration::hours(1))
+    {
+        now = now.max(t);
+        let r = engine.tick(now).expect("tick");
+        events += engine.drain_events().len();
+        assert!(r.is_empty(), "a reservation with caps.invites = 0");
+        park_ticks += 1;
+    }
+    let base = now;
+    let park_s = t0.elapsed().as_secs_f64();
+    let counts = engine.store().state_counts().expect("counts");
+    let parked = counts[State::Parked.index()];
+    let queued = counts[State::Queued.index()];
+    let next = engine.next_wake().expect("next wake");
+    let after_park_hwm = common::status_kib("VmHWM");
+    let after_park_rss = common::status_kib("VmRSS");
+    let (heap_in_use, heap_held) = heap_bytes();
+
+    let idle = Duration::from_secs_f64(idle_s);
+    let threads0 = thread_ticks();
+    let (cpu0, stat0) = (common::cpu_time_rusage(), common::cpu_time_stat());
+    let wall0 = Instant::now();
+    let mut idle_ticks = 0u64;
+    let mut wakeups = 0u64;
+    loop {
+        let el = wall0.elapsed();
+        if el >= idle {
+            break;
+        }
+        let now = base + chrono::Duration::from_std(el).expect("duration");
+        match engine.next_wake().expect("next wake") {
+            Some(t) if t <= now => {
+                engine.tick(now).expect("tick");
+                engine.drain_events();
+                idle_ticks += 1;
+            }
+            Some(t) => {
+                let until = (t - now).to_std().unwrap_or_default().min(idle - el);
+                std::thread::sleep(until);
+                wakeups += 1;
+            }
+            None => {
+                std::thread::sleep(idle - el);
+                wakeups += 1;
+            }
+        }
+    }
+    let wall = wall0.elapsed().as_secs_f64();
+    let cpu = (common::cpu_time_rusage() - cpu0).as_secs_f64();
+    let cpu_stat = (common::cpu_time_stat() - stat0).as_secs_f64();
+    // Which threads burned it (clock ticks, usually 10 ms each).
+    let by_thread: serde_json::Map<String, Value> = thread_ticks()
+        .into_iter()
+        .map(|(name, t)| {
+            let before = threads0.get(&name).copied().unwrap_or(0);
+            (name, json!(t.saturating_sub(before)))
+        })
+        .filter(|(_, v)| v.as_u64() != Some(0))
+        .collect();
+    json!({
+        "park_s": park_s,
+        "park_ticks": park_ticks,
+        "events": events,
+        "parked": parked,
+        "queued_left": queued,
+        "next_wake_in_s": next.map(|t| (t - base).num_seconds()),
+        "after_park_vm_hwm_kib": after_park_hwm,
+        "after_park_vm_rss_kib": after_park_rss,
+        "after_park_heap_in_use_bytes": heap_in_use,
+        "after_park_heap_held_bytes": heap_held,
+        "idle_wall_s": wall,
+        "idle_cpu_s": cpu,
+        "idle_cpu_s_proc_stat": cpu_stat,
+        "idle_cpu_ticks_by_thread": by_thread,
+        "cache_mb": open_options().cache_mb,
+        "idle_cpu_pct_of_core": 100.0 * cpu / wall,
+        "idle_ticks": idle_ticks,
+        "idle_sleeps": wakeups,
+    })
+}
+
+/// Runs one phase in a child process and returns what it printed.
+fn child(phase: &str, dir: &Path, extra: &str) -> Value {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new(exe)
+        .args(["--phase", phase])
+        .arg(dir)
+        .arg(extra)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run phase");
+    assert!(out.status.success(), "phase {phase} failed: {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).expect("phase printed JSON")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--phase") {
+        let dir = PathBuf::from(&args[i + 2]);
+        let extra = &args[i + 3];
+        let v = match args[i + 1].as_str() {
+            "ingest" => phase_ingest(&dir, extra.parse().expect("accounts")),
+            "start" => phase_start(&dir),
+            "parked" => phase_parked(&dir, extra.parse().expect("idle seconds")),
+            other => panic!("unknown phase {other}"),
+        };
+        println!("{v}");
+        return;
+    }
+    let Some(mode) = common::mode() else { return };
+    let (accounts, idle_s) = match mode {
+        Mode::Full => (10_000, 60.0),
+        Mode::Quick => (1_000, 10.0),
+        Mode::Smoke => (20, 0.5),
+    };
+    let dir = common::scratch("scale");
+    let fs = common::check_disk(&dir);
+    eprintln!(
+        "scale ({mode:?}): {accounts} accounts × {PER_ACCOUNT} = {} actions in {} ({fs}), load {}",
+        accounts * PER_ACCOUNT,
+        dir.display(),
+        common::loadavg()
+    );
+    let t = Instant::now();
+    let ingest = child("ingest", &dir, &accounts.to_string());
+    eprintln!("  ingest: {ingest} ({:.1}s)", t.elapsed().as_secs_f64());
+    let (apparent, allocated) = common::disk_usage(&store_path(&dir));
+    let start = child("start", &dir, "-");
+    eprintln!("  start: {start}");
+    let parked = child("parked", &dir, &idle_s.to_string());
+    eprintln!("  parked: {parked}");
+    let (apparent_after, allocated_after) = common::disk_usage(&store_path(&dir));
+
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let kib = |v: &Value, k: &str| common::mib(v[k].as_u64().unwrap_or(0));
+    let n = accounts * PER_ACCOUNT;
+    println!();
+    println!("scale, {mode:?} mode: {accounts} accounts × {PER_ACCOUNT} = {n} queued actions");
+    println!("| {:<62} | {:>14} |", "figure", "value");
+    println!("|{:-<64}|{:->16}|", "", "");
+    let row = |k: &str, v: String| println!("| {k:<62} | {v:>14} |");
+    row(
+        "ingest, fsync off (actions/s, parse + apply)",
+        format!("{:.0}", f(&ingest, "ingest_actions_per_s")),
+    );
+    row(
+        "ingest process peak RSS (MiB)",
+        format!("{:.1}", kib(&ingest, "vm_hwm_kib")),
+    );
+    row(
+        "store on disk after ingest (MiB, apparent)",
+        format!("{:.1}", apparent as f64 / 1048576.0),
+    );
+    row(
+        "store on disk after ingest (MiB, allocated)",
+        format!("{:.1}", allocated as f64 / 1048576.0),
+    );
+    row(
+        "store on disk per queued action (bytes, apparent)",
+        format!("{:.0}", apparent as f64 / n as f64),
+    );
+    row("Store::open (s)", format!("{:.3}", f(&start, "store_open_s")));
+    row("Engine::new (s)", format!("{:.3}", f(&start, "engine_new_s")));
+    row(
+        "Engine::new start → first reservation (s) (goal ≤ 1)",
+        format!("{:.3}", f(&start, "first_reservation_s")),
+    );
+    row(
+        "worker RSS after first reservation (MiB) (goal ≤ 200)",
+        format!("{:.1}", kib(&start, "vm_rss_kib")),
+    );
+    row(
+        "worker peak RSS to first reservation (MiB)",
+        format!("{:.1}", kib(&start, "vm_hwm_kib")),
+    );
+    row(
+        "time to park every account's backlog (s)",
+        format!("{:.1}", f(&parked, "park_s")),
+    );
+    row(
+        "worker peak RSS after parking everything (MiB)",
+        format!("{:.1}", kib(&parked, "after_park_vm_hwm_kib")),
+    );
+    row(
+        &format!("CPU while all parked, % of one core over {idle_s} s (goal ≤ 1)"),
+        format!("{:.3}", f(&parked, "idle_cpu_pct_of_core")),
+    );
+    row(
+        "store on disk after parking (MiB, apparent)",
+        format!("{:.1}", apparent_after as f64 / 1048576.0),
+    );
+
+    let j = json!({
+        "mode": format!("{mode:?}").to_lowercase(),
+        "accounts": accounts,
+        "actions": n,
+        "filesystem": fs,
+        "disk_bytes_after_ingest": apparent,
+        "disk_bytes_allocated_after_ingest": allocated,
+        "disk_bytes_after_parking": apparent_after,
+        "disk_bytes_allocated_after_parking": allocated_after,
+        "ingest": ingest,
+        "start": start,
+        "parked": parked,
+        "rss_mib_after_first_reservation": kib(&start, "vm_rss_kib"),
+        "first_reservation_s": f(&start, "first_reservation_s"),
+        "idle_cpu_pct_of_core": f(&parked, "idle_cpu_pct_of_core"),
+        "machine": { "cores": common::cores(), "cpu": common::cpu_model(), "loadavg_at_end": common::loadavg() },
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    if mode == Mode::Smoke {
+        assert_eq!(j["parked"]["queued_left"], 0, "everything parked");
+        println!("smoke run ok");
+    } else {
+        let out = common::target_dir().join("bench/scale.json");
+        std::fs::write(&out, serde_json::to_string_pretty(&j).expect("json") + "\n")
+            .expect("write scale.json");
+        println!("\nwrote {}", out.display());
+    }
+}

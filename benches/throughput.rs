@@ -1,0 +1,574 @@
+//! Durable throughput, side by side: the disk's own `fdatasync` rate, sendgate's
+//! reserve → send → record pipeline with real durability, job-file ingest, and effectum
+//! (an SQLite job queue) on the same disk.
+//!
+//! ```text
+//! cargo bench --bench throughput              # full: the numbers in BENCHMARKS.md
+//! cargo bench --bench throughput -- --quick   # the same, smaller (under 3 minutes)
+//! cargo bench --bench throughput -- --quick --no-effectum
+//! cargo bench --bench throughput -- --quick --only batched   # one figure, for profiling
+//! ```
+//!
+//! Every figure is the median of 3 (quick) or 5 (full) repetitions, each on a fresh
+//! store under `target/bench/`. Results: a table on stdout and
+//! `target/bench/throughput.json`.
+//!
+//! effectum is measured by `benches/effectum-bench/`, a separate crate with its own
+//! workspace, built and run here with `cargo run --release`, so the main crate's tests
+//! and lints never compile SQLite.
+
+mod common;
+
+use common::{Mode, Stat};
+use sendgate::contract::{parse_file, Outcome, SendRequest};
+use sendgate::store::{ApplyOutcome, OpenOptions, ReserveResult, Store};
+use std::hint::black_box;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// Reservations per `reserve` call and outcomes per `record` call in batched mode: the
+/// engine's own group-commit size.
+const BATCH: usize = sendgate::engine::MAX_RESERVE_BATCH;
+
+struct Sizes {
+    reps: usize,
+    fsyncs: usize,
+    /// Accounts the pipeline actions are spread over.
+    accounts: usize,
+    single: usize,
+    batched: usize,
+    ingest: usize,
+    effectum: usize,
+    effectum_single: usize,
+}
+
+fn sizes(mode: Mode) -> Sizes {
+    match mode {
+        Mode::Full => Sizes {
+            reps: 5,
+            fsyncs: 1000,
+            accounts: 100,
+            single: 1000,
+            batched: 20_000,
+            ingest: 100_000,
+            effectum: 10_000,
+            effectum_single: 1000,
+        },
+        Mode::Quick => Sizes {
+            reps: 3,
+            fsyncs: 300,
+            accounts: 100,
+            single: 300,
+            batched: 4000,
+            ingest: 20_000,
+            effectum: 2000,
+            effectum_single: 300,
+        },
+        Mode::Smoke => Sizes {
+            reps: 1,
+            fsyncs: 10,
+            accounts: 4,
+            single: 10,
+            batched: 130,
+            ingest: 200,
+            effectum: 0,
+            effectum_single: 0,
+        },
+    }
+}
+
+/// (a) The disk's limit: 512-byte appends to one file, each followed by `fdatasync`.
+fn fdatasync_rate(dir: &Path, n: usize) -> f64 {
+    let path = dir.join("fdatasync.bin");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("open fdatasync file");
+    let block = [0x5au8; 512];
+    let t = Instant::now();
+    for _ in 0..n {
+        f.write_all(&block).expect("append");
+        f.sync_data().expect("fdatasync");
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    rate
+}
+
+/// The no-op upstream: looks at the request and says `sent`.
+fn noop_send(req: &SendRequest) -> Outcome {
+    black_box(req);
+    Outcome::Sent
+}
+
+fn open_store(dir: &Path) -> Store {
+    Store::open(&dir.join("store"), common::settings(true), OpenOptions::default()).expect("store opens")
+}
+
+fn apply_ok(store: &Store, name: &str, text: &str) {
+    let records = parse_file(name, text.as_bytes()).expect("valid job file");
+    match store
+        .apply(name, text.as_bytes(), &records, common::bench_now())
+        .expect("store works")
+    {
+        ApplyOutcome::Applied(_) => {}
+        other => panic!("{name} did not apply: {other:?}"),
+    }
+}
+
+/// A store with `accounts` accounts (caps that never bind) and one campaign.
+fn setup(dir: &Path, accounts: usize) -> Store {
+    let store = open_store(dir);
+    let mut text = String::new();
+    for i in 0..accounts {
+        text.push_str(&common::account_line(i, common::HIGH_CAPS));
+        text.push('\n');
+    }
+    text.push_str(&common::campaign_line("bench"));
+    text.push('\n');
+    apply_ok(&store, "00-setup.jsonl", &text);
+    store
+}
+
+struct Ingest {
+    parse_per_s: f64,
+    apply_per_s: f64,
+    total_per_s: f64,
+}
+
+/// Ingest: one file of `n` actions, parsed and applied (one transaction, durable).
+fn ingest(dir: &Path, n: usize, accounts: usize) -> Ingest {
+    let store = setup(dir, accounts);
+    let (text, _) = common::actions_file("in-", n, accounts, "bench");
+    let t0 = Instant::now();
+    let records = parse_file("01-actions.jsonl", text.as_bytes()).expect("valid job file");
+    let parse_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let out = store
+        .apply("01-actions.jsonl", text.as_bytes(), &records, common::bench_now())
+        .expect("store works");
+    let apply_s = t1.elapsed().as_secs_f64();
+    match out {
+        ApplyOutcome::Applied(a) => assert_eq!(a.actions as usize, n, "every action applied"),
+        other => panic!("ingest did not apply: {other:?}"),
+    }
+    Ingest {
+        parse_per_s: n as f64 / parse_s,
+        apply_per_s: n as f64 / apply_s,
+        total_per_s: n as f64 / (parse_s + apply_s),
+    }
+}
+
+/// Where one pipeline run spent its time.
+#[derive(Default)]
+struct Breakdown {
+    wall_s: f64,
+    reserve_s: f64,
+    record_s: f64,
+    /// Process CPU time (all threads, sled's included) over the run.
+    cpu_s: f64,
+}
+
+/// (b) reserve → no-op send → record, `batch` actions per reserve and record call,
+/// every call durable (flush + fdatasync unless `fsync` is false). Returns actions per
+/// second.
+fn pipeline(dir: &Path, n: usize, accounts: usize, batch: usize) -> f64 {
+    pipeline_with(dir, n, accounts, batch, true, &mut Breakdown::default())
+}
+
+fn pipeline_with(dir: &Path, n: usize, accounts: usize, batch: usize, fsync: bool, b: &mut Breakdown) -> f64 {
+    let mut store = setup(dir, accounts);
+    let (text, ids) = common::actions_file("a-", n, accounts, "bench");
+    apply_ok(&store, "01-actions.jsonl", &text);
+    store.settings.fsync = fsync;
+    let now = common::bench_now();
+    let mut sent = 0usize;
+    let cpu0 = common::cpu_time_rusage();
+    let t = Instant::now();
+    for chunk in ids.chunks(batch) {
+        let t_res = Instant::now();
+        let (results, _changes) = store.reserve(chunk, now).expect("reserve");
+        b.reserve_s += t_res.elapsed().as_secs_f64();
+        let mut outcomes = Vec::with_capacity(chunk.len());
+        for r in results {
+            match r {
+                ReserveResult::Reserved(res) => {
+                    let outcome = noop_send(&res.request);
+                    outcomes.push((res.request.id, outcome, 0));
+                }
+                other => panic!("a cap bound in the benchmark: {other:?}"),
+            }
+        }
+        let t_rec = Instant::now();
+        let (recorded, _changes) = store.record(&outcomes, now).expect("record");
+        b.record_s += t_rec.elapsed().as_secs_f64();
+        sent += recorded.len();
+    }
+    let wall = t.elapsed().as_secs_f64();
+    b.wall_s += wall;
+    b.cpu_s += (common::cpu_time_rusage() - cpu0).as_secs_f64();
+    assert_eq!(sent, n, "every action sent and recorded");
+    n as f64 / wall
+}
+
+fn repeat(reps: usize, label: &str, mut f: impl FnMut(usize) -> f64) -> Stat {
+    let v: Vec<f64> = (0..reps)
+        .map(|r| {
+            let x = f(r);
+            eprintln!("  {label} rep {r}: {x:.0}/s");
+            x
+        })
+        .collect();
+    common::stat(v)
+}
+
+/// (c) effectum, through its own crate. `Err` says why it was skipped.
+fn effectum(
+    n: usize,
+    reps: usize,
+    concurrency: u16,
+    modes: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = root.join("benches/effectum-bench/Cargo.toml");
+    let dir = common::scratch("effectum");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building and running effectum-bench (the first build compiles SQLite: minutes)");
+    let out = Command::new(&cargo)
+        .arg("run")
+        .arg("--release")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(common::target_dir().join("effectum-bench"))
+        .arg("--")
+        .arg(n.to_string())
+        .arg(&dir)
+        .arg(reps.to_string())
+        .arg(concurrency.to_string())
+        .arg(modes)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not run `{cargo}`: {e}"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        return Err(format!(
+            "`cargo run --manifest-path {}` failed ({}); see the messages above",
+            manifest.display(),
+            out.status
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err(format!("effectum-bench printed no JSON result: {text:?}")),
+    }
+}
+
+fn num(m: &serde_json::Map<String, serde_json::Value>, k: &str) -> Option<f64> {
+    m.get(k).and_then(serde_json::Value::as_f64)
+}
+
+fn main() {
+    let Some(mode) = common::mode() else { return };
+    let args: Vec<String> = std::env::args().collect();
+    let want_effectum = mode != Mode::Smoke && !args.iter().any(|a| a == "--no-effectum");
+    let sz = sizes(mode);
+    let dir = common::scratch("throughput");
+    let fs = common::check_disk(&dir);
+    eprintln!(
+        "throughput ({mode:?}): {} on {fs}, {} cores, {}, load {}",
+        dir.display(),
+        common::cores(),
+        common::cpu_model(),
+        common::loadavg()
+    );
+
+    // `--only fdatasync|ingest|single|batched|single-nofsync|batched-nofsync`: one
+    // measurement with a time breakdown and no report (for profiling).
+    if let Some(only) = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+    {
+        let s = match only.as_str() {
+            "fdatasync" => repeat(sz.reps, "fdatasync", |_| fdatasync_rate(&dir, sz.fsyncs)),
+            "ingest" => repeat(sz.reps, "ingest", |r| {
+                let d = dir.join(format!("ingest-{r}"));
+                let i = ingest(&d, sz.ingest, sz.accounts);
+                eprintln!("  parse {:.0}/s, apply {:.0}/s", i.parse_per_s, i.apply_per_s);
+                i.total_per_s
+            }),
+            "single" | "batched" | "single-nofsync" | "batched-nofsync" => {
+                let (batch, n) = if only.starts_with("single") {
+                    (1, sz.single)
+                } else {
+                    (BATCH, sz.batched)
+                };
+                let fsync = !only.ends_with("nofsync");
+                let mut b = Breakdown::default();
+                let s = repeat(sz.reps, only, |r| {
+                    pipeline_with(&dir.join(format!("p-{r}")), n, sz.accounts, batch, fsync, &mut b)
+                });
+                let per = |x: f64| 1e6 * x / (n * sz.reps) as f64;
+                eprintln!(
+                    "  per action: wall {:.1} µs = reserve {:.1} + record {:.1} + rest {:.1}; \
+                     process CPU {:.1} µs ({:.0}% of wall)",
+                    per(b.wall_s),
+                    per(b.reserve_s),
+                    per(b.record_s),
+                    per(b.wall_s - b.reserve_s - b.record_s),
+                    per(b.cpu_s),
+                    100.0 * b.cpu_s / b.wall_s
+                );
+                s
+            }
+            other => panic!(
+                "--only takes fdatasync, ingest, single, batched, single-nofsync or batched-nofsync, \
+                 not {other}"
+            ),
+        };
+        println!(
+            "{only}: median {:.0}/s (min {:.0}, max {:.0})",
+            s.median, s.min, s.max
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+
+    eprintln!("(a) fdatasync of 512-byte appends");
+    let fsync = repeat(sz.reps, "fdatasync", |_| fdatasync_rate(&dir, sz.fsyncs));
+
+    eprintln!("(b) sendgate ingest: one file of {} actions", sz.ingest);
+    let mut ingests = Vec::new();
+    for r in 0..sz.reps {
+        let d = dir.join(format!("ingest-{r}"));
+        let i = ingest(&d, sz.ingest, sz.accounts);
+        eprintln!(
+            "  ingest rep {r}: parse {:.0}/s, apply {:.0}/s, together {:.0}/s",
+            i.parse_per_s, i.apply_per_s, i.total_per_s
+        );
+        let _ = std::fs::remove_dir_all(&d);
+        ingests.push(i);
+    }
+    let parse = common::stat(ingests.iter().map(|i| i.parse_per_s).collect());
+    let apply = common::stat(ingests.iter().map(|i| i.apply_per_s).collect());
+    let ingest_total = common::stat(ingests.iter().map(|i| i.total_per_s).collect());
+
+    eprintln!(
+        "(b) sendgate pipeline, one action per transaction ({} actions)",
+        sz.single
+    );
+    let single = repeat(sz.reps, "single", |r| {
+        let d = dir.join(format!("single-{r}"));
+        let x = pipeline(&d, sz.single, sz.accounts, 1);
+        let _ = std::fs::remove_dir_all(&d);
+        x
+    });
+    eprintln!(
+        "(b) sendgate pipeline, {BATCH} actions per transaction ({} actions)",
+        sz.batched
+    );
+    let batched = repeat(sz.reps, "batched", |r| {
+        let d = dir.join(format!("batched-{r}"));
+        let x = pipeline(&d, sz.batched, sz.accounts, BATCH);
+        let _ = std::fs::remove_dir_all(&d);
+        x
+    });
+
+    let (eff, eff_single, eff_skip) = if want_effectum {
+        eprintln!(
+            "(c) effectum: {} no-op jobs, worker concurrency {BATCH}",
+            sz.effectum
+        );
+        match effectum(sz.effectum, sz.reps, BATCH as u16, "wal,default,asis") {
+            Ok(m) => {
+                eprintln!(
+                    "(c) effectum: {} no-op jobs, worker concurrency 1",
+                    sz.effectum_single
+                );
+                let s = effectum(sz.effectum_single, sz.reps, 1, "wal,default").ok();
+                (Some(m), s, None)
+            }
+            Err(why) => (None, None, Some(why)),
+        }
+    } else {
+        let why = if mode == Mode::Smoke {
+            "smoke run".to_string()
+        } else {
+            "--no-effectum".to_string()
+        };
+        (None, None, Some(why))
+    };
+    if let Some(why) = &eff_skip {
+        eprintln!("effectum skipped: {why}");
+    }
+
+    let best = single.median.max(batched.median);
+    let eff_wal = eff.as_ref().and_then(|m| num(m, "wal_jobs_per_s"));
+    let eff_default = eff.as_ref().and_then(|m| num(m, "default_jobs_per_s"));
+    let eff_asis = eff.as_ref().and_then(|m| num(m, "asis_jobs_per_s"));
+    let eff_best = match (eff_wal, eff_default) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let eff_e2e = eff.as_ref().and_then(|m| {
+        let w = num(m, "wal_e2e_jobs_per_s")?;
+        let d = num(m, "default_e2e_jobs_per_s")?;
+        Some(w.max(d))
+    });
+    let eff1_best = eff_single.as_ref().and_then(|m| {
+        let w = num(m, "wal_jobs_per_s")?;
+        let d = num(m, "default_jobs_per_s")?;
+        Some(w.max(d))
+    });
+    // sendgate end to end, like effectum's: ingest, then the batched pipeline.
+    let sg_e2e = 1.0 / (1.0 / ingest_total.median + 1.0 / batched.median);
+
+    let row = |name: &str, s: &Stat| {
+        println!(
+            "| {name:<58} | {:>12.0} | {:>10.0} – {:<10.0} |",
+            s.median, s.min, s.max
+        )
+    };
+    let one = |name: &str, v: Option<f64>| match v {
+        Some(v) => println!("| {name:<58} | {v:>12.0} | {:>23} |", ""),
+        None => println!("| {name:<58} | {:>12} | {:>23} |", "skipped", ""),
+    };
+    // An effectum figure with its spread, from effectum-bench's JSON.
+    let eff_row = |name: &str, m: Option<&serde_json::Map<String, serde_json::Value>>, mode: &str| {
+        let v = m.and_then(|m| num(m, &format!("{mode}_jobs_per_s")));
+        let lo = m.and_then(|m| num(m, &format!("{mode}_jobs_per_s_min")));
+        let hi = m.and_then(|m| num(m, &format!("{mode}_jobs_per_s_max")));
+        match (v, lo, hi) {
+            (Some(v), Some(lo), Some(hi)) => {
+                println!("| {name:<58} | {v:>12.0} | {lo:>10.0} – {hi:<10.0} |")
+            }
+            _ => one(name, v),
+        }
+    };
+    let ratio = |name: &str, a: f64, b: Option<f64>| match b {
+        Some(b) => println!("| {name:<58} | {:>11.2}× | {:>23} |", a / b, ""),
+        None => println!("| {name:<58} | {:>12} | {:>23} |", "n/a", ""),
+    };
+    println!();
+    println!(
+        "throughput, {mode:?} mode, median of {} (per second; spread min – max)",
+        sz.reps
+    );
+    println!("| {:<58} | {:>12} | {:>23} |", "figure", "median", "spread");
+    println!("|{:-<60}|{:->14}|{:->25}|", "", "", "");
+    row("fdatasync of 512-byte appends", &fsync);
+    row("sendgate: one action per transaction (actions)", &single);
+    row(
+        &format!("sendgate: {BATCH} actions per transaction (actions)"),
+        &batched,
+    );
+    row("sendgate ingest: parse (actions)", &parse);
+    row(
+        "sendgate ingest: apply, one durable transaction (actions)",
+        &apply,
+    );
+    row("sendgate ingest: parse + apply (actions)", &ingest_total);
+    eff_row(
+        "effectum WAL, synchronous=FULL, concurrency 64 (jobs)",
+        eff.as_ref(),
+        "wal",
+    );
+    eff_row(
+        "effectum DELETE (its default), synchronous=FULL, conc. 64",
+        eff.as_ref(),
+        "default",
+    );
+    eff_row(
+        "effectum as shipped (DELETE, synchronous=NORMAL), conc. 64",
+        eff.as_ref(),
+        "asis",
+    );
+    eff_row(
+        "effectum WAL, synchronous=FULL, concurrency 1 (jobs)",
+        eff_single.as_ref(),
+        "wal",
+    );
+    eff_row(
+        "effectum DELETE, synchronous=FULL, concurrency 1 (jobs)",
+        eff_single.as_ref(),
+        "default",
+    );
+    one("effectum end to end (enqueue + run), best FULL mode", eff_e2e);
+    one("sendgate end to end (ingest + batched pipeline)", Some(sg_e2e));
+    ratio("ratio: sendgate best / effectum best (goal ≥ 2)", best, eff_best);
+    ratio(
+        "ratio: sendgate single / effectum concurrency 1",
+        single.median,
+        eff1_best,
+    );
+    ratio("ratio: sendgate e2e / effectum e2e", sg_e2e, eff_e2e);
+    ratio(
+        "ratio: sendgate batched / fdatasync (goal ≥ 1)",
+        batched.median,
+        Some(fsync.median),
+    );
+
+    let mut j = serde_json::json!({
+        "mode": format!("{mode:?}").to_lowercase(),
+        "reps": sz.reps,
+        "sendgate_actions_per_s": best,
+        "sendgate_single_per_s": single.median,
+        "sendgate_batched_per_s": batched.median,
+        "sendgate_batch_size": BATCH,
+        "effectum_jobs_per_s": eff_best,
+        "effectum_wal_full_jobs_per_s": eff_wal,
+        "effectum_default_full_jobs_per_s": eff_default,
+        "effectum_as_shipped_jobs_per_s": eff_asis,
+        "effectum_concurrency1_jobs_per_s": eff1_best,
+        "effectum_e2e_jobs_per_s": eff_e2e,
+        "effectum_skipped": eff_skip,
+        "sendgate_e2e_actions_per_s": sg_e2e,
+        "fdatasync_per_s": fsync.median,
+        "ingest_actions_per_s": ingest_total.median,
+        "ingest_parse_actions_per_s": parse.median,
+        "ingest_apply_actions_per_s": apply.median,
+        "ratio_sendgate_vs_effectum": eff_best.map(|e| best / e),
+        "ratio_batched_vs_fdatasync": batched.median / fsync.median,
+        "spread": {
+            "fdatasync_per_s": [fsync.min, fsync.max],
+            "sendgate_single_per_s": [single.min, single.max],
+            "sendgate_batched_per_s": [batched.min, batched.max],
+            "ingest_actions_per_s": [ingest_total.min, ingest_total.max],
+        },
+        "sizes": {
+            "fsyncs": sz.fsyncs, "accounts": sz.accounts, "single": sz.single,
+            "batched": sz.batched, "ingest": sz.ingest, "effectum": sz.effectum,
+            "effectum_concurrency1": sz.effectum_single,
+        },
+        "machine": {
+            "cores": common::cores(),
+            "cpu": common::cpu_model(),
+            "filesystem": fs,
+            "loadavg_at_end": common::loadavg(),
+        },
+    });
+    if let Some(m) = eff {
+        j["effectum_raw"] = serde_json::Value::Object(m);
+    }
+    if let Some(m) = eff_single {
+        j["effectum_concurrency1_raw"] = serde_json::Value::Object(m);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if mode != Mode::Smoke {
+        let out = common::target_dir().join("bench/throughput.json");
+        std::fs::write(&out, serde_json::to_string_pretty(&j).expect("json") + "\n")
+            .expect("write throughput.json");
+        println!("\nwrote {}", out.display());
+    } else {
+        println!("smoke run ok");
+    }
+}
