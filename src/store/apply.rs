@@ -227,7 +227,7 @@ fn pick_account(c: &mut Ctx, camp: &Campaign, kind: Kind) -> TxResult<Option<Str
 
 fn apply_action(c: &mut Ctx, line: usize, r: &ActionRecord) -> TxResult<()> {
     let tx = c.tx;
-    if tx.action(&r.id)?.is_some() {
+    if tx.get_raw(super::ACTIONS, r.id.as_bytes())?.is_some() {
         c.out.duplicates += 1;
         return Ok(());
     }

@@ -189,6 +189,9 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(opts.cache_mb.saturating_mul(1024 * 1024))
+            // Every write that matters is flushed explicitly (`make_durable`, `flush`);
+            // without the background flusher nothing wakes while everything is parked.
+            .flush_every_ms(None)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(ref io)

@@ -186,7 +186,12 @@ impl Store {
                 }
             }
         }
-        tx.put_account(&acct)?;
+        if matches!(
+            outcome,
+            Outcome::RateLimited { .. } | Outcome::Restricted | Outcome::NoCredits
+        ) {
+            tx.put_account(&acct)?;
+        }
         tx.transition(&old, &a, waiting_on)?;
         Ok(Some(recorded(&a)))
     }

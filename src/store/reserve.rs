@@ -236,8 +236,11 @@ fn reserve_one(
     let Some(mut acct) = tx.account(&action.account)? else {
         return Ok(skipped(id, "unknown account"));
     };
+    let before = acct.clone();
     maintain(tx, &mut acct, now, st, out)?;
-    tx.put_account(&acct)?;
+    if acct != before {
+        tx.put_account(&acct)?;
+    }
     if acct.restricted {
         return Ok(skipped(id, "account restricted"));
     }
