@@ -20,8 +20,11 @@
 //! `SENDGATE_CRASH_CYCLES=N` runs N cycles (default 30), `SENDGATE_CRASH_SEED=S` picks
 //! the kill times.
 
+mod common;
+
 use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
 use chrono_tz::Tz;
+use common::http::read_request;
 use sendgate::policy::caps::{draws, Counter};
 use sendgate::policy::pacing::{Rng, SplitMix64};
 use sendgate::policy::window::local_day;
@@ -29,7 +32,7 @@ use sendgate::policy::{CampaignType, Kind};
 use sendgate::store::{OpenOptions, Settings, State, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions as FileOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -113,35 +116,15 @@ struct Logged {
 }
 
 /// One request: the cycle named by its path (`POST /cycle/N/v1/actions`), its key and body.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<(usize, String, serde_json::Value)> {
-    let mut key = String::new();
-    let mut len = 0usize;
-    let mut line = String::new();
-    r.read_line(&mut line).ok().filter(|n| *n > 0)?;
-    let cycle = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|path| path.strip_prefix("/cycle/"))
+fn read_cycle_request(r: &mut BufReader<TcpStream>) -> Option<(usize, String, serde_json::Value)> {
+    let req = read_request(r)?;
+    let cycle = req
+        .path
+        .strip_prefix("/cycle/")
         .and_then(|rest| rest.split('/').next())
         .and_then(|n| n.parse().ok())
         .expect("a request to /cycle/N/v1/actions");
-    loop {
-        line.clear();
-        r.read_line(&mut line).ok().filter(|n| *n > 0)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (name, value) = l.split_once(':')?;
-        match name.to_ascii_lowercase().as_str() {
-            "idempotency-key" => key = value.trim().to_string(),
-            "content-length" => len = value.trim().parse().ok()?,
-            _ => {}
-        }
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).ok()?;
-    Some((cycle, key, serde_json::from_slice(&body).ok()?))
+    Some((cycle, req.key, req.body))
 }
 
 /// A loopback upstream that appends each request (with the cycle that sent it) to
@@ -171,7 +154,7 @@ impl Upstream {
                 std::thread::spawn(move || {
                     let Ok(mut w) = conn.try_clone() else { return };
                     let mut r = BufReader::new(conn);
-                    while let Some((cycle, key, body)) = read_request(&mut r) {
+                    while let Some((cycle, key, body)) = read_cycle_request(&mut r) {
                         {
                             let mut f = file.lock().expect("lock");
                             let line = serde_json::json!({"cycle": cycle, "key": key, "body": body});

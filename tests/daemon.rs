@@ -2,8 +2,11 @@
 //! loopback HTTP upstream this test runs itself. Virtual time runs 3600× faster
 //! (`[clock] speed`), so a few real seconds cover hours of a sending day.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use common::http::{read_request, HttpRequest};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -12,43 +15,12 @@ use std::time::{Duration, Instant};
 /// Every wait in this file gives up after this long.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Debug)]
-struct Request {
-    key: String,
-    body: serde_json::Value,
-}
+type Request = HttpRequest;
 
 /// A loopback upstream: records requests, answers with `respond(n)` (1-based).
 struct Upstream {
     url: String,
     seen: Arc<Mutex<Vec<Request>>>,
-}
-
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut key = String::new();
-    let mut len = 0usize;
-    let mut line = String::new();
-    r.read_line(&mut line).ok().filter(|n| *n > 0)?;
-    loop {
-        line.clear();
-        r.read_line(&mut line).ok().filter(|n| *n > 0)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (name, value) = l.split_once(':')?;
-        match name.to_ascii_lowercase().as_str() {
-            "idempotency-key" => key = value.trim().to_string(),
-            "content-length" => len = value.trim().parse().ok()?,
-            _ => {}
-        }
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).ok()?;
-    Some(Request {
-        key,
-        body: serde_json::from_slice(&body).ok()?,
-    })
 }
 
 impl Upstream {

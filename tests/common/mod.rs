@@ -1,6 +1,8 @@
 //! Shared test helpers: job-file builders and store setup.
 #![allow(dead_code)]
 
+pub mod http;
+
 use chrono::{DateTime, Utc};
 use sendgate::contract::jobfile::parse_file;
 use sendgate::store::{ApplyOutcome, OpenOptions, Settings, Store};
