@@ -245,8 +245,11 @@ fn apply_action(c: &mut Ctx, line: usize, r: &ActionRecord) -> TxResult<()> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return reject(line, "payload", format!("larger than {MAX_PAYLOAD_BYTES} bytes"));
     }
+    // A prospect stays on its account for the campaign (SPEC §2); that only matters
+    // where the worker may pick accounts, i.e. where the campaign lists some.
     let sticky = codec::sticky_key(&camp.id, &r.prospect);
-    let stuck = tx.get_raw(LINKS, &sticky)?;
+    let picks = !camp.accounts.is_empty();
+    let stuck = if picks { tx.get_raw(LINKS, &sticky)? } else { None };
     let account = match (&r.account, &stuck) {
         (Some(a), _) => {
             if !c.known_accounts.contains(a) {
@@ -263,7 +266,7 @@ fn apply_action(c: &mut Ctx, line: usize, r: &ActionRecord) -> TxResult<()> {
             None => return reject(line, "account", "no account given and the campaign lists none"),
         },
     };
-    if stuck.is_none() {
+    if picks && stuck.is_none() {
         tx.put_raw(LINKS, &sticky, account.as_bytes())?;
     }
     *c.assigned.entry((account.clone(), r.kind)).or_default() += 1;
