@@ -673,3 +673,38 @@ fn config_policy_reaches_the_engine() {
     let s = Settings::from_config(&c);
     assert_eq!(s.policy.caps.engagement, 7);
 }
+
+#[test]
+fn a_paused_campaign_parks_its_backlog_until_it_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T10:00:00Z");
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let text = format!(
+        "{}\n{}\n{}\n{}{}",
+        account_line("a1", ""),
+        campaign_line("c1", 50, r#","status":"paused""#),
+        campaign_line("c2", 50, ""),
+        actions("p", 5, "c1", "a1", "message"),
+        actions("q", 2, "c2", "a1", "message")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    run.run_until(now + Duration::hours(1), &mut always(Outcome::Sent))
+        .expect("run");
+    let sent: Vec<String> = sends(&run).into_iter().map(|s| s.2).collect();
+    assert_eq!(
+        sent,
+        vec!["c2", "c2"],
+        "a paused campaign sends nothing; the other goes on"
+    );
+    let p = parked(&run);
+    assert_eq!(p.len(), 5, "{p:?}");
+    assert!(p
+        .iter()
+        .all(|(_, counter, until)| counter == "campaign_paused" && until.is_none()));
+    assert_eq!(run.events("cap_exhausted").count(), 0, "a pause is not a cap");
+    let resume = r#"{"type":"event","kind":"campaign_resumed","campaign":"c1"}"#;
+    run.apply_text("r.jsonl", resume).expect("apply");
+    run.run_until(now + Duration::hours(2), &mut always(Outcome::Sent))
+        .expect("run");
+    assert_eq!(sends(&run).len(), 7, "all five resume");
+}

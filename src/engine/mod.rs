@@ -18,7 +18,7 @@ use crate::policy::caps::Blocker;
 use crate::policy::pacing::{backoff_s, next_gap_s, SplitMix64};
 use crate::policy::window::{local_day, start_of_next_day};
 use crate::store::Change;
-use crate::store::{ApplyOutcome, Reservation, ReserveResult, State, Store, StoreError};
+use crate::store::{ApplyOutcome, Hold, Reservation, ReserveResult, State, Store, StoreError};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use std::collections::{BTreeMap, BTreeSet};
@@ -448,7 +448,7 @@ impl Engine {
                 blocked,
                 until,
             } => {
-                if let Some(s) = self.accounts.get(&account) {
+                if let (Some(s), Some(_)) = (self.accounts.get(&account), blocked) {
                     let day = local_day(s.tz, now);
                     if self.exhausted.insert((account.clone(), blocker.clone(), day)) {
                         self.events.push(Event::CapExhausted {
@@ -467,14 +467,18 @@ impl Engine {
                     counter: blocker.clone(),
                     until,
                 });
-                if let (Some(b), Some(until)) = (blocked, until) {
-                    let only = match b {
-                        Blocker::Campaign(_) => Some(campaign.as_str()),
-                        Blocker::Account(_) => None,
-                    };
+                let backlog = match (blocked, until) {
+                    (Some(b @ Blocker::Campaign(_)), Some(t)) => {
+                        Some((Some(campaign.as_str()), Hold::Counter(b, t)))
+                    }
+                    (Some(b @ Blocker::Account(_)), Some(t)) => Some((None, Hold::Counter(b, t))),
+                    (None, None) => Some((Some(campaign.as_str()), Hold::CampaignPaused)),
+                    _ => None,
+                };
+                if let Some((only, hold)) = backlog {
                     for p in self
                         .store
-                        .park_backlog(&account, only, b, until, now, MAX_PARK_BATCH)?
+                        .park_backlog(&account, only, hold, now, MAX_PARK_BATCH)?
                     {
                         self.events.push(Event::ActionParked {
                             action: p.action,
@@ -482,7 +486,7 @@ impl Engine {
                             campaign: p.campaign,
                             kind: p.kind,
                             counter: blocker.clone(),
-                            until: Some(until),
+                            until,
                         });
                     }
                 }

@@ -24,7 +24,7 @@ pub use apply::ApplyOutcome;
 pub use outcome::Recorded;
 pub use query::{AccountStatus, AuditReport, Overshoot, StatusReport};
 pub use records::{Account, Action, Campaign, State};
-pub use reserve::{kinds_blocked_by, Change, ParkedAction, Reservation, ReserveResult};
+pub use reserve::{kinds_blocked_by, Change, Hold, ParkedAction, Reservation, ReserveResult};
 
 use crate::config::Policy;
 use codec::FORMAT_VERSION;

@@ -366,6 +366,14 @@ pub fn kinds_blocked_by(blocker: Blocker) -> Vec<Kind> {
         .collect()
 }
 
+/// Why a backlog is parked: an exhausted counter (until a time), or a paused campaign
+/// (until it resumes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Hold {
+    Counter(Blocker, DateTime<Utc>),
+    CampaignPaused,
+}
+
 /// One action parked with the rest of a blocked backlog.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParkedAction {
@@ -376,19 +384,27 @@ pub struct ParkedAction {
 
 impl Store {
     /// Park, in one transaction, every ready action of `account` (of `campaign` only,
-    /// when given) whose kind draws from the exhausted counter `blocker`: they would
-    /// all be refused until `until`, so trying them one by one only burns
-    /// transactions. At most `max` per call.
+    /// when given) that `hold` stops: all kinds drawing from an exhausted counter, or
+    /// every action of a paused campaign. They would all be refused, so trying them
+    /// one by one only burns transactions. At most `max` per call.
     pub fn park_backlog(
         &self,
         account: &str,
         campaign: Option<&str>,
-        blocker: Blocker,
-        until: DateTime<Utc>,
+        hold: Hold,
         now: DateTime<Utc>,
         max: usize,
     ) -> Result<Vec<ParkedAction>, StoreError> {
-        let kinds = kinds_blocked_by(blocker);
+        let (kinds, reason, until) = match hold {
+            Hold::Counter(b, until) => (kinds_blocked_by(b), b.name(), Some(ms(until))),
+            Hold::CampaignPaused => (Kind::ALL.to_vec(), "campaign_paused".to_string(), None),
+        };
+        // Parked without an until, an action waits on its campaign's resume.
+        let waiting_on = match (until, campaign) {
+            (None, Some(c)) => Some((&b"c"[..], c)),
+            (None, None) => return Ok(Vec::new()),
+            (Some(_), _) => None,
+        };
         let prefix = match campaign {
             Some(c) => {
                 let mut p = super::codec::key(&[account.as_bytes(), c.as_bytes()]);
@@ -416,10 +432,10 @@ impl Store {
                 }
                 let mut a = old.clone();
                 a.state = State::Parked;
-                a.reason = Some(blocker.name());
-                a.until_ms = Some(ms(until));
+                a.reason = Some(reason.clone());
+                a.until_ms = until;
                 a.updated_ms = ms(now);
-                tx.transition(&old, &a, None)?;
+                tx.transition(&old, &a, waiting_on)?;
                 out.push(ParkedAction {
                     action: a.id,
                     campaign: a.campaign,
