@@ -290,3 +290,86 @@ fn retention_prunes_finished_actions_and_old_ledger_entries() {
     let audit = store.audit(None, None).expect("audit");
     assert!(audit.clean() && audit.entries == 0, "{audit:?}");
 }
+
+#[test]
+fn audit_reports_an_overshoot_and_a_counter_mismatch() {
+    use sendgate::store::codec::{decode, encode};
+    use sendgate::store::records::{AccountDayRec, LedgerEntry};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc(NOW);
+    {
+        let store = open(dir.path(), Settings::default());
+        let mut text = format!(
+            "{}\n{}\n",
+            account_line("a1", r#","caps":{"invites":3}"#),
+            campaign_line("c1", 10, "")
+        );
+        for i in 0..3 {
+            text += &action_line(&format!("x{i}"), "c1", "a1", "invite");
+            text.push('\n');
+        }
+        apply(&store, "f.jsonl", &text, now);
+        let ids: Vec<String> = (0..3).map(|i| format!("x{i}")).collect();
+        store.reserve(&ids, now).expect("reserve");
+        assert!(store.audit(None, None).expect("audit").clean());
+    }
+    // Tamper behind the store's back: the last entry claims a limit of 1, and the day
+    // counter says 2 where the ledger holds 3.
+    {
+        let db = sled::open(dir.path().join("store")).expect("raw open");
+        let ledger = db.open_tree("ledger").expect("ledger");
+        let (k, v) = ledger.last().expect("read").expect("an entry");
+        let mut e: LedgerEntry = decode("ledger entry", &v).expect("decodes");
+        e.limits.invites = 1;
+        ledger.insert(k, encode(&e)).expect("write");
+        let days = db.open_tree("days").expect("days");
+        let key = sendgate::store::codec::account_day_key("a1", now.date_naive());
+        let mut d: AccountDayRec =
+            decode("day", &days.get(&key).expect("read").expect("a day")).expect("decodes");
+        d.reserved.invites = 2;
+        days.insert(key, encode(&d)).expect("write");
+        db.flush().expect("flush");
+    }
+    let store = open(dir.path(), Settings::default());
+    let audit = store.audit(None, None).expect("audit");
+    assert!(!audit.clean());
+    assert_eq!(audit.overshoots.len(), 1, "{audit:?}");
+    let o = &audit.overshoots[0];
+    assert_eq!(
+        (o.owner.as_str(), o.counter.as_str(), o.count, o.limit),
+        ("a1", "invites", 3, 1)
+    );
+    assert_eq!(audit.mismatches.len(), 1, "{audit:?}");
+    // Outside the day range, nothing to report.
+    let later = now.date_naive() + chrono::Duration::days(1);
+    assert!(store.audit(Some(later), None).expect("audit").clean());
+    drop(store);
+    // `sendgate audit` says the same and exits 1.
+    let cfg = dir.path().join("audit.toml");
+    std::fs::write(
+        &cfg,
+        format!("[store]\npath = \"{}\"\n", dir.path().join("store").display()),
+    )
+    .expect("config");
+    let mut out = None;
+    for _ in 0..100 {
+        // sled releases its file lock a moment after the handle is dropped.
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_sendgate"))
+            .args(["audit", "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("audit");
+        if o.status.code() != Some(74) {
+            out = Some(o);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = out.expect("the store unlocks");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("OVERSHOOT a1") && stdout.contains("MISMATCH"),
+        "{stdout}"
+    );
+}

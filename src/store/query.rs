@@ -5,9 +5,9 @@ use super::codec::{self, from_be_i64, from_ms, ms};
 use super::records::{AccountDayRec, Action, LedgerEntry, State};
 use super::reserve::Change;
 use super::{Store, StoreError, ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, LEDGER, READY, TIMED, WAITING};
-use crate::policy::caps::CampaignDay;
+use crate::policy::caps::{draws, CampaignDay, Counter};
 use crate::policy::window::local_day;
-use crate::policy::Kind;
+use crate::policy::CampaignType;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -65,6 +65,12 @@ impl AuditReport {
     pub fn clean(&self) -> bool {
         self.overshoots.is_empty() && self.mismatches.is_empty()
     }
+}
+
+/// Count one more and return (the new count, `limit`).
+fn bump(counter: &mut u32, limit: u32) -> (u32, u32) {
+    *counter += 1;
+    (*counter, limit)
 }
 
 #[derive(Default)]
@@ -218,75 +224,51 @@ impl Store {
         for kv in self.trees[LEDGER].iter() {
             let (_, v) = kv?;
             let e: LedgerEntry = codec::decode("ledger entry", &v)?;
-            let t = acct.entry((e.account.clone(), e.account_day)).or_default();
-            let c = camp.entry((e.campaign.clone(), e.campaign_day)).or_default();
             let l = e.limits;
-            let d = &mut t.day.reserved;
-            match e.kind {
-                Kind::Invite => {
-                    d.invites += 1;
-                    c.invites += 1;
-                    over(&e.account, e.account_day, "invites", d.invites, l.invites);
-                    over(
-                        &e.campaign,
-                        e.campaign_day,
-                        "campaign.invites",
-                        c.invites,
-                        l.campaign,
-                    );
-                }
-                Kind::Message => {
-                    d.messages += 1;
-                    d.engagement += 1;
-                    c.messages += 1;
-                    over(&e.account, e.account_day, "messages", d.messages, l.messages);
-                    over(
-                        &e.account,
-                        e.account_day,
-                        "engagement",
-                        d.engagement,
-                        l.engagement,
-                    );
-                    over(
-                        &e.campaign,
-                        e.campaign_day,
-                        "campaign.messages",
-                        c.messages,
-                        l.campaign,
-                    );
-                }
-                Kind::Inmail => {
-                    d.inmails += 1;
-                    c.inmails += 1;
-                    over(&e.account, e.account_day, "inmails", d.inmails, l.inmails);
-                    over(
-                        &e.campaign,
-                        e.campaign_day,
-                        "campaign.inmails",
-                        c.inmails,
-                        l.campaign,
-                    );
-                }
-                Kind::ProfileView | Kind::Comment | Kind::Reaction => {
-                    d.engagement += 1;
-                    over(
-                        &e.account,
-                        e.account_day,
-                        "engagement",
-                        d.engagement,
-                        l.engagement,
-                    );
-                }
+            // Every counter the kind draws from, in the policy's own table; the
+            // running count is checked against the limit recorded with the entry.
+            for &counter in draws(e.kind) {
+                let d = &mut acct
+                    .entry((e.account.clone(), e.account_day))
+                    .or_default()
+                    .day
+                    .reserved;
+                let (count, limit) = match counter {
+                    Counter::Invites => bump(&mut d.invites, l.invites),
+                    Counter::Messages => bump(&mut d.messages, l.messages),
+                    Counter::Inmails => bump(&mut d.inmails, l.inmails),
+                    Counter::Engagement => bump(&mut d.engagement, l.engagement),
+                    Counter::WeeklyInvites => {
+                        let Some(w) = l.weekly_invites else { continue };
+                        let week: u32 = (0..7)
+                            .map(|ago| {
+                                let day = e.account_day - Duration::days(ago);
+                                acct.get(&(e.account.clone(), day))
+                                    .map_or(0, |t| t.day.reserved.invites)
+                            })
+                            .sum();
+                        (week, w)
+                    }
+                    // A balance, not a daily counter: it cannot go below zero.
+                    Counter::InmailCredits => continue,
+                };
+                over(&e.account, e.account_day, counter.as_str(), count, limit);
             }
-            if let (Kind::Invite, Some(w)) = (e.kind, l.weekly_invites) {
-                let week: u32 = (0..7)
-                    .map(|ago| {
-                        let day = e.account_day - Duration::days(ago);
-                        acct.get(&(e.account.clone(), day))
-                            .map_or(0, |t| t.day.reserved.invites)
-                    })
-                    .sum();
-                over(&e.account, e.account_day, "weekly_invites", week, w);
+            if let Some(t) = CampaignType::of(e.kind) {
+                let c = camp.entry((e.campaign.clone(), e.campaign_day)).or_default();
+                let n = match t {
+                    CampaignType::Invites => &mut c.invites,
+                    CampaignType::Messages => &mut c.messages,
+                    CampaignType::Inmails => &mut c.inmails,
+                };
+                *n += 1;
+                over(
+                    &e.campaign,
+                    e.campaign_day,
+                    &format!("campaign.{}", t.as_str()),
+                    *n,
+                    l.campaign,
+                );
             }
             report.entries += 1;
         }
