@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use sendgate::contract::parse_file;
 use sendgate::policy::caps::{AccountDay, Budget, CampaignDay, CampaignLimits, Limits};
 use sendgate::policy::Kind;
-use sendgate::store::{ApplyOutcome, OpenOptions, ReserveResult, Store};
+use sendgate::store::{OpenOptions, ReserveResult, Store};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -83,14 +83,7 @@ impl Pool {
             OpenOptions::default(),
         )
         .expect("store opens");
-        let mut text = String::new();
-        for i in 0..ACCOUNTS {
-            text.push_str(&common::account_line(i, common::HIGH_CAPS));
-            text.push('\n');
-        }
-        text.push_str(&common::campaign_line("bench"));
-        text.push('\n');
-        apply(&store, "00-setup.jsonl", &text);
+        common::apply_ok(&store, "00-setup.jsonl", &common::setup_text(ACCOUNTS));
         Pool {
             store,
             ids: Vec::new(),
@@ -104,23 +97,12 @@ impl Pool {
         if self.ids.is_empty() {
             let prefix = format!("p{}-", self.files);
             let (text, mut ids) = common::actions_file(&prefix, POOL_FILE, ACCOUNTS, "bench");
-            apply(&self.store, &format!("{:04}.jsonl", self.files + 1), &text);
+            common::apply_ok(&self.store, &format!("{:04}.jsonl", self.files + 1), &text);
             self.files += 1;
             ids.reverse();
             self.ids = ids;
         }
         self.ids.pop().expect("pool refilled")
-    }
-}
-
-fn apply(store: &Store, name: &str, text: &str) {
-    let records = parse_file(name, text.as_bytes()).expect("valid job file");
-    match store
-        .apply(name, text.as_bytes(), &records, common::bench_now())
-        .expect("store works")
-    {
-        ApplyOutcome::Applied(_) => {}
-        other => panic!("{name} did not apply: {other:?}"),
     }
 }
 

@@ -109,28 +109,10 @@ fn open_store(dir: &Path) -> Store {
     Store::open(&dir.join("store"), common::settings(true), OpenOptions::default()).expect("store opens")
 }
 
-fn apply_ok(store: &Store, name: &str, text: &str) {
-    let records = parse_file(name, text.as_bytes()).expect("valid job file");
-    match store
-        .apply(name, text.as_bytes(), &records, common::bench_now())
-        .expect("store works")
-    {
-        ApplyOutcome::Applied(_) => {}
-        other => panic!("{name} did not apply: {other:?}"),
-    }
-}
-
 /// A store with `accounts` accounts (caps that never bind) and one campaign.
 fn setup(dir: &Path, accounts: usize) -> Store {
     let store = open_store(dir);
-    let mut text = String::new();
-    for i in 0..accounts {
-        text.push_str(&common::account_line(i, common::HIGH_CAPS));
-        text.push('\n');
-    }
-    text.push_str(&common::campaign_line("bench"));
-    text.push('\n');
-    apply_ok(&store, "00-setup.jsonl", &text);
+    common::apply_ok(&store, "00-setup.jsonl", &common::setup_text(accounts));
     store
 }
 
@@ -183,7 +165,7 @@ fn pipeline(dir: &Path, n: usize, accounts: usize, batch: usize) -> f64 {
 fn pipeline_with(dir: &Path, n: usize, accounts: usize, batch: usize, fsync: bool, b: &mut Breakdown) -> f64 {
     let mut store = setup(dir, accounts);
     let (text, ids) = common::actions_file("a-", n, accounts, "bench");
-    apply_ok(&store, "01-actions.jsonl", &text);
+    common::apply_ok(&store, "01-actions.jsonl", &text);
     store.settings.fsync = fsync;
     let now = common::bench_now();
     let mut sent = 0usize;

@@ -7,6 +7,7 @@ use common::*;
 use sendgate::contract::jobfile::parse_file;
 use sendgate::contract::Outcome;
 use sendgate::policy::pacing::{Rng, SplitMix64};
+use sendgate::policy::Kind;
 use sendgate::store::{ApplyOutcome, OpenOptions, ReserveResult, Settings, State, Store, StoreError};
 use std::sync::Arc;
 
@@ -125,19 +126,11 @@ fn eight_threads_never_overshoot_and_ledger_equals_counters() {
     let now = utc(NOW);
     let caps = r#","caps":{"invites":40,"messages":30,"inmails":5,"engagement":50,"weekly_invites":100},"inmail_credits":4"#;
     let mut text = format!("{}\n{}\n", account_line("a1", caps), campaign_line("c1", 25, ""));
-    let kinds = [
-        "invite",
-        "message",
-        "inmail",
-        "profile_view",
-        "comment",
-        "reaction",
-    ];
     let mut rng = SplitMix64(42);
     let per_thread = 60;
     for t in 0..8 {
         for i in 0..per_thread {
-            let kind = kinds[rng.between(0, 5) as usize];
+            let kind = Kind::ALL[rng.between(0, 5) as usize].as_str();
             text.push_str(&action_line(&format!("t{t}-{i}"), "c1", "a1", kind));
             text.push('\n');
         }

@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use sendgate::policy::pacing::{Rng, SplitMix64};
+use sendgate::policy::Kind;
 use sendgate::store::{OpenOptions, ReserveResult, Settings, State, Store};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -72,17 +73,14 @@ fn sigkill_at_random_moments_loses_no_durable_reservation() {
         account_line("a1", caps),
         campaign_line("c1", 2500, "")
     );
-    let kinds = [
-        "invite",
-        "message",
-        "inmail",
-        "profile_view",
-        "comment",
-        "reaction",
-    ];
     let mut rng = SplitMix64(7);
     for i in 0..20_000 {
-        text += &action_line(&format!("x{i:05}"), "c1", "a1", kinds[rng.between(0, 5) as usize]);
+        text += &action_line(
+            &format!("x{i:05}"),
+            "c1",
+            "a1",
+            Kind::ALL[rng.between(0, 5) as usize].as_str(),
+        );
         text.push('\n');
     }
     {

@@ -159,6 +159,30 @@ pub fn campaign_line(id: &str) -> String {
     format!(r#"{{"type":"campaign","id":"{id}","daily_limit":100000000}}"#)
 }
 
+/// `accounts` accounts with caps that never bind, and the `bench` campaign.
+pub fn setup_text(accounts: usize) -> String {
+    let mut text = String::new();
+    for i in 0..accounts {
+        text.push_str(&account_line(i, HIGH_CAPS));
+        text.push('\n');
+    }
+    text.push_str(&campaign_line("bench"));
+    text.push('\n');
+    text
+}
+
+/// Parse and apply a job file at `bench_now()`; panics unless it applied.
+pub fn apply_ok(store: &sendgate::store::Store, name: &str, text: &str) {
+    let records = sendgate::contract::parse_file(name, text.as_bytes()).expect("valid job file");
+    match store
+        .apply(name, text.as_bytes(), &records, bench_now())
+        .expect("store works")
+    {
+        sendgate::store::ApplyOutcome::Applied(_) => {}
+        other => panic!("{name} did not apply: {other:?}"),
+    }
+}
+
 pub fn action_line(id: &str, campaign: &str, account: &str, kind: &str) -> String {
     format!(
         r#"{{"type":"action","id":"{id}","campaign":"{campaign}","account":"{account}","kind":"{kind}","prospect":"https://www.linkedin.com/in/{id}","payload":{{"note":"Hi, I enjoyed your post on durable queues"}}}}"#
