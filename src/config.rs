@@ -92,7 +92,9 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             kind: UpstreamKind::Http,
             url: "http://127.0.0.1:8700".into(),
-            command: vec!["/usr/local/bin/li-send".into()],
+            // No default program: `kind = "exec"` must name one (a default that does
+            // not exist would burn every action's attempts).
+            command: Vec::new(),
             timeout_s: 30,
             idempotent: false,
             max_attempts: 5,
@@ -248,6 +250,56 @@ pub struct Config {
     pub clock: ClockConfig,
 }
 
+/// The accepted range of every integer key, inclusive; `tiers.*` stands for each tier.
+/// README's configuration reference lists the same table. The bounds keep every time
+/// and size computed from a key far from overflow (a panic where a config error
+/// belongs), and refuse values that can only be typos; `store.retention_days` starts
+/// at 30 because counters of the last 17 local days decide health and the rolling week.
+pub const INT_RANGES: &[(&str, u64, u64)] = &[
+    ("store.cache_mb", 1, 65_536),
+    ("store.retention_days", 30, 3_650),
+    ("spool.max_file_bytes", 1, 1 << 30),
+    ("spool.rescan_s", 1, 3_600),
+    ("upstream.timeout_s", 1, 3_600),
+    ("upstream.max_attempts", 1, 100),
+    ("upstream.seed", 0, u64::MAX),
+    ("caps.invites", 0, 10_000),
+    ("caps.messages", 0, 10_000),
+    ("caps.inmails", 0, 10_000),
+    ("caps.engagement", 0, 10_000),
+    ("caps.weekly_invites", 0, 70_000),
+    ("tiers.*.invite_ceiling", 0, 10_000),
+    ("tiers.*.inmail_credits", 0, 10_000),
+    ("tiers.*.inmail_ceiling", 0, 100_000),
+    ("ramp.start", 1, 10_000),
+    ("ramp.weeks", 1, 104),
+    ("health.min_sample", 1, 100_000),
+    ("health.watch_rate_limits", 1, 1_000),
+    ("health.at_risk_rate_limits", 1, 1_000),
+    ("pacing.min_gap_s", 0, 86_400),
+    ("pacing.max_gap_s", 0, 86_400),
+    ("status.every_s", 1, 3_600),
+];
+
+/// `clock.speed`, virtual seconds per real second, inclusive. Below, a wait of one
+/// virtual second would be longer than `std::time::Duration` can hold; above, a run of
+/// a few hours would leave chrono's calendar.
+pub const CLOCK_SPEED_RANGE: (f64, f64) = (0.001, 100_000.0);
+
+/// The range of an integer key of [`INT_RANGES`].
+fn int_range(key: &str) -> (u64, u64) {
+    let pattern = match key.strip_prefix("tiers.") {
+        Some(rest) => rest.split_once('.').map_or(key.to_string(), |(_, k)| format!("tiers.*.{k}")),
+        None => key.to_string(),
+    };
+    INT_RANGES
+        .iter()
+        .find(|(k, _, _)| *k == pattern)
+        .map(|&(_, lo, hi)| (lo, hi))
+        // A key missing from the table is a bug caught by `every_integer_key_has_a_range`.
+        .unwrap_or((0, u64::MAX))
+}
+
 /// The policy parameters the store and engine decide with, derived from a `Config`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -314,7 +366,7 @@ impl Config {
                 .unwrap_or_default();
             invalid(key, format!("{msg}{line}"))
         })?;
-        config.validate().map_err(|(k, r)| invalid(k.to_string(), r))?;
+        config.validate().map_err(|(k, r)| invalid(k, r))?;
         Ok(config)
     }
 
@@ -327,37 +379,66 @@ impl Config {
         Config::parse(&shown, &text)
     }
 
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        let positive = |key: &'static str, v: u64| {
-            if v == 0 {
-                Err((key, "must be at least 1".to_string()))
-            } else {
-                Ok(())
+    /// Every integer key and its value, for the range check; optional keys only when set.
+    fn int_values(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = vec![
+            ("store.cache_mb".into(), self.store.cache_mb),
+            ("store.retention_days".into(), u64::from(self.store.retention_days)),
+            ("spool.max_file_bytes".into(), self.spool.max_file_bytes),
+            ("spool.rescan_s".into(), self.spool.rescan_s),
+            ("upstream.timeout_s".into(), self.upstream.timeout_s),
+            ("upstream.max_attempts".into(), u64::from(self.upstream.max_attempts)),
+            ("upstream.seed".into(), self.upstream.seed),
+            ("ramp.start".into(), u64::from(self.ramp.start)),
+            ("ramp.weeks".into(), u64::from(self.ramp.weeks)),
+            ("health.min_sample".into(), u64::from(self.health.min_sample)),
+            ("health.watch_rate_limits".into(), u64::from(self.health.watch_rate_limits)),
+            ("health.at_risk_rate_limits".into(), u64::from(self.health.at_risk_rate_limits)),
+            ("pacing.min_gap_s".into(), self.pacing.min_gap_s),
+            ("pacing.max_gap_s".into(), self.pacing.max_gap_s),
+            ("status.every_s".into(), self.status.every_s),
+        ];
+        let c = &self.caps;
+        for (key, value) in [
+            ("caps.invites", c.invites),
+            ("caps.messages", c.messages),
+            ("caps.inmails", c.inmails),
+            ("caps.engagement", c.engagement),
+            ("caps.weekly_invites", c.weekly_invites),
+        ] {
+            v.extend(value.map(|x| (key.to_string(), u64::from(x))));
+        }
+        for (name, t) in &self.tiers {
+            for (key, value) in [
+                ("invite_ceiling", t.invite_ceiling),
+                ("inmail_credits", t.inmail_credits),
+                ("inmail_ceiling", t.inmail_ceiling),
+            ] {
+                v.extend(value.map(|x| (format!("tiers.{name}.{key}"), u64::from(x))));
             }
-        };
-        positive("store.cache_mb", self.store.cache_mb)?;
-        positive("store.retention_days", u64::from(self.store.retention_days))?;
-        positive("spool.max_file_bytes", self.spool.max_file_bytes)?;
-        positive("spool.rescan_s", self.spool.rescan_s)?;
-        positive("upstream.timeout_s", self.upstream.timeout_s)?;
-        positive("upstream.max_attempts", u64::from(self.upstream.max_attempts))?;
-        positive("status.every_s", self.status.every_s)?;
-        positive("ramp.start", u64::from(self.ramp.start))?;
-        positive("ramp.weeks", u64::from(self.ramp.weeks))?;
+        }
+        v
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        for (key, value) in self.int_values() {
+            let (lo, hi) = int_range(&key);
+            if !(lo..=hi).contains(&value) {
+                return Err((key, format!("must be between {lo} and {hi}, not {value}")));
+            }
+        }
+        let fail = |key: &str, reason: &str| Err((key.to_string(), reason.to_string()));
         if let Some(name) = self.tiers.keys().find(|n| Tier::parse(n).is_none()) {
-            return Err(("tiers", format!("unknown tier `{name}`")));
+            return Err(("tiers".into(), format!("unknown tier `{name}`")));
         }
         if self.pacing.min_gap_s > self.pacing.max_gap_s {
-            return Err(("pacing.max_gap_s", "must not be below pacing.min_gap_s".into()));
+            return fail("pacing.max_gap_s", "must not be below pacing.min_gap_s");
         }
         if self.upstream.kind == UpstreamKind::Exec && self.upstream.command.is_empty() {
-            return Err((
-                "upstream.command",
-                "must name a program for kind = \"exec\"".into(),
-            ));
+            return fail("upstream.command", "must name a program for kind = \"exec\"");
         }
         if self.upstream.kind == UpstreamKind::Http && !self.upstream.url.starts_with("http") {
-            return Err(("upstream.url", "must be an http:// or https:// URL".into()));
+            return fail("upstream.url", "must be an http:// or https:// URL");
         }
         let h = &self.health;
         for (key, v) in [
@@ -365,12 +446,17 @@ impl Config {
             ("health.at_risk_acceptance", h.at_risk_acceptance),
         ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err((key, "must be between 0 and 1".into()));
+                return fail(key, "must be between 0 and 1");
             }
         }
         if let Some(speed) = self.clock.speed {
-            if !(speed.is_finite() && speed > 0.0) {
-                return Err(("clock.speed", "must be a positive number".into()));
+            let (lo, hi) = CLOCK_SPEED_RANGE;
+            // NaN fails `contains` too.
+            if !(lo..=hi).contains(&speed) {
+                return Err((
+                    "clock.speed".into(),
+                    format!("must be between {lo} and {hi}, not {speed}"),
+                ));
             }
         }
         Ok(())
@@ -455,6 +541,108 @@ mod tests {
         assert_eq!(key_of("[pacing]\nmin_gap_s = 300\n"), "pacing.max_gap_s");
         assert_eq!(key_of("[store]\ncache_mb = \"big\"\n"), "store.cache_mb");
         assert_eq!(key_of("[clock]\nstart = \"soon\"\n"), "clock.start");
+    }
+
+    /// Every integer key the config has is in `INT_RANGES`, and every range is
+    /// documented in the README's table.
+    #[test]
+    fn every_integer_key_has_a_range() {
+        let mut c = Config::default();
+        c.caps = CapsConfig {
+            invites: Some(1),
+            messages: Some(1),
+            inmails: Some(1),
+            engagement: Some(1),
+            weekly_invites: Some(1),
+        };
+        c.tiers.insert(
+            "free".into(),
+            TierConfig {
+                invite_ceiling: Some(1),
+                inmail_credits: Some(1),
+                inmail_ceiling: Some(1),
+            },
+        );
+        let keys: Vec<String> = c.int_values().into_iter().map(|(k, _)| k).collect();
+        for key in &keys {
+            let pattern = key.replace("tiers.free.", "tiers.*.");
+            assert!(
+                INT_RANGES.iter().any(|(k, _, _)| *k == pattern),
+                "{key} has no range"
+            );
+        }
+        assert_eq!(keys.len(), INT_RANGES.len(), "a range for a key that does not exist");
+        let readme = include_str!("../README.md");
+        for (key, lo, hi) in INT_RANGES {
+            let row = format!("| `{key}` | {lo} | {hi} |");
+            assert!(readme.contains(&row), "README lacks the row `{row}`");
+        }
+    }
+
+    #[test]
+    fn the_example_config_is_the_defaults() {
+        let c = Config::parse("examples/sendgate.toml", include_str!("../examples/sendgate.toml"))
+            .expect("the example parses");
+        assert_eq!(c.store, Config::default().store);
+        assert_eq!(c.upstream, Config::default().upstream);
+        assert_eq!(c.policy(), Config::default().policy());
+    }
+
+    /// One line per case: a config → the key its error names (exit 78 in the binary).
+    #[test]
+    fn values_out_of_range_name_their_key() {
+        for (text, key) in [
+            ("[clock]\nspeed = 1e300\n", "clock.speed"),
+            ("[clock]\nspeed = 1e-300\n", "clock.speed"),
+            ("[clock]\nspeed = nan\n", "clock.speed"),
+            ("[clock]\nspeed = 0.0\n", "clock.speed"),
+            ("[pacing]\nmax_gap_s = 9223372036854775807\n", "pacing.max_gap_s"),
+            ("[upstream]\ntimeout_s = 9223372036854775807\n", "upstream.timeout_s"),
+            ("[upstream]\ntimeout_s = 0\n", "upstream.timeout_s"),
+            ("[store]\nretention_days = 4294967295\n", "store.retention_days"),
+            ("[store]\nretention_days = 29\n", "store.retention_days"),
+            ("[store]\ncache_mb = 18446744073709551\n", "store.cache_mb"),
+            ("[spool]\nmax_file_bytes = 0\n", "spool.max_file_bytes"),
+            ("[spool]\nrescan_s = 100000\n", "spool.rescan_s"),
+            ("[status]\nevery_s = 0\n", "status.every_s"),
+            ("[upstream]\nmax_attempts = 1000\n", "upstream.max_attempts"),
+            ("[caps]\ninvites = 100000\n", "caps.invites"),
+            ("[tiers.free]\ninvite_ceiling = 4000000000\n", "tiers.free.invite_ceiling"),
+            ("[ramp]\nweeks = 0\n", "ramp.weeks"),
+            ("[health]\nmin_sample = 0\n", "health.min_sample"),
+            ("[upstream]\nkind = \"exec\"\n", "upstream.command"),
+            ("[upstream]\nkind = \"exec\"\ncommand = []\n", "upstream.command"),
+        ] {
+            assert_eq!(key_of(text), key, "{text}");
+        }
+        // The ends of each range are accepted.
+        for text in [
+            "[store]\nretention_days = 30\n",
+            "[store]\nretention_days = 3650\n",
+            "[clock]\nspeed = 0.001\n",
+            "[clock]\nspeed = 100000.0\n",
+            "[pacing]\nmin_gap_s = 0\nmax_gap_s = 86400\n",
+            "[upstream]\nkind = \"exec\"\ncommand = [\"/bin/true\"]\n",
+        ] {
+            assert!(Config::parse("t.toml", text).is_ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn repeated_keys_are_errors() {
+        // toml refuses a key defined twice; an override cannot hide behind another.
+        for text in [
+            "[caps]\ninvites = 2\ninvites = 40\n",
+            "[caps]\ninvites = 2\n[caps]\ninvites = 40\n",
+            "[tiers.free]\ninvite_ceiling = 2\n[tiers.free]\ninvite_ceiling = 40\n",
+        ] {
+            match Config::parse("t.toml", text) {
+                Err(ConfigError::Invalid { reason, .. }) => {
+                    assert!(reason.contains("duplicate") || reason.contains("defined"), "{text}: {reason}")
+                }
+                other => panic!("{text}: expected an error, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -256,14 +256,15 @@ impl Worker {
         ]);
         let mut usec = 0u64;
         let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
-        let rescan = Duration::from_secs(self.config.spool.rescan_s);
-        let status_every = Duration::from_secs(self.config.status.every_s);
         let mut spool_due = true;
         let mut leftovers = true;
         let (mut last_rescan, mut last_status, mut last_ping, mut last_prune) =
             (Instant::now(), None::<Instant>, Instant::now(), Instant::now());
         let mut stop_deadline: Option<Instant> = None;
         loop {
+            // Read every turn: SIGHUP may have changed them.
+            let rescan = Duration::from_secs(self.config.spool.rescan_s);
+            let status_every = Duration::from_secs(self.config.status.every_s);
             if stop_deadline.is_none() {
                 if spool_due || last_rescan.elapsed() >= rescan {
                     self.take_files(leftovers)?;
@@ -485,6 +486,19 @@ impl Worker {
                 return;
             }
         };
+        // A new file size bound takes a new handle on the same spool (the directory
+        // itself only changes with a restart).
+        let spool = if new.spool.max_file_bytes == self.config.spool.max_file_bytes {
+            None
+        } else {
+            match Spool::open(&self.config.spool.dir, new.spool.max_file_bytes) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(event = "config_rejected", error = %e, spool = %self.config.spool.dir.display());
+                    return;
+                }
+            }
+        };
         for (key, changed) in [
             ("store.path", new.store.path != self.config.store.path),
             ("store.cache_mb", new.store.cache_mb != self.config.store.cache_mb),
@@ -497,6 +511,10 @@ impl Worker {
             }
         }
         log_red_zones(&new);
+        if let Some(spool) = spool {
+            self.spool = spool;
+        }
+        // `spool.rescan_s` and `status.every_s` are read from `self.config` every turn.
         self.upstream = upstream;
         self.engine.store_mut().settings = Settings::from_config(&new);
         let cfg = self.engine.config_mut();

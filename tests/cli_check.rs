@@ -56,6 +56,99 @@ fn malformed_files_name_line_and_field() {
     check("unknown-type.jsonl", 2, "type");
     check("bad-zone.jsonl", 2, "timezone");
     check("bad-kind.jsonl", 3, "kind");
+    check("duplicate-key.jsonl", 2, "daily_limit");
+    check("padded-action-id.jsonl", 4, "id");
+}
+
+/// Repeated keys at each level that matters, and action ids a server would read as
+/// another key, through the binary: each names its line and field.
+#[test]
+fn repeated_keys_and_unsafe_action_ids_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let action = |id: &str| {
+        format!(
+            r#"{{"type":"action","id":"{id}","campaign":"c","kind":"invite","prospect":"p"}}"#
+        )
+    };
+    let cases = [
+        (
+            r#"{"type":"campaign","id":"c","daily_limit":2,"daily_limit":40}"#.to_string(),
+            "daily_limit",
+        ),
+        (
+            r#"{"type":"account","id":"a","caps":{"invites":5,"invites":90}}"#.to_string(),
+            "caps.invites",
+        ),
+        (
+            r#"{"type":"account","id":"a","window":{"end":"17:00","end":"23:00"}}"#.to_string(),
+            "window.end",
+        ),
+        (
+            r#"{"type":"campaign","id":"c","daily_limit":2,"cap_split":{"invites":1,"invites":9}}"#
+                .to_string(),
+            "cap_split.invites",
+        ),
+        (action(" dup-key"), "id"),
+        (action("dup-key "), "id"),
+        (action("dup\\u0001key"), "id"),
+        (action("jos\\u00e9/invite"), "id"),
+    ];
+    for (i, (record, field)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("case-{i}.jsonl"));
+        let text = format!("{{\"type\":\"campaign\",\"id\":\"ok\",\"daily_limit\":1}}\n{record}\n");
+        std::fs::write(&path, text).expect("write");
+        let out = sendgate().arg("check").arg(&path).output().expect("run sendgate");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{record}: {stdout}");
+        let expected = format!("{}:2: field `{field}`", path.display());
+        assert!(stdout.contains(&expected), "{record}: expected `{expected}` in {stdout}");
+    }
+    // The same id without the padding is fine.
+    let path = dir.path().join("ok.jsonl");
+    std::fs::write(&path, action("dup-key")).expect("write");
+    let out = sendgate().arg("check").arg(&path).output().expect("run sendgate");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Values that would overflow a time or size computation: exit 78 naming the key,
+/// never a panic (abort, 134).
+#[test]
+fn absurd_config_values_exit_78_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!(
+        "[store]\npath = \"{d}/store\"\n[spool]\ndir = \"{d}/spool\"\n[status]\npath = \"{d}/status.json\"\n",
+        d = dir.path().display()
+    );
+    for (extra, key) in [
+        ("[clock]\nspeed = 1e300\n", "clock.speed"),
+        ("[clock]\nspeed = 1e-300\n", "clock.speed"),
+        ("[pacing]\nmax_gap_s = 9223372036854775807\n", "pacing.max_gap_s"),
+        ("[upstream]\nkind = \"sim\"\ntimeout_s = 9223372036854775807\n", "upstream.timeout_s"),
+        ("[store]\nretention_days = 4294967295\n", "store.retention_days"),
+        ("[store]\nretention_days = 7\n", "store.retention_days"),
+        ("[store]\ncache_mb = 18446744073709551615\n", "store.cache_mb"),
+        ("[upstream]\nkind = \"exec\"\n", "upstream.command"),
+    ] {
+        // A table may not be opened twice, so the extra keys go in a second file
+        // layout: the base without the table the case sets.
+        let table = extra.lines().next().unwrap_or_default();
+        let text = if base.contains(table) {
+            base.replace(&format!("{table}\n"), extra)
+        } else {
+            format!("{base}{extra}")
+        };
+        let cfg = dir.path().join("bad.toml");
+        std::fs::write(&cfg, &text).expect("write");
+        let out = sendgate()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{text}\n{stderr}");
+        assert!(stderr.contains(key), "{text}: {stderr}");
+    }
+    assert!(!dir.path().join("store").exists(), "a config error creates nothing");
 }
 
 #[test]

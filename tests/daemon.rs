@@ -405,3 +405,142 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
         "the rejection names the key:\n{log}"
     );
 }
+
+/// Every file of the store, as bytes, for a search that does not trust the reader.
+fn store_bytes(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut stack = vec![dir.join("store")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read store dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                all.extend(std::fs::read(&path).expect("read store file"));
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn exec_details_with_credentials_reach_neither_the_log_nor_the_store() {
+    const SECRET: &str = "PW-s3cr3t-77";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("li-send.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\necho '{{\"outcome\":\"invalid\",\"detail\":\"bad proxy http://user:{SECRET}@host:8080\"}}'\n"
+        ),
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let cfg = config(dir.path(), "http://127.0.0.1:9", "");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let text = text.replace(
+        "kind = \"http\"\nurl = \"http://127.0.0.1:9\"",
+        &format!("kind = \"exec\"\ncommand = [\"{}\"]", script.display()),
+    );
+    assert!(text.contains("kind = \"exec\""), "{text}");
+    std::fs::write(&cfg, text).expect("write config");
+    let w = Worker::start(dir.path(), &cfg);
+    drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(1).as_bytes());
+    w.wait_for_log("\"event\":\"action_failed\"");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains(SECRET), "the exec detail's password leaked into the log:\n{log}");
+    assert!(
+        log.contains("bad proxy http://***@host:8080"),
+        "the redacted detail is kept:\n{log}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&store_bytes(dir.path())).contains(SECRET),
+        "the password reached the store's files"
+    );
+    let store = sendgate::store::Store::open(
+        &dir.path().join("store"),
+        sendgate::store::Settings::default(),
+        sendgate::store::OpenOptions::default(),
+    )
+    .expect("open the store");
+    let action = store.action("c1/p0/invite").expect("read").expect("the action");
+    assert_eq!(action.reason.as_deref(), Some("bad proxy http://***@host:8080"));
+}
+
+#[test]
+fn repeated_keys_and_padded_action_ids_are_rejected_by_the_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|n| if n == 1 { (200, "{}".into()) } else { (409, "{}".into()) });
+    let cfg = config(dir.path(), &up.url, "");
+    let w = Worker::start(dir.path(), &cfg);
+    drop_file(dir.path(), "000-setup.jsonl", setup(80).as_bytes());
+    let action = |id: &str| {
+        format!(
+            r#"{{"type":"action","id":"{id}","campaign":"c1","account":"a1","kind":"invite","prospect":"https://www.linkedin.com/in/p-{}"}}"#,
+            id.len()
+        ) + "\n"
+    };
+    drop_file(dir.path(), "001-key.jsonl", action("dup-key").as_bytes());
+    drop_file(dir.path(), "002-lead.jsonl", action(" dup-key").as_bytes());
+    drop_file(dir.path(), "003-trail.jsonl", action("dup-key ").as_bytes());
+    drop_file(
+        dir.path(),
+        "004-twice.jsonl",
+        b"{\"type\":\"account\",\"id\":\"a1\",\"caps\":{\"invites\":2,\"invites\":40}}\n",
+    );
+    drop_file(dir.path(), "005-good.jsonl", action("last").as_bytes());
+    wait_until("the last file", || dir.path().join("spool/done/005-good.jsonl").exists());
+    wait_until("two sends", || up.requests().len() >= 2);
+    std::thread::sleep(Duration::from_secs(2));
+    let keys: Vec<String> = up.requests().iter().map(|r| r.key.clone()).collect();
+    assert_eq!(keys, ["dup-key", "last"], "only the two valid ids went out");
+    let rejected = dir.path().join("spool/rejected");
+    for (name, needle) in [
+        ("002-lead.jsonl", ":1: field `id`"),
+        ("003-trail.jsonl", ":1: field `id`"),
+        ("004-twice.jsonl", ":1: field `caps.invites`"),
+    ] {
+        let error = std::fs::read_to_string(rejected.join(format!("{name}.error"))).expect("an .error file");
+        assert!(error.contains(needle), "{name}.error lacks `{needle}`: {error}");
+    }
+    assert!(
+        std::fs::read_to_string(rejected.join("004-twice.jsonl.error"))
+            .expect("error")
+            .contains("duplicate key `invites`")
+    );
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn sighup_applies_status_every_s_and_max_file_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let original = std::fs::read_to_string(&cfg).expect("config");
+    let slow = original.replace("every_s = 1\n", "every_s = 3600\n");
+    assert_ne!(slow, original);
+    std::fs::write(&cfg, &slow).expect("write config");
+    let w = Worker::start(dir.path(), &cfg);
+    let status = dir.path().join("status.json");
+    wait_until("the first status file", || status.exists());
+    std::fs::remove_file(&status).expect("remove status");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!status.exists(), "every_s = 3600: no rewrite yet");
+    let fast = original.replace("max_file_bytes = 8192\n", "max_file_bytes = 100\n");
+    assert_ne!(fast, original);
+    std::fs::write(&cfg, &fast).expect("write config");
+    w.signal("HUP");
+    w.wait_for_log("config_reloaded");
+    wait_until("the status file under every_s = 1", || status.exists());
+    drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
+    let error = dir.path().join("spool/rejected/001-setup.jsonl.error");
+    wait_until("the file over the new bound rejected", || error.exists());
+    let text = std::fs::read_to_string(&error).expect("error file");
+    assert!(text.contains("100"), "{text}");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("config_restart_needed"), "{log}");
+}

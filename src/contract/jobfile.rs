@@ -5,11 +5,12 @@
 //! References between records (unknown account or campaign) are resolved when the file
 //! is applied to the store, since they may point at earlier files.
 
+use super::upstream::idempotency_key_problem;
 use crate::policy::window::DAY_NAMES;
 use crate::policy::{Kind, Tier, Window};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -65,13 +66,47 @@ pub struct CapsOverride {
     pub weekly_invites: Option<u32>,
 }
 
+/// The `window` of an account upsert: each part left out keeps its stored value (the
+/// default for a new account), SPEC §6 "fields left out keep their value".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowPatch {
+    /// Monday first.
+    pub days: Option<[bool; 7]>,
+    pub start: Option<NaiveTime>,
+    pub end: Option<NaiveTime>,
+}
+
+impl WindowPatch {
+    /// The stored window with this patch applied. The result must still be a window
+    /// that does not cross midnight; the error names the field that breaks it.
+    pub fn apply(&self, base: Window) -> Result<Window, FieldError> {
+        let w = Window {
+            days: self.days.unwrap_or(base.days),
+            start: self.start.unwrap_or(base.start),
+            end: self.end.unwrap_or(base.end),
+        };
+        if w.start >= w.end {
+            let field = if self.end.is_some() { "window.end" } else { "window.start" };
+            return Err(field_err(
+                field,
+                format!(
+                    "window {}–{} is empty: window.end must be later than window.start (windows do not cross midnight)",
+                    w.start.format("%H:%M"),
+                    w.end.format("%H:%M")
+                ),
+            ));
+        }
+        Ok(w)
+    }
+}
+
 /// An account upsert: `None` keeps the stored value (or the default for a new account).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AccountRecord {
     pub id: String,
     pub tier: Option<Tier>,
     pub timezone: Option<Tz>,
-    pub window: Option<Window>,
+    pub window: Option<WindowPatch>,
     pub ramp_start: Option<NaiveDate>,
     pub established: Option<bool>,
     pub proxy: Option<String>,
@@ -302,8 +337,8 @@ fn parse_instant(field: &str, s: &str) -> Result<DateTime<Utc>, FieldError> {
         .map_err(|_| field_err(field, format!("`{s}` is not an RFC 3339 time")))
 }
 
-fn parse_window(raw: RawWindow) -> Result<Window, FieldError> {
-    let mut w = Window::default();
+fn parse_window(raw: RawWindow) -> Result<WindowPatch, FieldError> {
+    let mut w = WindowPatch::default();
     if let Some(days) = raw.days {
         let mut set = [false; 7];
         for (i, d) in days.iter().enumerate() {
@@ -321,19 +356,23 @@ fn parse_window(raw: RawWindow) -> Result<Window, FieldError> {
         if days.is_empty() {
             return Err(field_err("window.days", "needs at least one day"));
         }
-        w.days = set;
+        w.days = Some(set);
     }
     if let Some(s) = raw.start {
-        w.start = parse_time("window.start", &s)?;
+        w.start = Some(parse_time("window.start", &s)?);
     }
     if let Some(s) = raw.end {
-        w.end = parse_time("window.end", &s)?;
+        w.end = Some(parse_time("window.end", &s)?);
     }
-    if w.start >= w.end {
-        return Err(field_err(
-            "window.end",
-            "must be later than window.start (windows do not cross midnight)",
-        ));
+    // With both ends given the window is known here; with one, only once it meets the
+    // stored window (the store checks it then, naming the same field).
+    if let (Some(start), Some(end)) = (w.start, w.end) {
+        if start >= end {
+            return Err(field_err(
+                "window.end",
+                "must be later than window.start (windows do not cross midnight)",
+            ));
+        }
     }
     Ok(w)
 }
@@ -387,6 +426,9 @@ fn parse_campaign(obj: Map<String, Value>) -> Result<CampaignRecord, FieldError>
 fn parse_action(obj: Map<String, Value>) -> Result<ActionRecord, FieldError> {
     let r: RawAction = typed(obj, "")?;
     check_id("id", &r.id)?;
+    if let Some(problem) = idempotency_key_problem(&r.id) {
+        return Err(field_err("id", problem));
+    }
     check_id("campaign", &r.campaign)?;
     check_id("prospect", &r.prospect)?;
     if let Some(a) = &r.account {
@@ -481,10 +523,125 @@ fn parse_event(mut obj: Map<String, Value>) -> Result<EventRecord, FieldError> {
     Ok(ev)
 }
 
+/// Parses JSON text into a `Value`, refusing an object that repeats a key, at any depth
+/// (the payload included). serde_json alone keeps the last one silently, so
+/// `"daily_limit":2,"daily_limit":40` would mean 40: a typo must never lift a cap.
+fn parse_strict(text: &str) -> Result<Value, FieldError> {
+    let mut path = Vec::new();
+    let mut repeated = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = StrictValue {
+        path: &mut path,
+        repeated: &mut repeated,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v));
+    parsed.map_err(|e| match repeated {
+        Some((field, key)) => field_err(
+            field,
+            format!("duplicate key `{key}`: a key may appear only once in an object"),
+        ),
+        None => field_err("record", format!("bad JSON: {e}")),
+    })
+}
+
+/// A JSON value that refuses repeated keys; `path` is where it lies in the record, and
+/// `repeated` receives the dotted path and name of the first repeated key.
+struct StrictValue<'a> {
+    path: &'a mut Vec<String>,
+    repeated: &'a mut Option<(String, String)>,
+}
+
+impl StrictValue<'_> {
+    fn child(&mut self) -> StrictValue<'_> {
+        StrictValue {
+            path: &mut *self.path,
+            repeated: &mut *self.repeated,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // JSON has no NaN or infinity, so this is always a number.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        loop {
+            self.path.push(out.len().to_string());
+            let next = seq.next_element_seed(self.child())?;
+            self.path.pop();
+            match next {
+                Some(v) => out.push(v),
+                None => return Ok(Value::Array(out)),
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                let mut field = self.path.join(".");
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(&key);
+                *self.repeated = Some((field, key.clone()));
+                return Err(de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            self.path.push(key.clone());
+            let value = map.next_value_seed(self.child())?;
+            self.path.pop();
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// Parse one record from its JSON text.
 pub fn parse_record(text: &str) -> Result<Record, FieldError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| field_err("record", format!("bad JSON: {e}")))?;
+    let value = parse_strict(text)?;
     let Value::Object(mut obj) = value else {
         return Err(field_err("record", "a record must be a JSON object"));
     };
@@ -577,7 +734,10 @@ fn split(name: &str, bytes: &[u8]) -> Result<Vec<ParsedLine>, FileError> {
     })?;
     if name.ends_with(".json") {
         let doc: Document = serde_json::from_str(text).map_err(|e| {
-            let field = if e.to_string().contains("unknown field") || e.to_string().contains("missing field")
+            let msg = e.to_string();
+            let field = if ["unknown field", "missing field", "duplicate field"]
+                .iter()
+                .any(|m| msg.contains(m))
             {
                 "records"
             } else {
@@ -708,6 +868,80 @@ mod tests {
         );
         check("[1,2]", 1, "record");
         check(r#"{"id":"a"}"#, 1, "type");
+    }
+
+    #[test]
+    fn repeated_keys_are_errors_naming_the_key() {
+        check(r#"{"type":"campaign","id":"c","daily_limit":2,"daily_limit":40}"#, 1, "daily_limit");
+        check(
+            &format!("{CAMPAIGN}\n{{\"type\":\"account\",\"id\":\"a\",\"caps\":{{\"invites\":5,\"invites\":90}}}}"),
+            2,
+            "caps.invites",
+        );
+        check(
+            r#"{"type":"account","id":"a","window":{"start":"09:00","start":"01:00"}}"#,
+            1,
+            "window.start",
+        );
+        check(
+            r#"{"type":"campaign","id":"c","daily_limit":2,"cap_split":{"invites":1,"invites":50}}"#,
+            1,
+            "cap_split.invites",
+        );
+        check(r#"{"type":"campaign","type":"account","id":"c"}"#, 1, "type");
+        check(r#"{"type":"account","id":"a","id":"b"}"#, 1, "id");
+        check(
+            r#"{"type":"action","id":"x","campaign":"c","kind":"invite","prospect":"p","payload":{"a":[{"b":1,"b":2}]}}"#,
+            1,
+            "payload.a.0.b",
+        );
+        let e = parse_file("t.jsonl", br#"{"type":"campaign","id":"c","daily_limit":2,"daily_limit":40}"#)
+            .expect_err("repeated key");
+        assert!(e.reason.contains("duplicate key `daily_limit`"), "{e}");
+        // In a document, both inside a record and at the top.
+        let e = parse_file(
+            "x.json",
+            b"{\"records\": [\n{\"type\":\"campaign\",\"id\":\"c\",\"daily_limit\":2,\"daily_limit\":40}]}",
+        )
+        .expect_err("repeated key in a document");
+        assert_eq!((e.line, e.field.as_str()), (2, "daily_limit"));
+        let e = parse_file("x.json", b"{\"records\": [], \"records\": []}").expect_err("repeated records");
+        assert_eq!(e.field, "records");
+        // Same keys in different objects are fine.
+        let ok = r#"{"type":"action","id":"x","campaign":"c","kind":"invite","prospect":"p","payload":{"id":1,"a":{"id":2},"b":[{"id":3},{"id":4}]}}"#;
+        assert!(parse_file("t.jsonl", ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn action_ids_are_safe_idempotency_keys() {
+        let action = |id: &str| {
+            format!(
+                r#"{{"type":"action","id":{},"campaign":"c","kind":"invite","prospect":"p"}}"#,
+                serde_json::Value::String(id.into())
+            )
+        };
+        for bad in [" dup-key", "dup-key ", "dup-key\t", "dup\u{7f}key", "jos\u{e9}/invite", "\u{a0}k"] {
+            check(&action(bad), 1, "id");
+        }
+        for good in ["dup-key", "q4/jane/invite", "a b", "x:y@z#1"] {
+            assert!(parse_file("t.jsonl", action(good).as_bytes()).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn a_window_patch_keeps_what_it_leaves_out() {
+        let base = Window::default();
+        let only_start = WindowPatch {
+            start: Some(NaiveTime::from_hms_opt(7, 0, 0).expect("time")),
+            ..WindowPatch::default()
+        };
+        let w = only_start.apply(base).expect("07:00-17:00");
+        assert_eq!((w.days, w.end), (base.days, base.end));
+        let late = WindowPatch {
+            start: Some(NaiveTime::from_hms_opt(18, 0, 0).expect("time")),
+            ..WindowPatch::default()
+        };
+        assert_eq!(late.apply(base).map_err(|e| e.field), Err("window.start".to_string()));
     }
 
     #[test]

@@ -54,7 +54,7 @@ struct Ctx<'a> {
     known_accounts: std::collections::BTreeSet<String>,
 }
 
-fn apply_account(c: &mut Ctx, r: &AccountRecord) -> TxResult<()> {
+fn apply_account(c: &mut Ctx, line: usize, r: &AccountRecord) -> TxResult<()> {
     let tx = c.tx;
     let policy = &c.st.policy;
     let existing = tx.account(&r.id)?;
@@ -94,8 +94,12 @@ fn apply_account(c: &mut Ctx, r: &AccountRecord) -> TxResult<()> {
     if let Some(tz) = r.timezone {
         a.timezone = tz.name().to_string();
     }
-    if let Some(w) = r.window {
-        a.window = w;
+    if let Some(patch) = &r.window {
+        // Parts of the window left out keep their stored value (SPEC §6).
+        a.window = match patch.apply(a.window) {
+            Ok(w) => w,
+            Err(e) => return reject(line, &e.field, e.reason),
+        };
     }
     if let Some(p) = &r.proxy {
         a.proxy = Some(p.clone());
@@ -436,7 +440,7 @@ impl Store {
             };
             for l in records {
                 match &l.record {
-                    Record::Account(r) => apply_account(&mut c, r)?,
+                    Record::Account(r) => apply_account(&mut c, l.line, r)?,
                     Record::Campaign(r) => apply_campaign(&mut c, l.line, r)?,
                     Record::Action(r) => apply_action(&mut c, l.line, r)?,
                     Record::Event(e) => apply_event(&mut c, l.line, e)?,
@@ -493,5 +497,66 @@ impl Store {
             result.map_err(|r| StoreError::Corrupt(r.reason))?;
             self.make_durable()?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::jobfile::parse_file;
+    use crate::store::OpenOptions;
+    use chrono::NaiveTime;
+
+    fn apply(store: &Store, name: &str, text: &str) -> ApplyOutcome {
+        let now = DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let records = parse_file(name, text.as_bytes()).expect("valid file");
+        store.apply(name, text.as_bytes(), &records, now).expect("apply")
+    }
+
+    fn hm(h: u32, m: u32) -> NaiveTime {
+        NaiveTime::from_hms_opt(h, m, 0).expect("time")
+    }
+
+    /// SPEC §6: fields left out of an upsert keep their value, inside `window`, `caps`
+    /// and `cap_split` too.
+    #[test]
+    fn a_partial_upsert_keeps_what_it_leaves_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store"), Settings::default(), OpenOptions::default())
+            .expect("open");
+        let first = concat!(
+            r#"{"type":"account","id":"a1","window":{"days":["sat","sun"],"start":"10:00","end":"12:00"},"caps":{"invites":30,"messages":20}}"#,
+            "\n",
+            r#"{"type":"campaign","id":"c1","daily_limit":10,"cap_split":{"invites":5,"messages":6}}"#,
+            "\n"
+        );
+        assert!(matches!(apply(&store, "1.jsonl", first), ApplyOutcome::Applied(_)));
+        let second = concat!(
+            r#"{"type":"account","id":"a1","window":{"start":"08:00"},"caps":{"invites":40}}"#,
+            "\n",
+            r#"{"type":"campaign","id":"c1","cap_split":{"inmails":1}}"#,
+            "\n"
+        );
+        assert!(matches!(apply(&store, "2.jsonl", second), ApplyOutcome::Applied(_)));
+        let a = store.account("a1").expect("read").expect("account");
+        let weekend = [false, false, false, false, false, true, true];
+        assert_eq!((a.window.days, a.window.start, a.window.end), (weekend, hm(8, 0), hm(12, 0)));
+        assert_eq!((a.caps.invites, a.caps.messages), (Some(40), Some(20)));
+        let c = store.campaign("c1").expect("read").expect("campaign");
+        assert_eq!(c.daily_limit, 10);
+        assert_eq!(
+            (c.split_invites, c.split_messages, c.split_inmails),
+            (Some(5), Some(6), Some(1))
+        );
+        // A start after the stored end leaves an empty window: rejected, naming it.
+        let third = r#"{"type":"account","id":"a1","window":{"start":"13:00"}}"#;
+        match apply(&store, "3.jsonl", third) {
+            ApplyOutcome::Rejected(r) => assert_eq!((r.line, r.field.as_str()), (1, "window.start")),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        let a = store.account("a1").expect("read").expect("account");
+        assert_eq!((a.window.start, a.window.end), (hm(8, 0), hm(12, 0)), "nothing applied");
     }
 }

@@ -12,8 +12,9 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Retention never goes below this many days, whatever `store.retention_days` says:
-/// counters of the last 17 local days decide health and the rolling week.
+/// Retention never goes below this many days: counters of the last 17 local days decide
+/// health and the rolling week. The configuration refuses a lower
+/// `store.retention_days` (exit 78); prune keeps the floor only as a defence.
 pub const MIN_RETENTION_DAYS: u32 = 30;
 
 /// Actions moved from `timed` to `ready` per transaction.
@@ -300,6 +301,10 @@ impl Store {
     /// `store.retention_days`. Bounded work per call; returns how many were removed.
     pub fn prune(&self, now: DateTime<Utc>, max: usize) -> Result<usize, StoreError> {
         // Day counters feed weekly caps and 17-day health: never prune inside that reach.
+        debug_assert!(
+            self.settings.retention_days >= MIN_RETENTION_DAYS,
+            "config validation refuses store.retention_days below {MIN_RETENTION_DAYS}"
+        );
         let days = self.settings.retention_days.max(MIN_RETENTION_DAYS);
         let cutoff = ms(now - Duration::days(i64::from(days)));
         let mut removed = 0;

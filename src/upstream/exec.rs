@@ -21,8 +21,6 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 /// The most the command may print; more is a protocol violation (one line is expected),
 /// and the command is killed rather than read any further.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
-/// The longest `detail` carried into a reason.
-const MAX_DETAIL_CHARS: usize = 200;
 
 /// The `exec` upstream.
 pub struct Exec {
@@ -45,7 +43,9 @@ impl Upstream for Exec {
     fn send(&self, req: SendRequest) -> SendFuture {
         let command = self.command.clone();
         let timeout = Duration::from_secs(self.timeout_s);
-        Box::pin(async move { run(&command, timeout, &req).await })
+        // Every reason from the command is redacted and bounded before it can reach a
+        // log line or the store.
+        Box::pin(async move { run(&command, timeout, &req).await.redacted(req.proxy.as_deref()) })
     }
 }
 
@@ -170,12 +170,13 @@ fn classify(status: ExitStatus, output: &[u8]) -> Outcome {
     let Ok(verdict) = serde_json::from_slice::<Verdict>(line) else {
         return maybe("the command's output is not a verdict line".into());
     };
+    // Quoted whole here: `Exec::send` redacts credentials and only then bounds the
+    // length (a cut first could leave half a password behind).
     let detail = |fallback: &str| {
         verdict
             .detail
-            .as_deref()
-            .map(clean)
-            .filter(|d| !d.is_empty())
+            .clone()
+            .filter(|d| !d.trim().is_empty())
             .unwrap_or_else(|| fallback.to_string())
     };
     match verdict.outcome.as_str() {
@@ -191,23 +192,14 @@ fn classify(status: ExitStatus, output: &[u8]) -> Outcome {
             reason: detail("not delivered"),
         },
         "maybe_delivered" => maybe(detail("may have been delivered")),
-        other => maybe(format!("unknown outcome `{}`", clean(other))),
+        other => maybe(format!("unknown outcome `{other}`")),
     }
-}
-
-/// A bounded, single-line rendering of a string from the command.
-fn clean(s: &str) -> String {
-    s.chars()
-        .take(MAX_DETAIL_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::upstream::MAX_REASON_CHARS;
     use crate::policy::Kind;
     use std::time::Instant;
 
@@ -454,9 +446,37 @@ mod tests {
         assert!(matches!(outcome, Outcome::NotDelivered { .. }), "{outcome:?}");
     }
 
-    #[test]
-    fn details_are_bounded_and_single_line() {
-        assert_eq!(clean("a\nb\tc"), "a b c");
-        assert_eq!(clean(&"x".repeat(1000)).len(), MAX_DETAIL_CHARS);
+    #[tokio::test]
+    async fn details_are_bounded_and_single_line() {
+        check(
+            &answering(r#"{"outcome":"invalid","detail":"a\nb\tc"}"#),
+            Outcome::Invalid {
+                reason: "a b c".into(),
+            },
+        )
+        .await;
+        let long = format!(r#"{{"outcome":"invalid","detail":"{}"}}"#, "x".repeat(1000));
+        match run_sh(&answering(&long), 10, request()).await {
+            Outcome::Invalid { reason } => assert_eq!(reason.chars().count(), MAX_REASON_CHARS),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_in_a_detail_are_redacted() {
+        // A URL password, a long detail that would cut one in half, and the account's
+        // own proxy password quoted bare: none survives.
+        let pad = "y".repeat(185);
+        for (detail, secret) in [
+            ("bad proxy http://user:PW1234@host:8080", "PW1234"),
+            ("bad proxy user:PW1234@host:8080", "PW1234"),
+            (&*format!("{pad} http://user:PW1234@host:8080"), "PW"),
+            ("upstream login as user/secret failed", "secret"),
+        ] {
+            let verdict = format!(r#"{{"outcome":"invalid","detail":"{detail}"}}"#);
+            let outcome = run_sh(&answering(&verdict), 10, request()).await;
+            assert!(matches!(outcome, Outcome::Invalid { .. }), "{outcome:?}");
+            assert!(!format!("{outcome:?}").contains(secret), "{detail}: {outcome:?}");
+        }
     }
 }

@@ -10,7 +10,7 @@
 //! It never logs, and the reasons it returns carry neither the proxy nor the payload.
 
 use super::{SendFuture, Upstream};
-use crate::contract::upstream::redact_proxy;
+use crate::contract::upstream::{idempotency_key_problem, redact_proxy};
 use crate::contract::{Outcome, SendRequest};
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderValue, RETRY_AFTER};
@@ -93,18 +93,27 @@ impl Upstream for Http {
         let url = self.url.clone();
         let timeout = self.timeout;
         Box::pin(async move {
-            match tokio::time::timeout(timeout + GUARD_SLACK, attempt(&client, url, &req)).await {
+            let outcome = match tokio::time::timeout(timeout + GUARD_SLACK, attempt(&client, url, &req)).await {
                 Ok(outcome) => outcome,
                 Err(_) => maybe(format!("timeout after {} s", timeout.as_secs())),
-            }
+            };
+            // Every reason is redacted and bounded before it can reach a log or the store.
+            outcome.redacted(req.proxy.as_deref())
         })
     }
 }
 
 async fn attempt(client: &reqwest::Client, url: reqwest::Url, req: &SendRequest) -> Outcome {
-    // `from_bytes` (not `from_str`) so that a non-ASCII id still goes out as-is; only
-    // control characters are refused, and an id that has one can never be sent.
-    let Ok(key) = HeaderValue::from_bytes(req.id.as_bytes()) else {
+    // Job files only accept ids that pass this rule; an id stored before the rule
+    // existed is refused here rather than sent as a key the server would read as
+    // another one (it trims white space), which could be answered 409 and so
+    // recorded `sent` without going out.
+    if let Some(problem) = idempotency_key_problem(&req.id) {
+        return Outcome::Invalid {
+            reason: format!("action id {problem}"),
+        };
+    }
+    let Ok(key) = HeaderValue::from_str(&req.id) else {
         return Outcome::Invalid {
             reason: "the action id cannot be sent as an Idempotency-Key header".into(),
         };
@@ -572,6 +581,17 @@ mod tests {
         let outcome = send_to(&format!("http://user:hunter2@{addr}"), 5).await;
         assert!(!format!("{outcome:?}").contains("hunter2"), "{outcome:?}");
         assert!(!format!("{outcome:?}").contains("secret"), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn ids_a_server_would_read_as_another_key_are_refused() {
+        for id in [" dup-key", "dup-key ", "jos\u{e9}"] {
+            let (url, _seen) = serve(response("200 OK", "", "{}")).await;
+            let mut req = request();
+            req.id = id.into();
+            let outcome = Http::new(&url, 5).expect("client").send(req).await;
+            assert!(matches!(outcome, Outcome::Invalid { .. }), "{id:?}: {outcome:?}");
+        }
     }
 
     #[test]
