@@ -449,7 +449,7 @@ mod tests {
     #[tokio::test]
     async fn details_are_bounded_and_single_line() {
         check(
-            &answering(r#"{"outcome":"invalid","detail":"a\nb\tc"}"#),
+            &answering(r#"{"outcome":"invalid","detail":"a\u000ab\u0009c"}"#),
             Outcome::Invalid {
                 reason: "a b c".into(),
             },
