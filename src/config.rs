@@ -300,6 +300,29 @@ fn int_range(key: &str) -> (u64, u64) {
         .unwrap_or((0, u64::MAX))
 }
 
+/// The dotted key written on the line holding `offset` (`store.cache_mb` for
+/// `cache_mb = …` under `[store]`), for errors that toml reports without a path.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() {
+        return None;
+    }
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
 /// The policy parameters the store and engine decide with, derived from a `Config`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -353,6 +376,13 @@ impl Config {
                 } else {
                     format!("{key}.{name}")
                 };
+            }
+            if key == "." {
+                // toml names no key for some errors (a number too large for an
+                // integer): take it from the line the error points at.
+                if let Some(named) = e.inner().span().and_then(|s| key_at(text, s.start)) {
+                    key = named;
+                }
             }
             let line = e
                 .inner()
@@ -602,6 +632,8 @@ mod tests {
             ("[store]\nretention_days = 4294967295\n", "store.retention_days"),
             ("[store]\nretention_days = 29\n", "store.retention_days"),
             ("[store]\ncache_mb = 18446744073709551\n", "store.cache_mb"),
+            ("[store]\ncache_mb = 18446744073709551615\n", "store.cache_mb"),
+            ("[spool]\ndir = \"x\"\n\nrescan_s = 99999999999999999999\n", "spool.rescan_s"),
             ("[spool]\nmax_file_bytes = 0\n", "spool.max_file_bytes"),
             ("[spool]\nrescan_s = 100000\n", "spool.rescan_s"),
             ("[status]\nevery_s = 0\n", "status.every_s"),

@@ -466,7 +466,8 @@ fn exec_details_with_credentials_reach_neither_the_log_nor_the_store() {
     )
     .expect("open the store");
     let action = store.action("c1/p0/invite").expect("read").expect("the action");
-    assert_eq!(action.reason.as_deref(), Some("bad proxy http://***@host:8080"));
+    let reason = action.reason.unwrap_or_default();
+    assert!(reason.contains("bad proxy http://***@host:8080"), "{reason}");
 }
 
 #[test]
