@@ -289,7 +289,9 @@ pub const CLOCK_SPEED_RANGE: (f64, f64) = (0.001, 100_000.0);
 /// The range of an integer key of [`INT_RANGES`].
 fn int_range(key: &str) -> (u64, u64) {
     let pattern = match key.strip_prefix("tiers.") {
-        Some(rest) => rest.split_once('.').map_or(key.to_string(), |(_, k)| format!("tiers.*.{k}")),
+        Some(rest) => rest
+            .split_once('.')
+            .map_or(key.to_string(), |(_, k)| format!("tiers.*.{k}")),
         None => key.to_string(),
     };
     INT_RANGES
@@ -413,17 +415,29 @@ impl Config {
     fn int_values(&self) -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = vec![
             ("store.cache_mb".into(), self.store.cache_mb),
-            ("store.retention_days".into(), u64::from(self.store.retention_days)),
+            (
+                "store.retention_days".into(),
+                u64::from(self.store.retention_days),
+            ),
             ("spool.max_file_bytes".into(), self.spool.max_file_bytes),
             ("spool.rescan_s".into(), self.spool.rescan_s),
             ("upstream.timeout_s".into(), self.upstream.timeout_s),
-            ("upstream.max_attempts".into(), u64::from(self.upstream.max_attempts)),
+            (
+                "upstream.max_attempts".into(),
+                u64::from(self.upstream.max_attempts),
+            ),
             ("upstream.seed".into(), self.upstream.seed),
             ("ramp.start".into(), u64::from(self.ramp.start)),
             ("ramp.weeks".into(), u64::from(self.ramp.weeks)),
             ("health.min_sample".into(), u64::from(self.health.min_sample)),
-            ("health.watch_rate_limits".into(), u64::from(self.health.watch_rate_limits)),
-            ("health.at_risk_rate_limits".into(), u64::from(self.health.at_risk_rate_limits)),
+            (
+                "health.watch_rate_limits".into(),
+                u64::from(self.health.watch_rate_limits),
+            ),
+            (
+                "health.at_risk_rate_limits".into(),
+                u64::from(self.health.at_risk_rate_limits),
+            ),
             ("pacing.min_gap_s".into(), self.pacing.min_gap_s),
             ("pacing.max_gap_s".into(), self.pacing.max_gap_s),
             ("status.every_s".into(), self.status.every_s),
@@ -577,13 +591,15 @@ mod tests {
     /// documented in the README's table.
     #[test]
     fn every_integer_key_has_a_range() {
-        let mut c = Config::default();
-        c.caps = CapsConfig {
-            invites: Some(1),
-            messages: Some(1),
-            inmails: Some(1),
-            engagement: Some(1),
-            weekly_invites: Some(1),
+        let mut c = Config {
+            caps: CapsConfig {
+                invites: Some(1),
+                messages: Some(1),
+                inmails: Some(1),
+                engagement: Some(1),
+                weekly_invites: Some(1),
+            },
+            ..Config::default()
         };
         c.tiers.insert(
             "free".into(),
@@ -601,7 +617,11 @@ mod tests {
                 "{key} has no range"
             );
         }
-        assert_eq!(keys.len(), INT_RANGES.len(), "a range for a key that does not exist");
+        assert_eq!(
+            keys.len(),
+            INT_RANGES.len(),
+            "a range for a key that does not exist"
+        );
         let readme = include_str!("../README.md");
         for (key, lo, hi) in INT_RANGES {
             let row = format!("| `{key}` | {lo} | {hi} |");
@@ -611,8 +631,11 @@ mod tests {
 
     #[test]
     fn the_example_config_is_the_defaults() {
-        let c = Config::parse("examples/sendgate.toml", include_str!("../examples/sendgate.toml"))
-            .expect("the example parses");
+        let c = Config::parse(
+            "examples/sendgate.toml",
+            include_str!("../examples/sendgate.toml"),
+        )
+        .expect("the example parses");
         assert_eq!(c.store, Config::default().store);
         assert_eq!(c.upstream, Config::default().upstream);
         assert_eq!(c.policy(), Config::default().policy());
@@ -627,19 +650,28 @@ mod tests {
             ("[clock]\nspeed = nan\n", "clock.speed"),
             ("[clock]\nspeed = 0.0\n", "clock.speed"),
             ("[pacing]\nmax_gap_s = 9223372036854775807\n", "pacing.max_gap_s"),
-            ("[upstream]\ntimeout_s = 9223372036854775807\n", "upstream.timeout_s"),
+            (
+                "[upstream]\ntimeout_s = 9223372036854775807\n",
+                "upstream.timeout_s",
+            ),
             ("[upstream]\ntimeout_s = 0\n", "upstream.timeout_s"),
             ("[store]\nretention_days = 4294967295\n", "store.retention_days"),
             ("[store]\nretention_days = 29\n", "store.retention_days"),
             ("[store]\ncache_mb = 18446744073709551\n", "store.cache_mb"),
             ("[store]\ncache_mb = 18446744073709551615\n", "store.cache_mb"),
-            ("[spool]\ndir = \"x\"\n\nrescan_s = 99999999999999999999\n", "spool.rescan_s"),
+            (
+                "[spool]\ndir = \"x\"\n\nrescan_s = 99999999999999999999\n",
+                "spool.rescan_s",
+            ),
             ("[spool]\nmax_file_bytes = 0\n", "spool.max_file_bytes"),
             ("[spool]\nrescan_s = 100000\n", "spool.rescan_s"),
             ("[status]\nevery_s = 0\n", "status.every_s"),
             ("[upstream]\nmax_attempts = 1000\n", "upstream.max_attempts"),
             ("[caps]\ninvites = 100000\n", "caps.invites"),
-            ("[tiers.free]\ninvite_ceiling = 4000000000\n", "tiers.free.invite_ceiling"),
+            (
+                "[tiers.free]\ninvite_ceiling = 4000000000\n",
+                "tiers.free.invite_ceiling",
+            ),
             ("[ramp]\nweeks = 0\n", "ramp.weeks"),
             ("[health]\nmin_sample = 0\n", "health.min_sample"),
             ("[upstream]\nkind = \"exec\"\n", "upstream.command"),
@@ -670,7 +702,10 @@ mod tests {
         ] {
             match Config::parse("t.toml", text) {
                 Err(ConfigError::Invalid { reason, .. }) => {
-                    assert!(reason.contains("duplicate") || reason.contains("defined"), "{text}: {reason}")
+                    assert!(
+                        reason.contains("duplicate") || reason.contains("defined"),
+                        "{text}: {reason}"
+                    )
                 }
                 other => panic!("{text}: expected an error, got {other:?}"),
             }

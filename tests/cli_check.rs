@@ -66,9 +66,7 @@ fn malformed_files_name_line_and_field() {
 fn repeated_keys_and_unsafe_action_ids_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let action = |id: &str| {
-        format!(
-            r#"{{"type":"action","id":"{id}","campaign":"c","kind":"invite","prospect":"p"}}"#
-        )
+        format!(r#"{{"type":"action","id":"{id}","campaign":"c","kind":"invite","prospect":"p"}}"#)
     };
     let cases = [
         (
@@ -101,13 +99,21 @@ fn repeated_keys_and_unsafe_action_ids_are_named() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{record}: {stdout}");
         let expected = format!("{}:2: field `{field}`", path.display());
-        assert!(stdout.contains(&expected), "{record}: expected `{expected}` in {stdout}");
+        assert!(
+            stdout.contains(&expected),
+            "{record}: expected `{expected}` in {stdout}"
+        );
     }
     // The same id without the padding is fine.
     let path = dir.path().join("ok.jsonl");
     std::fs::write(&path, action("dup-key")).expect("write");
     let out = sendgate().arg("check").arg(&path).output().expect("run sendgate");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// Values that would overflow a time or size computation: exit 78 naming the key,
@@ -123,7 +129,10 @@ fn absurd_config_values_exit_78_naming_the_key() {
         ("[clock]\nspeed = 1e300\n", "clock.speed"),
         ("[clock]\nspeed = 1e-300\n", "clock.speed"),
         ("[pacing]\nmax_gap_s = 9223372036854775807\n", "pacing.max_gap_s"),
-        ("[upstream]\nkind = \"sim\"\ntimeout_s = 9223372036854775807\n", "upstream.timeout_s"),
+        (
+            "[upstream]\nkind = \"sim\"\ntimeout_s = 9223372036854775807\n",
+            "upstream.timeout_s",
+        ),
         ("[store]\nretention_days = 4294967295\n", "store.retention_days"),
         ("[store]\nretention_days = 7\n", "store.retention_days"),
         ("[store]\ncache_mb = 18446744073709551615\n", "store.cache_mb"),
@@ -148,7 +157,10 @@ fn absurd_config_values_exit_78_naming_the_key() {
         assert_eq!(out.status.code(), Some(78), "{text}\n{stderr}");
         assert!(stderr.contains(key), "{text}: {stderr}");
     }
-    assert!(!dir.path().join("store").exists(), "a config error creates nothing");
+    assert!(
+        !dir.path().join("store").exists(),
+        "a config error creates nothing"
+    );
 }
 
 #[test]

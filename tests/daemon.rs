@@ -450,7 +450,10 @@ fn exec_details_with_credentials_reach_neither_the_log_nor_the_store() {
     w.wait_for_log("\"event\":\"action_failed\"");
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
-    assert!(!log.contains(SECRET), "the exec detail's password leaked into the log:\n{log}");
+    assert!(
+        !log.contains(SECRET),
+        "the exec detail's password leaked into the log:\n{log}"
+    );
     assert!(
         log.contains("bad proxy http://***@host:8080"),
         "the redacted detail is kept:\n{log}"
@@ -473,7 +476,13 @@ fn exec_details_with_credentials_reach_neither_the_log_nor_the_store() {
 #[test]
 fn repeated_keys_and_padded_action_ids_are_rejected_by_the_worker() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let up = Upstream::start(|n| if n == 1 { (200, "{}".into()) } else { (409, "{}".into()) });
+    let up = Upstream::start(|n| {
+        if n == 1 {
+            (200, "{}".into())
+        } else {
+            (409, "{}".into())
+        }
+    });
     let cfg = config(dir.path(), &up.url, "");
     let w = Worker::start(dir.path(), &cfg);
     drop_file(dir.path(), "000-setup.jsonl", setup(80).as_bytes());
@@ -492,7 +501,9 @@ fn repeated_keys_and_padded_action_ids_are_rejected_by_the_worker() {
         b"{\"type\":\"account\",\"id\":\"a1\",\"caps\":{\"invites\":2,\"invites\":40}}\n",
     );
     drop_file(dir.path(), "005-good.jsonl", action("last").as_bytes());
-    wait_until("the last file", || dir.path().join("spool/done/005-good.jsonl").exists());
+    wait_until("the last file", || {
+        dir.path().join("spool/done/005-good.jsonl").exists()
+    });
     wait_until("two sends", || up.requests().len() >= 2);
     std::thread::sleep(Duration::from_secs(2));
     let keys: Vec<String> = up.requests().iter().map(|r| r.key.clone()).collect();
@@ -506,11 +517,9 @@ fn repeated_keys_and_padded_action_ids_are_rejected_by_the_worker() {
         let error = std::fs::read_to_string(rejected.join(format!("{name}.error"))).expect("an .error file");
         assert!(error.contains(needle), "{name}.error lacks `{needle}`: {error}");
     }
-    assert!(
-        std::fs::read_to_string(rejected.join("004-twice.jsonl.error"))
-            .expect("error")
-            .contains("duplicate key `invites`")
-    );
+    assert!(std::fs::read_to_string(rejected.join("004-twice.jsonl.error"))
+        .expect("error")
+        .contains("duplicate key `invites`"));
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
 }

@@ -86,7 +86,11 @@ impl WindowPatch {
             end: self.end.unwrap_or(base.end),
         };
         if w.start >= w.end {
-            let field = if self.end.is_some() { "window.end" } else { "window.start" };
+            let field = if self.end.is_some() {
+                "window.end"
+            } else {
+                "window.start"
+            };
             return Err(field_err(
                 field,
                 format!(
@@ -872,9 +876,15 @@ mod tests {
 
     #[test]
     fn repeated_keys_are_errors_naming_the_key() {
-        check(r#"{"type":"campaign","id":"c","daily_limit":2,"daily_limit":40}"#, 1, "daily_limit");
         check(
-            &format!("{CAMPAIGN}\n{{\"type\":\"account\",\"id\":\"a\",\"caps\":{{\"invites\":5,\"invites\":90}}}}"),
+            r#"{"type":"campaign","id":"c","daily_limit":2,"daily_limit":40}"#,
+            1,
+            "daily_limit",
+        );
+        check(
+            &format!(
+                "{CAMPAIGN}\n{{\"type\":\"account\",\"id\":\"a\",\"caps\":{{\"invites\":5,\"invites\":90}}}}"
+            ),
             2,
             "caps.invites",
         );
@@ -895,8 +905,11 @@ mod tests {
             1,
             "payload.a.0.b",
         );
-        let e = parse_file("t.jsonl", br#"{"type":"campaign","id":"c","daily_limit":2,"daily_limit":40}"#)
-            .expect_err("repeated key");
+        let e = parse_file(
+            "t.jsonl",
+            br#"{"type":"campaign","id":"c","daily_limit":2,"daily_limit":40}"#,
+        )
+        .expect_err("repeated key");
         assert!(e.reason.contains("duplicate key `daily_limit`"), "{e}");
         // In a document, both inside a record and at the top.
         let e = parse_file(
@@ -920,7 +933,14 @@ mod tests {
                 serde_json::Value::String(id.into())
             )
         };
-        for bad in [" dup-key", "dup-key ", "dup-key\t", "dup\u{7f}key", "jos\u{e9}/invite", "\u{a0}k"] {
+        for bad in [
+            " dup-key",
+            "dup-key ",
+            "dup-key\t",
+            "dup\u{7f}key",
+            "jos\u{e9}/invite",
+            "\u{a0}k",
+        ] {
             check(&action(bad), 1, "id");
         }
         for good in ["dup-key", "q4/jane/invite", "a b", "x:y@z#1"] {
@@ -941,7 +961,10 @@ mod tests {
             start: Some(NaiveTime::from_hms_opt(18, 0, 0).expect("time")),
             ..WindowPatch::default()
         };
-        assert_eq!(late.apply(base).map_err(|e| e.field), Err("window.start".to_string()));
+        assert_eq!(
+            late.apply(base).map_err(|e| e.field),
+            Err("window.start".to_string())
+        );
     }
 
     #[test]

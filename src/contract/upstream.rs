@@ -91,7 +91,11 @@ pub fn redact_reason(reason: &str, proxy: Option<&str>) -> String {
     if let Some(proxy) = proxy.filter(|p| !p.trim().is_empty()) {
         if text.contains(proxy) {
             // A proxy without `user:pass@` (`host:port:user:pass`, say) is hidden whole.
-            let shown = if proxy.contains('@') { redact_proxy(proxy) } else { "***".to_string() };
+            let shown = if proxy.contains('@') {
+                redact_proxy(proxy)
+            } else {
+                "***".to_string()
+            };
             text = text.replace(proxy, &shown).into();
         }
         if let Some(password) = proxy_password(proxy).filter(|p| text.contains(p)) {
@@ -207,7 +211,11 @@ mod tests {
             None,
             "bad proxy http://***@host:8080",
         );
-        check("bad proxy user:PW@host:8080 now", None, "bad proxy ***@host:8080 now");
+        check(
+            "bad proxy user:PW@host:8080 now",
+            None,
+            "bad proxy ***@host:8080 now",
+        );
         check("socks5://u:p@ss/w@rd@h:1 x", None, "socks5://***@h:1 x");
         check("see http://host:8080/path", None, "see http://host:8080/path");
         check("mail jane@example.com", None, "mail jane@example.com");
@@ -222,7 +230,10 @@ mod tests {
             Some("http://user:hunter22@203.0.113.7:3128"),
             "login failed for ***",
         );
-        assert_eq!(redact_reason(&"é".repeat(1000), None).chars().count(), MAX_REASON_CHARS);
+        assert_eq!(
+            redact_reason(&"é".repeat(1000), None).chars().count(),
+            MAX_REASON_CHARS
+        );
     }
 
     #[test]
@@ -244,7 +255,15 @@ mod tests {
         for ok in ["q4/jane/invite", "dup key", "a", "~!#$%&'*+-.^_`|"] {
             assert_eq!(idempotency_key_problem(ok), None, "{ok:?}");
         }
-        for bad in [" dup-key", "dup-key ", "dup-key\t", "\u{a0}k", "k\u{7f}", "jos\u{e9}", "a\nb"] {
+        for bad in [
+            " dup-key",
+            "dup-key ",
+            "dup-key\t",
+            "\u{a0}k",
+            "k\u{7f}",
+            "jos\u{e9}",
+            "a\nb",
+        ] {
             assert!(idempotency_key_problem(bad).is_some(), "{bad:?}");
         }
     }

@@ -524,25 +524,38 @@ mod tests {
     #[test]
     fn a_partial_upsert_keeps_what_it_leaves_out() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("store"), Settings::default(), OpenOptions::default())
-            .expect("open");
+        let store = Store::open(
+            &dir.path().join("store"),
+            Settings::default(),
+            OpenOptions::default(),
+        )
+        .expect("open");
         let first = concat!(
             r#"{"type":"account","id":"a1","window":{"days":["sat","sun"],"start":"10:00","end":"12:00"},"caps":{"invites":30,"messages":20}}"#,
             "\n",
             r#"{"type":"campaign","id":"c1","daily_limit":10,"cap_split":{"invites":5,"messages":6}}"#,
             "\n"
         );
-        assert!(matches!(apply(&store, "1.jsonl", first), ApplyOutcome::Applied(_)));
+        assert!(matches!(
+            apply(&store, "1.jsonl", first),
+            ApplyOutcome::Applied(_)
+        ));
         let second = concat!(
             r#"{"type":"account","id":"a1","window":{"start":"08:00"},"caps":{"invites":40}}"#,
             "\n",
             r#"{"type":"campaign","id":"c1","cap_split":{"inmails":1}}"#,
             "\n"
         );
-        assert!(matches!(apply(&store, "2.jsonl", second), ApplyOutcome::Applied(_)));
+        assert!(matches!(
+            apply(&store, "2.jsonl", second),
+            ApplyOutcome::Applied(_)
+        ));
         let a = store.account("a1").expect("read").expect("account");
         let weekend = [false, false, false, false, false, true, true];
-        assert_eq!((a.window.days, a.window.start, a.window.end), (weekend, hm(8, 0), hm(12, 0)));
+        assert_eq!(
+            (a.window.days, a.window.start, a.window.end),
+            (weekend, hm(8, 0), hm(12, 0))
+        );
         assert_eq!((a.caps.invites, a.caps.messages), (Some(40), Some(20)));
         let c = store.campaign("c1").expect("read").expect("campaign");
         assert_eq!(c.daily_limit, 10);
@@ -557,6 +570,10 @@ mod tests {
             other => panic!("expected a rejection, got {other:?}"),
         }
         let a = store.account("a1").expect("read").expect("account");
-        assert_eq!((a.window.start, a.window.end), (hm(8, 0), hm(12, 0)), "nothing applied");
+        assert_eq!(
+            (a.window.start, a.window.end),
+            (hm(8, 0), hm(12, 0)),
+            "nothing applied"
+        );
     }
 }

@@ -93,7 +93,8 @@ impl Upstream for Http {
         let url = self.url.clone();
         let timeout = self.timeout;
         Box::pin(async move {
-            let outcome = match tokio::time::timeout(timeout + GUARD_SLACK, attempt(&client, url, &req)).await {
+            let outcome = match tokio::time::timeout(timeout + GUARD_SLACK, attempt(&client, url, &req)).await
+            {
                 Ok(outcome) => outcome,
                 Err(_) => maybe(format!("timeout after {} s", timeout.as_secs())),
             };
