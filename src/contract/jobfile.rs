@@ -1,6 +1,7 @@
 //! Job files (SPEC §6): JSON Lines (`.jsonl`) or a JSON document `{"records": [...]}`
 //! (`.json`), parsed whole into typed records with exact line numbers. Any error names
-//! the line and the field; unknown types and unknown fields are errors.
+//! the line and the field; unknown types, unknown fields and a key written twice in one
+//! object (at any depth) are errors.
 //!
 //! References between records (unknown account or campaign) are resolved when the file
 //! is applied to the store, since they may point at earlier files.
