@@ -188,10 +188,12 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     // Kept alive for the whole run (and renewed when `incoming/` is recreated); if
     // inotify is unavailable the rescan still works.
     let watcher = watch_spool(&spool, tx.clone());
+    let watched = incoming_id(&spool);
     let mut worker = Worker {
         engine,
         spool,
         watcher,
+        watched,
         stuck: Vec::new(),
         clock,
         upstream,
@@ -251,10 +253,19 @@ fn watch_spool(spool: &Spool, tx: SyncSender<Msg>) -> Option<notify::Recommended
     Some(w)
 }
 
+/// Which directory `incoming/` is now (device, inode), if it is there.
+fn incoming_id(spool: &Spool) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(spool.incoming_dir()).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
 struct Worker {
     engine: Engine,
     spool: Spool,
     watcher: Option<notify::RecommendedWatcher>,
+    /// The `incoming/` the watcher watches (device, inode).
+    watched: Option<(u64, u64)>,
     /// At most one file per pass lands here, and none is claimed while it is not empty.
     stuck: Vec<Stuck>,
     clock: Arc<dyn Clock>,
@@ -466,8 +477,12 @@ impl Worker {
                 error = "the spool directory was missing; recreated"
             );
         }
-        if created.contains(&self.spool.incoming_dir()) {
+        // A watch follows the directory, not its name: a new `incoming/` (ours or
+        // anyone's) needs a new one.
+        let incoming = incoming_id(&self.spool);
+        if incoming.is_some() && incoming != self.watched {
             self.watcher = watch_spool(&self.spool, self.tx.clone());
+            self.watched = incoming;
         }
         !created.is_empty()
     }
@@ -663,7 +678,15 @@ impl Worker {
 fn may_pass(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS | libc::EINTR | libc::EAGAIN | libc::EIO)
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+                | libc::ENOBUFS
+                | libc::EINTR
+                | libc::EAGAIN
+                | libc::EIO
+        )
     )
 }
 

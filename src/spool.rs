@@ -796,7 +796,7 @@ mod tests {
     /// A name of `len` bytes ending in `tag`, so that names of one length differ only
     /// in their last bytes.
     fn long_name(len: usize, tag: char) -> String {
-        let mut name = "x".repeat(len - 7);
+        let mut name = "x".repeat(len - 8);
         name.push_str(&format!("-{tag}.jsonl"));
         assert_eq!(name.len(), len);
         name
@@ -812,7 +812,9 @@ mod tests {
                 for round in 0..3 {
                     drop_file(&spool, &name, format!("bad {round}").as_bytes());
                     let c = claim(&spool);
-                    spool.reject(&c, &format!("{name}: round {round}")).expect("reject");
+                    spool
+                        .reject(&c, &format!("{name}: round {round}"))
+                        .expect("reject");
                     drop_file(&spool, &name, format!("good {round}").as_bytes());
                     let c = claim(&spool);
                     spool.done(&c).expect("done");
@@ -823,7 +825,11 @@ mod tests {
             }
         }
         let rejected = names_in(&spool, "rejected");
-        assert_eq!(rejected.len(), expected_rejected, "every file and error kept apart");
+        assert_eq!(
+            rejected.len(),
+            expected_rejected,
+            "every file and error kept apart"
+        );
         assert_eq!(names_in(&spool, "done").len(), expected_rejected / 2);
         for sub in ["rejected", "done"] {
             for n in names_in(&spool, sub) {
@@ -885,7 +891,10 @@ mod tests {
         let created = spool.repair().expect("repair");
         assert_eq!(created.len(), 1 + SUBDIRS.len(), "{created:?}");
         for sub in PRODUCER_SUBDIRS {
-            let mode = fs::metadata(spool.dir().join(sub)).expect("dir").permissions().mode();
+            let mode = fs::metadata(spool.dir().join(sub))
+                .expect("dir")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o7777, PRODUCER_DIR_MODE, "{sub}/ is open to producers");
         }
         drop_file(&spool, "b.jsonl", b"{}");
