@@ -178,7 +178,7 @@ fn an_unreadable_file_is_rejected_and_a_fixed_namesake_applied() {
     let dir = tempfile::tempdir().expect("tempdir");
     let probe = dir.path().join("probe");
     std::fs::write(&probe, b"x").expect("probe");
-    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0)).expect("chmod");
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o000)).expect("chmod");
     let mut cat = Command::new("cat");
     cat.arg(&probe).stdout(Stdio::null()).stderr(Stdio::null());
     without_dac_override(&mut cat);
@@ -189,7 +189,7 @@ fn an_unreadable_file_is_rejected_and_a_fixed_namesake_applied() {
     let w = Worker::start_with(dir.path(), 1, without_dac_override);
     let tmp = spool(dir.path(), "tmp").join(".locked");
     std::fs::write(&tmp, setup("a1")).expect("write");
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0)).expect("chmod 000");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
     std::fs::rename(&tmp, spool(dir.path(), "incoming/001.jsonl")).expect("drop");
     let error = spool(dir.path(), "rejected/001.jsonl.error");
     wait_until("the unreadable file rejected", || error.exists());
