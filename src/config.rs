@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 pub const ZERO_CONFIG_DIR: &str = "sendgate-data";
 /// The config file `run` looks for when no `--config` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "sendgate.toml";
+/// Under systemd, where the store and the spool go inside `$STATE_DIRECTORY` and the
+/// status file inside `$RUNTIME_DIRECTORY` when the config names no path (SPEC §7).
+pub const STATE_STORE: &str = "store";
+pub const STATE_SPOOL: &str = "spool";
+pub const RUNTIME_STATUS: &str = "status.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -325,6 +330,14 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     })
 }
 
+/// A directory systemd passes in `name` (`StateDirectory=` and the like): the first
+/// of a `:`-separated list, and only an absolute path.
+fn env_dir(name: &str) -> Option<PathBuf> {
+    let value = std::env::var_os(name)?;
+    let first = std::env::split_paths(&value).next()?;
+    first.is_absolute().then_some(first)
+}
+
 /// The policy parameters the store and engine decide with, derived from a `Config`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -348,7 +361,7 @@ impl Default for Policy {
 
 impl Config {
     /// The zero-config defaults of `sendgate run` without a file: the `sim` upstream
-    /// and everything under `./sendgate-data/`.
+    /// and everything under `./sendgate-data/` (or systemd's directories, when set).
     pub fn zero_config() -> Config {
         let base = Path::new(ZERO_CONFIG_DIR);
         let mut c = Config::default();
@@ -356,7 +369,35 @@ impl Config {
         c.spool.dir = base.join("spool");
         c.status.path = base.join("status.json");
         c.upstream.kind = UpstreamKind::Sim;
+        c.follow_systemd_dirs(&toml::Table::new(), env_dir);
         c
+    }
+
+    /// SPEC §7: a path the config does not name follows systemd's directories when the
+    /// unit gives them: the store in `$STATE_DIRECTORY/store`, the spool in
+    /// `$STATE_DIRECTORY/spool`, the status file in `$RUNTIME_DIRECTORY/status.json`.
+    /// `given` is the config file as written; `env` reads a variable (the first path of
+    /// a `:`-separated list, ignored unless absolute).
+    pub fn follow_systemd_dirs(&mut self, given: &toml::Table, env: impl Fn(&str) -> Option<PathBuf>) {
+        let named = |section: &str, key: &str| {
+            given
+                .get(section)
+                .and_then(|s| s.as_table())
+                .is_some_and(|t| t.contains_key(key))
+        };
+        if let Some(state) = env("STATE_DIRECTORY") {
+            if !named("store", "path") {
+                self.store.path = state.join(STATE_STORE);
+            }
+            if !named("spool", "dir") {
+                self.spool.dir = state.join(STATE_SPOOL);
+            }
+        }
+        if let Some(runtime) = env("RUNTIME_DIRECTORY") {
+            if !named("status", "path") {
+                self.status.path = runtime.join(RUNTIME_STATUS);
+            }
+        }
     }
 
     pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
@@ -402,13 +443,19 @@ impl Config {
         Ok(config)
     }
 
+    /// Reads and parses a config file; paths it does not name follow systemd's
+    /// directories when the environment gives them ([`Config::follow_systemd_dirs`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: shown.clone(),
             source,
         })?;
-        Config::parse(&shown, &text)
+        let mut config = Config::parse(&shown, &text)?;
+        // `parse` accepted the text, so it is a TOML table.
+        let given: toml::Table = text.parse().unwrap_or_default();
+        config.follow_systemd_dirs(&given, env_dir);
+        Ok(config)
     }
 
     /// Every integer key and its value, for the range check; optional keys only when set.

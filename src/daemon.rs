@@ -12,7 +12,7 @@ use crate::contract::jobfile::parse_file;
 use crate::contract::Outcome;
 use crate::engine::{Engine, EngineConfig};
 use crate::policy::caps::{red_zone, Counter};
-use crate::spool::{Claimed, Spool};
+use crate::spool::{Claimed, ReadError, Spool};
 use crate::store::{ApplyOutcome, OpenOptions, Reservation, Settings, Store, StoreError};
 use crate::upstream::{exec::Exec, http::Http, sim::SimUpstream, Upstream};
 use crate::{exit, log};
@@ -33,6 +33,9 @@ const MAX_FILES_PER_PASS: usize = 64;
 /// A send gets this much beyond `upstream.timeout_s` before it is abandoned as
 /// `maybe_delivered` (the upstream implementations enforce the timeout themselves).
 const SEND_GRACE: Duration = Duration::from_secs(5);
+/// Reads a claimed file gets against an error that may pass (no file descriptors or
+/// memory left, an I/O error), one per spool pass, before it is rejected with that error.
+const MAX_READ_ATTEMPTS: u32 = 5;
 /// Finished actions and old ledger entries are pruned this often, in bounded batches.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PRUNE_BATCH: usize = 10_000;
@@ -42,6 +45,24 @@ enum Msg {
     Done(Box<Reservation>, Outcome),
     Stop,
     Reload,
+}
+
+/// Where a claimed file goes once it is read and applied (or refused).
+enum Move {
+    Done,
+    Reject(String),
+}
+
+/// A claimed file whose last spool step failed: it stays in `processing/` and the step
+/// is tried again at the next pass, before anything new is claimed.
+enum Pending {
+    Read { attempts: u32 },
+    Move(Move),
+}
+
+struct Stuck {
+    claim: Claimed,
+    next: Pending,
 }
 
 #[derive(Debug)]
@@ -164,11 +185,16 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         tracing::error!(event = "worker_failed", error = %e);
         return exit::FAILURE;
     }
-    // Kept alive for the whole run; if inotify is unavailable the rescan still works.
-    let _watcher = watch_spool(&spool, tx.clone());
+    // Kept alive for the whole run (and renewed when `incoming/` is recreated); if
+    // inotify is unavailable the rescan still works.
+    let watcher = watch_spool(&spool, tx.clone());
+    let watched = incoming_id(&spool);
     let mut worker = Worker {
         engine,
         spool,
+        watcher,
+        watched,
+        stuck: Vec::new(),
         clock,
         upstream,
         runtime,
@@ -227,9 +253,21 @@ fn watch_spool(spool: &Spool, tx: SyncSender<Msg>) -> Option<notify::Recommended
     Some(w)
 }
 
+/// Which directory `incoming/` is now (device, inode), if it is there.
+fn incoming_id(spool: &Spool) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(spool.incoming_dir()).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
 struct Worker {
     engine: Engine,
     spool: Spool,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// The `incoming/` the watcher watches (device, inode).
+    watched: Option<(u64, u64)>,
+    /// At most one file per pass lands here, and none is claimed while it is not empty.
+    stuck: Vec<Stuck>,
     clock: Arc<dyn Clock>,
     upstream: Arc<dyn Upstream>,
     runtime: tokio::runtime::Runtime,
@@ -379,25 +417,41 @@ impl Worker {
         }
     }
 
-    /// Take job files: leftovers in `processing/` first (after a crash), then new
-    /// ones in byte order of their names, at most `MAX_FILES_PER_PASS`.
+    /// Take job files: leftovers in `processing/` first (after a crash), then files
+    /// whose last step failed, then new ones in byte order of their names, at most
+    /// `MAX_FILES_PER_PASS`. Spool directories that vanished are recreated first.
     fn take_files(&mut self, leftovers: bool) -> Result<(), Fatal> {
-        let mut claimed: Vec<Claimed> = Vec::new();
+        self.repair_spool();
         if leftovers {
-            claimed = self
+            let claimed = self
                 .spool
                 .leftovers()
                 .map_err(|e| Fatal::Other(format!("spool: {e}")))?;
+            for c in claimed {
+                self.take_file(c, 0)?;
+            }
         }
-        for c in claimed {
-            self.take_file(c)?;
+        for s in std::mem::take(&mut self.stuck) {
+            match s.next {
+                Pending::Read { attempts } => self.take_file(s.claim, attempts)?,
+                Pending::Move(m) => self.finish(s.claim, m),
+            }
         }
         for _ in 0..MAX_FILES_PER_PASS {
+            // A file that cannot be finished holds new claims back: they would get
+            // stuck the same way, and this keeps `stuck` bounded.
+            if !self.stuck.is_empty() {
+                return Ok(());
+            }
             match self.spool.claim_next() {
-                Ok(Some(c)) => self.take_file(c)?,
+                Ok(Some(c)) => self.take_file(c, 0)?,
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     tracing::error!(event = "spool_error", error = %e);
+                    if self.repair_spool() {
+                        // The layout is whole again: claim at once.
+                        let _ = self.tx.try_send(Msg::Spool);
+                    }
                     return Ok(());
                 }
             }
@@ -407,46 +461,97 @@ impl Worker {
         Ok(())
     }
 
-    fn take_file(&mut self, c: Claimed) -> Result<(), Fatal> {
+    /// Recreates spool directories that vanished, logging `spool_error` for each (and
+    /// watching a new `incoming/`). True when it created any.
+    fn repair_spool(&mut self) -> bool {
+        let created = match self.spool.repair() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(event = "spool_error", error = %e);
+                return false;
+            }
+        };
+        for path in &created {
+            tracing::error!(
+                event = "spool_error",
+                path = %path.display(),
+                error = "the spool directory was missing; recreated"
+            );
+        }
+        // A watch follows the directory, not its name: a new `incoming/` (ours or
+        // anyone's) needs a new one.
+        let incoming = incoming_id(&self.spool);
+        if incoming.is_some() && incoming != self.watched {
+            self.watcher = watch_spool(&self.spool, self.tx.clone());
+            self.watched = incoming;
+        }
+        !created.is_empty()
+    }
+
+    fn take_file(&mut self, c: Claimed, attempts: u32) -> Result<(), Fatal> {
         let now = self.clock.now();
         let bytes = match self.spool.read(&c) {
             Ok(b) => b,
-            Err(crate::spool::ReadError::Io(e)) => {
-                // Possibly transient (EMFILE, EIO): the file stays in processing/ and is
-                // taken again at the next start, never rejected for a fault of ours.
-                tracing::error!(event = "spool_error", file = %c.name, error = %e);
+            Err(ReadError::Io(e)) => {
+                self.read_failed(c, attempts, e);
                 return Ok(());
             }
             Err(e) => {
-                self.reject(&c, 0, "file", &e.to_string());
+                self.reject(c, 0, "file", &e.to_string());
                 return Ok(());
             }
         };
         let records = match parse_file(&c.name, &bytes) {
             Ok(r) => r,
             Err(e) => {
-                self.reject(&c, e.line, &e.field, &e.reason);
+                self.reject(c, e.line, &e.field, &e.reason);
                 return Ok(());
             }
         };
         match self.engine.apply_file(&c.name, &bytes, &records, now)? {
-            ApplyOutcome::Applied(_) | ApplyOutcome::AlreadyApplied => {
-                if let Err(e) = self.spool.done(&c) {
-                    tracing::error!(event = "spool_error", file = %c.name, error = %e);
-                }
+            ApplyOutcome::Applied(_) => self.finish(c, Move::Done),
+            ApplyOutcome::AlreadyApplied => {
+                // SPEC 6: the same name and content were applied before.
+                tracing::info!(event = "file_duplicate", file = %c.name);
+                self.finish(c, Move::Done);
             }
             ApplyOutcome::Rejected(r) => {
                 // The engine logged `file_rejected`; move the file beside its reason.
                 let text = format!("{}:{}: field `{}`: {}", c.name, r.line, r.field, r.reason);
-                if let Err(e) = self.spool.reject(&c, &text) {
-                    tracing::error!(event = "spool_error", file = %c.name, error = %e);
-                }
+                self.finish(c, Move::Reject(text));
             }
         }
         Ok(())
     }
 
-    fn reject(&mut self, c: &Claimed, line: usize, field: &str, reason: &str) {
+    /// A claimed file that could not be read: gone (nothing left to do), tried again
+    /// at the next pass when the error may pass, else rejected with the error, so
+    /// that neither it nor a namesake in `incoming/` waits forever.
+    fn read_failed(&mut self, c: Claimed, attempts: u32, e: std::io::Error) {
+        if e.kind() == std::io::ErrorKind::NotFound && !c.path.exists() {
+            tracing::error!(
+                event = "spool_error",
+                file = %c.name,
+                path = %c.path.display(),
+                error = "the claimed file vanished before it was read"
+            );
+            self.repair_spool();
+            return;
+        }
+        let attempts = attempts + 1;
+        if may_pass(&e) && attempts < MAX_READ_ATTEMPTS {
+            tracing::error!(event = "spool_error", file = %c.name, attempts, error = %e);
+            self.stuck.push(Stuck {
+                claim: c,
+                next: Pending::Read { attempts },
+            });
+            return;
+        }
+        let reason = ReadError::Io(e).to_string();
+        self.reject(c, 0, "file", &reason);
+    }
+
+    fn reject(&mut self, c: Claimed, line: usize, field: &str, reason: &str) {
         let text = format!("{}:{line}: field `{field}`: {reason}", c.name);
         log::event(&crate::engine::Event::FileRejected {
             file: c.name.clone(),
@@ -454,8 +559,36 @@ impl Worker {
             field: field.to_string(),
             reason: reason.to_string(),
         });
-        if let Err(e) = self.spool.reject(c, &text) {
+        self.finish(c, Move::Reject(text));
+    }
+
+    /// Moves a claimed file to `done/` or `rejected/`. A failure is logged; if a spool
+    /// directory was missing it is recreated and the move tried once more; a file
+    /// still in `processing/` after that waits in `stuck` for the next pass.
+    fn finish(&mut self, c: Claimed, m: Move) {
+        for retry in [false, true] {
+            let result = match &m {
+                Move::Done => self.spool.done(&c),
+                Move::Reject(text) => self.spool.reject(&c, text),
+            };
+            let Err(e) = result else { return };
             tracing::error!(event = "spool_error", file = %c.name, error = %e);
+            if retry || !self.repair_spool() {
+                break;
+            }
+        }
+        if c.path.symlink_metadata().is_ok() {
+            self.stuck.push(Stuck {
+                claim: c,
+                next: Pending::Move(m),
+            });
+        } else {
+            tracing::error!(
+                event = "spool_error",
+                file = %c.name,
+                path = %c.path.display(),
+                error = "the claimed file vanished from processing/"
+            );
         }
     }
 
@@ -557,6 +690,22 @@ impl Worker {
             tracing::warn!(event = "status_failed", path = %self.config.status.path.display(), error = %e);
         }
     }
+}
+
+/// Whether a read error may pass by itself (so the read is worth trying again).
+fn may_pass(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+                | libc::ENOBUFS
+                | libc::EINTR
+                | libc::EAGAIN
+                | libc::EIO
+        )
+    )
 }
 
 /// Write a file by writing a temporary beside it and renaming it over the old one.

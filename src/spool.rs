@@ -10,23 +10,39 @@
 //! move into `processing/`, `done/` or `rejected/` refuses to replace what is there.
 //! Each move is followed by an fsync of the directories involved, so a claim (and its
 //! end) survives a crash.
+//!
+//! It never goes quietly deaf: a subdirectory that vanished makes the move that needed
+//! it fail naming the path (never "someone else claimed it"), and [`Spool::repair`]
+//! recreates it. A derived name (`<name>.1`, `<name>.error`) that would exceed
+//! [`NAME_MAX`] bytes is shortened (see [`derived_name`]) instead of failing.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The subdirectories of the spool, created by [`Spool::open`].
 pub const SUBDIRS: [&str; 5] = ["tmp", "incoming", "processing", "done", "rejected"];
+/// The subdirectories producers write into: created with [`DIR_MODE`] whatever the
+/// umask (the unit's `UMask=0027` would otherwise shut the group out).
+const PRODUCER_SUBDIRS: [&str; 2] = ["tmp", "incoming"];
+/// The longest file name most Linux file systems take, in bytes (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+/// Hex digits of the name hash that keeps a shortened name unique.
+const NAME_HASH_HEX: usize = 16;
 /// How many `.1`, `.2`, … suffixes are tried when a name is taken in `done/` or
 /// `rejected/` before giving up.
 pub const MAX_NAME_SUFFIX: u32 = 1000;
-/// The mode the spool directories are created with (before the umask): the group can
-/// drop files, and setgid keeps new files in the spool's group where the OS honours it.
-const DIR_MODE: u32 = 0o2770;
+/// The mode the spool directories are created with (before the umask). No setgid bit
+/// here: Linux ignores it in `mkdir`, and a sandbox with `RestrictSUIDSGID=` refuses
+/// a `mkdir` that asks for it.
+const DIR_MODE: u32 = 0o770;
+/// The mode of a `tmp/` or `incoming/` this module creates, whatever the umask: the
+/// group can drop files, and setgid keeps them in the spool's group.
+const PRODUCER_DIR_MODE: u32 = 0o2770;
 /// The suffix of the file written beside a rejected file.
 const ERROR_SUFFIX: &str = ".error";
 
@@ -71,18 +87,53 @@ pub enum ReadError {
 
 impl Spool {
     /// Opens the spool at `dir`, creating it and its [`SUBDIRS`] as needed (mode
-    /// `0o2770` less the umask). Existing directories are left as they are.
+    /// `0o770` less the umask; `0o2770` for `tmp/` and `incoming/`). Existing
+    /// directories are left as they are. Errors name the path.
     pub fn open(dir: &Path, max_file_bytes: u64) -> io::Result<Spool> {
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true).mode(DIR_MODE);
-        builder.create(dir)?;
-        for sub in SUBDIRS {
-            builder.create(dir.join(sub))?;
-        }
-        Ok(Spool {
+        let spool = Spool {
             dir: dir.to_path_buf(),
             max_file_bytes,
-        })
+        };
+        spool.repair()?;
+        Ok(spool)
+    }
+
+    /// Recreates the spool directory and those of its [`SUBDIRS`] that are missing (an
+    /// operator or a clean-up job removed them under the running worker), as
+    /// [`Spool::open`] creates them. Returns the directories it created, so that the
+    /// caller can say so; empty when the layout was whole. Errors name the path.
+    pub fn repair(&self) -> io::Result<Vec<PathBuf>> {
+        let mut created = Vec::new();
+        if !is_dir(&self.dir)? {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(&self.dir)
+                .map_err(|e| at(&self.dir, e))?;
+            created.push(self.dir.clone());
+        }
+        for sub in SUBDIRS {
+            let path = self.sub(sub);
+            // Look first: `mkdir` on what exists can fail with something else than
+            // `EEXIST` (a read-only or sandboxed file system). A file in its place is
+            // not repaired here: every move through it then fails naming the path.
+            if exists(&path).map_err(|e| at(&path, e))? {
+                continue;
+            }
+            match fs::DirBuilder::new().mode(DIR_MODE).create(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(at(&path, e)),
+            }
+            if PRODUCER_SUBDIRS.contains(&sub) {
+                open_to_group(&path).map_err(|e| at(&path, e))?;
+            }
+            created.push(path);
+        }
+        if !created.is_empty() {
+            sync_dir(&self.dir).map_err(|e| at(&self.dir, e))?;
+        }
+        Ok(created)
     }
 
     pub fn dir(&self) -> &Path {
@@ -101,7 +152,7 @@ impl Spool {
     /// already claimed: read them and finish them like any other claim.
     pub fn leftovers(&self) -> io::Result<Vec<Claimed>> {
         let processing = self.sub("processing");
-        let names = sorted_names(&processing, |_| true)?;
+        let names = sorted_names(&processing, |_| true).map_err(|e| at(&processing, e))?;
         Ok(names.into_iter().map(|n| claimed(&processing, n)).collect())
     }
 
@@ -111,21 +162,31 @@ impl Spool {
     /// it can be rejected. `None` when there is nothing to claim.
     ///
     /// An entry another process took first is skipped, and so is one whose name is
-    /// already in `processing/` (it waits there until that file is finished).
+    /// already in `processing/` (it waits there until that file is finished). A
+    /// missing `incoming/` or `processing/` is an error naming it, never "nothing to
+    /// claim".
     pub fn claim_next(&self) -> io::Result<Option<Claimed>> {
         let incoming = self.incoming_dir();
         let processing = self.sub("processing");
-        for name in sorted_names(&incoming, is_job_name)? {
+        for name in sorted_names(&incoming, is_job_name).map_err(|e| at(&incoming, e))? {
             match rename_noreplace(&incoming.join(&name), &processing.join(&name)) {
                 Ok(()) => {
-                    sync_dir(&processing)?;
-                    sync_dir(&incoming)?;
+                    sync_dir(&processing).map_err(|e| at(&processing, e))?;
+                    sync_dir(&incoming).map_err(|e| at(&incoming, e))?;
                     return Ok(Some(claimed(&processing, name)));
                 }
-                // Taken by another claimer since the scan, or a namesake is being
-                // processed: try the next one.
-                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists) => {}
-                Err(e) => return Err(e),
+                // A namesake is being processed: try the next one.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                // Taken by another claimer since the scan, unless a directory of the
+                // move is gone (then every later claim would fail the same way).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    for d in [&processing, &incoming] {
+                        if !is_dir(d).map_err(|e| at(d, e))? {
+                            return Err(missing(d));
+                        }
+                    }
+                }
+                Err(e) => return Err(at(&incoming.join(&name), e)),
             }
         }
         Ok(None)
@@ -134,7 +195,8 @@ impl Spool {
     /// The names waiting in `incoming/`, sorted and filtered as [`Spool::claim_next`]
     /// sees them (names shown lossily).
     pub fn incoming_names(&self) -> io::Result<Vec<String>> {
-        let names = sorted_names(&self.incoming_dir(), is_job_name)?;
+        let incoming = self.incoming_dir();
+        let names = sorted_names(&incoming, is_job_name).map_err(|e| at(&incoming, e))?;
         Ok(names.iter().map(|n| n.to_string_lossy().into_owned()).collect())
     }
 
@@ -197,20 +259,18 @@ impl Spool {
         // A name is free only if its `.error` companion is free too, so that the
         // error of one file never overwrites another rejected file.
         let name = self.finish(c, &rejected, |candidate| {
-            exists(&rejected.join(with_suffix(candidate, ERROR_SUFFIX)))
+            let path = rejected.join(derived_name("", candidate, ERROR_SUFFIX));
+            exists(&path).map_err(|e| at(&path, e))
         })?;
-        let error_name = with_suffix(&name, ERROR_SUFFIX);
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(&error_name);
-        tmp_name.push(".tmp");
-        let tmp = rejected.join(&tmp_name);
+        let error_name = derived_name("", &name, ERROR_SUFFIX);
+        let tmp = rejected.join(derived_name(".", &error_name, ".tmp"));
         let written = write_synced(&tmp, format!("{error}\n").as_bytes())
             .and_then(|()| fs::rename(&tmp, rejected.join(&error_name)));
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        written?;
-        sync_dir(&rejected)
+        written.map_err(|e| at(&rejected.join(&error_name), e))?;
+        sync_dir(&rejected).map_err(|e| at(&rejected, e))
     }
 
     /// Moves `c` into `dest` under the first free name (`taken` can veto a name),
@@ -222,23 +282,31 @@ impl Spool {
         taken: impl Fn(&OsStr) -> io::Result<bool>,
     ) -> io::Result<OsString> {
         let base = c.os_name().to_os_string();
+        let processing = self.sub("processing");
         for n in 0..=MAX_NAME_SUFFIX {
             let candidate = if n == 0 {
                 base.clone()
             } else {
-                with_suffix(&base, &format!(".{n}"))
+                derived_name("", &base, &format!(".{n}"))
             };
             if taken(&candidate)? {
                 continue;
             }
             match rename_noreplace(&c.path, &dest.join(&candidate)) {
                 Ok(()) => {
-                    sync_dir(dest)?;
-                    sync_dir(&self.sub("processing"))?;
+                    sync_dir(dest).map_err(|e| at(dest, e))?;
+                    sync_dir(&processing).map_err(|e| at(&processing, e))?;
                     return Ok(candidate);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
+                // Say which side is missing: the destination, or the claimed file.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !is_dir(dest).map_err(|e| at(dest, e))? {
+                        return Err(missing(dest));
+                    }
+                    return Err(at(&c.path, e));
+                }
+                Err(e) => return Err(at(&dest.join(&candidate), e)),
             }
         }
         Err(io::Error::new(
@@ -279,10 +347,74 @@ fn claimed(processing: &Path, name: OsString) -> Claimed {
     }
 }
 
-fn with_suffix(name: &OsStr, suffix: &str) -> OsString {
-    let mut bytes = name.as_bytes().to_vec();
-    bytes.extend_from_slice(suffix.as_bytes());
-    OsString::from_vec(bytes)
+/// `prefix + name + suffix`, the name of a file derived from `name` (`<name>.1`,
+/// `<name>.error`, `.<name>.tmp`). When that would be longer than [`NAME_MAX`] bytes, the
+/// middle is `name` cut short (at a character boundary) followed by `~` and 16 hex
+/// digits of a hash of the whole `name`: still unique, and its start still says
+/// which file it came from.
+pub fn derived_name(prefix: &str, name: &OsStr, suffix: &str) -> OsString {
+    let bytes = name.as_bytes();
+    let mut out = prefix.as_bytes().to_vec();
+    if prefix.len() + bytes.len() + suffix.len() <= NAME_MAX {
+        out.extend_from_slice(bytes);
+    } else {
+        let room = NAME_MAX.saturating_sub(prefix.len() + suffix.len() + 1 + NAME_HASH_HEX);
+        let mut cut = room.min(bytes.len());
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+        }
+        out.extend_from_slice(&bytes[..cut]);
+        out.extend_from_slice(format!("~{:016x}", name_hash(bytes)).as_bytes());
+    }
+    out.extend_from_slice(suffix.as_bytes());
+    debug_assert!(out.len() <= NAME_MAX, "derived name of {} bytes", out.len());
+    OsString::from_vec(out)
+}
+
+/// FNV-1a (64 bits): stable across versions and platforms, which a shortened name
+/// needs to stay traceable.
+fn name_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// `e` with the path it concerns in front of its text (its kind kept).
+fn at(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// The error of a spool directory that is not there.
+fn missing(dir: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: the spool directory is missing", dir.display()),
+    )
+}
+
+/// Makes a producer directory group-writable, and setgid where allowed (a sandbox with
+/// `RestrictSUIDSGID=` refuses setgid; producers then need group-readable files).
+fn open_to_group(path: &Path) -> io::Result<()> {
+    match fs::set_permissions(path, fs::Permissions::from_mode(PRODUCER_DIR_MODE)) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            fs::set_permissions(path, fs::Permissions::from_mode(PRODUCER_DIR_MODE & 0o777))
+        }
+        r => r,
+    }
+}
+
+/// Whether `path` is a directory (or a link to one: an operator may link the spool).
+fn is_dir(path: &Path) -> io::Result<bool> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(m.is_dir()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn describe(t: fs::FileType) -> &'static str {
@@ -659,6 +791,114 @@ mod tests {
         );
         assert_eq!(a.len() + b.len(), count);
         assert_eq!(names_in(&spool, "done").len(), count, "no file was done twice");
+    }
+
+    /// A name of `len` bytes ending in `tag`, so that names of one length differ only
+    /// in their last bytes.
+    fn long_name(len: usize, tag: char) -> String {
+        let mut name = "x".repeat(len - 8);
+        name.push_str(&format!("-{tag}.jsonl"));
+        assert_eq!(name.len(), len);
+        name
+    }
+
+    #[test]
+    fn names_of_251_to_255_bytes_are_rejected_and_done_again_and_again() {
+        let (_tmp, spool) = spool();
+        let mut expected_rejected = 0;
+        for len in 251..=255 {
+            for tag in ['a', 'b'] {
+                let name = long_name(len, tag);
+                for round in 0..3 {
+                    drop_file(&spool, &name, format!("bad {round}").as_bytes());
+                    let c = claim(&spool);
+                    spool
+                        .reject(&c, &format!("{name}: round {round}"))
+                        .expect("reject");
+                    drop_file(&spool, &name, format!("good {round}").as_bytes());
+                    let c = claim(&spool);
+                    spool.done(&c).expect("done");
+                    expected_rejected += 2;
+                }
+                assert!(names_in(&spool, "processing").is_empty(), "{len} bytes: stuck");
+                assert!(spool.incoming_names().expect("names").is_empty());
+            }
+        }
+        let rejected = names_in(&spool, "rejected");
+        assert_eq!(
+            rejected.len(),
+            expected_rejected,
+            "every file and error kept apart"
+        );
+        assert_eq!(names_in(&spool, "done").len(), expected_rejected / 2);
+        for sub in ["rejected", "done"] {
+            for n in names_in(&spool, sub) {
+                assert!(n.len() <= NAME_MAX, "{sub}/{n}: {} bytes", n.len());
+            }
+        }
+        // Each file's error is found from its name and says which file it was.
+        let rejected_dir = spool.dir().join("rejected");
+        let name = long_name(255, 'b');
+        let first = derived_name("", OsStr::new(&name), ERROR_SUFFIX);
+        assert_eq!(
+            fs::read_to_string(rejected_dir.join(&first)).expect("error of the first"),
+            format!("{name}: round 0\n")
+        );
+        let second = derived_name("", &derived_name("", OsStr::new(&name), ".1"), ERROR_SUFFIX);
+        assert_eq!(
+            fs::read_to_string(rejected_dir.join(&second)).expect("error of the second"),
+            format!("{name}: round 1\n")
+        );
+        assert_eq!(fs::read(rejected_dir.join(&name)).expect("first"), b"bad 0");
+    }
+
+    #[test]
+    fn derived_names_fit_and_keep_their_start() {
+        assert_eq!(derived_name("", OsStr::new("a.jsonl"), ".error"), "a.jsonl.error");
+        assert_eq!(derived_name(".", OsStr::new("a.jsonl"), ".tmp"), ".a.jsonl.tmp");
+        let long = long_name(255, 'a');
+        let other = long_name(255, 'b');
+        let d = derived_name("", OsStr::new(&long), ".error");
+        assert_eq!(d.len(), NAME_MAX);
+        assert!(d.as_bytes().starts_with(&long.as_bytes()[..200]));
+        assert!(d.as_bytes().ends_with(b".error"));
+        assert_ne!(d, derived_name("", OsStr::new(&other), ".error"));
+        // Never cut inside a character.
+        let wide = "é".repeat(127);
+        let d = derived_name("", OsStr::new(&wide), ".1");
+        assert!(d.to_str().is_some(), "still UTF-8");
+        assert!(d.len() <= NAME_MAX);
+    }
+
+    #[test]
+    fn a_vanished_directory_is_named_and_repaired() {
+        let (_tmp, spool) = spool();
+        assert!(spool.repair().expect("repair").is_empty(), "a whole layout");
+        let processing = spool.dir().join("processing");
+        fs::remove_dir(&processing).expect("remove processing/");
+        drop_file(&spool, "a.jsonl", b"{}");
+        let e = spool.claim_next().expect_err("a claim without processing/");
+        assert!(e.to_string().contains(&*processing.to_string_lossy()), "{e}");
+        assert_eq!(spool.repair().expect("repair"), [processing]);
+        let c = claim(&spool);
+        fs::remove_dir(spool.dir().join("done")).expect("remove done/");
+        let e = spool.done(&c).expect_err("done without done/");
+        assert!(e.to_string().contains("done"), "{e}");
+        assert_eq!(spool.repair().expect("repair"), [spool.dir().join("done")]);
+        spool.done(&c).expect("done");
+        fs::remove_dir_all(spool.dir()).expect("remove the spool");
+        assert!(spool.incoming_names().is_err());
+        let created = spool.repair().expect("repair");
+        assert_eq!(created.len(), 1 + SUBDIRS.len(), "{created:?}");
+        for sub in PRODUCER_SUBDIRS {
+            let mode = fs::metadata(spool.dir().join(sub))
+                .expect("dir")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, PRODUCER_DIR_MODE, "{sub}/ is open to producers");
+        }
+        drop_file(&spool, "b.jsonl", b"{}");
+        assert_eq!(claim(&spool).name, "b.jsonl");
     }
 
     #[test]

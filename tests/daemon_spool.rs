@@ -1,0 +1,301 @@
+//! The spool under a running worker (SPEC §6), driven from outside the way an operator
+//! or a clean-up job would: directories removed, unreadable files, names at the length
+//! limit, identical re-drops, and a file noticed through inotify alone. The worker runs
+//! the real binary with the `sim` upstream; the job files only set up an account and a
+//! campaign, so nothing is sent.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every wait in this file gives up after this long.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Worker {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Worker {
+    /// Starts `sendgate run` on a config in `dir` with the given spool rescan period.
+    fn start(dir: &Path, rescan_s: u64) -> Worker {
+        Worker::start_with(dir, rescan_s, |_| {})
+    }
+
+    fn start_with(dir: &Path, rescan_s: u64, prepare: impl FnOnce(&mut Command)) -> Worker {
+        let config = dir.join("sendgate.toml");
+        let text = format!(
+            "[store]\npath = \"{d}/store\"\nfsync = false\n[spool]\ndir = \"{d}/spool\"\nrescan_s = {rescan_s}\n\
+             [upstream]\nkind = \"sim\"\n[status]\npath = \"{d}/status.json\"\nevery_s = 1\n",
+            d = dir.display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendgate"));
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .current_dir(dir)
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        prepare(&mut cmd);
+        let mut child = cmd.spawn().expect("start sendgate");
+        let log: Arc<Mutex<String>> = Arc::default();
+        let (stderr, log2) = (child.stderr.take().expect("stderr"), Arc::clone(&log));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                let mut l = log2.lock().expect("lock");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let w = Worker { child, log };
+        w.wait_for_log("worker_started");
+        w
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("lock").clone()
+    }
+
+    fn wait_for_log(&self, needle: &str) {
+        wait_until(&format!("`{needle}` in the log"), || self.log().contains(needle));
+    }
+
+    fn stop(mut self) -> (i32, String) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                std::thread::sleep(Duration::from_millis(50)); // let the log reader drain
+                return (status.code().unwrap_or(-1), self.log());
+            }
+            assert!(start.elapsed() < DEADLINE, "the worker did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spool(dir: &Path, sub: &str) -> PathBuf {
+    dir.join("spool").join(sub)
+}
+
+/// Drop a job file the way producers must: write in tmp/, rename into incoming/.
+fn drop_file(dir: &Path, name: &str, text: &[u8]) {
+    let tmp = spool(dir, "tmp").join(".dropping");
+    std::fs::write(&tmp, text).expect("write job file");
+    std::fs::rename(&tmp, spool(dir, "incoming").join(name)).expect("rename into incoming");
+}
+
+/// A valid file: an account `id` and a campaign, no actions.
+fn setup(id: &str) -> String {
+    format!(
+        "{{\"type\":\"account\",\"id\":\"{id}\",\"tier\":\"free\",\"timezone\":\"UTC\"}}\n\
+         {{\"type\":\"campaign\",\"id\":\"c-{id}\",\"daily_limit\":10}}\n"
+    )
+}
+
+#[test]
+fn removed_spool_directories_are_recreated_and_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = Worker::start(dir.path(), 1);
+    for (round, sub) in ["processing", "done", "rejected", "incoming"]
+        .into_iter()
+        .enumerate()
+    {
+        std::fs::remove_dir_all(spool(dir.path(), sub)).expect("remove a spool directory");
+        // A removed incoming/ is noticed without any file arriving.
+        wait_until(&format!("{sub}/ recreated"), || spool(dir.path(), sub).is_dir());
+        let good = format!("{round}-good.jsonl");
+        let bad = format!("{round}-bad.jsonl");
+        drop_file(dir.path(), &good, setup(&format!("a{round}")).as_bytes());
+        drop_file(dir.path(), &bad, b"{oops\n");
+        wait_until(&format!("{good} done after {sub}/ was removed"), || {
+            spool(dir.path(), "done").join(&good).exists()
+        });
+        wait_until(&format!("{bad} rejected after {sub}/ was removed"), || {
+            spool(dir.path(), "rejected")
+                .join(format!("{bad}.error"))
+                .exists()
+        });
+        let path = spool(dir.path(), sub).display().to_string();
+        let said = w
+            .log()
+            .lines()
+            .any(|l| l.contains("\"event\":\"spool_error\"") && l.contains(&path));
+        assert!(said, "no spool_error names {path}:\n{}", w.log());
+    }
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
+/// Runs `cmd` without the capabilities that let root read any file, so that mode 000
+/// stops root too (CI runs as root). The spawn fails when this process may not drop them.
+fn without_dac_override(cmd: &mut Command) {
+    // SAFETY: `prctl` is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::geteuid() != 0 {
+                return Ok(());
+            }
+            // CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (linux/capability.h).
+            for cap in [1, 2] {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn an_unreadable_file_is_rejected_and_a_fixed_namesake_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, b"x").expect("probe");
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    let mut cat = Command::new("cat");
+    cat.arg(&probe).stdout(Stdio::null()).stderr(Stdio::null());
+    without_dac_override(&mut cat);
+    if cat.status().map_or(true, |s| s.success()) {
+        eprintln!("skipped: this process cannot make a file unreadable to the worker");
+        return;
+    }
+    let w = Worker::start_with(dir.path(), 1, without_dac_override);
+    let tmp = spool(dir.path(), "tmp").join(".locked");
+    std::fs::write(&tmp, setup("a1")).expect("write");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    std::fs::rename(&tmp, spool(dir.path(), "incoming/001.jsonl")).expect("drop");
+    let error = spool(dir.path(), "rejected/001.jsonl.error");
+    wait_until("the unreadable file rejected", || error.exists());
+    let text = std::fs::read_to_string(&error).expect("read .error");
+    assert!(
+        text.contains("001.jsonl") && text.contains("ermission denied"),
+        "{text}"
+    );
+    // The producer fixes the file and drops it again under the same name.
+    drop_file(dir.path(), "001.jsonl", setup("a1").as_bytes());
+    wait_until("the fixed namesake applied", || {
+        spool(dir.path(), "done/001.jsonl").exists()
+    });
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("\"event\":\"file_rejected\""), "{log}");
+    assert!(log.contains("\"event\":\"file_applied\""), "{log}");
+}
+
+#[test]
+fn names_of_251_to_255_bytes_never_get_stuck() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = Worker::start(dir.path(), 1);
+    let names: Vec<String> = (251..=255).map(|len| format!("{:x<1$}", "n", len)).collect();
+    let contents = |i: usize| {
+        [
+            b"{oops\n".to_vec(),
+            b"{still bad\n".to_vec(),
+            setup(&format!("a{i}")).into_bytes(),
+            setup(&format!("b{i}")).into_bytes(),
+        ]
+    };
+    for (i, name) in names.iter().enumerate() {
+        // Rejected twice (so `.1` and `.error` both come into play), then applied twice.
+        for (k, text) in contents(i).iter().enumerate() {
+            drop_file(dir.path(), name, text);
+            // Claimed after the long name (byte order), so done once that is through.
+            let marker = format!("z{i}-{k}.jsonl");
+            drop_file(dir.path(), &marker, setup(&format!("m{i}x{k}")).as_bytes());
+            wait_until(&marker, || spool(dir.path(), "done").join(&marker).exists());
+        }
+    }
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    for sub in ["incoming", "processing"] {
+        let left: Vec<_> = spool(dir.path(), sub).read_dir().expect("list").collect();
+        assert!(left.is_empty(), "left in {sub}/: {left:?}\n{log}");
+    }
+    let rejected = spool(dir.path(), "rejected").read_dir().expect("list").count();
+    assert_eq!(rejected, 4 * names.len(), "two files and two errors per name");
+    let done = spool(dir.path(), "done").read_dir().expect("list").count();
+    assert_eq!(done, 6 * names.len(), "two applies and four markers per name");
+    assert_eq!(
+        log.matches("\"event\":\"file_rejected\"").count(),
+        2 * names.len(),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("\"event\":\"file_applied\"").count(),
+        6 * names.len(),
+        "{log}"
+    );
+    assert!(!log.contains("spool_error"), "{log}");
+}
+
+#[test]
+fn an_identical_redrop_logs_file_duplicate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = Worker::start(dir.path(), 1);
+    drop_file(dir.path(), "001-setup.jsonl", setup("a1").as_bytes());
+    wait_until("the first drop done", || {
+        spool(dir.path(), "done/001-setup.jsonl").exists()
+    });
+    drop_file(dir.path(), "001-setup.jsonl", setup("a1").as_bytes());
+    w.wait_for_log("\"event\":\"file_duplicate\"");
+    wait_until("the re-drop moved to done/", || {
+        spool(dir.path(), "done/001-setup.jsonl.1").exists()
+    });
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(log.matches("\"event\":\"file_applied\"").count(), 1, "{log}");
+    let dup = log
+        .lines()
+        .find(|l| l.contains("\"event\":\"file_duplicate\""))
+        .expect("the duplicate line");
+    assert!(dup.contains("001-setup.jsonl"), "names the file: {dup}");
+}
+
+#[test]
+fn inotify_notices_a_file_without_the_rescan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A rescan an hour away: only an inotify event can bring the file in.
+    let w = Worker::start(dir.path(), 3600);
+    // Past the start-up pass.
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    drop_file(dir.path(), "001-setup.jsonl", setup("a1").as_bytes());
+    let done = spool(dir.path(), "done/001-setup.jsonl");
+    while !done.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not applied within 5 s without a rescan:\n{}",
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+}
