@@ -469,7 +469,9 @@ fn a_wiped_store_exits_74_and_the_upstream_gets_nothing_more() {
     let wipe_snapshots = || {
         for e in std::fs::read_dir(&store).expect("ls store") {
             let p = e.expect("entry").path();
-            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("snap.")) {
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("snap."))
+            {
                 std::fs::remove_file(&p).expect("rm snap");
             }
         }
@@ -483,12 +485,23 @@ fn a_wiped_store_exits_74_and_the_upstream_gets_nothing_more() {
             let _ = std::fs::remove_file(store.join("db"));
         }
         wipe_snapshots();
-        drop_file(dir.path(), &format!("1{round}1-setup.jsonl"), setup_file.as_bytes());
-        drop_file(dir.path(), &format!("1{round}2-invites.jsonl"), invites_file.as_bytes());
+        drop_file(
+            dir.path(),
+            &format!("1{round}1-setup.jsonl"),
+            setup_file.as_bytes(),
+        );
+        drop_file(
+            dir.path(),
+            &format!("1{round}2-invites.jsonl"),
+            invites_file.as_bytes(),
+        );
         let (code, log) = run_to_exit(dir.path(), &cfg);
         assert_eq!(code, 74, "{wipe}: the damaged store is refused:\n{log}");
         assert!(log.contains("\"event\":\"store_failed\""), "{log}");
-        assert!(log.contains(&store.display().to_string()), "names the path:\n{log}");
+        assert!(
+            log.contains(&store.display().to_string()),
+            "names the path:\n{log}"
+        );
         let (code, out, err) = command("audit", &cfg, &[]);
         assert_eq!(code, 74, "{wipe}: audit refuses too:\n{out}{err}");
         assert!(!out.contains("overshoots: 0"), "{out}");
@@ -511,7 +524,11 @@ fn status_and_audit_never_create_a_store() {
         ),
     )
     .expect("write config");
-    for (cmd, extra) in [("status", &[][..]), ("status", &["--json"][..]), ("audit", &[][..])] {
+    for (cmd, extra) in [
+        ("status", &[][..]),
+        ("status", &["--json"][..]),
+        ("audit", &[][..]),
+    ] {
         let (code, out, err) = command(cmd, &cfg, extra);
         assert_eq!(code, 1, "{cmd} {extra:?}: a missing store is exit 1:\n{out}{err}");
         assert!(err.contains(&typo.display().to_string()), "names the path: {err}");
@@ -553,7 +570,10 @@ fn a_store_path_under_a_regular_file_is_named_and_exits_74() {
     let (code, log) = run_to_exit(dir.path(), &cfg);
     assert_eq!(code, 74, "{log}");
     assert!(log.contains("\"event\":\"store_failed\""), "{log}");
-    assert!(log.contains(&file.display().to_string()), "names the path:\n{log}");
+    assert!(
+        log.contains(&file.display().to_string()),
+        "names the path:\n{log}"
+    );
 }
 
 #[test]
@@ -578,7 +598,11 @@ fn the_store_and_the_status_file_get_their_modes_whatever_the_umask() {
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&dir.path().join("store")), 0o700, "store directory");
     assert_eq!(mode(&status), 0o640, "status file");
-    assert_eq!(mode(&dir.path().join("store/sendgate-store.id")), 0o600, "identity file");
+    assert_eq!(
+        mode(&dir.path().join("store/sendgate-store.id")),
+        0o600,
+        "identity file"
+    );
     assert_eq!(w.stop().0, 0);
 }
 
@@ -595,7 +619,8 @@ fn a_store_read_failing_for_the_status_file_exits_74() {
         match sled::open(&store) {
             Ok(db) => {
                 let meta = db.open_tree("meta").expect("meta");
-                meta.insert("state_counts", &[0xffu8, 0xff, 0xff][..]).expect("write");
+                meta.insert("state_counts", &[0xffu8, 0xff, 0xff][..])
+                    .expect("write");
                 db.flush().expect("flush");
                 break;
             }
@@ -623,7 +648,14 @@ fn status_json_has_one_schema_whether_the_worker_runs_or_not() {
         let v: serde_json::Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{from}: {e}: {out}"));
         let a = &v["accounts"][0];
         assert_eq!(a["id"], "a1", "{from}: {v}");
-        for field in ["health", "ramp_ceiling", "held_until", "inmail_balance", "invites", "engagement"] {
+        for field in [
+            "health",
+            "ramp_ceiling",
+            "held_until",
+            "inmail_balance",
+            "invites",
+            "engagement",
+        ] {
             assert!(a.get(field).is_some(), "{from}: account lacks {field}: {v}");
         }
         assert_eq!(a["invites"][0], 3, "{from}: today's invites used: {v}");
@@ -666,7 +698,9 @@ fn sd_notify_says_ready_status_watchdog_and_stopping() {
                     .lock()
                     .expect("lock")
                     .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(_) => return,
             }
         }
@@ -682,11 +716,24 @@ fn sd_notify_says_ready_status_watchdog_and_stopping() {
         .env("WATCHDOG_USEC", "1000000");
     let w = Worker::spawn(cmd);
     w.wait_for_log("worker_started");
-    let has = |needle: &str| seen.lock().expect("lock").iter().any(|m| m.lines().any(|l| l.starts_with(needle)));
+    let has = |needle: &str| {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .any(|m| m.lines().any(|l| l.starts_with(needle)))
+    };
     wait_until("READY=1", || has("READY=1"));
-    wait_until("a STATUS= with the action counts", || has("STATUS=0 accounts; actions:"));
+    wait_until("a STATUS= with the action counts", || {
+        has("STATUS=0 accounts; actions:")
+    });
     wait_until("WATCHDOG=1", || has("WATCHDOG=1"));
-    let pings = || seen.lock().expect("lock").iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    let pings = || {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .filter(|m| m.contains("WATCHDOG=1"))
+            .count()
+    };
     let first = pings();
     wait_until("a second WATCHDOG=1", || pings() > first);
     let (code, log) = w.stop();
@@ -694,6 +741,9 @@ fn sd_notify_says_ready_status_watchdog_and_stopping() {
     wait_until("STOPPING=1", || has("STOPPING=1"));
     let all = seen.lock().expect("lock").clone();
     let ready = all.iter().position(|m| m.contains("READY=1")).expect("ready");
-    let stopping = all.iter().position(|m| m.contains("STOPPING=1")).expect("stopping");
+    let stopping = all
+        .iter()
+        .position(|m| m.contains("STOPPING=1"))
+        .expect("stopping");
     assert!(ready < stopping, "READY before STOPPING: {all:?}");
 }

@@ -382,7 +382,10 @@ fn wait_unlocked(store: &std::path::Path) {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    panic!("{}: still locked 2 s after the last handle was dropped", store.display());
+    panic!(
+        "{}: still locked 2 s after the last handle was dropped",
+        store.display()
+    );
 }
 
 /// A store at `dir/store` with an account, a campaign, three actions and two
@@ -456,7 +459,9 @@ fn an_emptied_db_without_snapshots_is_refused() {
     let path = store_with_reservations(dir.path());
     std::fs::write(path.join("db"), b"").expect(": > db");
     for p in sled_files(&path) {
-        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("snap.")) {
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("snap."))
+        {
             remove(&p);
         }
     }
@@ -486,7 +491,11 @@ fn a_store_emptied_but_for_its_identity_is_refused() {
         remove(&p);
     }
     assert_refused(&path, "is gone");
-    assert_eq!(sled_files(&path), Vec::<std::path::PathBuf>::new(), "nothing created");
+    assert_eq!(
+        sled_files(&path),
+        Vec::<std::path::PathBuf>::new(),
+        "nothing created"
+    );
 }
 
 #[test]
@@ -573,7 +582,9 @@ fn a_store_without_identity_is_adopted_when_its_data_is_whole() {
     std::fs::remove_file(path.join(identity::ID_FILE)).expect("rm id");
     std::fs::write(path.join("db"), b"").expect(": > db");
     for p in sled_files(&path) {
-        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("snap.")) {
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("snap."))
+        {
             remove(&p);
         }
     }
@@ -599,7 +610,10 @@ fn only_a_missing_path_or_an_empty_directory_becomes_a_store() {
     match Store::open_existing(&missing, Settings::default(), OpenOptions::default()) {
         Err(e @ StoreError::NotFound { .. }) => {
             assert_eq!(e.exit_code(), 1);
-            assert!(e.describe(&missing).contains(&missing.display().to_string()), "{e}");
+            assert!(
+                e.describe(&missing).contains(&missing.display().to_string()),
+                "{e}"
+            );
         }
         Err(e) => panic!("expected NotFound, got {e}"),
         Ok(_) => panic!("a read-only open created a store"),
@@ -612,7 +626,11 @@ fn only_a_missing_path_or_an_empty_directory_becomes_a_store() {
         Store::open_existing(&empty, Settings::default(), OpenOptions::default()),
         Err(StoreError::NotFound { .. })
     ));
-    assert_eq!(std::fs::read_dir(&empty).expect("ls").count(), 0, "nothing created");
+    assert_eq!(
+        std::fs::read_dir(&empty).expect("ls").count(),
+        0,
+        "nothing created"
+    );
     // `run` creates both, mode 0700.
     for path in [&missing, &empty] {
         drop(Store::open(path, Settings::default(), OpenOptions::default()).expect("created"));
@@ -644,7 +662,10 @@ fn store_errors_name_the_path_and_a_lock_names_its_holder() {
         Err(e @ StoreError::Locked { .. }) => {
             let msg = e.describe(&path);
             assert!(
-                msg.contains(&format!("locked by another sendgate (pid {})", std::process::id())),
+                msg.contains(&format!(
+                    "locked by another sendgate (pid {})",
+                    std::process::id()
+                )),
                 "{msg}"
             );
             assert!(msg.contains(&path.display().to_string()), "{msg}");
@@ -692,7 +713,10 @@ fn an_unreadable_store_directory_is_named() {
         Err(e) => {
             let msg = e.describe(&path);
             assert_eq!(e.exit_code(), 74);
-            assert!(msg.contains(&path.display().to_string()) && msg.contains("ermission denied"), "{msg}");
+            assert!(
+                msg.contains(&path.display().to_string()) && msg.contains("ermission denied"),
+                "{msg}"
+            );
         }
         Ok(_) => panic!("opened an unreadable store"),
     }

@@ -36,7 +36,10 @@ pub fn run(config: Option<&Path>, from: Option<&str>, to: Option<&str>, json: bo
     let store = match Store::open_existing(path, Settings::from_config(&config), opts) {
         Ok(s) => s,
         Err(e @ StoreError::Locked { .. }) => {
-            eprintln!("sendgate: {} (audit needs the store: stop the worker first)", e.describe(path));
+            eprintln!(
+                "sendgate: {} (audit needs the store: stop the worker first)",
+                e.describe(path)
+            );
             return e.exit_code();
         }
         Err(e) => {

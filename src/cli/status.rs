@@ -59,7 +59,10 @@ fn from_status_file(path: &Path, json: bool) -> i32 {
     if json {
         // One schema whether the worker runs or not (SPEC §8): the report, as from the
         // store; the file's `worker` section stays in the file.
-        println!("{}", serde_json::to_string_pretty(&doc["status"]).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc["status"]).unwrap_or_default()
+        );
         return exit::OK;
     }
     match serde_json::from_value::<StatusReportView>(doc["status"].clone()) {

@@ -104,10 +104,11 @@ pub fn inspect(path: &Path) -> Result<Layout, StoreError> {
         Ok(m) => m,
         // A path under a regular file does not exist either; creating it will fail
         // naming the file.
-        Err(e) if matches!(
-            e.kind(),
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-        ) =>
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
         {
             return Ok(Layout::Missing)
         }
@@ -145,7 +146,8 @@ pub fn read(dir: &Path) -> Result<Identity, StoreError> {
     File::open(&file)
         .and_then(|f| f.take(ID_FILE_MAX_BYTES).read_to_string(&mut text))
         .map_err(io_at("read the identity file", &file))?;
-    let id: Identity = toml::from_str(&text).map_err(|e| damaged(&file, format!("unreadable identity: {e}")))?;
+    let id: Identity =
+        toml::from_str(&text).map_err(|e| damaged(&file, format!("unreadable identity: {e}")))?;
     if id.format > ID_FORMAT {
         return Err(StoreError::NewerFormat {
             path: file.display().to_string(),

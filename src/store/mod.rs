@@ -266,7 +266,12 @@ impl Store {
         Store::open_with(path, settings, opts, Mode::Existing)
     }
 
-    fn open_with(path: &Path, settings: Settings, opts: OpenOptions, mode: Mode) -> Result<Store, StoreError> {
+    fn open_with(
+        path: &Path,
+        settings: Settings,
+        opts: OpenOptions,
+        mode: Mode,
+    ) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let not_found = || StoreError::NotFound { path: shown.clone() };
         let found = match identity::inspect(path)? {
@@ -417,7 +422,10 @@ impl Store {
                 match &data_id {
                     Some(d) if *d != id.store_id => return Err(mismatch(&id, d)),
                     Some(_) => {}
-                    None if data_mark > 0 || !self.trees[ACTIONS].is_empty() || !self.trees[ACCOUNTS].is_empty() => {
+                    None if data_mark > 0
+                        || !self.trees[ACTIONS].is_empty()
+                        || !self.trees[ACCOUNTS].is_empty() =>
+                    {
                         return Err(damaged(&self.path, "it holds data of no known store"));
                     }
                     None => {
