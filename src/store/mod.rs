@@ -3,9 +3,13 @@
 //! and every change is one sled transaction.
 //!
 //! The durability boundary is [`Store::make_durable`]: sled's `flush` (which issues
-//! `sync_file_range`, not a full sync) followed by `fdatasync` of the store file. A
+//! `sync_file_range`, not a full sync) followed by `fdatasync` of `db` and an fsync of
+//! every other file sled created since (and of the directories they appeared in). A
 //! reservation is handed to the caller only after it returns, so no upstream call ever
 //! fires on a reservation a crash or power cut could undo (SPEC P2).
+//!
+//! A store is created only where there is nothing; one that was emptied, replaced or
+//! rolled back is refused (`identity.rs`).
 //!
 //! Every failure is a [`StoreError`] and every `StoreError` is fatal (SPEC P5): business
 //! outcomes — a blocked action, a rejected file — are ordinary return values, so `?`
