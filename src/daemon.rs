@@ -148,7 +148,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     };
     let store = match Store::open(&config.store.path, settings, opts) {
         Ok(s) => s,
-        Err(e) => return store_failed(&e),
+        Err(e) => return store_failed(&e, &config.store.path),
     };
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -156,7 +156,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         ^ u64::from(std::process::id());
     let engine = match Engine::new(store, engine_config(&config, seed), clock.now()) {
         Ok(e) => e,
-        Err(e) => return store_failed(&e),
+        Err(e) => return store_failed(&e, &config.store.path),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -189,6 +189,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     // inotify is unavailable the rescan still works.
     let watcher = watch_spool(&spool, tx.clone());
     let watched = incoming_id(&spool);
+    let store_path = config.store.path.clone();
     let mut worker = Worker {
         engine,
         spool,
@@ -209,7 +210,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
             notify(&[sd_notify::NotifyState::Stopping]);
             exit::OK
         }
-        Err(Fatal::Store(e)) => store_failed(&e),
+        Err(Fatal::Store(e)) => store_failed(&e, &store_path),
         Err(Fatal::Other(e)) => {
             tracing::error!(event = "worker_failed", error = %e);
             exit::FAILURE
@@ -217,8 +218,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     }
 }
 
-fn store_failed(e: &StoreError) -> i32 {
-    tracing::error!(event = "store_failed", error = %e);
+fn store_failed(e: &StoreError, path: &Path) -> i32 {
+    tracing::error!(event = "store_failed", path = %path.display(), error = %e.describe(path));
     notify(&[sd_notify::NotifyState::Status("store failed")]);
     e.exit_code()
 }
@@ -321,7 +322,7 @@ impl Worker {
             }
             self.flush_log();
             if last_status.is_none_or(|t| t.elapsed() >= status_every) {
-                self.write_status();
+                self.write_status()?;
                 last_status = Some(Instant::now());
             }
             if let Some(every) = watchdog {
@@ -335,7 +336,9 @@ impl Worker {
             if let Some(deadline) = stop_deadline {
                 if self.engine.inflight() == 0 || Instant::now() >= deadline {
                     self.engine.store().make_durable()?;
-                    self.write_status();
+                    // A clean stop carries the ledger mark to the store's identity file.
+                    self.engine.store().checkpoint()?;
+                    self.write_status()?;
                     return Ok(());
                 }
             }
@@ -657,15 +660,11 @@ impl Worker {
         tracing::info!(event = "config_reloaded", path = %path.display());
     }
 
-    fn write_status(&self) {
+    /// Rewrite the status file. A store read that fails is a store error (SPEC P5:
+    /// exit 74); only writing the file itself may fail with a logged `status_failed`.
+    fn write_status(&self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let report = match self.engine.store().status(now) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(event = "status_failed", error = %e);
-                return;
-            }
-        };
+        let report = self.engine.store().status(now)?;
         let doc = serde_json::json!({
             "worker": {
                 "pid": std::process::id(),
@@ -689,6 +688,7 @@ impl Worker {
         if let Err(e) = write_atomic(&self.config.status.path, doc.to_string().as_bytes()) {
             tracing::warn!(event = "status_failed", path = %self.config.status.path.display(), error = %e);
         }
+        Ok(())
     }
 }
 
@@ -708,13 +708,28 @@ fn may_pass(e: &std::io::Error) -> bool {
     )
 }
 
-/// Write a file by writing a temporary beside it and renaming it over the old one.
+/// The status file's mode, whatever the umask: it names accounts and campaigns.
+pub const STATUS_FILE_MODE: u32 = 0o640;
+
+/// Write a file by writing a temporary beside it and renaming it over the old one; the
+/// file gets `STATUS_FILE_MODE` whatever the umask.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    std::fs::write(&tmp, bytes)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(STATUS_FILE_MODE)
+        .open(&tmp)?;
+    // The umask may have taken bits away, and a leftover temporary keeps its old mode.
+    f.set_permissions(std::fs::Permissions::from_mode(STATUS_FILE_MODE))?;
+    f.write_all(bytes)?;
+    drop(f);
     std::fs::rename(&tmp, path)
 }

@@ -70,10 +70,14 @@ struct Worker {
 
 impl Worker {
     fn start(dir: &Path, config: &Path) -> Worker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sendgate"))
-            .args(["run", "--config"])
-            .arg(config)
-            .current_dir(dir)
+        let w = Worker::spawn(run_command(dir, config));
+        w.wait_for_log("worker_started");
+        w
+    }
+
+    /// Spawn `cmd` with its standard error collected; does not wait for anything.
+    fn spawn(mut cmd: Command) -> Worker {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -89,9 +93,24 @@ impl Worker {
                 l.push('\n');
             }
         });
-        let w = Worker { child, log };
-        w.wait_for_log("worker_started");
-        w
+        Worker { child, log }
+    }
+
+    /// Wait for the process to exit by itself: (exit code, its log).
+    fn wait_exit(mut self) -> (i32, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                std::thread::sleep(Duration::from_millis(50)); // let the log reader drain
+                return (status.code().unwrap_or(-1), self.log());
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the worker did not exit by itself:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn log(&self) -> String {
@@ -137,6 +156,12 @@ impl Drop for Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn run_command(dir: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendgate"));
+    cmd.args(["run", "--config"]).arg(config).current_dir(dir);
+    cmd
 }
 
 fn config(dir: &Path, upstream_url: &str, extra: &str) -> PathBuf {
@@ -553,4 +578,321 @@ fn sighup_applies_status_every_s_and_max_file_bytes() {
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
     assert!(!log.contains("config_restart_needed"), "{log}");
+}
+
+// --- The store's identity, read-only commands, errors, modes, status and notify. ---
+
+/// Run a read-only command (`status`, `audit`) against `cfg`: (exit code, stdout, stderr).
+fn command(cmd: &str, cfg: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args([cmd, "--config"])
+        .arg(cfg)
+        .args(extra)
+        .output()
+        .expect("run sendgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Run `sendgate run` until it exits by itself.
+fn run_to_exit(dir: &Path, cfg: &Path) -> (i32, String) {
+    Worker::spawn(run_command(dir, cfg)).wait_exit()
+}
+
+#[test]
+fn a_wiped_store_exits_74_and_the_upstream_gets_nothing_more() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let w = Worker::start(dir.path(), &cfg);
+    let (setup_file, invites_file) = (setup(5), invites(20));
+    drop_file(dir.path(), "001-setup.jsonl", setup_file.as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites_file.as_bytes());
+    wait_until("5 requests", || up.requests().len() >= 5);
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    let store = dir.path().join("store");
+    let wipe_snapshots = || {
+        for e in std::fs::read_dir(&store).expect("ls store") {
+            let p = e.expect("entry").path();
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("snap."))
+            {
+                std::fs::remove_file(&p).expect("rm snap");
+            }
+        }
+    };
+    // `: > db; rm snap.*`, then `rm db` too (conf and blobs/ stay); the same files
+    // dropped again each time, on the same local day.
+    for (round, wipe) in ["truncate db", "remove db"].into_iter().enumerate() {
+        if wipe == "truncate db" {
+            std::fs::write(store.join("db"), b"").expect(": > db");
+        } else {
+            let _ = std::fs::remove_file(store.join("db"));
+        }
+        wipe_snapshots();
+        drop_file(
+            dir.path(),
+            &format!("1{round}1-setup.jsonl"),
+            setup_file.as_bytes(),
+        );
+        drop_file(
+            dir.path(),
+            &format!("1{round}2-invites.jsonl"),
+            invites_file.as_bytes(),
+        );
+        let (code, log) = run_to_exit(dir.path(), &cfg);
+        assert_eq!(code, 74, "{wipe}: the damaged store is refused:\n{log}");
+        assert!(log.contains("\"event\":\"store_failed\""), "{log}");
+        assert!(
+            log.contains(&store.display().to_string()),
+            "names the path:\n{log}"
+        );
+        let (code, out, err) = command("audit", &cfg, &[]);
+        assert_eq!(code, 74, "{wipe}: audit refuses too:\n{out}{err}");
+        assert!(!out.contains("overshoots: 0"), "{out}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(up.requests().len(), 5, "nothing more reached the upstream");
+}
+
+#[test]
+fn status_and_audit_never_create_a_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), "http://127.0.0.1:9", "");
+    let text = std::fs::read_to_string(&cfg).expect("read config");
+    let typo = dir.path().join("stroe/store");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            &format!("path = \"{}/store\"", dir.path().display()),
+            &format!("path = \"{}\"", typo.display()),
+        ),
+    )
+    .expect("write config");
+    for (cmd, extra) in [
+        ("status", &[][..]),
+        ("status", &["--json"][..]),
+        ("audit", &[][..]),
+    ] {
+        let (code, out, err) = command(cmd, &cfg, extra);
+        assert_eq!(code, 1, "{cmd} {extra:?}: a missing store is exit 1:\n{out}{err}");
+        assert!(err.contains(&typo.display().to_string()), "names the path: {err}");
+        assert!(!out.contains("overshoots: 0"), "{out}");
+        assert!(!dir.path().join("stroe").exists(), "{cmd} created something");
+    }
+}
+
+#[test]
+fn a_second_worker_is_told_the_pid_holding_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let w = Worker::start(dir.path(), &cfg);
+    let (code, log) = run_to_exit(dir.path(), &cfg);
+    assert_eq!(code, 74, "{log}");
+    let needle = format!("locked by another sendgate (pid {})", w.child.id());
+    assert!(log.contains(&needle), "`{needle}` in:\n{log}");
+    assert!(!log.contains("WouldBlock"), "{log}");
+    assert_eq!(w.stop().0, 0);
+}
+
+#[test]
+fn a_store_path_under_a_regular_file_is_named_and_exits_74() {
+    // Works as root, unlike a permission test.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), "http://127.0.0.1:9", "");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let text = std::fs::read_to_string(&cfg).expect("read config");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            &format!("path = \"{}/store\"", dir.path().display()),
+            &format!("path = \"{}/store\"", file.display()),
+        ),
+    )
+    .expect("write config");
+    let (code, log) = run_to_exit(dir.path(), &cfg);
+    assert_eq!(code, 74, "{log}");
+    assert!(log.contains("\"event\":\"store_failed\""), "{log}");
+    assert!(
+        log.contains(&file.display().to_string()),
+        "names the path:\n{log}"
+    );
+}
+
+#[test]
+fn the_store_and_the_status_file_get_their_modes_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let mut cmd = run_command(dir.path(), &cfg);
+    // SAFETY: umask is async-signal-safe; the child only execs after it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let w = Worker::spawn(cmd);
+    w.wait_for_log("worker_started");
+    let status = dir.path().join("status.json");
+    wait_until("the status file", || status.exists());
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join("store")), 0o700, "store directory");
+    assert_eq!(mode(&status), 0o640, "status file");
+    assert_eq!(
+        mode(&dir.path().join("store/sendgate-store.id")),
+        0o600,
+        "identity file"
+    );
+    assert_eq!(w.stop().0, 0);
+}
+
+#[test]
+fn a_store_read_failing_for_the_status_file_exits_74() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    assert_eq!(Worker::start(dir.path(), &cfg).stop().0, 0);
+    // Only the status file reads the per-state counts of an idle store: make them
+    // undecodable behind the store's back.
+    let store = dir.path().join("store");
+    for _ in 0..400 {
+        match sled::open(&store) {
+            Ok(db) => {
+                let meta = db.open_tree("meta").expect("meta");
+                meta.insert("state_counts", &[0xffu8, 0xff, 0xff][..])
+                    .expect("write");
+                db.flush().expect("flush");
+                break;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200)); // sled lets go of its lock
+    let (code, log) = run_to_exit(dir.path(), &cfg);
+    assert_eq!(code, 74, "{log}");
+    assert!(log.contains("\"event\":\"store_failed\""), "{log}");
+    assert!(!log.contains("status_failed"), "{log}");
+}
+
+#[test]
+fn status_json_has_one_schema_whether_the_worker_runs_or_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let w = Worker::start(dir.path(), &cfg);
+    drop_file(dir.path(), "001-setup.jsonl", setup(3).as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(5).as_bytes());
+    wait_until("3 requests", || up.requests().len() >= 3);
+    std::thread::sleep(Duration::from_millis(1500)); // a status file written after them
+    let check = |out: &str, from: &str| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{from}: {e}: {out}"));
+        let a = &v["accounts"][0];
+        assert_eq!(a["id"], "a1", "{from}: {v}");
+        for field in [
+            "health",
+            "ramp_ceiling",
+            "held_until",
+            "inmail_balance",
+            "invites",
+            "engagement",
+        ] {
+            assert!(a.get(field).is_some(), "{from}: account lacks {field}: {v}");
+        }
+        assert_eq!(a["invites"][0], 3, "{from}: today's invites used: {v}");
+        assert_eq!(a["invites"][1], 3, "{from}: today's invite cap: {v}");
+        assert_eq!(v["actions"]["sent"], 3, "{from}: {v}");
+        assert_eq!(v["actions"]["parked"], 2, "{from}: {v}");
+        v
+    };
+    let (code, running, err) = command("status", &cfg, &["--json"]);
+    assert_eq!(code, 0, "{err}");
+    let running = check(&running, "running worker");
+    assert_eq!(w.stop().0, 0);
+    let (code, stopped, err) = command("status", &cfg, &["--json"]);
+    assert_eq!(code, 0, "{err}");
+    let stopped = check(&stopped, "store");
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        v.as_object().expect("an object").keys().cloned().collect()
+    };
+    assert_eq!(keys(&running), keys(&stopped), "one schema");
+}
+
+#[test]
+fn sd_notify_says_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen2 = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match socket.recv(&mut buf) {
+                Ok(n) => seen2
+                    .lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return,
+            }
+        }
+    });
+    // systemd gives the watchdog to the main pid: WATCHDOG_PID must be the worker's own,
+    // so a shell sets it and execs the worker under the same pid.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_sendgate"))
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000");
+    let w = Worker::spawn(cmd);
+    w.wait_for_log("worker_started");
+    let has = |needle: &str| {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .any(|m| m.lines().any(|l| l.starts_with(needle)))
+    };
+    wait_until("READY=1", || has("READY=1"));
+    wait_until("a STATUS= with the action counts", || {
+        has("STATUS=0 accounts; actions:")
+    });
+    wait_until("WATCHDOG=1", || has("WATCHDOG=1"));
+    let pings = || {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .filter(|m| m.contains("WATCHDOG=1"))
+            .count()
+    };
+    let first = pings();
+    wait_until("a second WATCHDOG=1", || pings() > first);
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    wait_until("STOPPING=1", || has("STOPPING=1"));
+    let all = seen.lock().expect("lock").clone();
+    let ready = all.iter().position(|m| m.contains("READY=1")).expect("ready");
+    let stopping = all
+        .iter()
+        .position(|m| m.contains("STOPPING=1"))
+        .expect("stopping");
+    assert!(ready < stopping, "READY before STOPPING: {all:?}");
 }

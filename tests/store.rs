@@ -366,3 +366,358 @@ fn audit_reports_an_overshoot_and_a_counter_mismatch() {
         "{stdout}"
     );
 }
+
+// --- Store identity (SPEC P5): a damaged store never comes back empty. ---
+
+/// Wait until no handle holds sled's lock on `store/db` (sled lets go of it from a
+/// background thread a moment after the last handle is dropped).
+fn wait_unlocked(store: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let db = std::fs::File::open(store.join("db")).expect("open db");
+    for _ in 0..400 {
+        // SAFETY: flock on a descriptor we own; released by the second call.
+        if unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_UN) };
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!(
+        "{}: still locked 2 s after the last handle was dropped",
+        store.display()
+    );
+}
+
+/// A store at `dir/store` with an account, a campaign, three actions and two
+/// reservations; closed when this returns.
+fn store_with_reservations(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("store");
+    let store = open(dir, Settings::default());
+    let now = utc(NOW);
+    let text = format!(
+        "{}\n{}\n{}\n{}\n{}\n",
+        account_line("a1", ""),
+        campaign_line("c1", 10, ""),
+        action_line("x0", "c1", "a1", "invite"),
+        action_line("x1", "c1", "a1", "invite"),
+        action_line("x2", "c1", "a1", "invite")
+    );
+    apply(&store, "f.jsonl", &text, now);
+    let (r, _) = store
+        .reserve(&["x0".to_string(), "x1".to_string()], now)
+        .expect("reserve");
+    assert!(r.iter().all(|r| matches!(r, ReserveResult::Reserved(_))), "{r:?}");
+    store.checkpoint().expect("checkpoint");
+    drop(store);
+    wait_unlocked(&path);
+    path
+}
+
+fn sled_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(path)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().is_some_and(|n| n != identity::ID_FILE))
+        .collect()
+}
+
+fn remove(p: &std::path::Path) {
+    if p.is_dir() {
+        std::fs::remove_dir_all(p).expect("rm -r");
+    } else {
+        std::fs::remove_file(p).expect("rm");
+    }
+}
+
+/// Open must refuse with a store error (exit 74) whose message names the path and
+/// contains `needle`; the refused directory keeps its identity file.
+fn assert_refused(path: &std::path::Path, needle: &str) {
+    type Open = fn(&std::path::Path, Settings, OpenOptions) -> Result<Store, StoreError>;
+    for opener in [Store::open as Open, Store::open_existing] {
+        match opener(path, Settings::default(), OpenOptions::default()) {
+            Err(e) => {
+                let msg = e.describe(path);
+                assert_eq!(e.exit_code(), 74, "{msg}");
+                assert!(msg.contains(&path.display().to_string()), "names the path: {msg}");
+                assert!(msg.contains(needle), "`{needle}` in: {msg}");
+            }
+            Ok(s) => panic!(
+                "a damaged store opened: {} actions, {} ledger entries",
+                s.actions().expect("scan").len(),
+                s.audit(None, None).expect("audit").entries
+            ),
+        }
+    }
+    assert!(path.join(identity::ID_FILE).exists());
+}
+
+use sendgate::store::identity;
+
+#[test]
+fn an_emptied_db_without_snapshots_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = store_with_reservations(dir.path());
+    std::fs::write(path.join("db"), b"").expect(": > db");
+    for p in sled_files(&path) {
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("snap."))
+        {
+            remove(&p);
+        }
+    }
+    assert_refused(&path, "no sendgate data");
+}
+
+#[test]
+fn a_removed_db_and_snapshots_are_refused_though_conf_and_blobs_remain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = store_with_reservations(dir.path());
+    for p in sled_files(&path) {
+        let name = p.file_name().expect("name").to_string_lossy().into_owned();
+        if name == "db" || name.starts_with("snap.") {
+            remove(&p);
+        }
+    }
+    assert!(path.join("conf").exists() && path.join("blobs").exists());
+    assert_refused(&path, "`db`) is gone");
+    assert!(!path.join("db").exists(), "nothing was created in its place");
+}
+
+#[test]
+fn a_store_emptied_but_for_its_identity_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = store_with_reservations(dir.path());
+    for p in sled_files(&path) {
+        remove(&p);
+    }
+    assert_refused(&path, "is gone");
+    assert_eq!(
+        sled_files(&path),
+        Vec::<std::path::PathBuf>::new(),
+        "nothing created"
+    );
+}
+
+#[test]
+fn data_of_another_store_under_an_identity_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = store_with_reservations(dir.path());
+    let other = tempfile::tempdir().expect("tempdir");
+    drop(open(other.path(), Settings::default()));
+    wait_unlocked(&other.path().join("store"));
+    for p in sled_files(&path) {
+        remove(&p);
+    }
+    for p in sled_files(&other.path().join("store")) {
+        let to = path.join(p.file_name().expect("name"));
+        if p.is_dir() {
+            std::fs::create_dir(&to).expect("mkdir");
+        } else {
+            std::fs::copy(&p, &to).expect("copy");
+        }
+    }
+    assert_refused(&path, "its data belongs to store");
+}
+
+#[test]
+fn an_older_copy_of_the_store_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = store_with_reservations(dir.path());
+    let backup = dir.path().join("backup");
+    std::fs::create_dir(&backup).expect("mkdir");
+    for p in sled_files(&path) {
+        if p.is_file() {
+            std::fs::copy(&p, backup.join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+    {
+        let store = open(dir.path(), Settings::default());
+        let (r, _) = store.reserve(&["x2".to_string()], utc(NOW)).expect("reserve");
+        assert!(matches!(r[0], ReserveResult::Reserved(_)));
+        store.checkpoint().expect("checkpoint");
+    }
+    wait_unlocked(&path);
+    for p in sled_files(&path) {
+        remove(&p);
+    }
+    std::fs::create_dir(path.join("blobs")).expect("mkdir blobs");
+    for p in sled_files(&backup) {
+        std::fs::copy(&p, path.join(p.file_name().expect("name"))).expect("restore");
+    }
+    assert_refused(&path, "behind");
+}
+
+#[test]
+fn a_new_store_gets_an_identity_and_reopens_with_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = store_with_reservations(dir.path());
+    let id = identity::read(&path).expect("identity");
+    assert!(id.complete && id.store_id.len() == 32, "{id:?}");
+    assert!(id.ledger_mark >= 2, "the mark follows the ledger: {id:?}");
+    let store = open(dir.path(), Settings::default());
+    assert_eq!(store.audit(None, None).expect("audit").entries, 2);
+    drop(store);
+    assert_eq!(identity::read(&path).expect("identity").store_id, id.store_id);
+}
+
+#[test]
+fn a_store_without_identity_is_adopted_when_its_data_is_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = store_with_reservations(dir.path());
+    let before = identity::read(&path).expect("identity");
+    std::fs::remove_file(path.join(identity::ID_FILE)).expect("rm id");
+    // The read-only commands open it and write nothing.
+    drop(Store::open_existing(&path, Settings::default(), OpenOptions::default()).expect("opens"));
+    wait_unlocked(&path);
+    assert!(!path.join(identity::ID_FILE).exists());
+    // `run` adopts it under the store id its data carries.
+    let store = open(dir.path(), Settings::default());
+    assert_eq!(store.audit(None, None).expect("audit").entries, 2);
+    let after = identity::read(&path).expect("identity written");
+    assert_eq!(after.store_id, before.store_id);
+    assert!(after.complete && after.ledger_mark >= 2, "{after:?}");
+    drop(store);
+    wait_unlocked(&path);
+    // Without an identity, an emptied db is still refused (no data, no format).
+    std::fs::remove_file(path.join(identity::ID_FILE)).expect("rm id");
+    std::fs::write(path.join("db"), b"").expect(": > db");
+    for p in sled_files(&path) {
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("snap."))
+        {
+            remove(&p);
+        }
+    }
+    match Store::open(&path, Settings::default(), OpenOptions::default()) {
+        Err(e) => assert_eq!(e.exit_code(), 74, "{e}"),
+        Ok(_) => panic!("an emptied store without identity became a new one"),
+    }
+    // Nor does a directory of sled's files without `db` become a new store.
+    std::fs::remove_file(path.join("db")).expect("rm db");
+    match Store::open(&path, Settings::default(), OpenOptions::default()) {
+        Err(e) => assert!(e.to_string().contains("not empty"), "{e}"),
+        Ok(_) => panic!("a non-empty directory became a new store"),
+    }
+    assert!(!path.join("db").exists());
+}
+
+#[test]
+fn only_a_missing_path_or_an_empty_directory_becomes_a_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Read-only opens never create one.
+    let missing = dir.path().join("missing/store");
+    match Store::open_existing(&missing, Settings::default(), OpenOptions::default()) {
+        Err(e @ StoreError::NotFound { .. }) => {
+            assert_eq!(e.exit_code(), 1);
+            assert!(
+                e.describe(&missing).contains(&missing.display().to_string()),
+                "{e}"
+            );
+        }
+        Err(e) => panic!("expected NotFound, got {e}"),
+        Ok(_) => panic!("a read-only open created a store"),
+    }
+    assert!(!dir.path().join("missing").exists(), "nothing created");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert!(matches!(
+        Store::open_existing(&empty, Settings::default(), OpenOptions::default()),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        std::fs::read_dir(&empty).expect("ls").count(),
+        0,
+        "nothing created"
+    );
+    // `run` creates both, mode 0700.
+    for path in [&missing, &empty] {
+        drop(Store::open(path, Settings::default(), OpenOptions::default()).expect("created"));
+        let mode = std::fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", path.display());
+        assert!(identity::read(path).expect("identity").complete);
+    }
+    // A creation that crashed after writing its identity, before its data carried the
+    // store id, is created afresh under that id (nothing was accepted yet).
+    let crashed = dir.path().join("crashed");
+    std::fs::create_dir(&crashed).expect("mkdir");
+    let mut id = identity::Identity::new("0123456789abcdef0123456789abcdef".into());
+    identity::write(&crashed, &id, true).expect("identity");
+    assert!(matches!(
+        Store::open_existing(&crashed, Settings::default(), OpenOptions::default()),
+        Err(StoreError::NotFound { .. })
+    ));
+    drop(Store::open(&crashed, Settings::default(), OpenOptions::default()).expect("created"));
+    id.complete = true;
+    assert_eq!(identity::read(&crashed).expect("identity"), id);
+}
+
+#[test]
+fn store_errors_name_the_path_and_a_lock_names_its_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let store = Store::open(&path, Settings::default(), OpenOptions::default()).expect("opens");
+    match Store::open_existing(&path, Settings::default(), OpenOptions::default()) {
+        Err(e @ StoreError::Locked { .. }) => {
+            let msg = e.describe(&path);
+            assert!(
+                msg.contains(&format!(
+                    "locked by another sendgate (pid {})",
+                    std::process::id()
+                )),
+                "{msg}"
+            );
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            assert!(!msg.contains("WouldBlock"), "{msg}");
+        }
+        Err(e) => panic!("expected a lock error, got {e}"),
+        Ok(_) => panic!("a second open must fail"),
+    }
+    drop(store);
+    // A path under a regular file: works as root too.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").expect("write");
+    let under = file.join("store");
+    match Store::open(&under, Settings::default(), OpenOptions::default()) {
+        Err(e) => {
+            assert_eq!(e.exit_code(), 74);
+            assert!(e.describe(&under).contains(&file.display().to_string()), "{e}");
+        }
+        Ok(_) => panic!("a store under a regular file"),
+    }
+    match Store::open_existing(&under, Settings::default(), OpenOptions::default()) {
+        Err(e) => assert_eq!(e.exit_code(), 1, "does not exist: {e}"),
+        Ok(_) => panic!("a store under a regular file"),
+    }
+    // A path that is a regular file.
+    match Store::open(&file, Settings::default(), OpenOptions::default()) {
+        Err(e) => assert!(e.describe(&file).contains("not a directory"), "{e}"),
+        Ok(_) => panic!("a store in a regular file"),
+    }
+}
+
+#[test]
+fn an_unreadable_store_directory_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } == 0 {
+        println!("SKIPPED: an_unreadable_store_directory_is_named: root reads any directory");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = store_with_reservations(dir.path());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    let result = Store::open(&path, Settings::default(), OpenOptions::default());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod back");
+    match result {
+        Err(e) => {
+            let msg = e.describe(&path);
+            assert_eq!(e.exit_code(), 74);
+            assert!(
+                msg.contains(&path.display().to_string()) && msg.contains("ermission denied"),
+                "{msg}"
+            );
+        }
+        Ok(_) => panic!("opened an unreadable store"),
+    }
+}

@@ -1,9 +1,10 @@
 //! `sendgate audit` (SPEC §8): recompute every counter from the ledger and compare it
-//! with the caps in force at each reservation; exit 0 if there is no overshoot.
+//! with the caps in force at each reservation; exit 0 if there is no overshoot. It never
+//! creates a store.
 
 use super::load_config;
 use crate::exit;
-use crate::store::{OpenOptions, Settings, Store};
+use crate::store::{OpenOptions, Settings, Store, StoreError};
 use chrono::NaiveDate;
 use std::path::Path;
 
@@ -30,17 +31,26 @@ pub fn run(config: Option<&Path>, from: Option<&str>, to: Option<&str>, json: bo
         cache_mb: config.store.cache_mb,
         fail_from_op: None,
     };
-    let store = match Store::open(&config.store.path, Settings::from_config(&config), opts) {
+    let path = &config.store.path;
+    // Never creates a store: a missing or empty path is an error naming it (exit 1).
+    let store = match Store::open_existing(path, Settings::from_config(&config), opts) {
         Ok(s) => s,
+        Err(e @ StoreError::Locked { .. }) => {
+            eprintln!(
+                "sendgate: {} (audit needs the store: stop the worker first)",
+                e.describe(path)
+            );
+            return e.exit_code();
+        }
         Err(e) => {
-            eprintln!("sendgate: {e} (audit needs the store: stop the worker first)");
+            eprintln!("sendgate: {}", e.describe(path));
             return e.exit_code();
         }
     };
     let report = match store.audit(from, to) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("sendgate: {e}");
+            eprintln!("sendgate: {}", e.describe(path));
             return e.exit_code();
         }
     };

@@ -1,5 +1,5 @@
 //! `sendgate status [--config PATH] [--json]` (SPEC §8): the running worker's status
-//! file while a worker holds the store, else the store itself.
+//! file while a worker holds the store, else the store itself. It never creates a store.
 
 use super::load_config;
 use crate::exit;
@@ -17,20 +17,22 @@ pub fn run(config: Option<&Path>, json: bool) -> i32 {
         cache_mb: config.store.cache_mb,
         fail_from_op: None,
     };
-    match Store::open(&config.store.path, Settings::from_config(&config), opts) {
+    let path = &config.store.path;
+    // Never creates a store: a missing or empty path is an error naming it (exit 1).
+    match Store::open_existing(path, Settings::from_config(&config), opts) {
         Ok(store) => match store.status(now) {
             Ok(report) => {
                 print_report(&report, json, "store");
                 exit::OK
             }
             Err(e) => {
-                eprintln!("sendgate: {e}");
+                eprintln!("sendgate: {}", e.describe(path));
                 e.exit_code()
             }
         },
         Err(StoreError::Locked { .. }) => from_status_file(&config.status.path, json),
         Err(e) => {
-            eprintln!("sendgate: {e}");
+            eprintln!("sendgate: {}", e.describe(path));
             e.exit_code()
         }
     }
@@ -47,10 +49,6 @@ fn from_status_file(path: &Path, json: bool) -> i32 {
             return exit::FAILURE;
         }
     };
-    if json {
-        println!("{text}");
-        return exit::OK;
-    }
     let doc: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
@@ -58,6 +56,15 @@ fn from_status_file(path: &Path, json: bool) -> i32 {
             return exit::FAILURE;
         }
     };
+    if json {
+        // One schema whether the worker runs or not (SPEC §8): the report, as from the
+        // store; the file's `worker` section stays in the file.
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc["status"]).unwrap_or_default()
+        );
+        return exit::OK;
+    }
     match serde_json::from_value::<StatusReportView>(doc["status"].clone()) {
         Ok(v) => {
             print_table(&v, &format!("worker status file {}", path.display()));

@@ -3,9 +3,13 @@
 //! and every change is one sled transaction.
 //!
 //! The durability boundary is [`Store::make_durable`]: sled's `flush` (which issues
-//! `sync_file_range`, not a full sync) followed by `fdatasync` of the store file. A
+//! `sync_file_range`, not a full sync) followed by `fdatasync` of `db` and an fsync of
+//! every other file sled created since (and of the directories they appeared in). A
 //! reservation is handed to the caller only after it returns, so no upstream call ever
 //! fires on a reservation a crash or power cut could undo (SPEC P2).
+//!
+//! A store is created only where there is nothing; one that was emptied, replaced or
+//! rolled back is refused (`identity.rs`).
 //!
 //! Every failure is a [`StoreError`] and every `StoreError` is fatal (SPEC P5): business
 //! outcomes — a blocked action, a rejected file — are ordinary return values, so `?`
@@ -13,6 +17,7 @@
 
 mod apply;
 pub mod codec;
+pub mod identity;
 mod outcome;
 mod query;
 pub mod records;
@@ -31,6 +36,8 @@ use codec::FORMAT_VERSION;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 pub use tx::Rejection;
 use tx::{Abort, Tx};
 
@@ -64,11 +71,26 @@ const TREE_NAMES: [&str; 12] = [
 
 const META_FORMAT: &[u8] = b"format_version";
 const META_COUNTS: &[u8] = b"state_counts";
+/// The store id, also in the identity file (`identity.rs`).
+const META_STORE_ID: &[u8] = b"store_id";
+/// The ledger high-water mark as last written to the identity file: pruning may empty
+/// the ledger, this keeps the data's own mark from going back.
+const META_LEDGER_MARK: &[u8] = b"ledger_mark";
+
+/// The ledger high-water mark goes to the identity file at most this often (and at a
+/// clean stop): it costs a file write, an fsync and a directory fsync, never one per
+/// reservation. A copy of the store older than this is not told apart from the
+/// current one; an emptied or replaced store always is (the store id).
+pub const MARK_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {path} is locked by another process (is another worker running?): {detail}")]
+    #[error("store {path} is locked by another sendgate ({detail}): is another worker running?")]
     Locked { path: String, detail: String },
+    #[error("no store at {path} (nothing was created; check store.path)")]
+    NotFound { path: String },
+    #[error("store {path} is refused: {reason}")]
+    Damaged { path: String, reason: String },
     #[error(
         "store {path} was written by a newer sendgate (format {found}, this build reads up to {supported})"
     )]
@@ -79,9 +101,10 @@ pub enum StoreError {
     },
     #[error("store is corrupt: {0}")]
     Corrupt(String),
-    #[error("store I/O error during {op}: {source}")]
+    #[error("cannot {op} {path}: {source}")]
     Io {
         op: &'static str,
+        path: String,
         source: std::io::Error,
     },
     #[error("store error: {0}")]
@@ -91,12 +114,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The exit code for this error: a newer format is a deployment mistake that a
-    /// restart cannot fix (78); everything else is a store failure (74).
+    /// The exit code for this error (SPEC §8, §10): a newer format is a deployment
+    /// mistake that a restart cannot fix (78); a store that does not exist, for the
+    /// commands that never create one, is 1; everything else is a store failure (74).
     pub fn exit_code(&self) -> i32 {
         match self {
             StoreError::NewerFormat { .. } => crate::exit::CONFIG,
+            StoreError::NotFound { .. } => crate::exit::FAILURE,
             _ => crate::exit::STORE,
+        }
+    }
+
+    /// The message for an operator: always names the store's path.
+    pub fn describe(&self, path: &Path) -> String {
+        let text = self.to_string();
+        let shown = path.display().to_string();
+        if text.contains(&shown) {
+            text
+        } else {
+            format!("store {shown}: {text}")
         }
     }
 }
@@ -167,6 +203,35 @@ pub struct Store {
     pub settings: Settings,
     ops: AtomicU64,
     fail_from_op: Option<u64>,
+    /// Files and directory entries already synced (`make_durable`).
+    synced: Mutex<identity::Synced>,
+    /// The identity this process keeps up to date; `None` for the read-only commands.
+    mark: Option<Mutex<Mark>>,
+}
+
+/// The identity file as last written, and when.
+struct Mark {
+    identity: identity::Identity,
+    written: Instant,
+}
+
+/// What `Store::open_with` found at the store path before opening sled.
+enum Found {
+    /// A store being created: its identity is written, marked incomplete.
+    New(identity::Identity),
+    /// A store with its identity.
+    Identified(identity::Identity),
+    /// A `db` without an identity (an earlier version, or a wiped identity file).
+    Legacy,
+}
+
+/// How `Store::open_with` treats a path that holds no store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `run`: a missing path or an empty directory becomes a new store.
+    Create,
+    /// `status`, `audit`: never create or write anything outside sled's own files.
+    Existing,
 }
 
 /// What recovery at open did with actions found `inflight`.
@@ -176,16 +241,85 @@ pub struct Recovery {
     pub requeued: Vec<String>,
 }
 
-fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
-    move |source| StoreError::Io { op, source }
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn damaged(path: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::Damaged {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
 }
 
 impl Store {
-    /// Open (or create) the store at `path`. A locked, corrupt or newer store is an
-    /// error and is never replaced by an empty one.
+    /// Open the store at `path`, or create one where there is nothing (no path, or an
+    /// empty directory). A locked, corrupt, newer, emptied or replaced store is an error
+    /// and is never replaced by an empty one (SPEC P5).
     pub fn open(path: &Path, settings: Settings, opts: OpenOptions) -> Result<Store, StoreError> {
+        Store::open_with(path, settings, opts, Mode::Create)
+    }
+
+    /// Open an existing store and never create one: a missing path or an empty
+    /// directory is `StoreError::NotFound` (the read-only commands, SPEC §8).
+    pub fn open_existing(path: &Path, settings: Settings, opts: OpenOptions) -> Result<Store, StoreError> {
+        Store::open_with(path, settings, opts, Mode::Existing)
+    }
+
+    fn open_with(
+        path: &Path,
+        settings: Settings,
+        opts: OpenOptions,
+        mode: Mode,
+    ) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
-        let fresh = !path.join("db").exists();
+        let not_found = || StoreError::NotFound { path: shown.clone() };
+        let found = match identity::inspect(path)? {
+            identity::Layout::Missing | identity::Layout::Empty if mode == Mode::Existing => {
+                return Err(not_found());
+            }
+            identity::Layout::Missing | identity::Layout::Empty => {
+                // Identity first (marked incomplete), data second: see `check_identity`.
+                identity::create_dir(path)?;
+                let id = identity::Identity::new(identity::new_store_id(path)?);
+                identity::write(path, &id, true)?;
+                Found::New(id)
+            }
+            // A creation that crashed before its data carried the store id.
+            identity::Layout::Identified(id) if !id.complete => match mode {
+                Mode::Existing => return Err(not_found()),
+                Mode::Create => Found::New(id),
+            },
+            identity::Layout::Identified(id) => {
+                // sled would create a new, empty `db`: refuse before it can.
+                if !path.join("db").exists() {
+                    return Err(damaged(
+                        path,
+                        format!(
+                            "its identity file names store {} but its data (`db`) is gone; \
+                             restore the store, or empty the directory to start a new one",
+                            id.store_id
+                        ),
+                    ));
+                }
+                Found::Identified(id)
+            }
+            identity::Layout::Legacy => Found::Legacy,
+            identity::Layout::Foreign(names) => {
+                return Err(damaged(
+                    path,
+                    format!(
+                        "it is not empty ({}) but holds neither a sendgate identity nor a sled `db`; \
+                         only an empty directory becomes a new store",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        };
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(opts.cache_mb.saturating_mul(1024 * 1024))
@@ -194,17 +328,19 @@ impl Store {
             .flush_every_ms(None)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::Other && io.to_string().contains("lock") =>
-                {
+                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
                     StoreError::Locked {
                         path: shown.clone(),
-                        detail: io.to_string(),
+                        detail: match identity::lock_holder(&path.join("db")) {
+                            Some(pid) => format!("pid {pid}"),
+                            None => "pid unknown".into(),
+                        },
                     }
                 }
-                sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked {
+                sled::Error::Io(source) => StoreError::Io {
+                    op: "open",
                     path: shown.clone(),
-                    detail: io.to_string(),
+                    source,
                 },
                 sled::Error::Corruption { .. } => StoreError::Corrupt(format!("{shown}: {e}")),
                 other => StoreError::Sled(other),
@@ -213,8 +349,9 @@ impl Store {
             .iter()
             .map(|n| db.open_tree(n))
             .collect::<Result<Vec<_>, _>>()?;
-        let db_file = File::open(path.join("db")).map_err(io("open db file"))?;
-        let store = Store {
+        let db_path = path.join("db");
+        let db_file = File::open(&db_path).map_err(io("open the db file", &db_path))?;
+        let mut store = Store {
             db,
             trees,
             db_file,
@@ -222,12 +359,21 @@ impl Store {
             settings,
             ops: AtomicU64::new(0),
             fail_from_op: opts.fail_from_op,
+            synced: Mutex::new(identity::Synced::default()),
+            mark: None,
         };
-        store.check_format(fresh)?;
+        store.check_format(matches!(found, Found::New(_)))?;
+        let identity = store.check_identity(found, mode)?;
+        store.mark = identity.map(|identity| {
+            Mutex::new(Mark {
+                identity,
+                written: Instant::now(),
+            })
+        });
         Ok(store)
     }
 
-    fn check_format(&self, fresh: bool) -> Result<(), StoreError> {
+    fn check_format(&self, creating: bool) -> Result<(), StoreError> {
         let meta = &self.trees[META];
         match meta.get(META_FORMAT)? {
             Some(v) => {
@@ -241,15 +387,198 @@ impl Store {
                 }
                 Ok(())
             }
-            None if fresh || self.trees.iter().all(|t| t.is_empty()) => {
+            None if creating => {
                 meta.insert(META_FORMAT, codec::encode(&FORMAT_VERSION))?;
-                self.make_durable()
+                Ok(())
             }
-            None => Err(StoreError::Corrupt(format!(
-                "{}: holds data but no format_version",
-                self.path.display()
-            ))),
+            None => Err(damaged(
+                &self.path,
+                if self.trees.iter().all(|t| t.is_empty()) {
+                    "its `db` holds no sendgate data (emptied or lost); restore the store, \
+                     or empty the directory to start a new one"
+                } else {
+                    "it holds data but no format_version"
+                },
+            )),
         }
+    }
+
+    /// The store id and ledger mark of the data against the identity file. Returns the
+    /// identity this process keeps up to date (`None` for `Mode::Existing`).
+    fn check_identity(&self, found: Found, mode: Mode) -> Result<Option<identity::Identity>, StoreError> {
+        let meta = &self.trees[META];
+        let data_id = match meta.get(META_STORE_ID)? {
+            Some(v) => Some(codec::decode::<String>("store id", &v)?),
+            None => None,
+        };
+        let data_mark = self.data_mark()?;
+        let mismatch = |id: &identity::Identity, d: &str| {
+            damaged(
+                &self.path,
+                format!(
+                    "its data belongs to store {d}, its identity file to store {}",
+                    id.store_id
+                ),
+            )
+        };
+        let mut id = match found {
+            Found::New(mut id) => {
+                match &data_id {
+                    Some(d) if *d != id.store_id => return Err(mismatch(&id, d)),
+                    Some(_) => {}
+                    None if data_mark > 0
+                        || !self.trees[ACTIONS].is_empty()
+                        || !self.trees[ACCOUNTS].is_empty() =>
+                    {
+                        return Err(damaged(&self.path, "it holds data of no known store"));
+                    }
+                    None => {
+                        meta.insert(META_STORE_ID, codec::encode(&id.store_id))?;
+                    }
+                }
+                id.complete = true;
+                id
+            }
+            Found::Identified(id) => {
+                match &data_id {
+                    Some(d) if *d == id.store_id => {}
+                    Some(d) => return Err(mismatch(&id, d)),
+                    None => {
+                        return Err(damaged(
+                            &self.path,
+                            format!(
+                                "its identity file names store {} but its data carries no store id \
+                                 (emptied or replaced); restore the store, or empty the directory \
+                                 to start a new one",
+                                id.store_id
+                            ),
+                        ))
+                    }
+                }
+                if data_mark < id.ledger_mark {
+                    return Err(damaged(
+                        &self.path,
+                        format!(
+                            "its ledger is behind its identity file (ledger mark {data_mark}, \
+                             recorded {}): reservations were lost or an older copy was restored",
+                            id.ledger_mark
+                        ),
+                    ));
+                }
+                id
+            }
+            // A store of an earlier version (or whose identity file was deleted) whose
+            // data is whole: adopt it.
+            Found::Legacy if mode == Mode::Existing => return Ok(None),
+            Found::Legacy => {
+                let store_id = match data_id {
+                    Some(d) => d,
+                    None => {
+                        let d = identity::new_store_id(&self.path)?;
+                        meta.insert(META_STORE_ID, codec::encode(&d))?;
+                        d
+                    }
+                };
+                let mut id = identity::Identity::new(store_id);
+                id.complete = true;
+                id
+            }
+        };
+        if mode == Mode::Existing {
+            return Ok(None);
+        }
+        let stale = match identity::read(&self.path) {
+            Ok(on_disk) => on_disk != id || data_mark > id.ledger_mark,
+            Err(_) => true,
+        };
+        if stale {
+            // Data first, identity second: a crash in between leaves data that carries
+            // the store id, which the next open accepts.
+            self.make_durable()?;
+            id.ledger_mark = id.ledger_mark.max(data_mark);
+            identity::write(&self.path, &id, true)?;
+        }
+        Ok(Some(id))
+    }
+
+    /// One more than the highest ledger id the data holds or held (0: none).
+    fn data_mark(&self) -> Result<u64, StoreError> {
+        let last = match self.trees[LEDGER].last()? {
+            Some((k, _)) if k.len() == 8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&k);
+                u64::from_be_bytes(b).saturating_add(1)
+            }
+            Some(_) => return Err(StoreError::Corrupt("a ledger key is not 8 bytes".into())),
+            None => 0,
+        };
+        let kept = match self.trees[META].get(META_LEDGER_MARK)? {
+            Some(v) => codec::decode::<u64>("ledger mark", &v)?,
+            None => 0,
+        };
+        Ok(last.max(kept))
+    }
+
+    /// Write the ledger high-water mark to the identity file now (at a clean stop).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.mark_now(true)
+    }
+
+    /// Before a flush: if the mark is due (or `force`), keep the data's mark in `meta`
+    /// and return it, to be written to the identity file once the flush is durable.
+    fn mark_due(&self, force: bool) -> Result<Option<u64>, StoreError> {
+        let Some(mark) = &self.mark else { return Ok(None) };
+        let written = match mark.lock() {
+            Ok(m) => m.written,
+            Err(_) => return Err(StoreError::Corrupt("the ledger mark lock is poisoned".into())),
+        };
+        if !force && written.elapsed() < MARK_EVERY {
+            return Ok(None);
+        }
+        let m = self.data_mark()?;
+        self.trees[META].insert(META_LEDGER_MARK, codec::encode(&m))?;
+        Ok(Some(m))
+    }
+
+    /// After a durable flush: the identity file's mark follows the data's.
+    fn mark_written(&self, m: u64) -> Result<(), StoreError> {
+        let Some(mark) = &self.mark else { return Ok(()) };
+        let mut g = mark
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the ledger mark lock is poisoned".into()))?;
+        g.written = Instant::now();
+        if m > g.identity.ledger_mark {
+            g.identity.ledger_mark = m;
+            identity::write(&self.path, &g.identity, self.settings.fsync)?;
+        }
+        Ok(())
+    }
+
+    fn mark_now(&self, force: bool) -> Result<(), StoreError> {
+        self.op("flush")?;
+        let due = self.mark_due(force)?;
+        self.db.flush()?;
+        if self.settings.fsync {
+            self.op("fdatasync")?;
+            self.sync_files()?;
+        }
+        if let Some(m) = due {
+            self.mark_written(m)?;
+        }
+        Ok(())
+    }
+
+    /// `fdatasync` of `db`, then every other file sled created since the last call
+    /// (`conf`, `blobs/*`, `snap.*`) and the directories whose entries changed.
+    fn sync_files(&self) -> Result<(), StoreError> {
+        self.db_file
+            .sync_data()
+            .map_err(io("fdatasync", &self.path.join("db")))?;
+        let mut synced = self
+            .synced
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the sync tracker lock is poisoned".into()))?;
+        synced.sync_new(&self.path)
     }
 
     /// Count one store operation; fails from the configured operation on (tests).
@@ -267,16 +596,13 @@ impl Store {
     }
 
     /// The durability boundary. sled's flush writes and `sync_file_range`s its log;
-    /// only the `fdatasync` after it survives a power cut on a disk with a volatile
-    /// write cache. Callers hand out permission to send only after this returns.
+    /// only the `fdatasync` after it (of `db`, and of any file sled created since: a
+    /// blob, a snapshot, with their directory) survives a power cut on a disk with a
+    /// volatile write cache. Callers hand out permission to send only after this
+    /// returns. At most every `MARK_EVERY` it also carries the ledger mark to the
+    /// identity file.
     pub fn make_durable(&self) -> Result<(), StoreError> {
-        self.op("flush")?;
-        self.db.flush()?;
-        if self.settings.fsync {
-            self.op("fdatasync")?;
-            self.db_file.sync_data().map_err(io("fdatasync"))?;
-        }
-        Ok(())
+        self.mark_now(false)
     }
 
     /// sled's flush without the `fdatasync`: survives the process dying, not a power cut.

@@ -1,0 +1,295 @@
+//! The store's identity and the files that make it durable (SPEC P2, P5).
+//!
+//! sled decides nothing about what a directory *should* hold: an emptied `db`, or a
+//! directory without `db` and `snap.*`, opens as a new, empty database. An empty store
+//! would give every cap of the day out a second time, so a store that was ever created
+//! carries an identity that lives outside the files sled may lose:
+//! `sendgate-store.id` (format, store id, created-at, ledger high-water mark), written
+//! and fsynced with its directory. The same store id is kept in the `meta` tree; open
+//! refuses data that does not carry it, and data whose ledger is behind the mark.
+//!
+//! This module also tracks which of sled's files have been synced, so that
+//! `Store::make_durable` syncs every file sled wrote (`db`, `conf`, `blobs/*`, `snap.*`)
+//! and the directories whose entries changed, but only those.
+//!
+//! It never opens sled and never decides to create a store on its own: `Store::open`
+//! does, from the [`Layout`] found here.
+
+use super::StoreError;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, DirEntryExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The identity file, in the store directory.
+pub const ID_FILE: &str = "sendgate-store.id";
+/// The temporary it is written to before a rename.
+const TMP_FILE: &str = "sendgate-store.id.tmp";
+/// The format of the identity file this build writes and reads.
+pub const ID_FORMAT: u32 = 1;
+/// The store directory's mode: the store holds proxy credentials.
+pub const DIR_MODE: u32 = 0o700;
+/// The identity file's mode.
+const ID_FILE_MODE: u32 = 0o600;
+/// Bound on the identity file read (it is a few lines).
+const ID_FILE_MAX_BYTES: u64 = 4096;
+
+/// The contents of `sendgate-store.id`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    pub format: u32,
+    pub store_id: String,
+    pub created_at: String,
+    /// One more than the highest ledger id known durable (0: none yet). The store's
+    /// data must reach at least this far.
+    pub ledger_mark: u64,
+    /// `false` from the moment the identity is written for a new store until its data
+    /// carries the store id: a crash in between leaves a directory that is created
+    /// afresh, not one that is refused (nothing was accepted yet).
+    #[serde(default = "complete_default")]
+    pub complete: bool,
+}
+
+fn complete_default() -> bool {
+    true
+}
+
+impl Identity {
+    pub fn new(store_id: String) -> Identity {
+        Identity {
+            format: ID_FORMAT,
+            store_id,
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ledger_mark: 0,
+            complete: false,
+        }
+    }
+}
+
+/// What a store path holds before sled touches it.
+#[derive(Debug)]
+pub enum Layout {
+    /// Nothing at the path.
+    Missing,
+    /// An empty directory.
+    Empty,
+    /// A directory with an identity file.
+    Identified(Identity),
+    /// A directory with a sled `db` but no identity (a store of an earlier version).
+    Legacy,
+    /// A non-empty directory with neither an identity nor a `db`: damaged or foreign.
+    Foreign(Vec<String>),
+}
+
+fn io_at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn damaged(path: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::Damaged {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Look at `path` without changing anything.
+pub fn inspect(path: &Path) -> Result<Layout, StoreError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        // A path under a regular file does not exist either; creating it will fail
+        // naming the file.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Layout::Missing)
+        }
+        Err(e) => return Err(io_at("inspect the store path", path)(e)),
+    };
+    if !meta.is_dir() {
+        return Err(damaged(path, "it is not a directory"));
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io_at("read the store directory", path))? {
+        let entry = entry.map_err(io_at("read the store directory", path))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // A temporary left by a crash while the identity was written counts for nothing.
+        if name != TMP_FILE {
+            names.push(name);
+        }
+    }
+    names.sort();
+    if names.iter().any(|n| n == ID_FILE) {
+        return Ok(Layout::Identified(read(path)?));
+    }
+    if names.is_empty() {
+        Ok(Layout::Empty)
+    } else if names.iter().any(|n| n == "db") {
+        Ok(Layout::Legacy)
+    } else {
+        Ok(Layout::Foreign(names))
+    }
+}
+
+/// Read and check the identity file of the store at `dir`.
+pub fn read(dir: &Path) -> Result<Identity, StoreError> {
+    let file = dir.join(ID_FILE);
+    let mut text = String::new();
+    File::open(&file)
+        .and_then(|f| f.take(ID_FILE_MAX_BYTES).read_to_string(&mut text))
+        .map_err(io_at("read the identity file", &file))?;
+    let id: Identity =
+        toml::from_str(&text).map_err(|e| damaged(&file, format!("unreadable identity: {e}")))?;
+    if id.format > ID_FORMAT {
+        return Err(StoreError::NewerFormat {
+            path: file.display().to_string(),
+            found: id.format,
+            supported: ID_FORMAT,
+        });
+    }
+    if id.store_id.is_empty() {
+        return Err(damaged(&file, "the identity names no store id"));
+    }
+    Ok(id)
+}
+
+/// Write the identity file: a temporary beside it, fsynced, renamed over it, and the
+/// directory fsynced, so that a crash leaves the old or the new file, never neither.
+/// `sync = false` (only with `store.fsync = false`, for mark updates) skips the syncs.
+pub fn write(dir: &Path, id: &Identity, sync: bool) -> Result<(), StoreError> {
+    let file = dir.join(ID_FILE);
+    let tmp = dir.join(TMP_FILE);
+    let body = toml::to_string(id).map_err(|e| damaged(&file, format!("cannot encode the identity: {e}")))?;
+    let text = format!(
+        "# sendgate store identity. Do not edit, copy or delete it: a store whose data\n\
+         # does not match it (wiped, replaced, restored from an older copy) is refused.\n{body}"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(ID_FILE_MODE)
+        .open(&tmp)
+        .map_err(io_at("create the identity file", &tmp))?;
+    f.write_all(text.as_bytes())
+        .map_err(io_at("write the identity file", &tmp))?;
+    if sync {
+        f.sync_all().map_err(io_at("fsync the identity file", &tmp))?;
+    }
+    drop(f);
+    std::fs::rename(&tmp, &file).map_err(io_at("rename the identity file", &file))?;
+    if sync {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at("fsync the directory", dir))
+}
+
+/// Create the store directory (mode 0700 whatever the umask), or give an existing empty
+/// one that mode. Parents are created as needed with the default mode.
+pub fn create_dir(path: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io_at("create the store's parent directory", parent))?;
+    }
+    match std::fs::DirBuilder::new().mode(DIR_MODE).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_at("create the store directory", path)(e)),
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE))
+        .map_err(io_at("set the store directory's mode", path))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// A random store id: 128 bits from the kernel, in hex.
+pub fn new_store_id(path: &Path) -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io_at("read /dev/urandom to make a store id for", path))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The pid holding the `flock` on `file`, from `/proc/locks` (Linux), if it can be known.
+pub fn lock_holder(file: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(file).ok()?;
+    let dev = m.dev();
+    let want = format!("{:02x}:{:02x}:{}", libc::major(dev), libc::minor(dev), m.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF"; lines of waiters carry "->".
+    locks.lines().filter(|l| !l.contains("->")).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let at = f.iter().position(|x| *x == want)?;
+        f.get(at.checked_sub(1)?)?.parse().ok().filter(|&pid| pid != 0)
+    })
+}
+
+/// Which of sled's files and directory entries are known durable, so that each new file
+/// (a blob, a snapshot, `conf`) is synced once, and a directory only after its entries
+/// changed. `db` itself is `fdatasync`ed at every call by the caller.
+#[derive(Default)]
+pub struct Synced {
+    /// Per directory (the store's and `blobs/`): entry name → inode, as last synced.
+    dirs: [BTreeMap<OsString, u64>; 2],
+}
+
+impl Synced {
+    /// Sync every file of `root` and `root/blobs` not synced before, then each of the
+    /// two directories whose entries changed since the last call.
+    pub fn sync_new(&mut self, root: &Path) -> Result<(), StoreError> {
+        let dirs: [PathBuf; 2] = [root.to_path_buf(), root.join("blobs")];
+        for (dir, known) in dirs.iter().zip(self.dirs.iter_mut()) {
+            let mut seen = BTreeMap::new();
+            let mut changed = false;
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                // sled creates `blobs/` at open; it is never removed while open.
+                Err(e) => return Err(io_at("list the store directory", dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_at("list the store directory", dir))?;
+                let (name, ino) = (entry.file_name(), entry.ino());
+                if known.get(&name) != Some(&ino) {
+                    changed = true;
+                    if name != "db" && entry.file_type().is_ok_and(|t| t.is_file()) {
+                        sync_file(&entry.path())?;
+                    }
+                }
+                seen.insert(name, ino);
+            }
+            changed |= known.keys().any(|k| !seen.contains_key(k));
+            if changed {
+                sync_dir(dir)?;
+            }
+            *known = seen;
+        }
+        Ok(())
+    }
+}
+
+fn sync_file(file: &Path) -> Result<(), StoreError> {
+    match File::open(file) {
+        Ok(f) => f.sync_all().map_err(io_at("fsync a store file", file)),
+        // Removed by sled since it was listed (an old snapshot, a collected blob): the
+        // directory sync that follows makes the removal durable.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_at("open a store file to fsync it", file)(e)),
+    }
+}
