@@ -813,7 +813,10 @@ fn one_day_summary_per_day_across_a_restart_and_clock_jumps() {
     let mut run = engine_at(dir.path(), quiet_settings(), utc("2026-11-26T01:00:00Z"));
     run.run_until(utc("2026-11-26T02:00:00Z"), &mut always(Outcome::Sent))
         .expect("run");
-    assert_eq!(summaries(&run.log), vec![utc("2026-11-25T00:00:00Z").date_naive()]);
+    assert_eq!(
+        summaries(&run.log),
+        vec![utc("2026-11-25T00:00:00Z").date_naive()]
+    );
     assert!(run.log.iter().any(|(_, e)| matches!(
         e,
         Event::DaySummary { sent, .. } if sent[1] == 5
@@ -861,7 +864,8 @@ fn requeue_action_sends_a_failed_action_again_and_leaves_a_sent_one() {
             Outcome::Sent
         }
     };
-    run.run_until(now + Duration::hours(1), &mut upstream).expect("run");
+    run.run_until(now + Duration::hours(1), &mut upstream)
+        .expect("run");
     let state = |run: &VirtualRun, id: &str| run.engine.store().action(id).expect("read").map(|a| a.state);
     assert_eq!(state(&run, "bad"), Some(State::Failed));
     assert_eq!(state(&run, "good"), Some(State::Sent));
@@ -880,7 +884,11 @@ fn requeue_action_sends_a_failed_action_again_and_leaves_a_sent_one() {
             _ => None,
         })
         .collect();
-    assert_eq!(attempts, vec!["bad", "good", "bad"], "a sent action is never requeued");
+    assert_eq!(
+        attempts,
+        vec!["bad", "good", "bad"],
+        "a sent action is never requeued"
+    );
     let counts = run.engine.store().state_counts().expect("counts");
     assert_eq!(counts[State::Sent.index()], 2);
     assert_eq!(counts[State::Failed.index()], 0);
@@ -900,10 +908,13 @@ fn tier_changed_lowers_the_invite_cap_from_the_next_reservation() {
     run.apply_text("f.jsonl", &text).expect("apply");
     // 10 invites under sales_navigator_core (cap 80), then the tier drops to free (20).
     let mut n = 0;
-    run.run_until(now + Duration::hours(20), &mut |_: &SendRequest, _: DateTime<Utc>| {
-        n += 1;
-        Outcome::Sent
-    })
+    run.run_until(
+        now + Duration::hours(20),
+        &mut |_: &SendRequest, _: DateTime<Utc>| {
+            n += 1;
+            Outcome::Sent
+        },
+    )
     .expect("run");
     assert!(n > 20, "the first tier allows more than 20 ({n})");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -368,9 +368,17 @@ fn audit_reports_an_overshoot_and_a_counter_mismatch() {
 }
 
 /// Apply a job file and return what it changed.
-fn applied(store: &Store, name: &str, text: &str, now: chrono::DateTime<chrono::Utc>) -> sendgate::store::Applied {
+fn applied(
+    store: &Store,
+    name: &str,
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> sendgate::store::Applied {
     let records = parse_file(name, text.as_bytes()).expect("valid job file");
-    match store.apply(name, text.as_bytes(), &records, now).expect("store works") {
+    match store
+        .apply(name, text.as_bytes(), &records, now)
+        .expect("store works")
+    {
         ApplyOutcome::Applied(a) => a,
         other => panic!("{name} did not apply: {other:?}"),
     }
@@ -506,7 +514,10 @@ fn picking_an_account_skips_restricted_and_held_ones() {
         )
     };
     apply(&store, "p1.jsonl", &unnamed("p1"), now);
-    assert_eq!(store.action("p1").expect("read").map(|a| a.account), Some("a3".into()));
+    assert_eq!(
+        store.action("p1").expect("read").map(|a| a.account),
+        Some("a3".into())
+    );
     // With a3 restricted too, only the held a2 is left: its hold ends by itself.
     apply(
         &store,
@@ -515,7 +526,10 @@ fn picking_an_account_skips_restricted_and_held_ones() {
         now,
     );
     apply(&store, "p2.jsonl", &unnamed("p2"), now);
-    assert_eq!(store.action("p2").expect("read").map(|a| a.account), Some("a2".into()));
+    assert_eq!(
+        store.action("p2").expect("read").map(|a| a.account),
+        Some("a2".into())
+    );
     // Every account restricted: the line is rejected, naming the field.
     apply(
         &store,
@@ -525,7 +539,10 @@ fn picking_an_account_skips_restricted_and_held_ones() {
     );
     let text = unnamed("p3");
     let records = parse_file("p3.jsonl", text.as_bytes()).expect("valid");
-    match store.apply("p3.jsonl", text.as_bytes(), &records, now).expect("store") {
+    match store
+        .apply("p3.jsonl", text.as_bytes(), &records, now)
+        .expect("store")
+    {
         ApplyOutcome::Rejected(r) => {
             assert_eq!((r.line, r.field.as_str()), (1, "account"));
             assert!(r.reason.contains("restricted"), "{}", r.reason);

@@ -190,15 +190,45 @@ mod tests {
     fn takes_effect_table() {
         // Kiritimati Nov 25 = [Nov 24 10:00Z, Nov 25 10:00Z). Pago Pago's Nov 25 begins
         // at 11:00Z, but that date is taken: its first day is Nov 26 (Nov 26 11:00Z).
-        check(KIRITIMATI, PAGO_PAGO, "2026-11-25T09:00:00Z", "2026-11-26T11:00:00Z", "2026-11-25");
+        check(
+            KIRITIMATI,
+            PAGO_PAGO,
+            "2026-11-25T09:00:00Z",
+            "2026-11-26T11:00:00Z",
+            "2026-11-25",
+        );
         // Pago Pago Nov 25 ends Nov 26 11:00Z = Nov 27 01:00 in Kiritimati: the first
         // Kiritimati day starting after it is Nov 28 (Nov 27 10:00Z).
-        check(PAGO_PAGO, KIRITIMATI, "2026-11-25T20:00:00Z", "2026-11-27T10:00:00Z", "2026-11-25");
+        check(
+            PAGO_PAGO,
+            KIRITIMATI,
+            "2026-11-25T20:00:00Z",
+            "2026-11-27T10:00:00Z",
+            "2026-11-25",
+        );
         // Neighbouring zones: at the next midnight of the new zone.
         let (berlin, ny) = (chrono_tz::Europe::Berlin, chrono_tz::America::New_York);
-        check(berlin, ny, "2026-11-25T12:00:00Z", "2026-11-26T05:00:00Z", "2026-11-25");
-        check(ny, berlin, "2026-11-25T12:00:00Z", "2026-11-26T23:00:00Z", "2026-11-25");
-        check(berlin, berlin, "2026-11-25T12:00:00Z", "2026-11-25T23:00:00Z", "2026-11-25");
+        check(
+            berlin,
+            ny,
+            "2026-11-25T12:00:00Z",
+            "2026-11-26T05:00:00Z",
+            "2026-11-25",
+        );
+        check(
+            ny,
+            berlin,
+            "2026-11-25T12:00:00Z",
+            "2026-11-26T23:00:00Z",
+            "2026-11-25",
+        );
+        check(
+            berlin,
+            berlin,
+            "2026-11-25T12:00:00Z",
+            "2026-11-25T23:00:00Z",
+            "2026-11-25",
+        );
     }
 
     #[test]
@@ -212,7 +242,10 @@ mod tests {
         assert_eq!(z.zone_at(utc("2026-11-26T11:00:00Z")), PAGO_PAGO);
         assert_eq!(z.start_of_next_day(at), utc("2026-11-26T11:00:00Z"));
         // Changing back before it took effect undoes it.
-        assert_eq!(z.change(KIRITIMATI, at + Duration::hours(1)), Zones::fixed(KIRITIMATI));
+        assert_eq!(
+            z.change(KIRITIMATI, at + Duration::hours(1)),
+            Zones::fixed(KIRITIMATI)
+        );
     }
 
     fn instant(secs: i64) -> DateTime<Utc> {

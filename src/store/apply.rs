@@ -293,7 +293,10 @@ fn apply_action(c: &mut Ctx, line: usize, r: &ActionRecord) -> TxResult<()> {
                 return reject(
                     line,
                     "account",
-                    format!("no account given and every account of campaign `{}` is restricted", camp.id),
+                    format!(
+                        "no account given and every account of campaign `{}` is restricted",
+                        camp.id
+                    ),
                 )
             }
         },

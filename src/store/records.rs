@@ -478,7 +478,10 @@ mod tests {
         let bytes = super::super::codec::encode(&old);
         assert_eq!(bytes[0], 0, "layout 1");
         let a = Account::decode(&bytes).expect("layout 1 reads");
-        assert_eq!((a.id.as_str(), a.timezone.as_str(), a.credits), ("a1", "Pacific/Kiritimati", 3));
+        assert_eq!(
+            (a.id.as_str(), a.timezone.as_str(), a.credits),
+            ("a1", "Pacific/Kiritimati", 3)
+        );
         assert_eq!(a.pending_zone, None);
         assert_eq!(a.summarised_day, day.pred_opt());
         // Written back as layout 2, it round-trips.
