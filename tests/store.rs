@@ -653,3 +653,43 @@ fn every_tier_row_of_the_spec() {
         assert_eq!(a.credits, ceiling, "{tier}: InMail balance ceiling");
     }
 }
+
+#[test]
+fn audit_reports_days_that_overlap_in_real_time() {
+    use sendgate::store::codec::{decode, encode};
+    use sendgate::store::records::LedgerEntry;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc(NOW);
+    {
+        let store = open(dir.path(), Settings::default());
+        let text = format!(
+            "{}\n{}\n{}\n{}\n",
+            account_line("a1", ""),
+            campaign_line("c1", 10, ""),
+            action_line("x0", "c1", "a1", "message"),
+            action_line("x1", "c1", "a1", "message"),
+        );
+        apply(&store, "f.jsonl", &text, now);
+        store.reserve(&["x0".to_string()], now).expect("reserve");
+        let later = now + chrono::Duration::minutes(5);
+        store.reserve(&["x1".to_string()], later).expect("reserve");
+        assert!(store.audit(None, None).expect("audit").clean());
+    }
+    // The later reservation claims the day before: what a zone change that reopened
+    // an earlier date used to write.
+    {
+        let db = sled::open(dir.path().join("store")).expect("raw open");
+        let ledger = db.open_tree("ledger").expect("ledger");
+        let (k, v) = ledger.last().expect("read").expect("an entry");
+        let mut e: LedgerEntry = decode("ledger entry", &v).expect("decodes");
+        e.account_day = e.account_day.pred_opt().expect("a day before");
+        ledger.insert(k, encode(&e)).expect("write");
+        db.flush().expect("flush");
+    }
+    let store = open(dir.path(), Settings::default());
+    let audit = store.audit(None, None).expect("audit");
+    assert!(
+        audit.mismatches.iter().any(|m| m.contains("days overlap")),
+        "{audit:?}"
+    );
+}
