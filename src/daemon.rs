@@ -11,7 +11,6 @@ use crate::config::{Config, UpstreamKind};
 use crate::contract::jobfile::parse_file;
 use crate::contract::Outcome;
 use crate::engine::{Engine, EngineConfig};
-use crate::policy::caps::{red_zone, Counter};
 use crate::spool::{Claimed, ReadError, Spool};
 use crate::store::{ApplyOutcome, OpenOptions, Reservation, Settings, Store, StoreError};
 use crate::upstream::{exec::Exec, http::Http, sim::SimUpstream, Upstream};
@@ -110,29 +109,9 @@ fn engine_config(c: &Config, seed: u64) -> EngineConfig {
     }
 }
 
-fn log_red_zones(c: &Config) {
-    let caps = c.policy().caps;
-    for (counter, v) in [
-        (Counter::Invites, caps.invites),
-        (Counter::Messages, caps.messages),
-        (Counter::Inmails, caps.inmails),
-        (Counter::Engagement, caps.engagement),
-    ] {
-        if red_zone(counter, v) {
-            tracing::warn!(
-                event = "red_zone",
-                counter = counter.as_str(),
-                value = v,
-                scope = "config"
-            );
-        }
-    }
-}
-
 /// `sendgate run`: returns the exit code.
 pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     log::init(config.log.format);
-    log_red_zones(&config);
     let clock = build_clock(&config);
     let spool = match Spool::open(&config.spool.dir, config.spool.max_file_bytes) {
         Ok(s) => s,
@@ -646,7 +625,6 @@ impl Worker {
                 tracing::warn!(event = "config_restart_needed", key);
             }
         }
-        log_red_zones(&new);
         if let Some(spool) = spool {
             self.spool = spool;
         }

@@ -708,3 +708,271 @@ fn a_paused_campaign_parks_its_backlog_until_it_resumes() {
         .expect("run");
     assert_eq!(sends(&run).len(), 7, "all five resume");
 }
+
+// ---- Time-zone changes (SPEC §3: local days; README "Time zones") ----
+
+fn zone_account(tz: &str) -> String {
+    format!(
+        r#"{{"type":"account","id":"a1","tier":"free","timezone":"{tz}","window":{{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}},"established":true}}"#
+    )
+}
+
+/// A free account (20 invites a day) sends its 20 in `from`, then an account record
+/// moves it to `to`. No invite goes out before the first day in the new zone begins
+/// (`first_new_day`), and each day after holds at most 20.
+fn check_zone_change(from: &str, to: &str, start: &str, change: &str, first_new_day: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = utc(start);
+    let mut run = engine_at(dir.path(), quiet_settings(), start);
+    let text = format!(
+        "{}\n{}\n{}",
+        zone_account(from),
+        campaign_line("c1", 500, ""),
+        actions("i", 100, "c1", "a1", "invite")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    let change = utc(change);
+    run.run_until(change, &mut always(Outcome::Sent)).expect("run");
+    assert_eq!(sends(&run).len(), 20, "{from}: the day's 20 before the change");
+    run.apply_text("tz.jsonl", &zone_account(to)).expect("apply");
+    let first = utc(first_new_day);
+    run.run_until(first, &mut always(Outcome::Sent)).expect("run");
+    let early: Vec<_> = sends(&run).into_iter().skip(20).map(|(t, _, _)| t).collect();
+    assert!(
+        early.is_empty(),
+        "{from} → {to}: sent before the new zone's first day: {early:?}"
+    );
+    run.run_until(first + Duration::days(2), &mut always(Outcome::Sent))
+        .expect("run");
+    let all = sends(&run);
+    let day1 = all
+        .iter()
+        .filter(|(t, _, _)| *t >= first && *t < first + Duration::days(1))
+        .count();
+    assert_eq!(day1, 20, "{to}: the first new day sends its cap");
+    assert_eq!(all.len(), 60);
+    let tz: chrono_tz::Tz = to.parse().expect("zone");
+    let acct = run.engine.store().account("a1").expect("read").expect("exists");
+    assert_eq!(acct.zone_at(run.now), tz);
+    let audit = run.engine.store().audit(None, None).expect("audit");
+    assert!(audit.clean(), "{audit:?}");
+}
+
+#[test]
+fn a_zone_change_across_the_date_line_never_reopens_a_day() {
+    // Kiritimati (UTC+14) Nov 25 = [Nov 24 10:00Z, Nov 25 10:00Z). Pago Pago (UTC−11)
+    // is then on Nov 24: its first day is Nov 26 (it begins Nov 26 11:00Z).
+    check_zone_change(
+        "Pacific/Kiritimati",
+        "Pacific/Pago_Pago",
+        "2026-11-24T10:00:00Z",
+        "2026-11-24T14:00:00Z",
+        "2026-11-26T11:00:00Z",
+    );
+    // Pago Pago Nov 25 = [Nov 25 11:00Z, Nov 26 11:00Z); the first Kiritimati day that
+    // begins after it is Nov 28 (Nov 27 10:00Z).
+    check_zone_change(
+        "Pacific/Pago_Pago",
+        "Pacific/Kiritimati",
+        "2026-11-25T11:00:00Z",
+        "2026-11-25T15:00:00Z",
+        "2026-11-27T10:00:00Z",
+    );
+}
+
+// ---- day_summary: one per account per local day (SPEC §11) ----
+
+fn summaries(log: &[(DateTime<Utc>, Event)]) -> Vec<chrono::NaiveDate> {
+    log.iter()
+        .filter_map(|(_, e)| match e {
+            Event::DaySummary { day, .. } => Some(*day),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn one_day_summary_per_day_across_a_restart_and_clock_jumps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = utc("2026-11-25T10:00:00Z");
+    let mut log = Vec::new();
+    {
+        let mut run = engine_at(dir.path(), quiet_settings(), start);
+        let text = format!(
+            "{}\n{}\n{}",
+            account_line("a1", ""),
+            campaign_line("c1", 5, ""),
+            actions("m", 40, "c1", "a1", "message")
+        );
+        run.apply_text("f.jsonl", &text).expect("apply");
+        run.run_until(utc("2026-11-25T23:00:00Z"), &mut always(Outcome::Sent))
+            .expect("run");
+        log.append(&mut run.log);
+    }
+    // Stopped at 23:00, started again after midnight: Nov 25 is summarised once.
+    let mut run = engine_at(dir.path(), quiet_settings(), utc("2026-11-26T01:00:00Z"));
+    run.run_until(utc("2026-11-26T02:00:00Z"), &mut always(Outcome::Sent))
+        .expect("run");
+    assert_eq!(
+        summaries(&run.log),
+        vec![utc("2026-11-25T00:00:00Z").date_naive()]
+    );
+    assert!(run.log.iter().any(|(_, e)| matches!(
+        e,
+        Event::DaySummary { sent, .. } if sent[1] == 5
+    )));
+    // The clock jumps four days ahead: one summary for each day passed over.
+    run.now = utc("2026-11-30T05:00:00Z");
+    run.run_until(utc("2026-11-30T06:00:00Z"), &mut always(Outcome::Sent))
+        .expect("run");
+    // Back two days, then forward again past Dec 1: nothing twice.
+    run.now = utc("2026-11-28T05:00:00Z");
+    run.run_until(utc("2026-11-28T06:00:00Z"), &mut always(Outcome::Sent))
+        .expect("run");
+    run.now = utc("2026-12-01T05:00:00Z");
+    run.run_until(utc("2026-12-01T06:00:00Z"), &mut always(Outcome::Sent))
+        .expect("run");
+    log.append(&mut run.log);
+    let days = summaries(&log);
+    let expected: Vec<chrono::NaiveDate> = (25..=30)
+        .map(|d| chrono::NaiveDate::from_ymd_opt(2026, 11, d).expect("date"))
+        .collect();
+    assert_eq!(days, expected);
+}
+
+// ---- requeue_action and tier_changed (SPEC §5, §3.2) ----
+
+#[test]
+fn requeue_action_sends_a_failed_action_again_and_leaves_a_sent_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T10:00:00Z");
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let text = format!(
+        "{}\n{}\n{}{}",
+        account_line("a1", ""),
+        campaign_line("c1", 50, ""),
+        action_line("bad", "c1", "a1", "message") + "\n",
+        action_line("good", "c1", "a1", "profile_view") + "\n"
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    let mut upstream = |r: &SendRequest, _: DateTime<Utc>| {
+        if r.id == "bad" {
+            Outcome::Invalid {
+                reason: "http 400".into(),
+            }
+        } else {
+            Outcome::Sent
+        }
+    };
+    run.run_until(now + Duration::hours(1), &mut upstream)
+        .expect("run");
+    let state = |run: &VirtualRun, id: &str| run.engine.store().action(id).expect("read").map(|a| a.state);
+    assert_eq!(state(&run, "bad"), Some(State::Failed));
+    assert_eq!(state(&run, "good"), Some(State::Sent));
+    let requeue = r#"{"type":"event","kind":"requeue_action","action":"bad"}
+{"type":"event","kind":"requeue_action","action":"good"}
+"#;
+    run.apply_text("requeue.jsonl", requeue).expect("apply");
+    assert_eq!(state(&run, "bad"), Some(State::Queued));
+    run.run_until(now + Duration::hours(2), &mut always(Outcome::Sent))
+        .expect("run");
+    assert_eq!(state(&run, "bad"), Some(State::Sent));
+    let attempts: Vec<String> = run
+        .events("action_reserved")
+        .filter_map(|(_, e)| match e {
+            Event::ActionReserved { action, .. } => Some(action.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        vec!["bad", "good", "bad"],
+        "a sent action is never requeued"
+    );
+    let counts = run.engine.store().state_counts().expect("counts");
+    assert_eq!(counts[State::Sent.index()], 2);
+    assert_eq!(counts[State::Failed.index()], 0);
+}
+
+#[test]
+fn tier_changed_lowers_the_invite_cap_from_the_next_reservation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T01:00:00Z");
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let text = format!(
+        "{}\n{}\n{}",
+        account_line("a1", ""),
+        campaign_line("c1", 500, ""),
+        actions("i", 60, "c1", "a1", "invite")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    // 10 invites under sales_navigator_core (cap 80), then the tier drops to free (20).
+    let mut n = 0;
+    run.run_until(
+        now + Duration::hours(20),
+        &mut |_: &SendRequest, _: DateTime<Utc>| {
+            n += 1;
+            Outcome::Sent
+        },
+    )
+    .expect("run");
+    assert!(n > 20, "the first tier allows more than 20 ({n})");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    run.apply_text("f.jsonl", &text).expect("apply");
+    while sends(&run).len() < 10 {
+        let next = run.engine.next_wake().expect("wake").expect("work");
+        run.run_until(next + Duration::seconds(1), &mut always(Outcome::Sent))
+            .expect("run");
+    }
+    assert_eq!(sends(&run).len(), 10);
+    let tier_at = run.now;
+    run.apply_text(
+        "tier.jsonl",
+        r#"{"type":"event","kind":"tier_changed","account":"a1","tier":"free"}"#,
+    )
+    .expect("apply");
+    run.run_until(utc("2026-11-25T23:59:00Z"), &mut always(Outcome::Sent))
+        .expect("run");
+    let day = sends(&run)
+        .iter()
+        .filter(|(t, _, _)| t.date_naive() == tier_at.date_naive())
+        .count();
+    assert_eq!(day, 20, "the free tier's 20 a day, counting the 10 sent before");
+    let parked: Vec<_> = parked(&run).into_iter().map(|(_, c, _)| c).collect();
+    assert!(parked.iter().any(|c| c == "account.invites"), "{parked:?}");
+}
+
+#[test]
+fn a_configured_red_zone_cap_is_logged_once_per_value_not_at_every_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T10:00:00Z");
+    let mut settings = quiet_settings();
+    settings.policy.caps.invites = 95;
+    let red = |e: &mut Engine| -> Vec<(String, u32)> {
+        e.drain_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::RedZone {
+                    account: None,
+                    counter,
+                    value,
+                } => Some((counter, value)),
+                _ => None,
+            })
+            .collect()
+    };
+    let start = |settings: &Settings| {
+        Engine::new(open(dir.path(), settings.clone()), EngineConfig::default(), now).expect("engine")
+    };
+    let mut e = start(&settings);
+    assert_eq!(red(&mut e), vec![("invites".to_string(), 95)]);
+    drop(e);
+    let mut e = start(&settings);
+    assert!(red(&mut e).is_empty(), "logged again at a restart");
+    // A reload with another red-zone value logs that one, once.
+    e.store_mut().settings.policy.caps.invites = 96;
+    e.tick(now).expect("tick");
+    e.tick(now).expect("tick");
+    assert_eq!(red(&mut e), vec![("invites".to_string(), 96)]);
+}

@@ -721,3 +721,330 @@ fn an_unreadable_store_directory_is_named() {
         Ok(_) => panic!("opened an unreadable store"),
     }
 }
+
+/// Apply a job file and return what it changed.
+fn applied(
+    store: &Store,
+    name: &str,
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> sendgate::store::Applied {
+    let records = parse_file(name, text.as_bytes()).expect("valid job file");
+    match store
+        .apply(name, text.as_bytes(), &records, now)
+        .expect("store works")
+    {
+        ApplyOutcome::Applied(a) => a,
+        other => panic!("{name} did not apply: {other:?}"),
+    }
+}
+
+#[test]
+fn a_pruned_action_id_is_never_new_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        retention_days: 30,
+        ..Settings::default()
+    };
+    let store = open(dir.path(), settings);
+    let then = utc(NOW);
+    let text = format!(
+        "{}\n{}\n{}\n",
+        account_line("a1", ""),
+        campaign_line("c1", 10, ""),
+        action_line("old", "c1", "a1", "message"),
+    );
+    apply(&store, "f.jsonl", &text, then);
+    store.reserve(&["old".to_string()], then).expect("reserve");
+    store
+        .record(&[("old".to_string(), Outcome::Sent, 0)], then)
+        .expect("record");
+    let pruned_at = then + chrono::Duration::days(31);
+    assert_eq!(store.prune(pruned_at, 100).expect("prune"), 2);
+    assert!(store.action("old").expect("read").is_none());
+    // The same id again, in another file, a month and then a year later: a duplicate.
+    for (name, days) in [("again.jsonl", 60), ("year.jsonl", 31 + 365)] {
+        let at = then + chrono::Duration::days(days);
+        let again = action_line("old", "c1", "a1", "message") + "\n";
+        let a = applied(&store, name, &again, at);
+        assert_eq!((a.actions, a.duplicates), (0, 1), "{name}");
+        assert!(store.action("old").expect("read").is_none(), "{name}");
+    }
+    let counts = store.state_counts().expect("counts");
+    assert_eq!(counts.iter().sum::<u64>(), 0, "{counts:?}");
+    // Tombstones expire after `TOMBSTONE_DAYS`, in a later prune.
+    let expiry = pruned_at + chrono::Duration::days(sendgate::store::TOMBSTONE_DAYS + 1);
+    assert_eq!(store.prune(expiry, 100).expect("prune"), 0);
+    let again = action_line("old", "c1", "a1", "message") + "\n";
+    let a = applied(&store, "late.jsonl", &again, expiry);
+    assert_eq!((a.actions, a.duplicates), (1, 0));
+}
+
+/// Count actions per state by reading them all.
+fn recount(store: &Store) -> [u64; 7] {
+    let mut c = [0u64; 7];
+    for a in store.actions().expect("actions") {
+        c[a.state.index()] += 1;
+    }
+    c
+}
+
+#[test]
+fn pruning_keeps_the_state_counts_right_whatever_operation_fails() {
+    let then = utc(NOW);
+    let later = then + chrono::Duration::days(31);
+    let settings = || Settings {
+        retention_days: 30,
+        fsync: false,
+        ..Settings::default()
+    };
+    for fail_at in 1..12 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(dir.path(), settings());
+            let mut text = format!("{}\n{}\n", account_line("a1", ""), campaign_line("c1", 10, ""));
+            for i in 0..3 {
+                text += &(action_line(&format!("m{i}"), "c1", "a1", "message") + "\n");
+            }
+            apply(&store, "f.jsonl", &text, then);
+            let ids: Vec<String> = (0..3).map(|i| format!("m{i}")).collect();
+            store.reserve(&ids, then).expect("reserve");
+            let done: Vec<_> = ids.iter().map(|id| (id.clone(), Outcome::Sent, 0)).collect();
+            store.record(&done, then).expect("record");
+        }
+        {
+            let opts = OpenOptions {
+                fail_from_op: Some(fail_at),
+                ..OpenOptions::default()
+            };
+            if let Ok(store) = Store::open(&dir.path().join("store"), settings(), opts) {
+                let _ = store.prune(later, 100);
+            }
+        }
+        let store = open(dir.path(), settings());
+        assert_eq!(
+            store.state_counts().expect("counts"),
+            recount(&store),
+            "a fault at operation {fail_at}"
+        );
+    }
+}
+
+#[test]
+fn picking_an_account_skips_restricted_and_held_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Settings::default());
+    let now = utc(NOW);
+    // a1 has the most budget, a3 the least: the old rule picks a1.
+    let text = format!(
+        "{}\n{}\n{}\n{}\n{}\n",
+        account_line("a1", r#","caps":{"messages":80}"#),
+        account_line("a2", r#","caps":{"messages":60}"#),
+        account_line("a3", r#","caps":{"messages":10}"#),
+        campaign_line("c1", 50, r#","accounts":["a1","a2","a3"]"#),
+        action_line("hold-a2", "c1", "a2", "message"),
+    );
+    apply(&store, "f.jsonl", &text, now);
+    // a2 gets a 429 (held until its next window), a1 is restricted.
+    store.reserve(&["hold-a2".to_string()], now).expect("reserve");
+    store
+        .record(
+            &[(
+                "hold-a2".to_string(),
+                Outcome::RateLimited { retry_after_s: None },
+                0,
+            )],
+            now,
+        )
+        .expect("record");
+    apply(
+        &store,
+        "restrict.jsonl",
+        r#"{"type":"event","kind":"account_restricted","account":"a1"}"#,
+        now,
+    );
+    let unnamed = |id: &str| {
+        format!(
+            r#"{{"type":"action","id":"{id}","campaign":"c1","kind":"message","prospect":"https://www.linkedin.com/in/{id}","payload":{{}}}}"#
+        )
+    };
+    apply(&store, "p1.jsonl", &unnamed("p1"), now);
+    assert_eq!(
+        store.action("p1").expect("read").map(|a| a.account),
+        Some("a3".into())
+    );
+    // With a3 restricted too, only the held a2 is left: its hold ends by itself.
+    apply(
+        &store,
+        "restrict3.jsonl",
+        r#"{"type":"event","kind":"account_restricted","account":"a3"}"#,
+        now,
+    );
+    apply(&store, "p2.jsonl", &unnamed("p2"), now);
+    assert_eq!(
+        store.action("p2").expect("read").map(|a| a.account),
+        Some("a2".into())
+    );
+    // Every account restricted: the line is rejected, naming the field.
+    apply(
+        &store,
+        "restrict2.jsonl",
+        r#"{"type":"event","kind":"account_restricted","account":"a2"}"#,
+        now,
+    );
+    let text = unnamed("p3");
+    let records = parse_file("p3.jsonl", text.as_bytes()).expect("valid");
+    match store
+        .apply("p3.jsonl", text.as_bytes(), &records, now)
+        .expect("store")
+    {
+        ApplyOutcome::Rejected(r) => {
+            assert_eq!((r.line, r.field.as_str()), (1, "account"));
+            assert!(r.reason.contains("restricted"), "{}", r.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ramp_changed_and_red_zone_are_logged_once_per_change() {
+    use sendgate::store::Change;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Settings::default());
+    let now = utc(NOW);
+    let account = |extra: &str| {
+        format!(
+            r#"{{"type":"account","id":"a1","tier":"sales_navigator_core","caps":{{"invites":95}}{extra}}}"#
+        )
+    };
+    let ramp = |a: &sendgate::store::Applied| -> Vec<(u32, u32)> {
+        a.changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::RampChanged { old, new, .. } => Some((*old, *new)),
+                _ => None,
+            })
+            .collect()
+    };
+    let red = |a: &sendgate::store::Applied| -> Vec<(&'static str, u32)> {
+        a.changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::RedZone { counter, value, .. } => Some((*counter, *value)),
+                _ => None,
+            })
+            .collect()
+    };
+    let a = applied(&store, "new.jsonl", &account(""), now);
+    assert_eq!(red(&a), vec![("invites", 95)]);
+    assert!(ramp(&a).is_empty(), "a new account starts its ramp, no change");
+    // The same record again: the value is not new, nothing is logged.
+    let a = applied(&store, "same.jsonl", &(account("") + "\n"), now);
+    assert!(red(&a).is_empty(), "{:?}", a.changes);
+    // `established: true` lifts the ramp to the target: logged.
+    let a = applied(&store, "est.jsonl", &account(r#","established":true"#), now);
+    assert_eq!(ramp(&a), vec![(10, 95)]);
+    assert!(red(&a).is_empty());
+    let acct = store.account("a1").expect("read").expect("exists");
+    assert_eq!(acct.ramp_ceiling, 95);
+    // A new red-zone value is logged again.
+    let a = applied(
+        &store,
+        "more.jsonl",
+        r#"{"type":"account","id":"a1","caps":{"invites":96}}"#,
+        now,
+    );
+    assert_eq!(red(&a), vec![("invites", 96)]);
+}
+
+/// SPEC §3.2, one row per tier: (tier, invite ceiling / day, InMail credits / month,
+/// InMail balance ceiling). Checked through the store: the invites an established
+/// account may reserve in a day, its starting balance, and its balance after two
+/// years of refills.
+#[test]
+fn every_tier_row_of_the_spec() {
+    let rows = [
+        ("free", 20, 0, 0),
+        ("premium_career", 80, 5, 15),
+        ("premium_business", 80, 15, 45),
+        ("sales_navigator_core", 100, 50, 150),
+        ("sales_navigator_advanced", 100, 50, 150),
+        ("recruiter_lite", 100, 30, 120),
+        ("recruiter", 100, 150, 600),
+    ];
+    for (tier, invites, monthly, ceiling) in rows {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(
+            dir.path(),
+            Settings {
+                fsync: false,
+                ..Settings::default()
+            },
+        );
+        let now = utc(NOW);
+        let acct = format!(
+            r#"{{"type":"account","id":"a1","tier":"{tier}","timezone":"UTC","window":{{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}},"established":true,"caps":{{"invites":150}}}}"#
+        );
+        let mut text = format!("{acct}\n{}\n", campaign_line("c1", 1000, ""));
+        for i in 0..110 {
+            text += &(action_line(&format!("i{i:03}"), "c1", "a1", "invite") + "\n");
+        }
+        text += &(action_line("m", "c1", "a1", "message") + "\n");
+        apply(&store, "f.jsonl", &text, now);
+        let a = store.account("a1").expect("read").expect("exists");
+        assert_eq!(a.credits, monthly, "{tier}: starting InMail credits");
+        let ids: Vec<String> = (0..110).map(|i| format!("i{i:03}")).collect();
+        let (results, _) = store.reserve(&ids, now).expect("reserve");
+        let reserved = results
+            .iter()
+            .filter(|r| matches!(r, ReserveResult::Reserved(_)))
+            .count();
+        assert_eq!(reserved, invites, "{tier}: invites a day");
+        // Two years on, a reservation runs the refills: the balance stops at the
+        // ceiling (unused credits roll over up to it).
+        let later = now + chrono::Duration::days(730);
+        store.reserve(&["m".to_string()], later).expect("reserve");
+        let a = store.account("a1").expect("read").expect("exists");
+        assert_eq!(a.credits, ceiling, "{tier}: InMail balance ceiling");
+    }
+}
+
+#[test]
+fn audit_reports_days_that_overlap_in_real_time() {
+    use sendgate::store::codec::{decode, encode};
+    use sendgate::store::records::LedgerEntry;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc(NOW);
+    {
+        let store = open(dir.path(), Settings::default());
+        let text = format!(
+            "{}\n{}\n{}\n{}\n",
+            account_line("a1", ""),
+            campaign_line("c1", 10, ""),
+            action_line("x0", "c1", "a1", "message"),
+            action_line("x1", "c1", "a1", "message"),
+        );
+        apply(&store, "f.jsonl", &text, now);
+        store.reserve(&["x0".to_string()], now).expect("reserve");
+        let later = now + chrono::Duration::minutes(5);
+        store.reserve(&["x1".to_string()], later).expect("reserve");
+        assert!(store.audit(None, None).expect("audit").clean());
+    }
+    // The later reservation claims the day before: what a zone change that reopened
+    // an earlier date used to write.
+    {
+        let db = sled::open(dir.path().join("store")).expect("raw open");
+        let ledger = db.open_tree("ledger").expect("ledger");
+        let (k, v) = ledger.last().expect("read").expect("an entry");
+        let mut e: LedgerEntry = decode("ledger entry", &v).expect("decodes");
+        e.account_day = e.account_day.pred_opt().expect("a day before");
+        ledger.insert(k, encode(&e)).expect("write");
+        db.flush().expect("flush");
+    }
+    let store = open(dir.path(), Settings::default());
+    let audit = store.audit(None, None).expect("audit");
+    assert!(
+        audit.mismatches.iter().any(|m| m.contains("days overlap")),
+        "{audit:?}"
+    );
+}

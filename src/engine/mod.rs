@@ -16,11 +16,10 @@ use crate::contract::jobfile::{Line, Record};
 use crate::contract::Outcome;
 use crate::policy::caps::Blocker;
 use crate::policy::pacing::{backoff_s, next_gap_s, SplitMix64};
-use crate::policy::window::{local_day, start_of_next_day};
+use crate::policy::zone::Zones;
 use crate::store::Change;
 use crate::store::{ApplyOutcome, Hold, Reservation, ReserveResult, State, Store, StoreError};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use chrono_tz::Tz;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Reservations taken in one store transaction (group commit).
@@ -57,7 +56,8 @@ impl Default for EngineConfig {
 
 #[derive(Clone, Debug)]
 struct Sched {
-    tz: Tz,
+    /// The account's days (zone in force, any pending change): windows follow them.
+    zones: Zones,
     /// Where this account sits in `wake`, if anywhere.
     wake_at: Option<DateTime<Utc>>,
     /// The pacing gap: no dispatch before this.
@@ -82,6 +82,8 @@ pub struct Engine {
     events: Vec<Event>,
     /// Wake-ups served (`tick` calls), for the idle test and status.
     pub ticks: u64,
+    /// The configured caps last checked for red-zone values (a reload may change them).
+    red_zone_caps: Option<crate::policy::caps::Caps>,
 }
 
 fn change_event(c: Change) -> Event {
@@ -128,6 +130,7 @@ impl Engine {
             more: false,
             events: Vec::new(),
             ticks: 0,
+            red_zone_caps: None,
         };
         let rec = e.store.recover(now)?;
         for id in rec.unknown.iter().chain(&rec.requeued) {
@@ -146,7 +149,25 @@ impl Engine {
         }
         e.store.release_stale_waiting(now)?;
         e.sync_accounts(now)?;
+        e.check_red_zones()?;
         Ok(e)
+    }
+
+    /// Log configured caps in the red zone, once per value (the store remembers them).
+    fn check_red_zones(&mut self) -> Result<(), StoreError> {
+        let caps = self.store.settings.policy.caps;
+        if self.red_zone_caps == Some(caps) {
+            return Ok(());
+        }
+        self.red_zone_caps = Some(caps);
+        for (counter, value) in self.store.config_red_zones()? {
+            self.events.push(Event::RedZone {
+                account: None,
+                counter: counter.to_string(),
+                value,
+            });
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {
@@ -173,11 +194,20 @@ impl Engine {
     /// with ready work.
     fn sync_accounts(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
         for a in self.store.accounts()? {
-            let tz = a.tz();
+            let zones = a.zones();
             match self.accounts.get_mut(&a.id) {
-                Some(s) => s.tz = tz,
+                Some(s) => {
+                    if s.zones != zones {
+                        // A changed zone can only end the current day later; a turn at
+                        // the new end makes sure it is not missed.
+                        s.zones = zones;
+                        self.turns.insert((zones.start_of_next_day(now), a.id.clone()));
+                    }
+                }
                 None => {
-                    self.turns.insert((start_of_next_day(tz, now), a.id.clone()));
+                    // A turn now: it summarises any day that ended while the worker
+                    // was stopped (the store remembers the last one summarised).
+                    self.turns.insert((now, a.id.clone()));
                     // Pacing survives a restart: the gap counts from the last reservation.
                     let gap = next_gap_s(self.cfg.min_gap_s, self.cfg.max_gap_s, &mut self.rng);
                     let next_ok = a
@@ -189,12 +219,12 @@ impl Engine {
                     self.accounts.insert(
                         a.id.clone(),
                         Sched {
-                            tz,
+                            zones,
                             wake_at: None,
                             next_ok,
                             inflight: false,
                             last_campaign: None,
-                            day: local_day(tz, now),
+                            day: zones.day_at(now),
                         },
                     );
                 }
@@ -282,6 +312,7 @@ impl Engine {
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<Vec<Reservation>, StoreError> {
         self.ticks += 1;
         self.more = false;
+        self.check_red_zones()?;
         for round in 0.. {
             let accounts = self.store.promote_due(now)?;
             if accounts.is_empty() {
@@ -306,36 +337,37 @@ impl Engine {
     }
 
     fn day_turn(&mut self, account: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let Some(s) = self.accounts.get(account) else {
+        if !self.accounts.contains_key(account) {
+            return Ok(());
+        }
+        let turn = self.store.day_turn(account, now)?;
+        let Some(next) = turn.next else {
             return Ok(());
         };
-        let (tz, prev) = (s.tz, s.day);
-        let today = local_day(tz, now);
-        self.turns
-            .insert((start_of_next_day(tz, now), account.to_string()));
-        if today <= prev {
-            return Ok(()); // the clock stepped back, or a repeated turn: nothing to do
-        }
-        let changes = self.store.maintain(account, now)?;
-        self.events.extend(changes.into_iter().map(change_event));
-        if let Some(a) = self.store.account(account)? {
-            let rec = self.store.account_day(account, prev)?;
+        self.turns.insert((next, account.to_string()));
+        self.events.extend(turn.changes.into_iter().map(change_event));
+        for d in &turn.summaries {
             self.events.push(Event::DaySummary {
                 account: account.to_string(),
-                day: prev,
-                sent: rec.sent_by_kind,
-                invites_reserved: rec.reserved.invites,
-                invite_cap: a.invite_cap(&self.store.settings.policy, prev),
-                ramp_ceiling: a.ramp_ceiling_on(prev),
-                health: a.health,
-                invites_accepted: rec.invites_accepted,
-                rate_limits: rec.rate_limits,
-                inmail_balance: a.credits,
+                day: d.day,
+                sent: d.rec.sent_by_kind,
+                invites_reserved: d.rec.reserved.invites,
+                invite_cap: d.invite_cap,
+                ramp_ceiling: d.ramp_ceiling,
+                health: d.health,
+                invites_accepted: d.rec.invites_accepted,
+                rate_limits: d.rec.rate_limits,
+                inmail_balance: d.inmail_balance,
             });
         }
-        if let Some(s) = self.accounts.get_mut(account) {
-            s.day = today;
+        let Some(s) = self.accounts.get_mut(account) else {
+            return Ok(());
+        };
+        let today = s.zones.day_at(now);
+        if today <= s.day {
+            return Ok(()); // the clock stepped back, or a repeated turn
         }
+        s.day = today;
         self.exhausted.retain(|(a, _, d)| a != account || *d >= today);
         self.schedule_min(account, now);
         Ok(())
@@ -393,6 +425,7 @@ impl Engine {
         if a.restricted {
             return Ok(None); // `account_resumed` (a job file) wakes it again
         }
+        let zones = a.zones();
         if let Some(h) = a
             .held_until_ms
             .map(crate::store::codec::from_ms)
@@ -401,9 +434,8 @@ impl Engine {
             self.schedule_at(account, h);
             return Ok(None);
         }
-        let tz = a.tz();
-        if !a.window.is_open(tz, now) {
-            if let Some(open) = a.window.next_open(tz, now) {
+        if !zones.is_open(&a.window, now) {
+            if let Some(open) = zones.next_open(&a.window, now) {
                 self.schedule_at(account, open);
             }
             return Ok(None);
@@ -449,7 +481,7 @@ impl Engine {
                 until,
             } => {
                 if let (Some(s), Some(_)) = (self.accounts.get(&account), blocked) {
-                    let day = local_day(s.tz, now);
+                    let day = s.zones.day_at(now);
                     if self.exhausted.insert((account.clone(), blocker.clone(), day)) {
                         self.events.push(Event::CapExhausted {
                             account: account.clone(),

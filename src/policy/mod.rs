@@ -12,6 +12,7 @@ pub mod pacing;
 pub mod ramp;
 pub mod tier;
 pub mod window;
+pub mod zone;
 
 pub use caps::{Blocker, CampaignType, Counter, Decision};
 pub use health::Health;

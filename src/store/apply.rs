@@ -85,14 +85,18 @@ fn apply_account(c: &mut Ctx, line: usize, r: &AccountRecord) -> TxResult<()> {
                 restricted: false,
                 held_until_ms: None,
                 maintained_day: today,
+                pending_zone: None,
+                summarised_day: today.pred_opt(),
             }
         }
     };
     if let Some(t) = r.tier {
         a.tier = t;
     }
-    if let Some(tz) = r.timezone {
-        a.timezone = tz.name().to_string();
+    if let (Some(tz), false) = (r.timezone, is_new) {
+        // Never a second day over the same hours: the new zone waits for the end of
+        // the current local day (`policy::zone`).
+        a.set_zones(a.zones().change(tz, c.now));
     }
     if let Some(patch) = &r.window {
         // Parts of the window left out keep their stored value (SPEC §6).
@@ -108,14 +112,16 @@ fn apply_account(c: &mut Ctx, line: usize, r: &AccountRecord) -> TxResult<()> {
         a.refill_day = d;
     }
     if let Some(caps) = &r.caps {
+        let before = a.caps;
         a.caps.merge(caps);
-        for (counter, v) in [
-            (Counter::Invites, caps.invites),
-            (Counter::Messages, caps.messages),
-            (Counter::Inmails, caps.inmails),
-            (Counter::Engagement, caps.engagement),
+        for (counter, v, was) in [
+            (Counter::Invites, caps.invites, before.invites),
+            (Counter::Messages, caps.messages, before.messages),
+            (Counter::Inmails, caps.inmails, before.inmails),
+            (Counter::Engagement, caps.engagement, before.engagement),
         ] {
-            if let Some(v) = v.filter(|&v| red_zone(counter, v)) {
+            // Once per value: re-sending the same record does not log it again.
+            if let Some(v) = v.filter(|&v| red_zone(counter, v) && Some(v) != was) {
                 c.out.changes.push(Change::RedZone {
                     account: Some(a.id.clone()),
                     counter: counter.as_str(),
@@ -130,7 +136,7 @@ fn apply_account(c: &mut Ctx, line: usize, r: &AccountRecord) -> TxResult<()> {
     if let Some(n) = r.inmail_credits {
         a.credits = n;
     }
-    let today = local_day(a.tz(), c.now);
+    let today = a.day_at(c.now);
     if let Some(d) = r.ramp_start {
         a.ramp_start = d;
     }
@@ -149,6 +155,12 @@ fn apply_account(c: &mut Ctx, line: usize, r: &AccountRecord) -> TxResult<()> {
     if is_new {
         a.set_ramp_ceiling(today, ramp::initial_ceiling(target, policy.ramp, a.established));
     } else if r.established == Some(true) && target > a.ramp_ceiling {
+        c.out.changes.push(Change::RampChanged {
+            account: a.id.clone(),
+            old: a.ramp_ceiling,
+            new: target,
+            reason: "established",
+        });
         a.set_ramp_ceiling(today, target);
     }
     tx.put_account(&a)?;
@@ -207,12 +219,19 @@ fn apply_campaign(c: &mut Ctx, line: usize, r: &CampaignRecord) -> TxResult<()> 
 }
 
 /// Pick the campaign account with the most remaining budget today for `kind`
-/// (less what this file already assigned it); ties go to the first listed.
+/// (less what this file already assigned it); ties go to the first listed. Only
+/// accounts that can send are candidates (`Account::can_send`: not restricted, not
+/// held); when none can, a held one (its hold ends by itself); `None` when every
+/// account is restricted.
 fn pick_account(c: &mut Ctx, camp: &Campaign, kind: Kind) -> TxResult<Option<String>> {
-    let mut best: Option<(u32, String)> = None;
+    // (can send, remaining budget, id): the best is the largest by the first two.
+    let mut best: Option<(bool, u32, String)> = None;
     for id in &camp.accounts {
         let Some(a) = c.tx.account(id)? else { continue };
-        let today = local_day(a.tz(), c.now);
+        if a.restricted {
+            continue;
+        }
+        let today = a.day_at(c.now);
         let budget = Budget {
             limits: a.limits(&c.st.policy, camp.limits(), today),
             day: c.tx.account_day(id, today)?.reserved,
@@ -222,16 +241,20 @@ fn pick_account(c: &mut Ctx, camp: &Campaign, kind: Kind) -> TxResult<Option<Str
         };
         let taken = c.assigned.get(&(id.clone(), kind)).copied().unwrap_or(0);
         let left = budget.remaining(kind).saturating_sub(taken);
-        if best.as_ref().is_none_or(|(b, _)| left > *b) {
-            best = Some((left, id.clone()));
+        let rank = (a.can_send(c.now), left);
+        if best.as_ref().is_none_or(|(s, l, _)| rank > (*s, *l)) {
+            best = Some((rank.0, rank.1, id.clone()));
         }
     }
-    Ok(best.map(|(_, id)| id))
+    Ok(best.map(|(_, _, id)| id))
 }
 
 fn apply_action(c: &mut Ctx, line: usize, r: &ActionRecord) -> TxResult<()> {
     let tx = c.tx;
-    if tx.get_raw(super::ACTIONS, r.id.as_bytes())?.is_some() {
+    // A pruned id left a tombstone: it is a duplicate too, never new work.
+    if tx.get_raw(super::ACTIONS, r.id.as_bytes())?.is_some()
+        || tx.get_raw(LINKS, &codec::tombstone_key(&r.id))?.is_some()
+    {
         c.out.duplicates += 1;
         return Ok(());
     }
@@ -267,7 +290,19 @@ fn apply_action(c: &mut Ctx, line: usize, r: &ActionRecord) -> TxResult<()> {
         (None, Some(a)) => String::from_utf8_lossy(a).into_owned(),
         (None, None) => match pick_account(c, &camp, r.kind)? {
             Some(a) => a,
-            None => return reject(line, "account", "no account given and the campaign lists none"),
+            None if camp.accounts.is_empty() => {
+                return reject(line, "account", "no account given and the campaign lists none")
+            }
+            None => {
+                return reject(
+                    line,
+                    "account",
+                    format!(
+                        "no account given and every account of campaign `{}` is restricted",
+                        camp.id
+                    ),
+                )
+            }
         },
     };
     if picks && stuck.is_none() {
@@ -350,7 +385,7 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
             let mut a = need_account(tx, line, account)?;
             let restricted = matches!(e, EventRecord::AccountRestricted { .. });
             a.restricted = restricted;
-            let today = local_day(a.tz(), c.now);
+            let today = a.day_at(c.now);
             refresh_health(tx, &mut a, today, st, &mut c.out.changes)?;
             tx.put_account(&a)?;
             if !restricted {

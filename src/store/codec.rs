@@ -16,6 +16,9 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Serialize, Deserialize)]
 pub enum Stored<T> {
     V1(T),
+    /// The second layout of a record whose fields grew (so far only `Account`): read
+    /// with [`decode_evolved`], which still reads the first.
+    V2(T),
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -27,6 +30,31 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     match postcard::from_bytes::<Stored<T>>(bytes) {
         Ok(Stored::V1(v)) => Ok(v),
+        Ok(Stored::V2(_)) => Err(StoreError::Corrupt(format!(
+            "cannot decode {what}: unexpected layout 2"
+        ))),
+        Err(e) => Err(StoreError::Corrupt(format!("cannot decode {what}: {e}"))),
+    }
+}
+
+/// Encode as layout 2 (`Stored::V2`), for records read with [`decode_evolved`].
+pub fn encode_v2<T: Serialize>(value: &T) -> Vec<u8> {
+    // As in `encode`: cannot fail for these types.
+    postcard::to_allocvec(&Stored::V2(value)).unwrap_or_default()
+}
+
+/// Decode a record that has two layouts: `V1` holds `Old` (upgraded with `Into`),
+/// `V2` holds `T`. The envelope's first byte is the variant (postcard varint).
+pub fn decode_evolved<Old: DeserializeOwned + Into<T>, T: DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    if bytes.first() == Some(&0) {
+        return decode::<Old>(what, bytes).map(Into::into);
+    }
+    match postcard::from_bytes::<Stored<T>>(bytes) {
+        Ok(Stored::V2(v)) => Ok(v),
+        Ok(Stored::V1(_)) => Err(StoreError::Corrupt(format!("cannot decode {what}: bad layout"))),
         Err(e) => Err(StoreError::Corrupt(format!("cannot decode {what}: {e}"))),
     }
 }
@@ -155,6 +183,33 @@ pub fn sticky_key(campaign: &str, prospect: &str) -> Vec<u8> {
 
 pub fn invite_key(account: &str, prospect: &str) -> Vec<u8> {
     key(&[b"i", account.as_bytes(), prospect.as_bytes()])
+}
+
+/// 128-bit FNV-1a of an action id: the compact tombstone of a pruned action.
+pub fn id_hash(id: &str) -> u128 {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for &b in id.as_bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    h
+}
+
+/// `links` tree: the tombstone of a pruned action id (value: when it was pruned, ms).
+pub fn tombstone_key(id: &str) -> Vec<u8> {
+    key(&[b"t", &id_hash(id).to_be_bytes()])
+}
+
+/// `links` tree: tombstones in the order they expire (value: the tombstone key).
+pub fn tombstone_expiry_key(pruned_ms: i64, id: &str) -> Vec<u8> {
+    key(&[b"T", &be_i64(pruned_ms), &id_hash(id).to_be_bytes()])
+}
+
+pub const TOMBSTONE_EXPIRY_PREFIX: &[u8] = b"T\0";
+
+/// The first expiry key at `pruned_ms`: every tombstone pruned earlier sorts before it.
+pub fn tombstone_expiry_bound(pruned_ms: i64) -> Vec<u8> {
+    key(&[b"T", &be_i64(pruned_ms)])
 }
 
 /// `files` tree: name and content hash of every applied job file.

@@ -27,7 +27,7 @@ mod tx;
 pub use apply::Applied;
 pub use apply::ApplyOutcome;
 pub use outcome::Recorded;
-pub use query::{AccountStatus, AuditReport, Overshoot, StatusReport};
+pub use query::{AccountStatus, AuditReport, DaySummary, DayTurn, Overshoot, StatusReport, TOMBSTONE_DAYS};
 pub use records::{Account, Action, Campaign, State};
 pub use reserve::{kinds_blocked_by, Change, Hold, ParkedAction, Reservation, ReserveResult};
 
@@ -667,7 +667,11 @@ impl Store {
     }
 
     pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        self.read(ACCOUNTS, id, "account")
+        self.op("account")?;
+        self.trees[ACCOUNTS]
+            .get(id.as_bytes())?
+            .map(|v| Account::decode(&v))
+            .transpose()
     }
 
     pub fn campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
@@ -681,7 +685,7 @@ impl Store {
             .iter()
             .map(|kv| {
                 let (_, v) = kv?;
-                codec::decode("account", &v)
+                Account::decode(&v)
             })
             .collect()
     }

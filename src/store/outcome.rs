@@ -7,7 +7,6 @@ use super::reserve::{refresh_health, Change};
 use super::tx::{Tx, TxResult};
 use super::{Recovery, Store, StoreError, INFLIGHT, LINKS};
 use crate::contract::Outcome;
-use crate::policy::window::local_day;
 use crate::policy::{credits, Health, Kind};
 use chrono::{DateTime, Duration, Utc};
 
@@ -94,8 +93,7 @@ impl Store {
         let Some(mut acct) = tx.account(&old.account)? else {
             return Ok(None);
         };
-        let tz = acct.tz();
-        let today = local_day(tz, now);
+        let today = acct.day_at(now);
         let mut a = old.clone();
         a.updated_ms = ms(now);
         let mut waiting_on: Option<(&[u8], &str)> = None;
@@ -124,7 +122,7 @@ impl Store {
                 tx.put_account_day(&acct.id, today, &day)?;
             }
             Outcome::RateLimited { retry_after_s } => {
-                let next_day = acct.window.next_open_on_later_day(tz, tz, now);
+                let next_day = acct.zones().next_open_on_later_day(&acct.window, now);
                 let hint =
                     retry_after_s.map(|s| now + Duration::seconds(s.min(i64::MAX as u64 / 2000) as i64));
                 let until = match (next_day, hint) {
@@ -167,7 +165,7 @@ impl Store {
             Outcome::NoCredits => {
                 acct.credits = 0;
                 let refill = credits::next_refill_after(now, acct.refill_day);
-                let until = acct.window.next_open(tz, refill).unwrap_or(refill);
+                let until = acct.zones().next_open(&acct.window, refill).unwrap_or(refill);
                 a.state = State::Parked;
                 a.reason = Some("no_credits".into());
                 a.until_ms = Some(ms(until));

@@ -4,9 +4,8 @@
 use super::codec::{self, from_be_i64, from_ms, ms};
 use super::records::{AccountDayRec, Action, LedgerEntry, State};
 use super::reserve::Change;
-use super::{Store, StoreError, ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, LEDGER, READY, TIMED, WAITING};
+use super::{Store, StoreError, ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, LEDGER, LINKS, READY, TIMED, WAITING};
 use crate::policy::caps::{draws, CampaignDay, Counter};
-use crate::policy::window::local_day;
 use crate::policy::CampaignType;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
@@ -17,6 +16,14 @@ use std::collections::BTreeMap;
 /// `store.retention_days` (exit 78); prune keeps the floor only as a defence.
 pub const MIN_RETENTION_DAYS: u32 = 30;
 
+/// Tombstones of pruned action ids are kept this long after pruning (at least a
+/// year, SPEC: an id is never new twice).
+pub const TOMBSTONE_DAYS: i64 = 400;
+
+/// A day turn summarises at most this many past days (a worker stopped for more than
+/// a year summarises the last year).
+pub const MAX_SUMMARY_DAYS: i64 = 366;
+
 /// Actions moved from `timed` to `ready` per transaction.
 pub const PROMOTE_BATCH: usize = 512;
 
@@ -24,7 +31,10 @@ pub const PROMOTE_BATCH: usize = 512;
 pub struct AccountStatus {
     pub id: String,
     pub tier: String,
+    /// The zone in force now.
     pub timezone: String,
+    /// A zone change decided but not yet in force, and when it takes effect.
+    pub timezone_next: Option<(String, DateTime<Utc>)>,
     pub local_day: NaiveDate,
     pub invites: (u32, u32),
     pub messages: (u32, u32),
@@ -72,6 +82,26 @@ impl AuditReport {
 fn bump(counter: &mut u32, limit: u32) -> (u32, u32) {
     *counter += 1;
     (*counter, limit)
+}
+
+/// What a day turn did: changes to log, the days it summarised, and when the
+/// account's next day begins (`None` for an unknown account).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DayTurn {
+    pub changes: Vec<Change>,
+    pub summaries: Vec<DaySummary>,
+    pub next: Option<DateTime<Utc>>,
+}
+
+/// The figures of one account's local day, for `day_summary`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaySummary {
+    pub day: NaiveDate,
+    pub rec: AccountDayRec,
+    pub invite_cap: u32,
+    pub ramp_ceiling: u32,
+    pub health: crate::policy::Health,
+    pub inmail_balance: u32,
 }
 
 #[derive(Default)]
@@ -171,12 +201,14 @@ impl Store {
         let policy = &self.settings.policy;
         let mut accounts = Vec::new();
         for a in self.accounts()? {
-            let day = local_day(a.tz(), now);
+            let zones = a.zones().settled(now);
+            let day = zones.day_at(now);
             let rec = self.account_day(&a.id, day)?;
             let caps = a.caps(policy);
             accounts.push(AccountStatus {
                 tier: a.tier.as_str().to_string(),
-                timezone: a.timezone.clone(),
+                timezone: zones.zone_at(now).name().to_string(),
+                timezone_next: zones.pending.map(|p| (p.zone.name().to_string(), p.from)),
                 local_day: day,
                 invites: (rec.reserved.invites, a.invite_cap(policy, day)),
                 messages: (rec.reserved.messages, caps.messages),
@@ -222,10 +254,31 @@ impl Store {
                 });
             }
         };
+        // Per account: the latest day reserved on, and when it was first reserved on.
+        // A reservation on an earlier day after that instant means two days overlapped
+        // in real time (each may be under its cap, the account was not).
+        let mut latest: BTreeMap<String, (NaiveDate, i64)> = BTreeMap::new();
         for kv in self.trees[LEDGER].iter() {
             let (_, v) = kv?;
             let e: LedgerEntry = codec::decode("ledger entry", &v)?;
             let l = e.limits;
+            match latest.get(&e.account) {
+                Some(&(day, since)) if e.account_day < day && e.at_ms >= since => {
+                    if in_range(e.account_day) {
+                        report.mismatches.push(format!(
+                            "account {} {}: reserved at {} after day {day} began at {} (days overlap)",
+                            e.account,
+                            e.account_day,
+                            from_ms(e.at_ms),
+                            from_ms(since)
+                        ));
+                    }
+                }
+                Some(&(day, _)) if e.account_day <= day => {}
+                _ => {
+                    latest.insert(e.account.clone(), (e.account_day, e.at_ms));
+                }
+            }
             // Every counter the kind draws from, in the policy's own table; the
             // running count is checked against the limit recorded with the entry.
             for &counter in draws(e.kind) {
@@ -324,32 +377,44 @@ impl Store {
             if old_actions.len() >= max {
                 break;
             }
-            let (k, v) = kv?;
+            let (_, v) = kv?;
             let a: Action = codec::decode("action", &v)?;
             if a.state.finished() && a.updated_ms < cutoff {
-                old_actions.push((k, a.state));
+                old_actions.push(a);
             }
         }
-        if old_ledger.is_empty() && old_actions.is_empty() {
+        self.op("scan tombstones")?;
+        let tomb_cutoff = codec::tombstone_expiry_bound(ms(now - Duration::days(TOMBSTONE_DAYS)));
+        let expired: Vec<(sled::IVec, sled::IVec)> = self.trees[LINKS]
+            .range(codec::TOMBSTONE_EXPIRY_PREFIX.to_vec()..tomb_cutoff)
+            .take(max)
+            .collect::<Result<_, _>>()?;
+        if old_ledger.is_empty() && old_actions.is_empty() && expired.is_empty() {
             return Ok(0);
         }
+        let pruned_ms = ms(now);
         let result = self.transact(|tx| {
             for (k, e) in &old_ledger {
                 tx.del(LEDGER, k)?;
                 tx.del(DAYS, &codec::account_day_key(&e.account, e.account_day))?;
                 tx.del(DAYS, &codec::campaign_day_key(&e.campaign, e.campaign_day))?;
             }
-            for (k, _) in &old_actions {
-                tx.del(ACTIONS, k)?;
+            for (k, tomb) in &expired {
+                tx.del(LINKS, k)?;
+                tx.del(LINKS, tomb)?;
             }
+            // The id stays taken: a compact tombstone instead of the action, and the
+            // state counts change in the same transaction.
+            for a in &old_actions {
+                tx.remove_action(a)?;
+                let tomb = codec::tombstone_key(&a.id);
+                tx.put(LINKS, &tomb, &pruned_ms)?;
+                tx.put_raw(LINKS, &codec::tombstone_expiry_key(pruned_ms, &a.id), &tomb)?;
+            }
+            tx.flush_counts()?;
             Ok(())
         })?;
         result.map_err(|r| StoreError::Corrupt(r.reason))?;
-        let mut counts = self.state_counts()?;
-        for (_, s) in &old_actions {
-            counts[s.index()] = counts[s.index()].saturating_sub(1);
-        }
-        self.trees[super::META].insert(super::META_COUNTS, codec::encode(&counts))?;
         removed += old_ledger.len() + old_actions.len();
         self.make_durable()?;
         Ok(removed)
@@ -378,7 +443,7 @@ impl Store {
             } else {
                 self.trees[ACCOUNTS]
                     .get(owner.as_bytes())?
-                    .map(|v| codec::decode::<super::Account>("account", &v))
+                    .map(|v| super::Account::decode(&v))
                     .transpose()?
                     .is_some_and(|a| !a.restricted)
             };
@@ -389,23 +454,88 @@ impl Store {
         Ok(())
     }
 
-    /// Run maintenance (refill, health, ramp) for one account at `now`; the engine
-    /// calls it at each local day boundary. Returns what changed.
-    pub fn maintain(&self, account: &str, now: DateTime<Utc>) -> Result<Vec<Change>, StoreError> {
+    /// The day turn of one account at `now`, in one transaction: maintenance (refill,
+    /// health, ramp), and a summary of every local day that ended since the last one
+    /// summarised, which is remembered so that a restart or a clock jump neither
+    /// repeats nor loses one (SPEC §11). A clock stepped back summarises nothing.
+    pub fn day_turn(&self, account: &str, now: DateTime<Utc>) -> Result<DayTurn, StoreError> {
         let st = &self.settings;
         let result = self.transact(|tx| {
-            let mut changes = Vec::new();
-            if let Some(mut a) = tx.account(account)? {
-                super::reserve::maintain(tx, &mut a, now, st, &mut changes)?;
+            let mut turn = DayTurn::default();
+            let Some(mut a) = tx.account(account)? else {
+                return Ok(turn);
+            };
+            let before = a.clone();
+            super::reserve::maintain(tx, &mut a, now, st, &mut turn.changes)?;
+            let today = a.day_at(now);
+            let yesterday = today.pred_opt().unwrap_or(today);
+            let last = a.summarised_day.unwrap_or(yesterday);
+            let first = (last + Duration::days(1)).max(today - Duration::days(MAX_SUMMARY_DAYS));
+            let mut day = first;
+            while day < today {
+                let rec = tx.account_day(account, day)?;
+                turn.summaries.push(DaySummary {
+                    day,
+                    rec,
+                    invite_cap: a.invite_cap(&st.policy, day),
+                    ramp_ceiling: a.ramp_ceiling_on(day),
+                    health: a.health,
+                    inmail_balance: a.credits,
+                });
+                day += Duration::days(1);
+            }
+            if let Some(s) = turn.summaries.last() {
+                debug_assert!(a.summarised_day.is_none_or(|d| d < s.day));
+                a.summarised_day = Some(s.day);
+            }
+            if a != before {
                 tx.put_account(&a)?;
             }
-            Ok(changes)
+            turn.next = Some(a.zones().start_of_next_day(now));
+            Ok(turn)
         })?;
-        let changes = result.map_err(|r| StoreError::Corrupt(r.reason))?;
-        if !changes.is_empty() {
+        let turn = result.map_err(|r| StoreError::Corrupt(r.reason))?;
+        if !turn.changes.is_empty() || !turn.summaries.is_empty() {
             self.make_durable()?;
         }
-        Ok(changes)
+        Ok(turn)
+    }
+
+    /// The configured caps (`[caps]`) in the red zone (SPEC §3.1) not yet logged with
+    /// their value: each is remembered, so it is logged once per value, not at every
+    /// start or reload (a value that leaves the red zone is forgotten).
+    pub fn config_red_zones(&self) -> Result<Vec<(&'static str, u32)>, StoreError> {
+        let caps = self.settings.policy.caps;
+        let mut out = Vec::new();
+        let mut changed = false;
+        for (counter, v) in [
+            (Counter::Invites, caps.invites),
+            (Counter::Messages, caps.messages),
+            (Counter::Inmails, caps.inmails),
+            (Counter::Engagement, caps.engagement),
+        ] {
+            let key = format!("red_zone/{}", counter.as_str());
+            self.op("read red zone")?;
+            let meta = &self.trees[super::META];
+            let was: Option<u32> = meta
+                .get(key.as_bytes())?
+                .map(|b| codec::decode("red zone", &b))
+                .transpose()?;
+            if crate::policy::caps::red_zone(counter, v) {
+                if was != Some(v) {
+                    out.push((counter.as_str(), v));
+                    meta.insert(key.as_bytes(), codec::encode(&v))?;
+                    changed = true;
+                }
+            } else if was.is_some() {
+                meta.remove(key.as_bytes())?;
+                changed = true;
+            }
+        }
+        if changed {
+            self.flush()?;
+        }
+        Ok(out)
     }
 
     /// The counters of one account on one local day.

@@ -10,7 +10,7 @@ use crate::contract::upstream::redact_proxy;
 use crate::contract::SendRequest;
 use crate::policy::caps::{Blocker, Budget, Counter, Decision};
 use crate::policy::health::{self, Signals};
-use crate::policy::window::{local_day, start_of_day};
+use crate::policy::window::{local_day, start_of_next_day};
 use crate::policy::{credits, ramp, Health, Kind};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
@@ -145,7 +145,12 @@ pub(super) fn maintain(
             new: a.credits,
         });
     }
-    let today = local_day(a.tz(), now);
+    // A zone change in force is folded into the account's zone.
+    let zones = a.zones().settled(now);
+    if zones != a.zones() {
+        a.set_zones(zones);
+    }
+    let today = a.day_at(now);
     if a.maintained_day >= today {
         return Ok(());
     }
@@ -194,21 +199,21 @@ fn park_until(
     week_counts: [u32; 7],
     weekly_cap: u32,
 ) -> Option<DateTime<Utc>> {
-    let tz = a.tz();
+    let zones = a.zones();
+    let w = &a.window;
     match blocker {
-        Blocker::Account(Counter::InmailCredits) => a
-            .window
-            .next_open(tz, credits::next_refill_after(now, a.refill_day)),
+        Blocker::Account(Counter::InmailCredits) => {
+            zones.next_open(w, credits::next_refill_after(now, a.refill_day))
+        }
         Blocker::Account(Counter::WeeklyInvites) => {
-            let today = local_day(tz, now);
+            let today = zones.day_at(now);
             let k = (1..=7usize)
                 .find(|&k| week_counts[k..].iter().sum::<u32>() < weekly_cap)
                 .unwrap_or(7);
-            a.window
-                .next_open(tz, start_of_day(tz, today + Duration::days(k as i64)))
+            zones.next_open(w, zones.start_of_day(today + Duration::days(k as i64)))
         }
-        Blocker::Account(_) => a.window.next_open_on_later_day(tz, tz, now),
-        Blocker::Campaign(_) => a.window.next_open_on_later_day(tz, campaign_tz, now),
+        Blocker::Account(_) => zones.next_open_on_later_day(w, now),
+        Blocker::Campaign(_) => zones.next_open(w, start_of_next_day(campaign_tz, now)),
     }
 }
 
@@ -244,11 +249,10 @@ fn reserve_one(
     if acct.restricted {
         return Ok(skipped(id, "account restricted"));
     }
-    if acct.held_until_ms.is_some_and(|h| h > ms(now)) {
+    if acct.held(now) {
         return Ok(skipped(id, "account held"));
     }
-    let tz = acct.tz();
-    if !acct.window.is_open(tz, now) {
+    if !acct.zones().is_open(&acct.window, now) {
         return Ok(skipped(id, "outside the sending window"));
     }
     let Some(campaign) = tx.campaign(&action.campaign)? else {
@@ -271,7 +275,7 @@ fn reserve_one(
             until: None,
         });
     }
-    let today = local_day(tz, now);
+    let today = acct.day_at(now);
     let camp_today = local_day(campaign.tz(), now);
     let mut day = tx.account_day(&acct.id, today)?;
     let mut camp_day = tx.campaign_day(&campaign.id, camp_today)?;

@@ -80,11 +80,16 @@ impl<'a> Tx<'a> {
     }
 
     pub fn account(&self, id: &str) -> TxResult<Option<Account>> {
-        self.get(ACCOUNTS, id.as_bytes(), "account")
+        match self.t[ACCOUNTS].get(id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => Account::decode(&v)
+                .map(Some)
+                .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string()))),
+        }
     }
 
     pub fn put_account(&self, a: &Account) -> TxResult<()> {
-        self.put(ACCOUNTS, a.id.as_bytes(), a)
+        self.put_raw(ACCOUNTS, a.id.as_bytes(), &a.encode())
     }
 
     pub fn campaign(&self, id: &str) -> TxResult<Option<Campaign>> {
@@ -178,6 +183,14 @@ impl<'a> Tx<'a> {
         self.index(a, None)?;
         self.put(ACTIONS, a.id.as_bytes(), a)?;
         self.counts.borrow_mut()[a.state.index()] += 1;
+        Ok(())
+    }
+
+    /// Delete an action (pruning), counting the change.
+    pub fn remove_action(&self, a: &Action) -> TxResult<()> {
+        self.unindex(a)?;
+        self.del(ACTIONS, a.id.as_bytes())?;
+        self.counts.borrow_mut()[a.state.index()] -= 1;
         Ok(())
     }
 
