@@ -83,6 +83,10 @@ pub struct UpstreamConfig {
     pub timeout_s: u64,
     pub idempotent: bool,
     pub max_attempts: u32,
+    /// Consecutive failed attempts that open the circuit breaker (SPEC §5).
+    pub breaker_failures: u32,
+    /// The longest wait between two probes while the upstream is down.
+    pub breaker_max_s: u64,
     /// Seed of the `sim` upstream.
     pub seed: u64,
 }
@@ -96,6 +100,8 @@ impl Default for UpstreamConfig {
             timeout_s: 30,
             idempotent: false,
             max_attempts: 5,
+            breaker_failures: 5,
+            breaker_max_s: 300,
             seed: 1,
         }
     }
@@ -341,6 +347,8 @@ impl Config {
         positive("spool.rescan_s", self.spool.rescan_s)?;
         positive("upstream.timeout_s", self.upstream.timeout_s)?;
         positive("upstream.max_attempts", u64::from(self.upstream.max_attempts))?;
+        positive("upstream.breaker_failures", u64::from(self.upstream.breaker_failures))?;
+        positive("upstream.breaker_max_s", self.upstream.breaker_max_s)?;
         positive("status.every_s", self.status.every_s)?;
         positive("ramp.start", u64::from(self.ramp.start))?;
         positive("ramp.weeks", u64::from(self.ramp.weeks))?;

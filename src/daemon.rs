@@ -86,6 +86,8 @@ fn engine_config(c: &Config, seed: u64) -> EngineConfig {
         max_gap_s: c.pacing.max_gap_s,
         max_inflight: MAX_INFLIGHT,
         seed,
+        breaker_failures: c.upstream.breaker_failures,
+        breaker_max_s: c.upstream.breaker_max_s,
     }
 }
 
@@ -502,6 +504,8 @@ impl Worker {
         let cfg = self.engine.config_mut();
         cfg.min_gap_s = new.pacing.min_gap_s;
         cfg.max_gap_s = new.pacing.max_gap_s;
+        self.engine
+            .set_breaker(new.upstream.breaker_failures, new.upstream.breaker_max_s);
         self.config = new;
         tracing::info!(event = "config_reloaded", path = %path.display());
     }
@@ -509,7 +513,10 @@ impl Worker {
     fn write_status(&self) {
         let now = self.clock.now();
         let report = match self.engine.store().status(now) {
-            Ok(r) => r,
+            Ok(mut r) => {
+                r.upstream = self.engine.upstream_status();
+                r
+            }
             Err(e) => {
                 tracing::error!(event = "status_failed", error = %e);
                 return;
@@ -526,7 +533,8 @@ impl Worker {
         });
         let count = |state: &str| report.actions.get(state).copied().unwrap_or(0);
         let line = format!(
-            "{} accounts; actions: {} queued, {} parked, {} inflight, {} sent, {} unknown",
+            "upstream {}; {} accounts; actions: {} queued, {} parked, {} inflight, {} sent, {} unknown",
+            report.upstream.state,
             report.accounts.len(),
             count("queued"),
             count("parked"),

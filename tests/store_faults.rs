@@ -64,6 +64,7 @@ fn engine_config() -> EngineConfig {
         max_gap_s: 600,
         max_inflight: 32,
         seed: 7,
+        ..EngineConfig::default()
     }
 }
 

@@ -21,8 +21,8 @@ mod tx;
 
 pub use apply::Applied;
 pub use apply::ApplyOutcome;
-pub use outcome::Recorded;
-pub use query::{AccountStatus, AuditReport, Overshoot, StatusReport};
+pub use outcome::{Attempt, Recorded};
+pub use query::{AccountStatus, AuditReport, Overshoot, StatusReport, UpstreamStatus};
 pub use records::{Account, Action, Campaign, State};
 pub use reserve::{kinds_blocked_by, Change, Hold, ParkedAction, Reservation, ReserveResult};
 
