@@ -185,8 +185,9 @@ fn a_5xx_storm_loses_at_most_breaker_failures_plus_the_probes() {
             .account_day(a, at("12:00:00").date_naive())
             .expect("day");
         assert_eq!(day.reserved.invites, CAP, "{a}");
-        assert!(sent.get(a).copied().unwrap_or(0) < CAP, "{a}: some were lost");
     }
+    let total: u32 = sent.values().sum();
+    assert_eq!(total as usize + unknown, ACCOUNTS.len() * CAP as usize);
     let audit = assert_audit_clean(&run);
     assert_eq!(audit.releases, 0, "a maybe-delivered attempt never returns a slot");
 }
@@ -337,7 +338,7 @@ fn probes_do_not_count_against_max_attempts() {
 fn a_refused_attempt_returns_its_slots_on_the_reservation_day() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path(), settings());
-    let before = utc("2026-11-25T23:59:50Z");
+    let before = utc("2026-11-25T23:58:30Z"); // the window ends at 23:59
     let after = utc("2026-11-26T00:00:20Z");
     let text = format!(
         "{}\n{}\n{}\n{}\n{}\n{}\n",
@@ -351,7 +352,10 @@ fn a_refused_attempt_returns_its_slots_on_the_reservation_day() {
     apply(&store, "f.jsonl", &text, before);
     let ids: Vec<String> = ["i", "m", "g", "u"].iter().map(|s| s.to_string()).collect();
     let (results, _) = store.reserve(&ids, before).expect("reserve");
-    assert!(results.iter().all(|r| matches!(r, ReserveResult::Reserved(_))));
+    assert!(
+        results.iter().all(|r| matches!(r, ReserveResult::Reserved(_))),
+        "{results:?}"
+    );
     let d0 = before.date_naive();
     let day = store.account_day("a1", d0).expect("day").reserved;
     assert_eq!((day.invites, day.inmails, day.messages, day.engagement), (2, 1, 1, 1));
@@ -374,7 +378,11 @@ fn a_refused_attempt_returns_its_slots_on_the_reservation_day() {
         "only the maybe-delivered invite keeps its slot"
     );
     let next = store.account_day("a1", after.date_naive()).expect("day").reserved;
-    assert_eq!(next, Default::default(), "nothing taken from the day of the answer");
+    assert_eq!(
+        next,
+        sendgate::policy::caps::AccountDay::default(),
+        "nothing taken from the day of the answer"
+    );
     assert_eq!(credits(&store), 4, "the InMail credit is back");
     let audit = store.audit(None, None).expect("audit");
     assert!(audit.clean(), "{audit:?}");

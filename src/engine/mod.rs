@@ -131,6 +131,8 @@ impl Engine {
     /// Take over a store: recover actions a crash left in flight, then schedule every
     /// account that has work.
     pub fn new(store: Store, cfg: EngineConfig, now: DateTime<Utc>) -> Result<Engine, StoreError> {
+        let breaker = Breaker::new(outage::breaker_config(&cfg));
+        let breaker_rng = SplitMix64(cfg.seed ^ outage::RNG_SALT);
         let mut e = Engine {
             store,
             rng: SplitMix64(cfg.seed),
@@ -143,8 +145,8 @@ impl Engine {
             more: false,
             events: Vec::new(),
             ticks: 0,
-            breaker: Breaker::new(outage::breaker_config(&cfg)),
-            breaker_rng: SplitMix64(cfg.seed ^ outage::RNG_SALT),
+            breaker,
+            breaker_rng,
             probes: BTreeSet::new(),
             probes_sent: 0,
         };
