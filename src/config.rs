@@ -347,7 +347,10 @@ impl Config {
         positive("spool.rescan_s", self.spool.rescan_s)?;
         positive("upstream.timeout_s", self.upstream.timeout_s)?;
         positive("upstream.max_attempts", u64::from(self.upstream.max_attempts))?;
-        positive("upstream.breaker_failures", u64::from(self.upstream.breaker_failures))?;
+        positive(
+            "upstream.breaker_failures",
+            u64::from(self.upstream.breaker_failures),
+        )?;
         positive("upstream.breaker_max_s", self.upstream.breaker_max_s)?;
         positive("status.every_s", self.status.every_s)?;
         positive("ramp.start", u64::from(self.ramp.start))?;

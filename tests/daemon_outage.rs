@@ -45,7 +45,10 @@ impl Server {
                     }
                 };
                 conn.set_nonblocking(false).expect("blocking");
-                conns2.lock().expect("lock").push(conn.try_clone().expect("clone"));
+                conns2
+                    .lock()
+                    .expect("lock")
+                    .push(conn.try_clone().expect("clone"));
                 let seen = Arc::clone(&seen);
                 std::thread::spawn(move || {
                     let mut w = conn.try_clone().expect("clone");
@@ -214,7 +217,10 @@ speed = 3600.0
     let upstream_state = || {
         let text = std::fs::read_to_string(dir.path().join("status.json")).unwrap_or_default();
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        doc["status"]["upstream"]["state"].as_str().unwrap_or("").to_string()
+        doc["status"]["upstream"]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     };
     wait_until("status shows the upstream down", || upstream_state() == "down");
     // About an hour of virtual time with the port closed: the worker probes.
@@ -223,7 +229,9 @@ speed = 3600.0
     let server = Server::start(port, Arc::clone(&seen));
     w.wait_for_log("\"event\":\"upstream_up\"");
     let total = ACCOUNTS.len() * CAP;
-    wait_until("every account at its cap", || seen.lock().expect("lock").len() >= total);
+    wait_until("every account at its cap", || {
+        seen.lock().expect("lock").len() >= total
+    });
     // Two more virtual hours: the caps hold.
     std::thread::sleep(Duration::from_millis(2000));
     assert_eq!(upstream_state(), "up");
@@ -236,8 +244,15 @@ speed = 3600.0
         let n = reqs.iter().filter(|r| r.body["account"] == a).count();
         assert_eq!(n, CAP, "{a}");
     }
-    assert!(!log.contains("\"event\":\"action_failed\""), "an outage fails nothing:\n{log}");
-    let probes = log.lines().filter(|l| l.contains("\"event\":\"action_reserved\"")).count() - total;
+    assert!(
+        !log.contains("\"event\":\"action_failed\""),
+        "an outage fails nothing:\n{log}"
+    );
+    let probes = log
+        .lines()
+        .filter(|l| l.contains("\"event\":\"action_reserved\""))
+        .count()
+        - total;
     println!("outage: {probes} refused attempts (probes included) before the upstream came back");
     let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
         .args(["audit", "--config"])

@@ -141,14 +141,20 @@ fn refused_for_three_hours_then_every_account_still_reaches_its_cap() {
             .store()
             .account_day(a, at("12:00:00").date_naive())
             .expect("day");
-        assert_eq!(day.reserved.invites, CAP, "{a}: refused attempts gave their slots back");
+        assert_eq!(
+            day.reserved.invites, CAP,
+            "{a}: refused attempts gave their slots back"
+        );
     }
     assert_eq!(count_state(&run, State::Failed), 0, "an outage fails nothing");
     assert_eq!(run.events("upstream_down").count(), 1);
     let up = up_events(&run);
     assert_eq!(up.len(), 1, "{up:?}");
     let (closed_at, down_s, probes) = up[0];
-    assert!(closed_at >= at("12:00:00") && closed_at <= at("12:05:00"), "{closed_at}");
+    assert!(
+        closed_at >= at("12:00:00") && closed_at <= at("12:05:00"),
+        "{closed_at}"
+    );
     assert!(down_s >= 3 * 3600 - 120, "outage length {down_s}s");
     // The breaker held dispatch back: about one probe per `breaker_max_s`, not a send
     // per account per pacing gap (3 accounts · 3 h / 142 s ≈ 230).
@@ -156,7 +162,10 @@ fn refused_for_three_hours_then_every_account_still_reaches_its_cap() {
         .iter()
         .filter(|(t, _)| *t >= at("09:00:00") && *t < at("12:00:00"))
         .count();
-    assert!(during <= 5 + probes as usize, "{during} attempts during the outage, {probes} probes");
+    assert!(
+        during <= 5 + probes as usize,
+        "{during} attempts during the outage, {probes} probes"
+    );
     assert!((20..=60).contains(&probes), "{probes} probes in three hours");
     let audit = assert_audit_clean(&run);
     assert_eq!(audit.releases as usize, during, "every refused attempt released");
@@ -189,7 +198,10 @@ fn a_5xx_storm_loses_at_most_breaker_failures_plus_the_probes() {
     let total: u32 = sent.values().sum();
     assert_eq!(total as usize + unknown, ACCOUNTS.len() * CAP as usize);
     let audit = assert_audit_clean(&run);
-    assert_eq!(audit.releases, 0, "a maybe-delivered attempt never returns a slot");
+    assert_eq!(
+        audit.releases, 0,
+        "a maybe-delivered attempt never returns a slot"
+    );
 }
 
 /// The breaker closes on the first answer from the service, whatever it says.
@@ -358,7 +370,10 @@ fn a_refused_attempt_returns_its_slots_on_the_reservation_day() {
     );
     let d0 = before.date_naive();
     let day = store.account_day("a1", d0).expect("day").reserved;
-    assert_eq!((day.invites, day.inmails, day.messages, day.engagement), (2, 1, 1, 1));
+    assert_eq!(
+        (day.invites, day.inmails, day.messages, day.engagement),
+        (2, 1, 1, 1)
+    );
     let credits = |s: &sendgate::store::Store| s.account("a1").expect("read").expect("a1").credits;
     assert_eq!(credits(&store), 3);
     let outcomes: Vec<_> = ["i", "m", "g"]
@@ -412,11 +427,16 @@ fn audit_with_releases_still_finds_an_overshoot_and_a_mismatch() {
         // Three reserved, one refused and given back, then the fourth fits the cap.
         let ids: Vec<String> = (0..3).map(|i| format!("x{i}")).collect();
         store.reserve(&ids, now).expect("reserve");
-        store.record(&[("x0".into(), refused(), 600)], now).expect("record");
+        store
+            .record(&[("x0".into(), refused(), 600)], now)
+            .expect("record");
         let (r, _) = store.reserve(&["x3".to_string()], now).expect("reserve");
         assert!(matches!(r[0], ReserveResult::Reserved(_)), "{r:?}");
         let audit = store.audit(None, None).expect("audit");
-        assert!(audit.clean() && audit.entries == 4 && audit.releases == 1, "{audit:?}");
+        assert!(
+            audit.clean() && audit.entries == 4 && audit.releases == 1,
+            "{audit:?}"
+        );
     }
     // Without the release the fourth reservation overshoots: remove it behind the
     // store's back, and the audit must say so (and that the counter disagrees).
@@ -438,7 +458,11 @@ fn audit_with_releases_still_finds_an_overshoot_and_a_mismatch() {
     assert_eq!(audit.overshoots.len(), 1, "{audit:?}");
     let o = &audit.overshoots[0];
     assert_eq!((o.counter.as_str(), o.count, o.limit), ("invites", 4, 3));
-    assert_eq!(audit.mismatches.len(), 2, "account and campaign counters: {audit:?}");
+    assert_eq!(
+        audit.mismatches.len(),
+        2,
+        "account and campaign counters: {audit:?}"
+    );
     drop(store);
     // A release of a slot never counted is a mismatch too.
     {
@@ -446,7 +470,8 @@ fn audit_with_releases_still_finds_an_overshoot_and_a_mismatch() {
         let ledger = db.open_tree("ledger").expect("ledger");
         let days = db.open_tree("days").expect("days");
         let key = sendgate::store::codec::account_day_key("a1", now.date_naive());
-        let mut d: AccountDayRec = decode("day", &days.get(&key).expect("read").expect("a day")).expect("decodes");
+        let mut d: AccountDayRec =
+            decode("day", &days.get(&key).expect("read").expect("a day")).expect("decodes");
         d.reserved.invites = 3;
         days.insert(key, encode(&d)).expect("write");
         let (k, v) = ledger.first().expect("read").expect("an entry");

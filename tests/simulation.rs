@@ -504,11 +504,15 @@ impl Ctx<'_> {
                 continue;
             }
             let n = self.model.counts.entry((ai, day, c)).or_default();
-            *n = n.checked_sub(1).ok_or_else(|| format!("{id}: release below zero"))?;
+            *n = n
+                .checked_sub(1)
+                .ok_or_else(|| format!("{id}: release below zero"))?;
         }
         if let Some(t) = CampaignType::of(kind) {
             let n = self.model.campaign_counts.entry((ci, cday, t)).or_default();
-            *n = n.checked_sub(1).ok_or_else(|| format!("{id}: campaign release below zero"))?;
+            *n = n
+                .checked_sub(1)
+                .ok_or_else(|| format!("{id}: campaign release below zero"))?;
         }
         Ok(())
     }

@@ -70,7 +70,9 @@ impl Engine {
     /// is in flight or the in-flight bound is reached.
     pub(super) fn wake_gate(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self.breaker.permit(t) {
-            Permit::Dispatch { max_inflight } => (self.inflight < self.max_inflight(max_inflight)).then_some(t),
+            Permit::Dispatch { max_inflight } => {
+                (self.inflight < self.max_inflight(max_inflight)).then_some(t)
+            }
             Permit::Probe => Some(t),
             Permit::Wait(at) => at.map(|at| at.max(t)),
         }

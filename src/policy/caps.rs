@@ -450,7 +450,10 @@ mod tests {
             assert_eq!(b.reserve(kind), Decision::Admit);
             assert!(give_back(kind, &mut b.day, &mut b.campaign_day), "{kind}");
             assert_eq!((b.day, b.campaign_day), before, "{kind}");
-            assert!(!give_back(kind, &mut b.day, &mut b.campaign_day), "{kind}: nothing to give back");
+            assert!(
+                !give_back(kind, &mut b.day, &mut b.campaign_day),
+                "{kind}: nothing to give back"
+            );
             assert_eq!((b.day, b.campaign_day), before, "{kind}: unchanged on refusal");
         }
     }

@@ -91,7 +91,11 @@ mod tests {
     #[test]
     fn give_back_is_exact_unless_a_refill_came_between() {
         assert_eq!(give_back(199, 150, false), 200, "a balance set above the ceiling");
-        assert_eq!(give_back(150, 150, true), 150, "refilled to the ceiling meanwhile");
+        assert_eq!(
+            give_back(150, 150, true),
+            150,
+            "refilled to the ceiling meanwhile"
+        );
         assert_eq!(give_back(3, 15, true), 4);
     }
 

@@ -9,8 +9,8 @@ use super::{Recovery, Settings, Store, StoreError, INFLIGHT, LEDGER, LINKS};
 use crate::contract::Outcome;
 use crate::policy::window::local_day;
 use crate::policy::{caps, credits, Health, Kind};
-use sled::transaction::ConflictableTransactionError;
 use chrono::{DateTime, Duration, Utc};
+use sled::transaction::ConflictableTransactionError;
 
 /// What became of an action after its outcome was recorded.
 #[derive(Clone, Debug, PartialEq)]
