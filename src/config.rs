@@ -88,6 +88,10 @@ pub struct UpstreamConfig {
     pub timeout_s: u64,
     pub idempotent: bool,
     pub max_attempts: u32,
+    /// Consecutive failed attempts that open the circuit breaker (SPEC §5).
+    pub breaker_failures: u32,
+    /// The longest wait between two probes while the upstream is down.
+    pub breaker_max_s: u64,
     /// Seed of the `sim` upstream.
     pub seed: u64,
 }
@@ -103,6 +107,8 @@ impl Default for UpstreamConfig {
             timeout_s: 30,
             idempotent: false,
             max_attempts: 5,
+            breaker_failures: 5,
+            breaker_max_s: 300,
             seed: 1,
         }
     }
@@ -267,6 +273,8 @@ pub const INT_RANGES: &[(&str, u64, u64)] = &[
     ("spool.rescan_s", 1, 3_600),
     ("upstream.timeout_s", 1, 3_600),
     ("upstream.max_attempts", 1, 100),
+    ("upstream.breaker_failures", 1, 1_000),
+    ("upstream.breaker_max_s", 5, 86_400),
     ("upstream.seed", 0, u64::MAX),
     ("caps.invites", 0, 10_000),
     ("caps.messages", 0, 10_000),
@@ -473,6 +481,11 @@ impl Config {
                 "upstream.max_attempts".into(),
                 u64::from(self.upstream.max_attempts),
             ),
+            (
+                "upstream.breaker_failures".into(),
+                u64::from(self.upstream.breaker_failures),
+            ),
+            ("upstream.breaker_max_s".into(), self.upstream.breaker_max_s),
             ("upstream.seed".into(), self.upstream.seed),
             ("ramp.start".into(), u64::from(self.ramp.start)),
             ("ramp.weeks".into(), u64::from(self.ramp.weeks)),

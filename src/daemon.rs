@@ -106,6 +106,8 @@ fn engine_config(c: &Config, seed: u64) -> EngineConfig {
         max_gap_s: c.pacing.max_gap_s,
         max_inflight: MAX_INFLIGHT,
         seed,
+        breaker_failures: c.upstream.breaker_failures,
+        breaker_max_s: c.upstream.breaker_max_s,
     }
 }
 
@@ -634,6 +636,8 @@ impl Worker {
         let cfg = self.engine.config_mut();
         cfg.min_gap_s = new.pacing.min_gap_s;
         cfg.max_gap_s = new.pacing.max_gap_s;
+        self.engine
+            .set_breaker(new.upstream.breaker_failures, new.upstream.breaker_max_s);
         self.config = new;
         tracing::info!(event = "config_reloaded", path = %path.display());
     }
@@ -642,7 +646,8 @@ impl Worker {
     /// exit 74); only writing the file itself may fail with a logged `status_failed`.
     fn write_status(&self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let report = self.engine.store().status(now)?;
+        let mut report = self.engine.store().status(now)?;
+        report.upstream = self.engine.upstream_status();
         let doc = serde_json::json!({
             "worker": {
                 "pid": std::process::id(),
@@ -654,7 +659,8 @@ impl Worker {
         });
         let count = |state: &str| report.actions.get(state).copied().unwrap_or(0);
         let line = format!(
-            "{} accounts; actions: {} queued, {} parked, {} inflight, {} sent, {} unknown",
+            "upstream {}; {} accounts; actions: {} queued, {} parked, {} inflight, {} sent, {} unknown",
+            report.upstream.state,
             report.accounts.len(),
             count("queued"),
             count("parked"),

@@ -152,6 +152,16 @@ pub fn event(ev: &Event) {
             value,
         } => warn!(event = name, account = account.as_deref(), counter, value),
         Event::CreditsRefilled { account, old, new } => info!(event = name, account, old, new),
+        Event::UpstreamDown {
+            since,
+            failures,
+            reason,
+        } => warn!(event = name, since = %since.to_rfc3339(), failures, reason),
+        Event::UpstreamUp {
+            down_since,
+            down_s,
+            probes,
+        } => info!(event = name, down_since = %down_since.to_rfc3339(), down_s, probes),
         Event::DaySummary {
             account,
             day,

@@ -1,7 +1,8 @@
 //! Deterministic simulation: many seeds, each a world of accounts and campaigns run
 //! for days on virtual time against the simulated LinkedIn (`upstream::sim::Sim`),
 //! wrapped in an answerer that injects faults — rate limits, 5xx and timeouts (may have
-//! been delivered), restrictions, no credits, connect errors — while the driver crashes
+//! been delivered), restrictions, no credits, connect errors, and outages of hours
+//! (every call refused, or every call a 5xx) — while the driver crashes
 //! the worker between reserve and send and between send and record, and steps the
 //! clock back by up to an hour. After every step a model kept here checks:
 //!
@@ -49,6 +50,10 @@ const P_RESTRICTED: u64 = 50;
 const P_NOT_DELIVERED: u64 = 150;
 /// Of InMail calls only.
 const P_NO_CREDITS: u64 = 800;
+/// Per simulated day: an outage of `OUTAGE_HOURS` (every call refused, or every call a
+/// 5xx), starting at a random hour.
+const P_OUTAGE_DAY: u64 = 5000;
+const OUTAGE_HOURS: (u64, u64) = (1, 4);
 /// Per reservation handed out / per call made.
 const P_CRASH_BEFORE_SEND: u64 = 40;
 const P_CRASH_AFTER_SEND: u64 = 25;
@@ -88,6 +93,12 @@ struct Counts {
     crash_before_send: u64,
     crash_after_send: u64,
     clock_back: u64,
+    /// Calls answered by an outage, refused or 5xx.
+    outage_refused: u64,
+    outage_5xx: u64,
+    /// Breaker openings, and reservations given back (not delivered).
+    upstream_down: u64,
+    releases: u64,
     /// Reservations on a local day the clock had already left (after a step back).
     reserved_on_left_day: u64,
     /// Step backs that crossed at least one account's local midnight.
@@ -103,7 +114,11 @@ struct Counts {
 
 impl Counts {
     fn add(&mut self, o: &Counts) {
-        let pairs: [(&mut u64, u64); 18] = [
+        let pairs: [(&mut u64, u64); 22] = [
+            (&mut self.outage_refused, o.outage_refused),
+            (&mut self.outage_5xx, o.outage_5xx),
+            (&mut self.upstream_down, o.upstream_down),
+            (&mut self.releases, o.releases),
             (&mut self.rate_limited, o.rate_limited),
             (&mut self.server_error, o.server_error),
             (&mut self.timeout, o.timeout),
@@ -128,8 +143,10 @@ impl Counts {
         }
     }
 
-    fn faults(&self) -> [(&'static str, u64); 9] {
+    fn faults(&self) -> [(&'static str, u64); 11] {
         [
+            ("outage_refused", self.outage_refused),
+            ("outage_5xx", self.outage_5xx),
             ("rate_limited", self.rate_limited),
             ("5xx", self.server_error),
             ("timeout", self.timeout),
@@ -174,6 +191,34 @@ struct World {
     accounts: Vec<AccountSpec>,
     campaigns: Vec<CampaignSpec>,
     setup: String,
+    /// Outages: (from, until, refused; else 5xx).
+    outages: Vec<(DateTime<Utc>, DateTime<Utc>, bool)>,
+}
+
+impl World {
+    /// `Some(refused)` when an outage is under way at `now`.
+    fn outage_at(&self, now: DateTime<Utc>) -> Option<bool> {
+        self.outages
+            .iter()
+            .find(|(from, until, _)| *from <= now && now < *until)
+            .map(|o| o.2)
+    }
+}
+
+/// The outages of a seed, from a random source of their own (the rest of the world of
+/// a seed stays what it was before outages were added).
+fn outages(seed: u64, start: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>, bool)> {
+    let mut rng = SplitMix64(seed ^ 0x07a6_e5ee_d000);
+    (0..DAYS)
+        .filter_map(|d| {
+            if !chance(&mut rng, P_OUTAGE_DAY) {
+                return None;
+            }
+            let from = start + Duration::days(d) + Duration::minutes(rng.between(0, 20 * 60) as i64);
+            let hours = rng.between(OUTAGE_HOURS.0 * 60, OUTAGE_HOURS.1 * 60) as i64;
+            Some((from, from + Duration::minutes(hours), rng.between(0, 1) == 0))
+        })
+        .collect()
 }
 
 fn world(seed: u64, rng: &mut SplitMix64) -> World {
@@ -297,6 +342,7 @@ fn world(seed: u64, rng: &mut SplitMix64) -> World {
         accounts,
         campaigns,
         setup,
+        outages: outages(seed, start),
     }
 }
 
@@ -317,6 +363,9 @@ struct Model {
     high: Option<DateTime<Utc>>,
     /// Actions cancelled or still waiting, for the day files' events.
     ids: Vec<String>,
+    /// The day counters each action's latest reservation took: (account, day, kind,
+    /// campaign and its day), given back when its attempt is not delivered.
+    taken: BTreeMap<String, (usize, NaiveDate, Kind, usize, NaiveDate)>,
 }
 
 struct Ctx<'a> {
@@ -416,6 +465,13 @@ impl Ctx<'_> {
                 ));
             }
         }
+        let (ci, cday) = {
+            let ci = self.campaign(&r.campaign);
+            (ci, local_day(self.w.campaigns[ci].tz, now))
+        };
+        self.model
+            .taken
+            .insert(r.request.id.clone(), (ai, day, kind, ci, cday));
         if let Some(t) = CampaignType::of(kind) {
             let ci = self.campaign(&r.campaign);
             let camp = &self.w.campaigns[ci];
@@ -430,6 +486,33 @@ impl Ctx<'_> {
                     t.as_str()
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// A not-delivered attempt was recorded: its slots are back (SPEC §3), on the days
+    /// of its reservation.
+    fn on_released(&mut self, id: &str) -> Check {
+        self.n.releases += 1;
+        let (ai, day, kind, ci, cday) = self
+            .model
+            .taken
+            .remove(id)
+            .ok_or_else(|| format!("{id} released without a reservation"))?;
+        for &c in draws(kind) {
+            if matches!(c, Counter::WeeklyInvites | Counter::InmailCredits) {
+                continue;
+            }
+            let n = self.model.counts.entry((ai, day, c)).or_default();
+            *n = n
+                .checked_sub(1)
+                .ok_or_else(|| format!("{id}: release below zero"))?;
+        }
+        if let Some(t) = CampaignType::of(kind) {
+            let n = self.model.campaign_counts.entry((ci, cday, t)).or_default();
+            *n = n
+                .checked_sub(1)
+                .ok_or_else(|| format!("{id}: campaign release below zero"))?;
         }
         Ok(())
     }
@@ -459,6 +542,26 @@ impl Ctx<'_> {
                 "P3: {} called again (attempt {}) after an answer that may have delivered it",
                 req.id, req.attempt
             ));
+        }
+        match self.w.outage_at(now) {
+            Some(true) => {
+                self.n.outage_refused += 1;
+                return Ok(Outcome::NotDelivered {
+                    reason: "connection refused (outage)".into(),
+                });
+            }
+            Some(false) => {
+                self.n.outage_5xx += 1;
+                // Some reach LinkedIn before the service fails.
+                if self.rng.between(0, 3) == 0 {
+                    self.forward(req, now)?;
+                }
+                self.model.done.insert(req.id.clone());
+                return Ok(Outcome::MaybeDelivered {
+                    reason: "HTTP 503 (outage)".into(),
+                });
+            }
+            None => {}
         }
         let roll = self.rng.between(0, 9999);
         let outcome = if req.kind == Kind::Inmail && chance(&mut self.rng, P_NO_CREDITS) {
@@ -611,6 +714,7 @@ fn engine_config(rng: &mut SplitMix64) -> EngineConfig {
         max_gap_s: 240,
         max_inflight: 32,
         seed: rng.next_u64(),
+        ..EngineConfig::default()
     }
 }
 
@@ -853,9 +957,17 @@ fn run_day(
                 engine = restart(ctx, engine, path, *now, "crash between send and record")?;
                 break;
             }
+            let released = matches!(outcome, Outcome::NotDelivered { .. });
             engine.complete(r, outcome, *now).map_err(err)?;
+            if released {
+                ctx.on_released(&r.request.id)?;
+            }
         }
-        engine.drain_events();
+        for e in engine.drain_events() {
+            if e.name() == "upstream_down" {
+                ctx.n.upstream_down += 1;
+            }
+        }
         check_counts(engine.store(), ctx.model.accepted.len(), "after a step")?;
     }
 }
@@ -914,7 +1026,8 @@ fn many_seeds_of_faults_crashes_and_clock_steps_keep_p1_to_p4() {
     let faults: Vec<String> = n.faults().iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
         "simulation: seeds={} account_days={} actions={} steps={} reservations={} calls={} sim_sent={} \
-         restarts={} reserved_on_a_left_day={} clock_back_across_midnight={} faults: {} in {:.1} s",
+         restarts={} reserved_on_a_left_day={} clock_back_across_midnight={} upstream_down={} releases={} \
+         faults: {} in {:.1} s",
         seeds.len(),
         n.account_days,
         n.actions,
@@ -925,6 +1038,8 @@ fn many_seeds_of_faults_crashes_and_clock_steps_keep_p1_to_p4() {
         n.restarts,
         n.reserved_on_left_day,
         n.clock_back_across_midnight,
+        n.upstream_down,
+        n.releases,
         faults.join(" "),
         began.elapsed().as_secs_f64()
     );
@@ -936,6 +1051,11 @@ fn many_seeds_of_faults_crashes_and_clock_steps_keep_p1_to_p4() {
                 "fault `{k}` injected {v} times (< {MIN_PER_FAULT})"
             );
         }
+        assert!(
+            n.upstream_down >= seeds.len() as u64,
+            "outages rarely opened the breaker: {}",
+            n.upstream_down
+        );
         assert!(
             n.reserved_on_left_day >= MIN_PER_FAULT,
             "steps back rarely reached a day the clock had left: {}",

@@ -64,6 +64,7 @@ fn engine_config() -> EngineConfig {
         max_gap_s: 600,
         max_inflight: 32,
         seed: 7,
+        ..EngineConfig::default()
     }
 }
 
@@ -258,9 +259,12 @@ fn check_calls(calls: &[Call], what: &str) {
             "{what}: {} called again after a call that may have delivered it",
             c.id
         );
-        if !matches!(c.outcome, Outcome::NotDelivered { .. }) {
-            delivered.insert(&c.id);
+        if matches!(c.outcome, Outcome::NotDelivered { .. }) {
+            // Never received: it counts against no cap, and its slots are given back
+            // (SPEC §3) once its outcome is recorded.
+            continue;
         }
+        delivered.insert(&c.id);
         let (_, _, inv, msg, inm, eng) = *ACCOUNTS.iter().find(|a| a.0 == c.account).expect("account");
         let day = local_day(zone(&c.account), c.at);
         for &counter in draws(c.kind) {

@@ -95,6 +95,9 @@ struct AccountView {
 #[derive(serde::Deserialize)]
 struct StatusReportView {
     at: String,
+    /// Absent in the status file of an older worker.
+    #[serde(default)]
+    upstream: Option<crate::store::UpstreamStatus>,
     accounts: Vec<AccountView>,
     actions: std::collections::BTreeMap<String, u64>,
 }
@@ -112,6 +115,10 @@ fn print_report(report: &StatusReport, json: bool, source: &str) {
 
 fn print_table(v: &StatusReportView, source: &str) {
     println!("status at {} (from {source})", v.at);
+    if let Some(u) = &v.upstream {
+        let since = u.since.map_or("worker start".to_string(), |t| t.to_rfc3339());
+        println!("upstream {} since {since}", u.state);
+    }
     println!(
         "{:<24} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9} {:>5} {:<10} {:>7} held until",
         "account", "tier", "day", "invites", "messages", "inmails", "engage", "ramp", "health", "credits"

@@ -103,6 +103,22 @@ pub enum Event {
         old: u32,
         new: u32,
     },
+    /// The circuit breaker opened (SPEC §5 "Upstream down"): dispatching stops but for
+    /// one probe at a time.
+    UpstreamDown {
+        since: DateTime<Utc>,
+        /// The consecutive failed answers that opened it.
+        failures: u32,
+        /// The last of them.
+        reason: String,
+    },
+    /// An answer proved the service up again: the breaker closed.
+    UpstreamUp {
+        down_since: DateTime<Utc>,
+        down_s: i64,
+        /// Probes sent while it was down.
+        probes: u32,
+    },
     DaySummary {
         account: String,
         day: NaiveDate,
@@ -138,6 +154,8 @@ impl Event {
             Event::RedZone { .. } => "red_zone",
             Event::CreditsRefilled { .. } => "credits_refilled",
             Event::DaySummary { .. } => "day_summary",
+            Event::UpstreamDown { .. } => "upstream_down",
+            Event::UpstreamUp { .. } => "upstream_up",
         }
     }
 }

@@ -8,17 +8,19 @@
 //! real upstream; `simulate` and the tests drive it with a manual clock and `sim`.
 
 pub mod events;
+mod outage;
 pub mod virtual_run;
 
 pub use events::Event;
 
 use crate::contract::jobfile::{Line, Record};
 use crate::contract::Outcome;
+use crate::policy::breaker::{Breaker, Permit};
 use crate::policy::caps::Blocker;
 use crate::policy::pacing::{backoff_s, next_gap_s, SplitMix64};
 use crate::policy::zone::Zones;
 use crate::store::Change;
-use crate::store::{ApplyOutcome, Hold, Reservation, ReserveResult, State, Store, StoreError};
+use crate::store::{ApplyOutcome, Attempt, Hold, Reservation, ReserveResult, State, Store, StoreError};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,6 +43,9 @@ pub struct EngineConfig {
     /// Sends in flight at once, over all accounts (each account has at most one).
     pub max_inflight: usize,
     pub seed: u64,
+    /// `upstream.breaker_failures` and `upstream.breaker_max_s` (SPEC §5, §7).
+    pub breaker_failures: u32,
+    pub breaker_max_s: u64,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +55,8 @@ impl Default for EngineConfig {
             max_gap_s: 240,
             max_inflight: 32,
             seed: 1,
+            breaker_failures: 5,
+            breaker_max_s: 300,
         }
     }
 }
@@ -84,6 +91,14 @@ pub struct Engine {
     pub ticks: u64,
     /// The configured caps last checked for red-zone values (a reload may change them).
     red_zone_caps: Option<crate::policy::caps::Caps>,
+    /// The upstream circuit breaker (SPEC §5 "Upstream down"), with its own random
+    /// source so that an outage does not shift the pacing draws.
+    breaker: Breaker,
+    breaker_rng: SplitMix64,
+    /// Actions in flight as probes of the open breaker (at most one).
+    probes: BTreeSet<String>,
+    /// Probes sent during the current outage.
+    probes_sent: u32,
 }
 
 fn change_event(c: Change) -> Event {
@@ -118,6 +133,8 @@ impl Engine {
     /// Take over a store: recover actions a crash left in flight, then schedule every
     /// account that has work.
     pub fn new(store: Store, cfg: EngineConfig, now: DateTime<Utc>) -> Result<Engine, StoreError> {
+        let breaker = Breaker::new(outage::breaker_config(&cfg));
+        let breaker_rng = SplitMix64(cfg.seed ^ outage::RNG_SALT);
         let mut e = Engine {
             store,
             rng: SplitMix64(cfg.seed),
@@ -131,6 +148,10 @@ impl Engine {
             events: Vec::new(),
             ticks: 0,
             red_zone_caps: None,
+            breaker,
+            breaker_rng,
+            probes: BTreeSet::new(),
+            probes_sent: 0,
         };
         let rec = e.store.recover(now)?;
         for id in rec.unknown.iter().chain(&rec.requeued) {
@@ -299,7 +320,8 @@ impl Engine {
             return Ok(Some(DateTime::<Utc>::MIN_UTC));
         }
         let candidates = [
-            self.wake.first().map(|(t, _)| *t),
+            // The breaker may hold the wake queue back (an outage, a probe in flight).
+            self.wake.first().and_then(|(t, _)| self.wake_gate(*t)),
             self.turns.first().map(|(t, _)| *t),
             self.store.next_timed()?,
         ];
@@ -376,11 +398,17 @@ impl Engine {
     /// Pick the next action of every account that may send now, and reserve them in
     /// batches.
     fn dispatch(&mut self, now: DateTime<Utc>) -> Result<Vec<Reservation>, StoreError> {
+        let max_inflight = match self.breaker.permit(now) {
+            Permit::Dispatch { max_inflight } => self.max_inflight(max_inflight),
+            Permit::Probe => return self.dispatch_probe(now),
+            // Open: every waiting action stays exactly as it is.
+            Permit::Wait(_) => return Ok(Vec::new()),
+        };
         let mut out = Vec::new();
         let mut attempts = 0;
         loop {
             let mut batch: Vec<String> = Vec::new();
-            while self.inflight + batch.len() < self.cfg.max_inflight && batch.len() < MAX_RESERVE_BATCH {
+            while self.inflight + batch.len() < max_inflight && batch.len() < MAX_RESERVE_BATCH {
                 let Some((t, account)) = self.wake.first().cloned() else {
                     break;
                 };
@@ -558,9 +586,14 @@ impl Engine {
             if matches!(outcome, Outcome::RateLimited { .. }) {
                 rate_limited.insert(res.request.id.clone());
             }
-            batch.push((res.request.id.clone(), outcome.clone(), backoff));
+            batch.push(Attempt {
+                action: res.request.id.clone(),
+                outcome: outcome.clone(),
+                backoff_s: backoff,
+                probe: self.probes.contains(&res.request.id),
+            });
         }
-        let (recorded, changes) = self.store.record(&batch, now)?;
+        let (recorded, changes) = self.store.record_attempts(&batch, now)?;
         for (res, _) in &done {
             self.inflight = self.inflight.saturating_sub(1);
             let next_ok = match self.accounts.get_mut(&res.account) {
@@ -623,6 +656,7 @@ impl Engine {
             });
         }
         self.events.extend(changes.into_iter().map(change_event));
+        self.on_answers(&done, now);
         Ok(())
     }
 }

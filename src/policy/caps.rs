@@ -259,6 +259,35 @@ impl Budget {
     }
 }
 
+/// Give back the slots `Budget::take` took for one `kind` from the day counters of the
+/// reservation (SPEC §3: an attempt that was certainly never received). Returns `false`
+/// and changes nothing if a counter holds no slot to give back (a broken store).
+/// The rolling week is the sum of the day counters, so it follows; the InMail credit is
+/// a balance (`credits::give_back`).
+pub fn give_back(kind: Kind, day: &mut AccountDay, campaign_day: &mut CampaignDay) -> bool {
+    let (mut d, mut c) = (*day, *campaign_day);
+    let ok = match kind {
+        Kind::Invite => dec(&mut d.invites) && dec(&mut c.invites),
+        Kind::Message => dec(&mut d.messages) && dec(&mut d.engagement) && dec(&mut c.messages),
+        Kind::Inmail => dec(&mut d.inmails) && dec(&mut c.inmails),
+        Kind::ProfileView | Kind::Comment | Kind::Reaction => dec(&mut d.engagement),
+    };
+    if ok {
+        (*day, *campaign_day) = (d, c);
+    }
+    ok
+}
+
+fn dec(n: &mut u32) -> bool {
+    match n.checked_sub(1) {
+        Some(v) => {
+            *n = v;
+            true
+        }
+        None => false,
+    }
+}
+
 /// A configured cap in LinkedIn's red zone (SPEC §3.1): accepted, logged once as `red_zone`.
 pub fn red_zone(counter: Counter, value: u32) -> bool {
     match counter {
@@ -394,6 +423,39 @@ mod tests {
         assert!(red_zone(Counter::Inmails, 16));
         assert!(!red_zone(Counter::Engagement, 100));
         assert!(red_zone(Counter::Engagement, 101));
+    }
+
+    #[test]
+    fn give_back_undoes_take_and_refuses_an_empty_counter() {
+        for kind in Kind::ALL {
+            let mut b = Budget {
+                limits: Limits {
+                    invites: 5,
+                    messages: 5,
+                    inmails: 5,
+                    engagement: 5,
+                    weekly_invites: None,
+                    campaign: CampaignLimits {
+                        invites: 5,
+                        messages: 5,
+                        inmails: 5,
+                    },
+                },
+                day: AccountDay::default(),
+                week_invites: 0,
+                credits: 3,
+                campaign_day: CampaignDay::default(),
+            };
+            let before = (b.day, b.campaign_day);
+            assert_eq!(b.reserve(kind), Decision::Admit);
+            assert!(give_back(kind, &mut b.day, &mut b.campaign_day), "{kind}");
+            assert_eq!((b.day, b.campaign_day), before, "{kind}");
+            assert!(
+                !give_back(kind, &mut b.day, &mut b.campaign_day),
+                "{kind}: nothing to give back"
+            );
+            assert_eq!((b.day, b.campaign_day), before, "{kind}: unchanged on refusal");
+        }
     }
 
     fn kind_strategy() -> impl Strategy<Value = Kind> {

@@ -17,6 +17,17 @@ pub fn refund(balance: u32, ceiling: u32) -> u32 {
     balance.max(balance.saturating_add(1).min(ceiling))
 }
 
+/// The balance after an attempt that was never received gives its credit back: exactly
+/// the credit taken, unless a refill happened since the reservation, in which case the
+/// refill's ceiling applies as for a reply.
+pub fn give_back(balance: u32, ceiling: u32, refilled_since: bool) -> u32 {
+    if refilled_since {
+        refund(balance, ceiling)
+    } else {
+        balance.saturating_add(1)
+    }
+}
+
 fn last_day_of_month(year: i32, month: u32) -> u32 {
     let (y, m) = if month == 12 {
         (year + 1, 1)
@@ -75,6 +86,17 @@ mod tests {
         assert_eq!(refund(4, 15), 5);
         assert_eq!(refund(15, 15), 15);
         assert_eq!(refund(0, 0), 0);
+    }
+
+    #[test]
+    fn give_back_is_exact_unless_a_refill_came_between() {
+        assert_eq!(give_back(199, 150, false), 200, "a balance set above the ceiling");
+        assert_eq!(
+            give_back(150, 150, true),
+            150,
+            "refilled to the ceiling meanwhile"
+        );
+        assert_eq!(give_back(3, 15, true), 4);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `now` is always a parameter and randomness comes from an injected [`Rng`]. The CI
 //! script greps this folder to enforce it (`tests/policy_purity.rs`).
 
+pub mod breaker;
 pub mod caps;
 pub mod credits;
 pub mod health;

@@ -212,6 +212,25 @@ pub fn tombstone_expiry_bound(pruned_ms: i64) -> Vec<u8> {
     key(&[b"T", &be_i64(pruned_ms)])
 }
 
+/// `ledger` tree: a reservation is keyed by its id (8 bytes, big-endian); a release
+/// (SPEC §3: the slots of an attempt that was not delivered) by its own id and `r`, so
+/// both kinds sort in the order they were committed.
+pub fn release_key(id: u64) -> [u8; 9] {
+    let mut k = [b'r'; 9];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn is_release_key(k: &[u8]) -> bool {
+    k.len() == 9 && k[8] == b'r'
+}
+
+/// The id at the start of a `ledger` key (reservation or release).
+pub fn ledger_id(k: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = k.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
 /// `files` tree: name and content hash of every applied job file.
 pub fn file_key(name: &str, hash: u64) -> Vec<u8> {
     key(&[name.as_bytes(), &hash.to_be_bytes()])

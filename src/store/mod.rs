@@ -26,8 +26,10 @@ mod tx;
 
 pub use apply::Applied;
 pub use apply::ApplyOutcome;
-pub use outcome::Recorded;
-pub use query::{AccountStatus, AuditReport, DaySummary, DayTurn, Overshoot, StatusReport, TOMBSTONE_DAYS};
+pub use outcome::{Attempt, Recorded};
+pub use query::{
+    AccountStatus, AuditReport, DaySummary, DayTurn, Overshoot, StatusReport, UpstreamStatus, TOMBSTONE_DAYS,
+};
 pub use records::{Account, Action, Campaign, State};
 pub use reserve::{kinds_blocked_by, Change, Hold, ParkedAction, Reservation, ReserveResult};
 
@@ -503,13 +505,13 @@ impl Store {
 
     /// One more than the highest ledger id the data holds or held (0: none).
     fn data_mark(&self) -> Result<u64, StoreError> {
+        // The last key is a reservation (8 bytes) or a release of one (9 bytes, see
+        // `codec::release_key`); either names the reservation id it follows.
         let last = match self.trees[LEDGER].last()? {
-            Some((k, _)) if k.len() == 8 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&k);
-                u64::from_be_bytes(b).saturating_add(1)
-            }
-            Some(_) => return Err(StoreError::Corrupt("a ledger key is not 8 bytes".into())),
+            Some((k, _)) if k.len() == 8 || codec::is_release_key(&k) => codec::ledger_id(&k)
+                .ok_or_else(|| StoreError::Corrupt("a ledger key is too short".into()))?
+                .saturating_add(1),
+            Some(_) => return Err(StoreError::Corrupt("a ledger key is neither 8 nor 9 bytes".into())),
             None => 0,
         };
         let kept = match self.trees[META].get(META_LEDGER_MARK)? {

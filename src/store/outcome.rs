@@ -1,14 +1,15 @@
 //! Recording what the upstream answered (SPEC §5), and recovery of actions a crash
 //! left `inflight`.
 
-use super::codec::{from_ms, ms};
-use super::records::{Action, State};
+use super::codec::{self, from_ms, ms};
+use super::records::{Account, Action, LedgerEntry, LedgerRelease, State};
 use super::reserve::{refresh_health, Change};
-use super::tx::{Tx, TxResult};
-use super::{Recovery, Store, StoreError, INFLIGHT, LINKS};
+use super::tx::{Abort, Tx, TxResult};
+use super::{Recovery, Settings, Store, StoreError, INFLIGHT, LEDGER, LINKS};
 use crate::contract::Outcome;
-use crate::policy::{credits, Health, Kind};
+use crate::policy::{caps, credits, Health, Kind};
 use chrono::{DateTime, Duration, Utc};
+use sled::transaction::ConflictableTransactionError;
 
 /// What became of an action after its outcome was recorded.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,9 +21,23 @@ pub struct Recorded {
     pub state: State,
     pub reason: Option<String>,
     pub until: Option<DateTime<Utc>>,
+    /// The attempt was not delivered and its slots were given back (SPEC §3).
+    pub released: bool,
 }
 
-fn recorded(a: &Action) -> Recorded {
+/// One answer to record (the arguments of [`Store::record_attempts`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub action: String,
+    pub outcome: Outcome,
+    /// The wait before a retry, drawn by the caller.
+    pub backoff_s: u64,
+    /// A probe of the open circuit breaker (SPEC §5 "Upstream down"): it does not count
+    /// against `upstream.max_attempts`.
+    pub probe: bool,
+}
+
+fn recorded(a: &Action, released: bool) -> Recorded {
     Recorded {
         action: a.id.clone(),
         account: a.account.clone(),
@@ -31,24 +46,56 @@ fn recorded(a: &Action) -> Recorded {
         state: a.state,
         reason: a.reason.clone(),
         until: a.until_ms.map(from_ms),
+        released,
     }
 }
 
 impl Store {
-    /// Record the outcomes of several attempts in one transaction. Rate limits,
-    /// restrictions and `no_credits` are made durable (flush + fdatasync); other
-    /// outcomes are flushed (they survive `kill -9`; a power cut can only turn them
-    /// into `unknown`). `backoff_s` is the wait before a retry, drawn by the caller.
+    /// Record the outcomes of several attempts in one transaction: `(action, outcome,
+    /// backoff_s)`, none of them a probe. See [`Store::record_attempts`].
     pub fn record(
         &self,
         outcomes: &[(String, Outcome, u64)],
         now: DateTime<Utc>,
     ) -> Result<(Vec<Recorded>, Vec<Change>), StoreError> {
+        let attempts: Vec<Attempt> = outcomes
+            .iter()
+            .map(|(id, outcome, backoff_s)| Attempt {
+                action: id.clone(),
+                outcome: outcome.clone(),
+                backoff_s: *backoff_s,
+                probe: false,
+            })
+            .collect();
+        self.record_attempts(&attempts, now)
+    }
+
+    /// Record the outcomes of several attempts in one transaction. Rate limits,
+    /// restrictions and `no_credits` are made durable (flush + fdatasync); other
+    /// outcomes are flushed (they survive `kill -9`; a power cut can only turn them
+    /// into `unknown`). An attempt that was not delivered gives its slots back in the
+    /// same transaction (SPEC §3).
+    pub fn record_attempts(
+        &self,
+        attempts: &[Attempt],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Recorded>, Vec<Change>), StoreError> {
+        // Ids for the releases, taken before the transaction (it may run twice).
+        let mut release_ids = Vec::with_capacity(attempts.len());
+        for at in attempts {
+            release_ids.push(match at.outcome {
+                Outcome::NotDelivered { .. } => {
+                    self.op("generate ledger id")?;
+                    Some(self.db.generate_id()?)
+                }
+                _ => None,
+            });
+        }
         let result = self.transact(|tx| {
             let mut changes = Vec::new();
-            let mut out = Vec::with_capacity(outcomes.len());
-            for (id, outcome, backoff_s) in outcomes {
-                if let Some(r) = self.record_one(tx, id, outcome, *backoff_s, now, &mut changes)? {
+            let mut out = Vec::with_capacity(attempts.len());
+            for (at, rid) in attempts.iter().zip(&release_ids) {
+                if let Some(r) = self.record_one(tx, at, *rid, now, &mut changes)? {
                     out.push(r);
                 }
             }
@@ -60,9 +107,9 @@ impl Store {
         // losing it could let the account send again the same day. Any other outcome
         // only needs to survive the process: lost to a power cut, its action reads
         // `unknown` at the next start, its slot still used — never a second send.
-        let binding = outcomes.iter().any(|(_, o, _)| {
+        let binding = attempts.iter().any(|at| {
             matches!(
-                o,
+                at.outcome,
                 Outcome::RateLimited { .. } | Outcome::Restricted | Outcome::NoCredits
             )
         });
@@ -77,12 +124,12 @@ impl Store {
     fn record_one(
         &self,
         tx: &Tx,
-        id: &str,
-        outcome: &Outcome,
-        backoff_s: u64,
+        attempt: &Attempt,
+        release_id: Option<u64>,
         now: DateTime<Utc>,
         changes: &mut Vec<Change>,
     ) -> TxResult<Option<Recorded>> {
+        let (id, outcome, backoff_s) = (attempt.action.as_str(), &attempt.outcome, attempt.backoff_s);
         let st = &self.settings;
         let Some(old) = tx.action(id)? else {
             return Ok(None);
@@ -97,6 +144,13 @@ impl Store {
         let mut a = old.clone();
         a.updated_ms = ms(now);
         let mut waiting_on: Option<(&[u8], &str)> = None;
+        let mut released = false;
+        let mut credit_back = false;
+        if attempt.probe {
+            // A probe is not one of the action's attempts (SPEC §5 "Upstream down").
+            debug_assert!(a.retries >= 1, "a probe was reserved, so counted once");
+            a.retries = a.retries.saturating_sub(1);
+        }
         let retry = |a: &mut Action, why: &str| {
             if a.retries < st.max_attempts {
                 a.state = State::Queued;
@@ -174,7 +228,12 @@ impl Store {
                 a.state = State::Failed;
                 a.reason = Some(format!("invalid: {reason}"));
             }
-            Outcome::NotDelivered { reason } => retry(&mut a, &format!("not_delivered: {reason}")),
+            Outcome::NotDelivered { reason } => {
+                if let Some(rid) = release_id {
+                    (released, credit_back) = release(tx, &old, &mut acct, rid, now, st)?;
+                }
+                retry(&mut a, &format!("not_delivered: {reason}"));
+            }
             Outcome::MaybeDelivered { reason } => {
                 if st.idempotent {
                     retry(&mut a, &format!("maybe_delivered: {reason}"));
@@ -184,14 +243,16 @@ impl Store {
                 }
             }
         }
-        if matches!(
-            outcome,
-            Outcome::RateLimited { .. } | Outcome::Restricted | Outcome::NoCredits
-        ) {
+        if credit_back
+            || matches!(
+                outcome,
+                Outcome::RateLimited { .. } | Outcome::Restricted | Outcome::NoCredits
+            )
+        {
             tx.put_account(&acct)?;
         }
         tx.transition(&old, &a, waiting_on)?;
-        Ok(Some(recorded(&a)))
+        Ok(Some(recorded(&a, released)))
     }
 
     /// At open: actions a crash left `inflight` become `unknown`, or are queued again
@@ -235,4 +296,69 @@ impl Store {
         self.make_durable()?;
         Ok(rec)
     }
+}
+
+/// Give back the slots of the reservation `old` is in flight on (SPEC §3, "not
+/// delivered"): one of every day counter it took, on the reservation's own local days
+/// (not today's: the answer may come after midnight), and its InMail credit; and write
+/// the release to the ledger. Returns (released, the account's balance changed).
+/// An attempt whose reservation is not remembered (reserved by an older build) keeps
+/// its slots: giving back too little is safe, too much is not.
+fn release(
+    tx: &Tx,
+    old: &Action,
+    acct: &mut Account,
+    release_id: u64,
+    now: DateTime<Utc>,
+    st: &Settings,
+) -> TxResult<(bool, bool)> {
+    let Some(lid) = tx
+        .get_raw(INFLIGHT, old.id.as_bytes())?
+        .and_then(|raw| codec::ledger_id(&raw))
+    else {
+        return Ok((false, false));
+    };
+    let Some(entry) = tx.get::<LedgerEntry>(LEDGER, &lid.to_be_bytes(), "ledger entry")? else {
+        return Ok((false, false));
+    };
+    if entry.action != old.id || entry.attempt != old.attempts {
+        return Err(corrupt(format!(
+            "in-flight {} (attempt {}) points at the reservation of {} (attempt {})",
+            old.id, old.attempts, entry.action, entry.attempt
+        )));
+    }
+    let mut day = tx.account_day(&entry.account, entry.account_day)?;
+    let mut camp = tx.campaign_day(&entry.campaign, entry.campaign_day)?;
+    if !caps::give_back(entry.kind, &mut day.reserved, &mut camp) {
+        return Err(corrupt(format!(
+            "releasing {} attempt {}: the counters of {} {} hold no such slot",
+            old.id, entry.attempt, entry.account, entry.account_day
+        )));
+    }
+    tx.put_account_day(&entry.account, entry.account_day, &day)?;
+    if crate::policy::CampaignType::of(entry.kind).is_some() {
+        tx.put_campaign_day(&entry.campaign, entry.campaign_day, &camp)?;
+    }
+    let credit_back = entry.kind == Kind::Inmail;
+    if credit_back {
+        let ceiling = st.policy.tier(acct.tier).inmail_ceiling;
+        acct.credits = credits::give_back(acct.credits, ceiling, acct.last_refill_ms > entry.at_ms);
+    }
+    let rel = LedgerRelease {
+        action: entry.action,
+        account: entry.account,
+        campaign: entry.campaign,
+        kind: entry.kind,
+        attempt: entry.attempt,
+        at_ms: ms(now),
+        account_day: entry.account_day,
+        campaign_day: entry.campaign_day,
+        reservation: lid,
+    };
+    tx.put(LEDGER, &codec::release_key(release_id), &rel)?;
+    Ok((true, credit_back))
+}
+
+fn corrupt(msg: String) -> ConflictableTransactionError<Abort> {
+    ConflictableTransactionError::Abort(Abort::Corrupt(msg))
 }

@@ -2,7 +2,7 @@
 //! that recomputes every counter from the ledger, and retention.
 
 use super::codec::{self, from_be_i64, from_ms, ms};
-use super::records::{AccountDayRec, Action, LedgerEntry, State};
+use super::records::{AccountDayRec, Action, LedgerEntry, LedgerItem, LedgerRelease, State};
 use super::reserve::Change;
 use super::{Store, StoreError, ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, LEDGER, LINKS, READY, TIMED, WAITING};
 use crate::policy::caps::{draws, CampaignDay, Counter};
@@ -48,9 +48,28 @@ pub struct AccountStatus {
     pub sent_today: u32,
 }
 
+/// The upstream circuit breaker (SPEC §8 `upstream`): `state` is `up` or `down`, and
+/// `since` when it became so (`null`: up since the worker started). Only a running
+/// worker knows it; read from the store alone it is `up`, the state a worker starts in.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct UpstreamStatus {
+    pub state: String,
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl Default for UpstreamStatus {
+    fn default() -> Self {
+        UpstreamStatus {
+            state: "up".into(),
+            since: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StatusReport {
     pub at: DateTime<Utc>,
+    pub upstream: UpstreamStatus,
     pub accounts: Vec<AccountStatus>,
     pub actions: BTreeMap<String, u64>,
 }
@@ -67,6 +86,8 @@ pub struct Overshoot {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct AuditReport {
     pub entries: u64,
+    /// Reservations given back because their attempt was not delivered (SPEC §3).
+    pub releases: u64,
     pub overshoots: Vec<Overshoot>,
     /// Stored counters that differ from the ledger's totals.
     pub mismatches: Vec<String>,
@@ -107,6 +128,29 @@ pub struct DaySummary {
 #[derive(Default)]
 struct Tally {
     day: AccountDayRec,
+}
+
+/// Take a release off the running counts of the reservation's days (P1 is judged on
+/// reservations minus releases). A release with nothing to take from is a mismatch.
+fn subtract(
+    acct: &mut BTreeMap<(String, NaiveDate), Tally>,
+    camp: &mut BTreeMap<(String, NaiveDate), CampaignDay>,
+    r: &LedgerRelease,
+) -> Result<(), String> {
+    let day = &mut acct
+        .entry((r.account.clone(), r.account_day))
+        .or_default()
+        .day
+        .reserved;
+    let c = camp.entry((r.campaign.clone(), r.campaign_day)).or_default();
+    if crate::policy::caps::give_back(r.kind, day, c) {
+        Ok(())
+    } else {
+        Err(format!(
+            "release of {} attempt {} ({} {}): no such reservation counted",
+            r.action, r.attempt, r.account, r.account_day
+        ))
+    }
 }
 
 impl Store {
@@ -230,6 +274,7 @@ impl Store {
             .collect();
         Ok(StatusReport {
             at: now,
+            upstream: UpstreamStatus::default(),
             accounts,
             actions,
         })
@@ -254,12 +299,29 @@ impl Store {
                 });
             }
         };
+        // Retention prunes the ledger oldest first: a release of a reservation before
+        // the first id left names a pruned one and has nothing to subtract from.
+        let first_id = self.trees[LEDGER]
+            .first()?
+            .and_then(|(k, _)| codec::ledger_id(&k))
+            .unwrap_or(0);
+        let (mut releases, mut bad_releases) = (0u64, Vec::new());
         // Per account: the latest day reserved on, and when it was first reserved on.
         // A reservation on an earlier day after that instant means two days overlapped
         // in real time (each may be under its cap, the account was not).
         let mut latest: BTreeMap<String, (NaiveDate, i64)> = BTreeMap::new();
         for kv in self.trees[LEDGER].iter() {
-            let (_, v) = kv?;
+            let (k, v) = kv?;
+            if codec::is_release_key(&k) {
+                let r: LedgerRelease = codec::decode("ledger release", &v)?;
+                if r.reservation >= first_id {
+                    releases += 1;
+                    if let Err(m) = subtract(&mut acct, &mut camp, &r) {
+                        bad_releases.push(m);
+                    }
+                }
+                continue;
+            }
             let e: LedgerEntry = codec::decode("ledger entry", &v)?;
             let l = e.limits;
             match latest.get(&e.account) {
@@ -326,6 +388,8 @@ impl Store {
             }
             report.entries += 1;
         }
+        report.releases = releases;
+        report.mismatches.extend(bad_releases);
         report.overshoots.retain(|o| in_range(o.day));
         // Stored counters must equal the ledger's totals (a day fully pruned from the
         // ledger is pruned from the counters too).
@@ -365,7 +429,7 @@ impl Store {
         let mut old_ledger = Vec::new();
         for kv in self.trees[LEDGER].iter().take(max) {
             let (k, v) = kv?;
-            let e: LedgerEntry = codec::decode("ledger entry", &v)?;
+            let e = LedgerItem::decode(&k, &v)?;
             if e.at_ms >= cutoff {
                 break;
             }

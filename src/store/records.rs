@@ -396,6 +396,59 @@ pub struct LedgerEntry {
     pub limits: LedgerLimits,
 }
 
+/// The slots of one reservation given back, because its attempt was certainly never
+/// received (SPEC §3, §5 "not delivered"). Written in the transaction that records the
+/// outcome, under `codec::release_key`; `audit` subtracts it from the day it names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerRelease {
+    pub action: String,
+    pub account: String,
+    pub campaign: String,
+    pub kind: Kind,
+    pub attempt: u32,
+    pub at_ms: i64,
+    /// The days of the reservation released (not the day of the release).
+    pub account_day: NaiveDate,
+    pub campaign_day: NaiveDate,
+    /// The ledger id of the reservation released.
+    pub reservation: u64,
+}
+
+/// What retention needs of any ledger record, reservation or release.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerItem {
+    pub at_ms: i64,
+    pub account: String,
+    pub campaign: String,
+    pub account_day: NaiveDate,
+    pub campaign_day: NaiveDate,
+}
+
+impl LedgerItem {
+    /// Decode a `ledger` value by the kind its key names.
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<LedgerItem, super::StoreError> {
+        if super::codec::is_release_key(key) {
+            let r: LedgerRelease = super::codec::decode("ledger release", value)?;
+            Ok(LedgerItem {
+                at_ms: r.at_ms,
+                account: r.account,
+                campaign: r.campaign,
+                account_day: r.account_day,
+                campaign_day: r.campaign_day,
+            })
+        } else {
+            let e: LedgerEntry = super::codec::decode("ledger entry", value)?;
+            Ok(LedgerItem {
+                at_ms: e.at_ms,
+                account: e.account,
+                campaign: e.campaign,
+                account_day: e.account_day,
+                campaign_day: e.campaign_day,
+            })
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerLimits {
     pub invites: u32,

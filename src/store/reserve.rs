@@ -5,7 +5,7 @@
 use super::codec::{day_num, from_ms, ms};
 use super::records::{Account, Action, LedgerEntry, LedgerLimits, State};
 use super::tx::{Tx, TxResult};
-use super::{Settings, Store, StoreError, LEDGER};
+use super::{Settings, Store, StoreError, INFLIGHT, LEDGER};
 use crate::contract::upstream::redact_proxy;
 use crate::contract::SendRequest;
 use crate::policy::caps::{Blocker, Budget, Counter, Decision};
@@ -325,6 +325,9 @@ fn reserve_one(
             inflight.until_ms = None;
             inflight.updated_ms = ms(now);
             tx.transition(&action, &inflight, None)?;
+            // The in-flight index remembers the reservation, so that an attempt that is
+            // not delivered gives back exactly these slots (`outcome::release`).
+            tx.put_raw(INFLIGHT, action.id.as_bytes(), &ledger_id.to_be_bytes())?;
             let entry = LedgerEntry {
                 action: action.id.clone(),
                 account: acct.id.clone(),
