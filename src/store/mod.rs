@@ -489,8 +489,11 @@ impl Store {
         if mode == Mode::Existing {
             return Ok(None);
         }
+        // A new or adopted store gets its (complete) identity now; an identified one
+        // only moves its mark with the next `make_durable` after `MARK_EVERY`, which
+        // keeps a restart free of extra syncs.
         let stale = match identity::read(&self.path) {
-            Ok(on_disk) => on_disk != id || data_mark > id.ledger_mark,
+            Ok(on_disk) => on_disk != id,
             Err(_) => true,
         };
         if stale {
