@@ -286,7 +286,7 @@ pub const INT_RANGES: &[(&str, u64, u64)] = &[
     ("tiers.*.inmail_ceiling", 0, 100_000),
     ("ramp.start", 1, 10_000),
     ("ramp.weeks", 1, 104),
-    ("health.min_sample", 1, 100_000),
+    ("health.min_sample", 1, 1_000_000),
     ("health.watch_rate_limits", 1, 1_000),
     ("health.at_risk_rate_limits", 1, 1_000),
     ("pacing.min_gap_s", 0, 86_400),
