@@ -13,6 +13,7 @@ use sendgate::contract::{Outcome, SendRequest};
 use sendgate::engine::virtual_run::VirtualRun;
 use sendgate::engine::{Engine, EngineConfig};
 use sendgate::store::Settings;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 const START: &str = "2026-11-25T00:00:00Z";
@@ -50,13 +51,13 @@ fn run(change: impl Fn(usize) -> String) -> (BTreeMap<NaiveDate, usize>, usize) 
     let engine = Engine::new(store, EngineConfig::default(), now).expect("engine");
     let mut run = VirtualRun::new(engine, now);
     run.apply_text("setup.jsonl", &setup()).expect("apply");
-    let mut calls: Vec<DateTime<Utc>> = Vec::new();
+    let calls: RefCell<Vec<DateTime<Utc>>> = RefCell::default();
     let mut upstream = |_: &SendRequest, t: DateTime<Utc>| {
-        calls.push(t);
+        calls.borrow_mut().push(t);
         Outcome::Sent
     };
     run.run_until(utc(CHANGE), &mut upstream).expect("run");
-    let at_change = calls.len();
+    let at_change = calls.borrow().len();
     run.apply_text("change.jsonl", &change(at_change))
         .expect("apply the change");
     assert_eq!(
@@ -67,7 +68,7 @@ fn run(change: impl Fn(usize) -> String) -> (BTreeMap<NaiveDate, usize>, usize) 
     );
     run.run_until(utc(DAY_2_END), &mut upstream).expect("run");
     let mut per_day: BTreeMap<NaiveDate, usize> = BTreeMap::new();
-    for t in &calls {
+    for t in calls.borrow().iter() {
         *per_day.entry(t.date_naive()).or_default() += 1;
     }
     (per_day, at_change)
