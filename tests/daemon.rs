@@ -696,7 +696,7 @@ fn a_store_that_fills_up_while_sending_fails_closed_with_74() {
     let cfg = config_at(dir.path(), &up.url, &clock, "");
     let mut w = Worker::start(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
-    drop_file(dir.path(), "002-invites.jsonl", invites(80).as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
     wait_until("a few sends", || up.requests().len() >= 3);
     // Fill the file system underneath the running worker.
     let filler = store_dir.join("filler");
