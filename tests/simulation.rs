@@ -1044,9 +1044,10 @@ fn many_seeds_of_faults_crashes_and_clock_steps_keep_p1_to_p4() {
 /// never exceed that day's ramp ceiling (SPEC §3.2 "ramp ceiling of that day"), even
 /// when the clock steps back into it after the boundary raised the ceiling.
 ///
-/// Ignored: it fails today. `store::reserve::reserve_one` takes the invite cap from the
-/// account's current `ramp_ceiling`, which `maintain` already advanced on the next
-/// local day, and the ledger records that new limit, so `audit` stays clean.
+/// It guards the ceiling kept per local day (`Account::ramp_ceiling_on`): a reservation
+/// that took the account's current ceiling, already advanced by the next day's
+/// maintenance, would reopen the day, and the ledger would record the new limit, so
+/// `audit` alone would stay clean.
 #[test]
 fn a_step_back_across_a_ramp_boundary_keeps_that_days_ceiling() {
     let dir = tempfile::tempdir().expect("tempdir");
