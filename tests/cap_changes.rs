@@ -111,8 +111,12 @@ fn an_account_upsert_with_a_cap_below_the_count_stops_the_day() {
 
 #[test]
 fn an_account_upsert_with_a_cap_above_the_count_leaves_the_difference() {
-    let (per_day, at_change) = run(|n| format!(r#"{{"type":"account","id":"a1","caps":{{"invites":{}}}}}"#, n + 3) + "\n");
-    assert!(at_change + 3 < 60, "the new cap is lower than the old: {at_change}");
+    let (per_day, at_change) =
+        run(|n| format!(r#"{{"type":"account","id":"a1","caps":{{"invites":{}}}}}"#, n + 3) + "\n");
+    assert!(
+        at_change + 3 < 60,
+        "the new cap is lower than the old: {at_change}"
+    );
     assert_eq!(
         per_day.get(&day(START)).copied(),
         Some(at_change + 3),

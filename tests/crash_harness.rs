@@ -199,7 +199,11 @@ impl Answer {
         }
         edge += PER_MILLE_TIMEOUT;
         if roll < edge {
-            return if timeouts { Answer::Timeout } else { Answer::ServerError(504) };
+            return if timeouts {
+                Answer::Timeout
+            } else {
+                Answer::ServerError(504)
+            };
         }
         edge += PER_MILLE_RESET;
         if roll < edge {
@@ -665,7 +669,12 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
         assert_eq!(l.body["id"], l.key.as_str(), "Idempotency-Key is the action id");
         if let Some(prev) = last_answer.insert(l.key.as_str(), l.answer) {
             if prev != Answer::RateLimited {
-                duplicates.push(format!("{} again (cycle {}) after {}", l.key, l.cycle, prev.name()));
+                duplicates.push(format!(
+                    "{} again (cycle {}) after {}",
+                    l.key,
+                    l.cycle,
+                    prev.name()
+                ));
             }
         }
     }
@@ -829,7 +838,10 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
     // Later cycles (restarts, steps back) that ran on a held account's day: the
     // occasions (e) had to catch a send.
     let mut held_at: BTreeMap<(String, NaiveDate), usize> = BTreeMap::new();
-    for l in logged.iter().filter(|l| l.answer == Answer::RateLimited && recorded_429.contains(&l.key)) {
+    for l in logged
+        .iter()
+        .filter(|l| l.answer == Answer::RateLimited && recorded_429.contains(&l.key))
+    {
         held_at.entry(account_day(l)).or_insert(l.cycle);
     }
     let p7_watched = held_at

@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::http::{read_request, HttpRequest};
 use chrono::{DateTime, Utc};
+use common::http::{read_request, HttpRequest};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -36,7 +36,9 @@ impl Upstream {
     }
 
     /// `respond(n)` gives the status, extra header lines (each ending in `\r\n`) and body.
-    fn start_with_headers(respond: impl Fn(usize) -> (u16, String, String) + Send + Sync + 'static) -> Upstream {
+    fn start_with_headers(
+        respond: impl Fn(usize) -> (u16, String, String) + Send + Sync + 'static,
+    ) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let seen: Arc<Mutex<Vec<(Instant, Request)>>> = Arc::default();
@@ -184,7 +186,12 @@ impl Drop for Worker {
 fn config(dir: &Path, upstream_url: &str, extra: &str) -> PathBuf {
     // 00:10 at 3600×: the local midnight is almost 24 real seconds away, for tests
     // that watch a few virtual hours on a loaded machine.
-    config_at(dir, upstream_url, &Clock::new("2026-11-25T00:10:00Z", 3600.0), extra)
+    config_at(
+        dir,
+        upstream_url,
+        &Clock::new("2026-11-25T00:10:00Z", 3600.0),
+        extra,
+    )
 }
 
 /// A worker's `[clock]` and `[pacing]`.
@@ -432,7 +439,10 @@ fn a_429_holds_across_a_restart_and_a_clock_stepped_back() {
     let w = Worker::start(dir.path(), &cfg);
     wait_for_requests(&up, 2, "sends to resume on the next day");
     let early = sent_before(&up, &w, &again, midnight);
-    assert!(early.is_empty(), "sent on the day of the 429 after a restart: {early:?}");
+    assert!(
+        early.is_empty(),
+        "sent on the day of the 429 after a restart: {early:?}"
+    );
     assert_eq!(w.stop().0, 0);
 }
 
@@ -458,7 +468,10 @@ fn a_retry_after_beyond_the_next_window_is_honoured() {
     // The hold runs from the 429, which the worker's clock read no earlier than this.
     let limited_at = w.vtime_at_least(clock.start, clock.speed, receipts[1].0);
     let held_until = limited_at + chrono::Duration::seconds(RETRY_AFTER_S);
-    assert!(held_until > utc("2026-11-26T00:00:00Z"), "later than the next window");
+    assert!(
+        held_until > utc("2026-11-26T00:00:00Z"),
+        "later than the next window"
+    );
     let early = sent_before(&up, &w, &clock, held_until);
     assert_eq!(
         early.len(),
@@ -473,7 +486,10 @@ fn a_retry_after_beyond_the_next_window_is_honoured() {
         .and_then(|v| v["until"].as_str())
         .map(utc)
         .expect("account_held with an until");
-    assert!(until >= held_until, "held until {until}, Retry-After asks for {held_until}");
+    assert!(
+        until >= held_until,
+        "held until {until}, Retry-After asks for {held_until}"
+    );
 }
 
 /// The JSON events `name` of a log.
@@ -496,7 +512,12 @@ fn a_sighup_lowering_the_caps_stops_the_day_at_the_new_cap() {
     let midnight = utc("2026-11-26T00:00:00Z");
     const OLD_CAP: usize = 10;
     const NEW_CAP: usize = 2;
-    let cfg = config_at(dir.path(), &up.url, &clock, &format!("[caps]\ninvites = {OLD_CAP}\n"));
+    let cfg = config_at(
+        dir.path(),
+        &up.url,
+        &clock,
+        &format!("[caps]\ninvites = {OLD_CAP}\n"),
+    );
     let w = Worker::start(dir.path(), &cfg);
     // The account takes its invite cap from `[caps]` (no override of its own).
     let setup = setup(80).replace(r#","caps":{"invites":80}"#, "");
@@ -504,7 +525,12 @@ fn a_sighup_lowering_the_caps_stops_the_day_at_the_new_cap() {
     drop_file(dir.path(), "001-setup.jsonl", setup.as_bytes());
     drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
     wait_until("three sends under the old caps", || up.requests().len() >= 3);
-    config_at(dir.path(), &up.url, &clock, &format!("[caps]\ninvites = {NEW_CAP}\n"));
+    config_at(
+        dir.path(),
+        &up.url,
+        &clock,
+        &format!("[caps]\ninvites = {NEW_CAP}\n"),
+    );
     w.signal(libc::SIGHUP);
     w.wait_for_log("config_reloaded");
     // Reservations made under the old caps, counted in the worker's own log order.
@@ -682,7 +708,9 @@ fn a_store_that_fills_up_while_sending_fails_closed_with_74() {
             return;
         }
         Err(e) => {
-            println!("SKIPPED: a_store_that_fills_up_while_sending_fails_closed_with_74: cannot run mount: {e}");
+            println!(
+                "SKIPPED: a_store_that_fills_up_while_sending_fails_closed_with_74: cannot run mount: {e}"
+            );
             return;
         }
     }
@@ -735,11 +763,16 @@ fn a_store_that_fills_up_while_sending_fails_closed_with_74() {
     )
     .expect("the store reopens once space returns");
     for r in &received {
-        let a = store.action(&r.key).expect("read").expect("a received action is stored");
+        let a = store
+            .action(&r.key)
+            .expect("read")
+            .expect("a received action is stored");
         assert!(
             matches!(
                 a.state,
-                sendgate::store::State::Inflight | sendgate::store::State::Sent | sendgate::store::State::Unknown
+                sendgate::store::State::Inflight
+                    | sendgate::store::State::Sent
+                    | sendgate::store::State::Unknown
             ),
             "{} reached the upstream but its reservation is not in the store: {:?}",
             r.key,
@@ -765,12 +798,7 @@ fn big_file_in_store(dir: &Path, n: usize) -> usize {
     )
     .expect("the store opens after the kill");
     let found = (0..n)
-        .filter(|i| {
-            store
-                .action(&format!("c1/p{i}/invite"))
-                .expect("read")
-                .is_some()
-        })
+        .filter(|i| store.action(&format!("c1/p{i}/invite")).expect("read").is_some())
         .count();
     let counts = store.state_counts().expect("counts");
     assert_eq!(
@@ -792,10 +820,16 @@ fn a_kill_during_a_big_apply_leaves_none_and_the_restart_applies_all() {
     let cfg = config(dir.path(), &up.url, "");
     // The big file needs more than the 8 KiB limit the other tests use.
     let text = std::fs::read_to_string(&cfg).expect("config");
-    std::fs::write(&cfg, text.replace("max_file_bytes = 8192", "max_file_bytes = 67108864")).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace("max_file_bytes = 8192", "max_file_bytes = 67108864"),
+    )
+    .expect("config");
     let mut w = Worker::start(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
-    wait_until("the setup file", || dir.path().join("spool/done/001-setup.jsonl").exists());
+    wait_until("the setup file", || {
+        dir.path().join("spool/done/001-setup.jsonl").exists()
+    });
     drop_file(dir.path(), "002-big.jsonl", invites(N).as_bytes());
     let processing = dir.path().join("spool/processing/002-big.jsonl");
     wait_until("the big file claimed", || processing.exists());
@@ -812,7 +846,10 @@ fn a_kill_during_a_big_apply_leaves_none_and_the_restart_applies_all() {
     );
     drop(w);
     let found = big_file_in_store(dir.path(), N);
-    assert!(found == 0 || found == N, "half applied after the kill: {found} of {N}");
+    assert!(
+        found == 0 || found == N,
+        "half applied after the kill: {found} of {N}"
+    );
     // The next start takes it again, whole.
     let mut w = Worker::start(dir.path(), &cfg);
     let done = dir.path().join("spool/done/002-big.jsonl");
@@ -820,5 +857,9 @@ fn a_kill_during_a_big_apply_leaves_none_and_the_restart_applies_all() {
     w.child.kill().expect("SIGKILL");
     let _ = w.child.wait();
     drop(w);
-    assert_eq!(big_file_in_store(dir.path(), N), N, "the restart applied all of it");
+    assert_eq!(
+        big_file_in_store(dir.path(), N),
+        N,
+        "the restart applied all of it"
+    );
 }

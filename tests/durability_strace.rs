@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const INVITES: usize = 4;
-const SYSCALLS: &str =
-    "fdatasync,fsync,sync_file_range,write,writev,pwrite64,pwritev,pwritev2,connect";
+const SYSCALLS: &str = "fdatasync,fsync,sync_file_range,write,writev,pwrite64,pwritev,pwritev2,connect";
 
 /// Why strace cannot be used here, if it cannot.
 fn strace_unusable() -> Option<String> {
@@ -140,11 +139,20 @@ fn check(events: &[Traced]) -> Result<usize, String> {
 #[test]
 fn the_check_reads_traces_as_intended() {
     use Traced::*;
-    assert_eq!(check(&[StoreWrite, StoreSync, Connect, StoreWrite, StoreSync, Connect]), Ok(2));
+    assert_eq!(
+        check(&[StoreWrite, StoreSync, Connect, StoreWrite, StoreSync, Connect]),
+        Ok(2)
+    );
     assert!(check(&[StoreWrite, Connect]).is_err(), "no sync");
     assert!(check(&[StoreSync, Connect]).is_err(), "no write");
-    assert!(check(&[StoreWrite, StoreSync, StoreWrite, Connect]).is_err(), "unsynced write");
-    assert!(check(&[StoreWrite, StoreSync, Connect, Connect]).is_err(), "a second call on one sync");
+    assert!(
+        check(&[StoreWrite, StoreSync, StoreWrite, Connect]).is_err(),
+        "unsynced write"
+    );
+    assert!(
+        check(&[StoreWrite, StoreSync, Connect, Connect]).is_err(),
+        "a second call on one sync"
+    );
     let trace = "\
 10 pwrite64(7</s/store/db>, \"x\", 1, 0) = 1
 11 fdatasync(7</s/store/db> <unfinished ...>
@@ -153,7 +161,10 @@ fn the_check_reads_traces_as_intended() {
 12 connect(9<TCP:[2]>, {sa_family=AF_INET, sin_port=htons(4242), sin_addr=inet_addr(\"127.0.0.1\")}, 16) = -1 EINPROGRESS
 12 connect(9<TCP:[2]>, {sa_family=AF_INET, sin_port=htons(4243), sin_addr=inet_addr(\"127.0.0.1\")}, 16) = 0
 ";
-    assert_eq!(events(trace, "/s/store/", 4242), vec![StoreWrite, StoreSync, Connect]);
+    assert_eq!(
+        events(trace, "/s/store/", 4242),
+        vec![StoreWrite, StoreSync, Connect]
+    );
 }
 
 /// Run the worker under strace with `fsync` on or off; the trace's events and the

@@ -179,7 +179,10 @@ fn the_independent_ramp_bound_follows_the_spec_example() {
         .map(|w| ramp_ceiling_at_most(80, false, day0, day0 + Duration::days(7 * w)))
         .collect();
     assert_eq!(ceilings, [10, 15, 22, 32, 46, 66, 80, 80], "SPEC 3.3's example");
-    assert_eq!(ramp_ceiling_at_most(80, false, day0, day0 + Duration::days(6)), 10);
+    assert_eq!(
+        ramp_ceiling_at_most(80, false, day0, day0 + Duration::days(6)),
+        10
+    );
     assert_eq!(ramp_ceiling_at_most(20, true, day0, day0), 20);
     assert_eq!(ramp_ceiling_at_most(5, false, day0, day0 + Duration::days(30)), 5);
 }

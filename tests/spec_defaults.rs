@@ -23,7 +23,11 @@ fn an_empty_config_gives_the_spec_ramp_health_and_pacing() {
     assert_eq!((p.ramp.start, p.ramp.weeks), (10, 6), "SPEC 3.3");
     let h = &p.health;
     assert_eq!(h.min_sample, 20, "SPEC 3.4");
-    assert_eq!((h.watch_acceptance, h.at_risk_acceptance), (0.25, 0.15), "SPEC 3.4");
+    assert_eq!(
+        (h.watch_acceptance, h.at_risk_acceptance),
+        (0.25, 0.15),
+        "SPEC 3.4"
+    );
     assert_eq!((h.watch_rate_limits, h.at_risk_rate_limits), (1, 3), "SPEC 3.4");
     assert_eq!(
         (c.pacing.min_gap_s, c.pacing.max_gap_s),

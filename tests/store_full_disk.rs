@@ -81,7 +81,11 @@ fn a_full_disk_fails_closed_and_recovers_consistent() {
         now,
     );
     let spare = store.action(SPARE).expect("read").expect("the spare action");
-    assert_eq!(spare.state, State::Queued, "the spare action waits to be reserved");
+    assert_eq!(
+        spare.state,
+        State::Queued,
+        "the spare action waits to be reserved"
+    );
     // Fill the disk with job files of big payloads until the store fails.
     let mut failure: Option<StoreError> = None;
     let mut reserved = 0usize;
