@@ -221,7 +221,7 @@ speed = 3600.0
     )
     .expect("config");
     let trace = dir.join("trace.txt");
-    let mut child = Command::new("strace")
+    let child = Command::new("strace")
         .args(["-f", "-qq", "-y", "-s", "0", "-e", &format!("trace={SYSCALLS}")])
         .args(["-e", "signal=none", "-o"])
         .arg(&trace)
