@@ -1,6 +1,8 @@
 //! `sendgate simulate` twice with the same seed: identical output, a valid SVG, and an
 //! audit with zero overshoot. And the zero-config `run` in an empty folder.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -68,11 +70,18 @@ fn simulate_is_deterministic_draws_an_svg_and_audits_clean() {
         .args(["simulate", "--days", "7", "--accounts", "2", "--seed", "8"])
         .output()
         .expect("simulate");
-    assert_ne!(
-        String::from_utf8_lossy(&other.stdout),
-        a,
-        "another seed, another run"
+    assert_eq!(
+        other.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
     );
+    let other = String::from_utf8(other.stdout).expect("utf-8");
+    assert!(
+        other.contains("account acct-02") && other.contains("overshoots 0, counter mismatches 0"),
+        "another seed runs to its audit:\n{other}"
+    );
+    assert_ne!(other, a, "another seed, another run");
 }
 
 #[test]
@@ -107,11 +116,7 @@ fn zero_config_run_starts_creates_its_data_and_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
+    common::signal(&child, libc::SIGTERM);
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {

@@ -1,6 +1,12 @@
 //! The crash harness: the real `sendgate run` against a loopback HTTP upstream that
-//! appends every request it receives to a file and fsyncs it before it answers 200,
-//! killed with SIGKILL at random moments while it sends, and started again.
+//! appends every request it receives (and the answer it chose) to a file and fsyncs it
+//! before it answers, killed with SIGKILL at random moments while it sends, and started
+//! again. The upstream answers a mix, deterministic per seed and request: mostly 200,
+//! and 5xx, timeouts (no answer within `upstream.timeout_s`), connection resets and
+//! 429s. Half of the kills land at a random moment of the cycle (start-up, recovery,
+//! apply, sending), half a few milliseconds after the upstream received the cycle's
+//! first request, so that a good share of cycles are killed while sending whatever the
+//! machine's load makes of start-up times.
 //!
 //! Every process start restarts the virtual clock at `[clock] start` (SPEC §7), so each
 //! restart steps the clock back to the start of its cycle. Each cycle starts on the next
@@ -9,13 +15,19 @@
 //! A cycle's virtual span (under an hour) never crosses a local midnight in any zone
 //! used, so every request the upstream logs belongs to the local days of its cycle's
 //! start. At the end, after a clean run and SIGTERM:
-//! (a) no action id reached the upstream twice (P3);
+//! (a) no action id reached the upstream again, except after a 429 (P3);
 //! (b) per account, local day and counter, and per campaign, local day and type, the
 //!     requests received never exceed the cap (P1);
-//! (c) every action accepted from the job files is in exactly one state, everything the
-//!     upstream received is `sent` or `unknown`, and nothing it did not receive is
-//!     `sent` (P4);
-//! (d) `sendgate audit` exits 0.
+//! (c) every action accepted from the job files is in exactly one state, and that state
+//!     agrees with the last answer the upstream gave it: 200 → `sent` (or `unknown` when
+//!     the kill came between the answer and its record), 5xx/timeout/reset → `unknown`,
+//!     429 → waiting (`parked`/`queued`, or `unknown` when cut); nothing the upstream
+//!     did not receive is `sent` (P4);
+//! (d) `sendgate audit` exits 0;
+//! (e) after a 429 the worker recorded (`rate_limited` in its log), the upstream
+//!     received nothing more for that account on that local day, whatever restarts
+//!     and steps back came after (P7);
+//! (f) a good share of the cycles were killed mid-send (see `MIN_CUT_SHARE`).
 //!
 //! `SENDGATE_CRASH_CYCLES=N` runs N cycles (default 30), `SENDGATE_CRASH_SEED=S` picks
 //! the kill times.
@@ -41,12 +53,42 @@ use std::time::{Duration, Instant};
 
 const DEFAULT_CYCLES: usize = 30;
 const DEFAULT_SEED: u64 = 0x5eed_c4a5;
-/// Monday 2026-01-05, 09:00 UTC: a weekday morning, and at least four hours from a
-/// local midnight in every zone below (DST included).
-const BASE: &str = "2026-01-05T09:00:00Z";
-const SPEED: f64 = 3600.0;
-/// Real time a cycle lives before SIGKILL, in ms.
+/// Monday 2026-01-05, 08:05 UTC: the start of the longest stretch without a local
+/// midnight in the zones below (LA's is at 08:00 UTC, Kolkata's next at 18:30 UTC), so
+/// a cycle has 10 h 25 min of virtual time before it would cross one (January: no DST).
+const BASE: &str = "2026-01-05T08:05:00Z";
+/// Virtual seconds per real second. At 600, the 10 h 25 min above last 62 s of real
+/// time: a cycle (at most a few seconds) or the clean run (bounded by `DEADLINE`) on a
+/// loaded machine stays on its local day with a wide margin, while pacing gaps of 1–2
+/// virtual seconds still leave only 2–3 ms between an account's sends.
+const SPEED: f64 = 600.0;
+/// Real time a cycle lives before SIGKILL, in ms, for the kills at a random moment.
 const KILL_AFTER_MS: (u64, u64) = (50, 400);
+/// For the kills that follow the cycle's first request: ms after its receipt.
+const KILL_AFTER_FIRST_MS: (u64, u64) = (0, 25);
+/// How long such a cycle waits for a first request (none comes on a day whose budgets
+/// are spent) before it is killed anyway.
+const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(3);
+/// The worker's `upstream.timeout_s`, and how long the upstream sits on a request it
+/// answers with a timeout (then it closes the connection without an answer).
+const TIMEOUT_S: u64 = 1;
+const TIMEOUT_HOLD: Duration = Duration::from_millis(1600);
+/// The upstream's answers, per thousand requests; the rest are 200.
+const PER_MILLE_5XX: u64 = 50;
+const PER_MILLE_TIMEOUT: u64 = 30;
+const PER_MILLE_RESET: u64 = 40;
+const PER_MILLE_429: u64 = 30;
+/// (f): at least this share of the kills that follow a first request must cut a send,
+/// i.e. land between the upstream's receipt of a request it answered 200 and the
+/// worker's record of that answer (that action ends `unknown`). Such a kill lands 0–25
+/// ms into a burst of sends spaced 2–3 ms apart per account, each holding that window
+/// open for about a millisecond (the answer, the record, its flush). Measured on 2
+/// cores at load 6–14: 11 of 11 and 22 of 22 such cycles cut a send; load only widens
+/// the window. A quarter leaves room for a fast idle machine, where a burst may end
+/// before the kill, and for unlucky seeds of a few dozen cycles, while still failing
+/// when kills stop landing in sends (start-up grew past the wait, the anchoring broke,
+/// or the upstream stopped answering).
+const MIN_CUT_SHARE: f64 = 0.25;
 /// New actions per new virtual day.
 const ACTIONS_PER_DAY: usize = 60;
 /// Every wait gives up after this long.
@@ -107,12 +149,82 @@ fn campaign_cap(campaign: &str, t: CampaignType) -> u32 {
 
 // ---- the loopback upstream ----
 
+/// What the upstream does with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    Ok,
+    /// 500, 502 or 503.
+    ServerError(u16),
+    /// No answer within the worker's timeout, then the connection closes.
+    Timeout,
+    /// The connection is reset (RST) instead of an answer.
+    Reset,
+    RateLimited,
+}
+
+impl Answer {
+    fn name(self) -> String {
+        match self {
+            Answer::Ok => "200".into(),
+            Answer::ServerError(code) => code.to_string(),
+            Answer::Timeout => "timeout".into(),
+            Answer::Reset => "reset".into(),
+            Answer::RateLimited => "429".into(),
+        }
+    }
+
+    fn parse(s: &str) -> Answer {
+        match s {
+            "200" => Answer::Ok,
+            "timeout" => Answer::Timeout,
+            "reset" => Answer::Reset,
+            "429" => Answer::RateLimited,
+            code => Answer::ServerError(code.parse().expect("an answer")),
+        }
+    }
+
+    /// The answer to the `nth` receipt (0-based) of `key`: deterministic per seed. The
+    /// clean run at the end (`timeouts = false`) gets no timeouts, so that SIGTERM finds
+    /// no call still waiting.
+    fn choose(seed: u64, key: &str, nth: u64, timeouts: bool) -> Answer {
+        let h = key
+            .bytes()
+            .fold(seed ^ nth.wrapping_mul(0x9e37_79b9_7f4a_7c15), |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        let mut rng = SplitMix64(h);
+        let roll = rng.between(0, 999);
+        let mut edge = PER_MILLE_5XX;
+        if roll < edge {
+            return Answer::ServerError([500, 502, 503][rng.between(0, 2) as usize]);
+        }
+        edge += PER_MILLE_TIMEOUT;
+        if roll < edge {
+            return if timeouts {
+                Answer::Timeout
+            } else {
+                Answer::ServerError(504)
+            };
+        }
+        edge += PER_MILLE_RESET;
+        if roll < edge {
+            return Answer::Reset;
+        }
+        edge += PER_MILLE_429;
+        if roll < edge {
+            return Answer::RateLimited;
+        }
+        Answer::Ok
+    }
+}
+
 /// One request as the upstream logged it (one JSON line in its file).
 #[derive(Debug)]
 struct Logged {
     cycle: usize,
     key: String,
     body: serde_json::Value,
+    answer: Answer,
 }
 
 /// One request: the cycle named by its path (`POST /cycle/N/v1/actions`), its key and body.
@@ -127,41 +239,95 @@ fn read_cycle_request(r: &mut BufReader<TcpStream>) -> Option<(usize, String, se
     Some((cycle, req.key, req.body))
 }
 
-/// A loopback upstream that appends each request (with the cycle that sent it) to
-/// `path` and fsyncs before it answers 200. Each cycle's worker is configured with
-/// `upstream.url = {url}/cycle/N`, so a request says which process sent it even when
-/// it is read after that process was killed.
+/// Close `conn` with a TCP reset: SO_LINGER with a zero timeout, then close.
+fn reset(conn: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from a live local value, on
+    // a socket this thread owns.
+    unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(conn);
+}
+
+/// What the upstream shares between its connections.
+struct Shared {
+    file: File,
+    /// Receipts so far per key (the `nth` of `Answer::choose`).
+    receipts: BTreeMap<String, u64>,
+    /// When each cycle's first request arrived.
+    first: BTreeMap<usize, Instant>,
+}
+
+/// A loopback upstream that appends each request (with the cycle that sent it and the
+/// answer it chose) to `path` and fsyncs before it answers. Each cycle's worker is
+/// configured with `upstream.url = {url}/cycle/N`, so a request says which process sent
+/// it even when it is read after that process was killed.
 struct Upstream {
     url: String,
     path: PathBuf,
+    shared: Arc<Mutex<Shared>>,
 }
 
 impl Upstream {
-    fn start(path: PathBuf) -> Upstream {
+    /// `final_cycle`: the clean run's cycle number, which gets no timeouts.
+    fn start(path: PathBuf, seed: u64, final_cycle: usize) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let file = Arc::new(Mutex::new(
-            FileOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .expect("upstream log"),
-        ));
+        let file = FileOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("upstream log");
+        let shared = Arc::new(Mutex::new(Shared {
+            file,
+            receipts: BTreeMap::new(),
+            first: BTreeMap::new(),
+        }));
+        let shared2 = Arc::clone(&shared);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
-                let file = Arc::clone(&file);
+                let shared = Arc::clone(&shared2);
                 std::thread::spawn(move || {
                     let Ok(mut w) = conn.try_clone() else { return };
                     let mut r = BufReader::new(conn);
                     while let Some((cycle, key, body)) = read_cycle_request(&mut r) {
-                        {
-                            let mut f = file.lock().expect("lock");
-                            let line = serde_json::json!({"cycle": cycle, "key": key, "body": body});
-                            writeln!(f, "{line}").expect("append to the upstream log");
-                            f.sync_data().expect("fsync the upstream log");
-                        }
-                        let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                        let answer = {
+                            let mut sh = shared.lock().expect("lock");
+                            sh.first.entry(cycle).or_insert_with(Instant::now);
+                            let nth = sh.receipts.entry(key.clone()).or_default();
+                            let answer = Answer::choose(seed, &key, *nth, cycle != final_cycle);
+                            *nth += 1;
+                            let line = serde_json::json!({"cycle": cycle, "key": key, "body": body, "answer": answer.name()});
+                            writeln!(sh.file, "{line}").expect("append to the upstream log");
+                            sh.file.sync_data().expect("fsync the upstream log");
+                            answer
+                        };
+                        let reply = match answer {
+                            Answer::Ok => "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}".to_string(),
+                            Answer::ServerError(code) => {
+                                format!("HTTP/1.1 {code} Oops\r\ncontent-length: 0\r\n\r\n")
+                            }
+                            Answer::RateLimited => {
+                                "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n".to_string()
+                            }
+                            Answer::Timeout => {
+                                std::thread::sleep(TIMEOUT_HOLD);
+                                return;
+                            }
+                            Answer::Reset => return reset(r.into_inner()),
+                        };
                         if w.write_all(reply.as_bytes()).is_err() {
                             return;
                         }
@@ -169,7 +335,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { url, path }
+        Upstream { url, path, shared }
+    }
+
+    /// When the upstream received the first request of `cycle`, if it has.
+    fn first_request(&self, cycle: usize) -> Option<Instant> {
+        self.shared.lock().expect("lock").first.get(&cycle).copied()
     }
 
     fn logged(&self) -> Vec<Logged> {
@@ -181,6 +352,7 @@ impl Upstream {
                     cycle: v["cycle"].as_u64().expect("cycle") as usize,
                     key: v["key"].as_str().expect("key").to_string(),
                     body: v["body"].clone(),
+                    answer: Answer::parse(v["answer"].as_str().expect("answer")),
                 }
             })
             .collect()
@@ -201,7 +373,7 @@ rescan_s = 1
 [upstream]
 kind = "http"
 url = "{upstream}/cycle/{cycle}"
-timeout_s = 5
+timeout_s = {TIMEOUT_S}
 idempotent = false
 [health]
 min_sample = 1000000
@@ -383,7 +555,7 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
         tmp.path().to_path_buf()
     };
     let dir = dir.as_path();
-    let up = Upstream::start(dir.join("upstream.jsonl"));
+    let up = Upstream::start(dir.join("upstream.jsonl"), seed, cycles);
     let mut rng = SplitMix64(seed);
     let base = utc(BASE);
     let mut ids: Vec<String> = Vec::new();
@@ -401,6 +573,8 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
     let mut starts: Vec<DateTime<Utc>> = Vec::new();
     let (mut day, mut max_day, mut steps_back, mut restarts_same_day) = (0u64, 0u64, 0usize, 0usize);
     let mut exits: BTreeMap<String, usize> = BTreeMap::new();
+    // Cycles killed shortly after their first request (or after FIRST_REQUEST_WAIT).
+    let mut anchored: BTreeSet<usize> = BTreeSet::new();
     for cycle in 0..cycles {
         if cycle > 0 {
             match rng.between(0, 7) {
@@ -423,9 +597,22 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
         let config = write_config(dir, &up.url, cycle, start);
         let spawned = Instant::now();
         let mut child = spawn(dir, &config);
-        std::thread::sleep(Duration::from_millis(
-            rng.between(KILL_AFTER_MS.0, KILL_AFTER_MS.1),
-        ));
+        if rng.between(0, 1) == 0 {
+            std::thread::sleep(Duration::from_millis(
+                rng.between(KILL_AFTER_MS.0, KILL_AFTER_MS.1),
+            ));
+        } else {
+            anchored.insert(cycle);
+            let after = Duration::from_millis(rng.between(KILL_AFTER_FIRST_MS.0, KILL_AFTER_FIRST_MS.1));
+            while spawned.elapsed() < FIRST_REQUEST_WAIT {
+                if let Some(first) = up.first_request(cycle) {
+                    let since = first.elapsed();
+                    std::thread::sleep(after.saturating_sub(since));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         // An early exit (other than the kill) is a failure, unless it is the store
         // lock of the previous cycle's process, which cannot outlive its reaping.
         if let Some(code) = child.try_wait().expect("wait").and_then(|s| s.code()) {
@@ -464,11 +651,7 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(700));
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(ok.success());
+    common::signal(&child, libc::SIGTERM);
     let code = wait_exit(&mut child);
     assert_eq!(code, Some(0), "SIGTERM exits 0:\n{}", log_tail(dir));
     assert_one_local_day(start, spawned.elapsed());
@@ -478,18 +661,30 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
         .unwrap_or_default();
     assert!(rejected.is_empty(), "job files rejected: {rejected:?}");
 
-    // (a) no action id reached the upstream twice.
+    // (a) no action id reached the upstream again, except after a 429 (SPEC P3: the
+    // only answer here that proves the attempt was not carried out).
     let logged = up.logged();
-    let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut last_answer: BTreeMap<&str, Answer> = BTreeMap::new();
+    let mut duplicates: Vec<String> = Vec::new();
     for l in &logged {
         assert_eq!(l.body["id"], l.key.as_str(), "Idempotency-Key is the action id");
-        *per_key.entry(l.key.as_str()).or_default() += 1;
+        if let Some(prev) = last_answer.insert(l.key.as_str(), l.answer) {
+            if prev != Answer::RateLimited {
+                duplicates.push(format!(
+                    "{} again (cycle {}) after {}",
+                    l.key,
+                    l.cycle,
+                    prev.name()
+                ));
+            }
+        }
     }
-    let duplicates: Vec<(&str, usize)> = per_key
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(k, n)| (*k, *n))
-        .collect();
+    let per_key = &last_answer;
+    let last_cycle: BTreeMap<&str, usize> = logged.iter().map(|l| (l.key.as_str(), l.cycle)).collect();
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &logged {
+        *answers.entry(l.answer.name()).or_default() += 1;
+    }
 
     // (b) per account / campaign, local day and counter: never over the cap.
     let mut account_days: BTreeMap<(String, NaiveDate, Counter), u32> = BTreeMap::new();
@@ -567,11 +762,27 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
         None,
         "inflight after a clean stop"
     );
-    for key in per_key.keys() {
+    // The state agrees with the last answer; `unknown` after a 200 or a 429 means the
+    // kill came between the upstream's answer and the worker's record: a cut send.
+    let mut cut: BTreeSet<&str> = BTreeSet::new();
+    for (key, answer) in per_key {
         let state = stored.get(key).copied();
+        let ok = match (answer, state) {
+            (Answer::Ok, Some(State::Unknown)) => {
+                cut.insert(*key);
+                true
+            }
+            // Cut after the 429, or the retry on a later day killed before its send.
+            (Answer::RateLimited, Some(State::Unknown)) => true,
+            (Answer::Ok, Some(State::Sent)) => true,
+            (Answer::ServerError(_) | Answer::Timeout | Answer::Reset, Some(State::Unknown)) => true,
+            (Answer::RateLimited, Some(State::Parked | State::Queued)) => true,
+            _ => false,
+        };
         assert!(
-            matches!(state, Some(State::Sent | State::Unknown)),
-            "{key} reached the upstream but is {state:?}"
+            ok,
+            "{key} was last answered {} by the upstream but is {state:?}",
+            answer.name()
         );
     }
     for (id, state) in &stored {
@@ -596,24 +807,101 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
         .expect("status");
     assert_eq!(status.status.code(), Some(0), "sendgate status");
 
+    // (e) P7 at the upstream: after a 429 the worker recorded, nothing more for that
+    // account on that local day, across restarts and steps back.
+    let worker_log = std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default();
+    let recorded_429: BTreeSet<String> = worker_log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "rate_limited")
+        .filter_map(|v| v["action"].as_str().map(str::to_string))
+        .collect();
+    let account_day = |l: &Logged| {
+        let account = l.body["account"].as_str().expect("account").to_string();
+        let day = local_day(zone(&account), starts[l.cycle]);
+        (account, day)
+    };
+    let mut held: BTreeMap<(String, NaiveDate), String> = BTreeMap::new();
+    let mut p7: Vec<String> = Vec::new();
+    for l in &logged {
+        let ad = account_day(l);
+        if let Some(limited) = held.get(&ad) {
+            p7.push(format!(
+                "{} sent for {} on {} (cycle {}) after the 429 of {limited}",
+                l.key, ad.0, ad.1, l.cycle
+            ));
+        }
+        if l.answer == Answer::RateLimited && recorded_429.contains(&l.key) {
+            held.entry(ad).or_insert_with(|| l.key.clone());
+        }
+    }
+    let answered_429 = logged.iter().filter(|l| l.answer == Answer::RateLimited).count();
+    // Later cycles (restarts, steps back) that ran on a held account's day: the
+    // occasions (e) had to catch a send.
+    let mut held_at: BTreeMap<(String, NaiveDate), usize> = BTreeMap::new();
+    for l in logged
+        .iter()
+        .filter(|l| l.answer == Answer::RateLimited && recorded_429.contains(&l.key))
+    {
+        held_at.entry(account_day(l)).or_insert(l.cycle);
+    }
+    let p7_watched = held_at
+        .iter()
+        .map(|((account, day), c)| {
+            (c + 1..starts.len())
+                .filter(|&k| local_day(zone(account), starts[k]) == *day)
+                .count()
+        })
+        .sum::<usize>();
+
+    // (f) kills that cut a send: among the cycles killed just after their first
+    // request, the share whose kill fell between a 200 and its record.
+    let cut_cycles: BTreeSet<usize> = cut.iter().map(|k| last_cycle[k]).collect();
+    let anchored_with_sends: BTreeSet<usize> = anchored.intersection(&cycles_with_sends).copied().collect();
+    let anchored_cut = anchored_with_sends.intersection(&cut_cycles).count();
+
     let unknown = by_state.get(&State::Unknown).copied().unwrap_or(0);
-    // Unknown actions the upstream did receive: kills between the send and its record.
+    // Unknown actions the upstream did receive: cut sends, and maybe-delivered answers.
     let unknown_received = stored
         .iter()
         .filter(|(id, s)| **s == State::Unknown && per_key.contains_key(**id))
         .count();
+    let maybe_delivered = per_key
+        .values()
+        .filter(|a| matches!(a, Answer::ServerError(_) | Answer::Timeout | Answer::Reset))
+        .count();
+    let cut_after_429 = per_key
+        .iter()
+        .filter(|(k, a)| **a == Answer::RateLimited && stored.get(**k) == Some(&State::Unknown))
+        .count();
+    assert_eq!(
+        unknown_received,
+        cut.len() + maybe_delivered + cut_after_429,
+        "every unknown the upstream received is a cut send or a maybe-delivered answer"
+    );
+    assert!(
+        unknown as usize >= unknown_received,
+        "unknown {unknown} < unknown received {unknown_received}"
+    );
     let states: Vec<String> = by_state
         .iter()
         .map(|(s, n)| format!("{} {n}", s.as_str()))
         .collect();
     println!(
         "crash_harness: cycles={cycles} seed={seed} days={} steps_back={steps_back} same_day_restarts={restarts_same_day} files={files} actions={} \
-         sends={} cycles_with_sends={} unknown={unknown} (received {unknown_received}) duplicates={} overshoots={} exhausted_counters={exhausted} \
+         sends={} answers={answers:?} cycles_with_sends={} anchored={} (with sends {}, cut {anchored_cut}) cut_cycles={} cut_sends={} \
+         unknown={unknown} (received {unknown_received}) 429s={answered_429} (recorded {}) p7_watched_cycles={p7_watched} p7_violations={} duplicates={} overshoots={} exhausted_counters={exhausted} \
          exits={exits:?} states=[{}] audit_exit={:?} in {:.1} s",
         max_day + 1,
         ids.len(),
         logged.len(),
         cycles_with_sends.len(),
+        anchored.len(),
+        anchored_with_sends.len(),
+        cut_cycles.len(),
+        cut.len(),
+        recorded_429.len(),
+        p7.len(),
         duplicates.len(),
         overshoots.len(),
         states.join(", "),
@@ -625,4 +913,16 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
     assert_eq!(out.status.code(), Some(0), "sendgate audit:\n{audit}");
     assert!(!logged.is_empty(), "nothing was sent");
     assert!(exhausted > 0, "no cap was ever reached: the caps must bind");
+    assert!(p7.is_empty(), "sent on the day of a 429: {p7:?}");
+    assert!(
+        answered_429 == 0 || !recorded_429.is_empty(),
+        "the upstream answered {answered_429} 429s and the worker recorded none"
+    );
+    let share = anchored_cut as f64 / anchored_with_sends.len().max(1) as f64;
+    assert!(
+        !anchored_with_sends.is_empty() && share >= MIN_CUT_SHARE,
+        "kills rarely cut a send: {anchored_cut} of {} cycles killed after their first request \
+         (< {MIN_CUT_SHARE})",
+        anchored_with_sends.len()
+    );
 }

@@ -1,9 +1,12 @@
 //! `sendgate run` as an operator runs it: the real binary, a spool directory, and a
-//! loopback HTTP upstream this test runs itself. Virtual time runs 3600× faster
-//! (`[clock] speed`), so a few real seconds cover hours of a sending day.
+//! loopback HTTP upstream this test runs itself. Virtual time runs 3600× faster or more
+//! (`[clock] speed`), so a few real seconds cover hours of a sending day. A request is
+//! placed on the worker's virtual time by bounds that hold however slowly the machine
+//! starts the worker (`Worker::vtime_at_most`, `Worker::vtime_at_least`).
 
 mod common;
 
+use chrono::{DateTime, Utc};
 use common::http::{read_request, HttpRequest};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -17,17 +20,28 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 type Request = HttpRequest;
 
-/// A loopback upstream: records requests, answers with `respond(n)` (1-based).
+/// A loopback upstream: records requests with the instant each arrived, answers with
+/// `respond(n)` (1-based).
 struct Upstream {
     url: String,
-    seen: Arc<Mutex<Vec<Request>>>,
+    seen: Arc<Mutex<Vec<(Instant, Request)>>>,
 }
 
 impl Upstream {
     fn start(respond: impl Fn(usize) -> (u16, String) + Send + Sync + 'static) -> Upstream {
+        Upstream::start_with_headers(move |n| {
+            let (status, body) = respond(n);
+            (status, String::new(), body)
+        })
+    }
+
+    /// `respond(n)` gives the status, extra header lines (each ending in `\r\n`) and body.
+    fn start_with_headers(
+        respond: impl Fn(usize) -> (u16, String, String) + Send + Sync + 'static,
+    ) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<(Instant, Request)>>> = Arc::default();
         let respond = Arc::new(respond);
         let (seen2, respond2) = (Arc::clone(&seen), Arc::clone(&respond));
         std::thread::spawn(move || {
@@ -40,12 +54,12 @@ impl Upstream {
                     while let Some(req) = read_request(&mut r) {
                         let n = {
                             let mut s = seen.lock().expect("lock");
-                            s.push(req);
+                            s.push((Instant::now(), req));
                             s.len()
                         };
-                        let (status, body) = respond(n);
+                        let (status, headers, body) = respond(n);
                         let reply = format!(
-                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\n\r\n{body}",
                             body.len()
                         );
                         if w.write_all(reply.as_bytes()).is_err() {
@@ -59,6 +73,11 @@ impl Upstream {
     }
 
     fn requests(&self) -> Vec<Request> {
+        self.receipts().into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Every request with the instant it arrived.
+    fn receipts(&self) -> Vec<(Instant, Request)> {
         self.seen.lock().expect("lock").clone()
     }
 }
@@ -66,17 +85,24 @@ impl Upstream {
 struct Worker {
     child: Child,
     log: Arc<Mutex<String>>,
+    /// Just before the process was started: its virtual clock starts at `[clock] start`
+    /// no earlier than this instant (see `Worker::vtime_at_most`).
+    spawned: Instant,
+    /// When `worker_started` was read: the virtual clock had started by then.
+    started_seen: Instant,
 }
 
 impl Worker {
     fn start(dir: &Path, config: &Path) -> Worker {
-        let w = Worker::spawn(run_command(dir, config));
+        let mut w = Worker::spawn(run_command(dir, config));
         w.wait_for_log("worker_started");
+        w.started_seen = Instant::now();
         w
     }
 
     /// Spawn `cmd` with its standard error collected; does not wait for anything.
     fn spawn(mut cmd: Command) -> Worker {
+        let spawned = Instant::now();
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -93,7 +119,12 @@ impl Worker {
                 l.push('\n');
             }
         });
-        Worker { child, log }
+        Worker {
+            child,
+            log,
+            spawned,
+            started_seen: spawned,
+        }
     }
 
     /// Wait for the process to exit by itself: (exit code, its log).
@@ -113,6 +144,23 @@ impl Worker {
         }
     }
 
+    /// The earliest the worker's virtual clock can have read at the real instant `t`:
+    /// its clock had started when `worker_started` was read.
+    fn vtime_at_least(&self, start: DateTime<Utc>, speed: f64, t: Instant) -> DateTime<Utc> {
+        let real = t.saturating_duration_since(self.started_seen);
+        start + chrono::Duration::milliseconds((real.as_secs_f64() * speed * 1000.0).floor() as i64)
+    }
+
+    /// The latest the worker's virtual clock can have read at the real instant `t`, for
+    /// a worker started with `[clock] start` and `speed`: its clock started after
+    /// `spawned`, so it is behind `start + (t - spawned) * speed`. A request whose bound
+    /// is before a local midnight was certainly sent before it, however slowly the
+    /// worker started on a loaded machine.
+    fn vtime_at_most(&self, start: DateTime<Utc>, speed: f64, t: Instant) -> DateTime<Utc> {
+        let real = t.saturating_duration_since(self.spawned);
+        start + chrono::Duration::milliseconds((real.as_secs_f64() * speed * 1000.0).ceil() as i64)
+    }
+
     fn log(&self) -> String {
         self.log.lock().expect("lock").clone()
     }
@@ -129,16 +177,12 @@ impl Worker {
         }
     }
 
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
+    fn signal(&self, sig: libc::c_int) {
+        common::signal(&self.child, sig);
     }
 
     fn stop(mut self) -> (i32, String) {
-        self.signal("TERM");
+        self.signal(libc::SIGTERM);
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -165,6 +209,41 @@ fn run_command(dir: &Path, config: &Path) -> Command {
 }
 
 fn config(dir: &Path, upstream_url: &str, extra: &str) -> PathBuf {
+    // 00:10 at 3600×: the local midnight is almost 24 real seconds away, for tests
+    // that watch a few virtual hours on a loaded machine.
+    config_at(
+        dir,
+        upstream_url,
+        &Clock::new("2026-11-25T00:10:00Z", 3600.0),
+        extra,
+    )
+}
+
+/// A worker's `[clock]` and `[pacing]`.
+struct Clock {
+    start: DateTime<Utc>,
+    speed: f64,
+    gap_s: (u64, u64),
+}
+
+impl Clock {
+    fn new(start: &str, speed: f64) -> Clock {
+        Clock {
+            start: utc(start),
+            speed,
+            gap_s: (1, 2),
+        }
+    }
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("test time")
+        .with_timezone(&Utc)
+}
+
+/// The test configuration with the caller's clock and pacing.
+fn config_at(dir: &Path, upstream_url: &str, clock: &Clock, extra: &str) -> PathBuf {
     let path = dir.join("sendgate.toml");
     let text = format!(
         r#"[store]
@@ -179,16 +258,20 @@ kind = "http"
 url = "{upstream_url}"
 timeout_s = 5
 [pacing]
-min_gap_s = 1
-max_gap_s = 2
+min_gap_s = {min_gap}
+max_gap_s = {max_gap}
 [status]
 path = "{d}/status.json"
 every_s = 1
 [clock]
-start = "2026-11-25T08:00:00Z"
-speed = 3600.0
+start = "{start}"
+speed = {speed:.1}
 {extra}"#,
-        d = dir.display()
+        d = dir.display(),
+        start = clock.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        speed = clock.speed,
+        min_gap = clock.gap_s.0,
+        max_gap = clock.gap_s.1,
     );
     std::fs::write(&path, text).expect("write config");
     path
@@ -291,6 +374,21 @@ fn files_in_requests_out_caps_held_and_no_secret_logged() {
     );
 }
 
+/// Requests received by `w` (for a clock `c`) that it certainly sent before `t`.
+fn sent_before(up: &Upstream, w: &Worker, c: &Clock, t: DateTime<Utc>) -> Vec<(DateTime<Utc>, String)> {
+    up.receipts()
+        .into_iter()
+        .filter(|(at, _)| *at >= w.spawned)
+        .map(|(at, r)| (w.vtime_at_most(c.start, c.speed, at), r.key))
+        .filter(|(v, _)| *v < t)
+        .collect()
+}
+
+/// Wait until `up` has more than `n` requests.
+fn wait_for_requests(up: &Upstream, n: usize, what: &str) {
+    wait_until(what, || up.requests().len() > n);
+}
+
 #[test]
 fn a_429_stops_the_account_for_the_rest_of_its_day() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -301,14 +399,22 @@ fn a_429_stops_the_account_for_the_rest_of_its_day() {
             (200, "{}".into())
         }
     });
-    let cfg = config(dir.path(), &up.url, "");
+    // 7200×: the 16 virtual hours left of the day take 8 real seconds.
+    let clock = Clock::new("2026-11-25T08:00:00Z", 7200.0);
+    let midnight = utc("2026-11-26T00:00:00Z");
+    let cfg = config_at(dir.path(), &up.url, &clock, "");
     let w = Worker::start(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
     drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
     w.wait_for_log("\"event\":\"rate_limited\"");
-    // Four more virtual hours of the same local day: nothing more goes out.
-    std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(up.requests().len(), 2, "no retry and no other send that day");
+    // The whole rest of the local day: the next request comes after its midnight.
+    wait_for_requests(&up, 2, "sends to resume on the next day");
+    let early = sent_before(&up, &w, &clock, midnight);
+    assert_eq!(
+        early.len(),
+        2,
+        "no retry and no other send on the day of the 429: {early:?}"
+    );
     let (code, log) = w.stop();
     assert_eq!(code, 0);
     assert!(log.contains("\"event\":\"account_held\""), "{log}");
@@ -316,6 +422,169 @@ fn a_429_stops_the_account_for_the_rest_of_its_day() {
         log.contains("2026-11-26T00:00:00"),
         "held until the next window opening:\n{log}"
     );
+}
+
+#[test]
+fn a_429_holds_across_a_restart_and_a_clock_stepped_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|n| {
+        if n == 2 {
+            (429, String::new())
+        } else {
+            (200, "{}".into())
+        }
+    });
+    let midnight = utc("2026-11-26T00:00:00Z");
+    let first = Clock::new("2026-11-25T08:00:00Z", 7200.0);
+    let cfg = config_at(dir.path(), &up.url, &first, "");
+    let w = Worker::start(dir.path(), &cfg);
+    drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
+    w.wait_for_log("\"event\":\"account_held\"");
+    assert_eq!(w.stop().0, 0);
+    assert_eq!(up.requests().len(), 2, "the 429 was the second request");
+
+    // A restart with the clock stepped back to 01:00 of the same day, watched for ten
+    // virtual hours (past the 429's own time).
+    let back = Clock::new("2026-11-25T01:00:00Z", 7200.0);
+    let cfg = config_at(dir.path(), &up.url, &back, "");
+    let w = Worker::start(dir.path(), &cfg);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(w.stop().0, 0);
+    assert_eq!(
+        up.requests().len(),
+        2,
+        "a restart with the clock stepped back sent on the day of the 429"
+    );
+
+    // A restart at 08:00 again (the 429's time is behind it): nothing until midnight,
+    // then the account sends again.
+    let again = Clock::new("2026-11-25T08:00:00Z", 36000.0);
+    let cfg = config_at(dir.path(), &up.url, &again, "");
+    let w = Worker::start(dir.path(), &cfg);
+    wait_for_requests(&up, 2, "sends to resume on the next day");
+    let early = sent_before(&up, &w, &again, midnight);
+    assert!(
+        early.is_empty(),
+        "sent on the day of the 429 after a restart: {early:?}"
+    );
+    assert_eq!(w.stop().0, 0);
+}
+
+#[test]
+fn a_retry_after_beyond_the_next_window_is_honoured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    const RETRY_AFTER_S: i64 = 36 * 3600;
+    let up = Upstream::start_with_headers(|n| {
+        if n == 2 {
+            (429, format!("retry-after: {RETRY_AFTER_S}\r\n"), String::new())
+        } else {
+            (200, String::new(), "{}".into())
+        }
+    });
+    // 36000×: the 36 virtual hours of the hold take 3.6 real seconds.
+    let clock = Clock::new("2026-11-25T08:00:00Z", 36000.0);
+    let cfg = config_at(dir.path(), &up.url, &clock, "");
+    let w = Worker::start(dir.path(), &cfg);
+    drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
+    wait_for_requests(&up, 2, "sends to resume after the Retry-After");
+    let receipts = up.receipts();
+    // The hold runs from the 429, which the worker's clock read no earlier than this.
+    let limited_at = w.vtime_at_least(clock.start, clock.speed, receipts[1].0);
+    let held_until = limited_at + chrono::Duration::seconds(RETRY_AFTER_S);
+    assert!(
+        held_until > utc("2026-11-26T00:00:00Z"),
+        "later than the next window"
+    );
+    let early = sent_before(&up, &w, &clock, held_until);
+    assert_eq!(
+        early.len(),
+        2,
+        "sent before the Retry-After ran out ({held_until}): {early:?}"
+    );
+    let (code, log) = w.stop();
+    assert_eq!(code, 0);
+    let held = w_events(&log, "account_held");
+    let until = held
+        .first()
+        .and_then(|v| v["until"].as_str())
+        .map(utc)
+        .expect("account_held with an until");
+    assert!(
+        until >= held_until,
+        "held until {until}, Retry-After asks for {held_until}"
+    );
+}
+
+/// The JSON events `name` of a log.
+fn w_events(log: &str, name: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == name)
+        .collect()
+}
+
+#[test]
+fn a_sighup_lowering_the_caps_stops_the_day_at_the_new_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    // Sends 600–900 virtual seconds apart: 80–125 ms of real time at 7200×.
+    let clock = Clock {
+        gap_s: (600, 900),
+        ..Clock::new("2026-11-25T08:00:00Z", 7200.0)
+    };
+    let midnight = utc("2026-11-26T00:00:00Z");
+    const OLD_CAP: usize = 10;
+    const NEW_CAP: usize = 2;
+    let cfg = config_at(
+        dir.path(),
+        &up.url,
+        &clock,
+        &format!("[caps]\ninvites = {OLD_CAP}\n"),
+    );
+    let w = Worker::start(dir.path(), &cfg);
+    // The account takes its invite cap from `[caps]` (no override of its own).
+    let setup = setup(80).replace(r#","caps":{"invites":80}"#, "");
+    assert!(!setup.contains("\"caps\""), "{setup}");
+    drop_file(dir.path(), "001-setup.jsonl", setup.as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
+    wait_until("three sends under the old caps", || up.requests().len() >= 3);
+    config_at(
+        dir.path(),
+        &up.url,
+        &clock,
+        &format!("[caps]\ninvites = {NEW_CAP}\n"),
+    );
+    w.signal(libc::SIGHUP);
+    w.wait_for_log("config_reloaded");
+    // Reservations made under the old caps, counted in the worker's own log order.
+    let log = w.log();
+    let before_reload = log
+        .lines()
+        .take_while(|l| !l.contains("config_reloaded"))
+        .filter(|l| l.contains("\"event\":\"action_reserved\""))
+        .count();
+    assert!(
+        before_reload > NEW_CAP,
+        "the day's count ({before_reload}) is already over the new cap"
+    );
+    // Watch the whole day: wait until the worker's clock is surely past midnight.
+    wait_until("the next local day", || {
+        w.vtime_at_least(clock.start, clock.speed, Instant::now()) >= midnight + chrono::Duration::hours(2)
+    });
+    let that_day = sent_before(&up, &w, &clock, midnight);
+    assert_eq!(
+        that_day.len(),
+        before_reload,
+        "sends after the caps were lowered to {NEW_CAP} on a day that had {before_reload}"
+    );
+    let next_day = up.requests().len() - that_day.len();
+    assert!(
+        (1..=NEW_CAP).contains(&next_day),
+        "the next day sends again, up to the new cap: {next_day}"
+    );
+    assert_eq!(w.stop().0, 0);
 }
 
 #[test]
@@ -418,7 +687,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     let cfg = config(dir.path(), &up.url, "");
     let w = Worker::start(dir.path(), &cfg);
     std::fs::write(&cfg, "[caps]\ninvitez = 3\n").expect("break the config");
-    w.signal("HUP");
+    w.signal(libc::SIGHUP);
     w.wait_for_log("config_rejected");
     drop_file(dir.path(), "001-setup.jsonl", setup(3).as_bytes());
     drop_file(dir.path(), "002-invites.jsonl", invites(5).as_bytes());
@@ -567,7 +836,7 @@ fn sighup_applies_status_every_s_and_max_file_bytes() {
     let fast = original.replace("max_file_bytes = 8192\n", "max_file_bytes = 100\n");
     assert_ne!(fast, original);
     std::fs::write(&cfg, &fast).expect("write config");
-    w.signal("HUP");
+    w.signal(libc::SIGHUP);
     w.wait_for_log("config_reloaded");
     wait_until("the status file under every_s = 1", || status.exists());
     drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
@@ -895,4 +1164,193 @@ fn sd_notify_says_ready_status_watchdog_and_stopping() {
         .position(|m| m.contains("STOPPING=1"))
         .expect("stopping");
     assert!(ready < stopping, "READY before STOPPING: {all:?}");
+}
+
+/// Unmounts a test's tmpfs when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// P5 at the binary: the store's file system fills up underneath a worker that is
+/// sending (a small tmpfs mounted as the store directory; needs root, skipped with the
+/// reason otherwise). The worker logs `store_failed` and exits 74; every request the
+/// upstream received had a durable reservation (once space returns, the store holds
+/// each of them as reserved, never as `queued`), and none came after the exit.
+#[test]
+fn a_store_that_fills_up_while_sending_fails_closed_with_74() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_dir = dir.path().join("store");
+    std::fs::create_dir(&store_dir).expect("mkdir store");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&store_dir)
+        .output();
+    match mounted {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            println!(
+                "SKIPPED: a_store_that_fills_up_while_sending_fails_closed_with_74 needs to mount a tmpfs (root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            println!(
+                "SKIPPED: a_store_that_fills_up_while_sending_fails_closed_with_74: cannot run mount: {e}"
+            );
+            return;
+        }
+    }
+    let _unmount = Unmount(store_dir.clone());
+    let up = Upstream::start(|_| (200, "{}".into()));
+    // Sends 60–120 virtual seconds apart: 17–33 ms of real time at 3600×.
+    let clock = Clock {
+        gap_s: (60, 120),
+        ..Clock::new("2026-11-25T08:00:00Z", 3600.0)
+    };
+    let cfg = config_at(dir.path(), &up.url, &clock, "");
+    let mut w = Worker::start(dir.path(), &cfg);
+    drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
+    wait_until("a few sends", || up.requests().len() >= 3);
+    // Fill the file system underneath the running worker.
+    let filler = store_dir.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let at_full = up.requests().len();
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = w.child.try_wait().expect("wait") {
+            break status.code();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the worker goes on with a full store ({} requests):\n{}",
+            up.requests().len(),
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(100)); // let the log reader drain
+    let log = w.log();
+    assert_eq!(code, Some(74), "exit code on a full store:\n{log}");
+    assert!(log.contains("\"event\":\"store_failed\""), "{log}");
+    let received = up.requests();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(up.requests().len(), received.len(), "a request after the exit");
+    // Space returns: every request received had a durable reservation.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let store = sendgate::store::Store::open(
+        &store_dir,
+        sendgate::store::Settings::default(),
+        sendgate::store::OpenOptions::default(),
+    )
+    .expect("the store reopens once space returns");
+    for r in &received {
+        let a = store
+            .action(&r.key)
+            .expect("read")
+            .expect("a received action is stored");
+        assert!(
+            matches!(
+                a.state,
+                sendgate::store::State::Inflight
+                    | sendgate::store::State::Sent
+                    | sendgate::store::State::Unknown
+            ),
+            "{} reached the upstream but its reservation is not in the store: {:?}",
+            r.key,
+            a.state
+        );
+    }
+    let audit = store.audit(None, None).expect("audit");
+    assert!(audit.clean(), "{audit:?}");
+    drop(store);
+    println!(
+        "store fills up: {at_full} requests when the disk was full, {} in all, exit 74",
+        received.len()
+    );
+    drop(w);
+}
+
+/// Actions of the big file in the store, and whether the file is recorded as applied.
+fn big_file_in_store(dir: &Path, n: usize) -> usize {
+    let store = sendgate::store::Store::open(
+        &dir.join("store"),
+        sendgate::store::Settings::default(),
+        sendgate::store::OpenOptions::default(),
+    )
+    .expect("the store opens after the kill");
+    let found = (0..n)
+        .filter(|i| store.action(&format!("c1/p{i}/invite")).expect("read").is_some())
+        .count();
+    let counts = store.state_counts().expect("counts");
+    assert_eq!(
+        counts.iter().sum::<u64>() as usize,
+        found,
+        "the state counts agree with the actions"
+    );
+    found
+}
+
+/// P6 across a crash: SIGKILL while the worker applies a big file leaves none of it in
+/// the store (checked at once, before anything else runs), and the next start takes
+/// the file from `processing/` again and applies all of it.
+#[test]
+fn a_kill_during_a_big_apply_leaves_none_and_the_restart_applies_all() {
+    const N: usize = 30_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    // The big file needs more than the 8 KiB limit the other tests use.
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace("max_file_bytes = 8192", "max_file_bytes = 67108864"),
+    )
+    .expect("config");
+    let mut w = Worker::start(dir.path(), &cfg);
+    drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
+    wait_until("the setup file", || {
+        dir.path().join("spool/done/001-setup.jsonl").exists()
+    });
+    drop_file(dir.path(), "002-big.jsonl", invites(N).as_bytes());
+    let processing = dir.path().join("spool/processing/002-big.jsonl");
+    wait_until("the big file claimed", || processing.exists());
+    std::thread::sleep(Duration::from_millis(150));
+    w.child.kill().expect("SIGKILL");
+    let _ = w.child.wait();
+    let applied_before_kill = w_events(&w.log(), "file_applied")
+        .iter()
+        .any(|v| v["file"] == "002-big.jsonl");
+    assert!(
+        processing.exists() && !applied_before_kill,
+        "the kill was meant to land during the apply; it came after:\n{}",
+        w.log()
+    );
+    drop(w);
+    let found = big_file_in_store(dir.path(), N);
+    assert!(
+        found == 0 || found == N,
+        "half applied after the kill: {found} of {N}"
+    );
+    // The next start takes it again, whole.
+    let mut w = Worker::start(dir.path(), &cfg);
+    let done = dir.path().join("spool/done/002-big.jsonl");
+    wait_until("the big file applied after the restart", || done.exists());
+    w.child.kill().expect("SIGKILL");
+    let _ = w.child.wait();
+    drop(w);
+    assert_eq!(
+        big_file_in_store(dir.path(), N),
+        N,
+        "the restart applied all of it"
+    );
 }

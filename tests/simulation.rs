@@ -10,6 +10,11 @@
 //!   day (from the reservations handed out); and at the end of each seed, a clean audit;
 //! - P1 under clock steps: a reservation on a local day the clock had already left
 //!   never takes more than that day's budget (a step back never reopens a day);
+//! - P1 and the ramp: the worker's invite cap of a day lies within the range SPEC 3.3's
+//!   rule allows, computed here from the account's start day (never above the ceiling
+//!   it would have had healthy at every 7-day boundary);
+//! - P7: after a 429 the engine recorded, nothing is reserved for that account on that
+//!   local day, nor before a later Retry-After, across restarts and clock steps back;
 //! - P3: no action id reaches the upstream again after an answer that may have
 //!   delivered it (non-idempotent mode), and the simulator never answers `sent` twice;
 //! - P4: the per-state counts sum to the actions accepted, and nothing is left
@@ -104,6 +109,8 @@ struct Counts {
     /// Step backs that crossed at least one account's local midnight.
     clock_back_across_midnight: u64,
     reservations: u64,
+    /// 429s the engine recorded (not lost to a crash): each holds its account (P7).
+    rate_limits_recorded: u64,
     calls: u64,
     sim_sent: u64,
     restarts: u64,
@@ -114,7 +121,7 @@ struct Counts {
 
 impl Counts {
     fn add(&mut self, o: &Counts) {
-        let pairs: [(&mut u64, u64); 22] = [
+        let pairs: [(&mut u64, u64); 23] = [
             (&mut self.outage_refused, o.outage_refused),
             (&mut self.outage_5xx, o.outage_5xx),
             (&mut self.upstream_down, o.upstream_down),
@@ -131,6 +138,7 @@ impl Counts {
             (&mut self.reserved_on_left_day, o.reserved_on_left_day),
             (&mut self.clock_back_across_midnight, o.clock_back_across_midnight),
             (&mut self.reservations, o.reservations),
+            (&mut self.rate_limits_recorded, o.rate_limits_recorded),
             (&mut self.calls, o.calls),
             (&mut self.sim_sent, o.sim_sent),
             (&mut self.restarts, o.restarts),
@@ -160,6 +168,42 @@ impl Counts {
     }
 }
 
+/// SPEC 3.3, computed here from the rule (not from the worker's record): the highest
+/// ramp ceiling an account can have on `day`, i.e. the ceiling had it been healthy at
+/// every 7-day boundary since `ramp_start` (a hold or a step back only lowers it).
+/// `start` and `weeks` are SPEC's defaults, which the simulation does not override.
+fn ramp_ceiling_at_most(target: u32, established: bool, ramp_start: NaiveDate, day: NaiveDate) -> u32 {
+    const START: u32 = 10;
+    const WEEKS: i32 = 6;
+    if established {
+        return target;
+    }
+    let g = (f64::from(target) / f64::from(START)).powf(1.0 / f64::from(WEEKS));
+    let boundaries = ((day - ramp_start).num_days() / 7).max(0);
+    let mut ceiling = START.min(target);
+    for _ in 0..boundaries {
+        // ceil, less a hair so that float error cannot lift an exact product (10 · g⁶).
+        let grown = (f64::from(ceiling) * g - 1e-9).ceil() as u32;
+        ceiling = grown.max(ceiling).min(target);
+    }
+    ceiling
+}
+
+#[test]
+fn the_independent_ramp_bound_follows_the_spec_example() {
+    let day0 = NaiveDate::from_ymd_opt(2026, 11, 2).expect("day");
+    let ceilings: Vec<u32> = (0..8)
+        .map(|w| ramp_ceiling_at_most(80, false, day0, day0 + Duration::days(7 * w)))
+        .collect();
+    assert_eq!(ceilings, [10, 15, 22, 32, 46, 66, 80, 80], "SPEC 3.3's example");
+    assert_eq!(
+        ramp_ceiling_at_most(80, false, day0, day0 + Duration::days(6)),
+        10
+    );
+    assert_eq!(ramp_ceiling_at_most(20, true, day0, day0), 20);
+    assert_eq!(ramp_ceiling_at_most(5, false, day0, day0 + Duration::days(30)), 5);
+}
+
 fn chance(rng: &mut SplitMix64, per_10k: u64) -> bool {
     rng.between(0, 9999) < per_10k
 }
@@ -175,6 +219,9 @@ struct AccountSpec {
     tz: Tz,
     tier: Tier,
     caps: Caps,
+    established: bool,
+    /// The local day the setup file was applied: the ramp's start (SPEC 3.3 default).
+    ramp_start: NaiveDate,
 }
 
 struct CampaignSpec {
@@ -288,18 +335,21 @@ fn world(seed: u64, rng: &mut SplitMix64) -> World {
         } else {
             String::new()
         };
+        let established = rng.between(0, 1) == 0;
         setup += &format!(
-            r#"{{"type":"account","id":"{id}","tier":"{}","timezone":"{zone}","window":{window},"established":{},"caps":{{{}}}{credits}}}"#,
+            r#"{{"type":"account","id":"{id}","tier":"{}","timezone":"{zone}","window":{window},"established":{established},"caps":{{{}}}{credits}}}"#,
             tier.as_str(),
-            rng.between(0, 1) == 0,
             over.join(",")
         );
         setup.push('\n');
+        let tz: Tz = zone.parse().expect("zone");
         accounts.push(AccountSpec {
             id,
-            tz: zone.parse().expect("zone"),
+            tz,
             tier,
             caps,
+            established,
+            ramp_start: local_day(tz, start),
         });
     }
     let mut campaigns = Vec::new();
@@ -366,6 +416,29 @@ struct Model {
     /// The day counters each action's latest reservation took: (account, day, kind,
     /// campaign and its day), given back when its attempt is not delivered.
     taken: BTreeMap<String, (usize, NaiveDate, Kind, usize, NaiveDate)>,
+    /// Per account, the 429s the engine recorded (P7).
+    held: BTreeMap<usize, Held>,
+}
+
+/// The 429s of one account: the local days they fell on and the latest Retry-After.
+#[derive(Default)]
+struct Held {
+    days: BTreeSet<NaiveDate>,
+    until: Option<DateTime<Utc>>,
+}
+
+impl Held {
+    /// Why a reservation at `now` breaks P7 (SPEC 5: held until the next window on a
+    /// later day, or until Retry-After if that is later), if it does.
+    fn forbids(&self, tz: Tz, now: DateTime<Utc>) -> Option<String> {
+        let day = local_day(tz, now);
+        if self.days.contains(&day) {
+            return Some(format!("a 429 was recorded on {day}"));
+        }
+        self.until
+            .filter(|u| now < *u)
+            .map(|u| format!("a Retry-After holds it until {u}"))
+    }
 }
 
 struct Ctx<'a> {
@@ -409,14 +482,23 @@ impl Ctx<'_> {
             .map_err(|e| e.to_string())?
             .ok_or("reserved for an unknown account")?;
         let target = spec.caps.invites.min(policy.tier(spec.tier).invite_ceiling);
-        let invite_cap = acct.invite_cap(policy, local_day(spec.tz, now));
-        if invite_cap > target {
+        let day = local_day(spec.tz, now);
+        // The worker's own cap, and the bound SPEC 3.3's rule allows, computed here.
+        let recorded_cap = acct.invite_cap(policy, day);
+        let ramp_bound = ramp_ceiling_at_most(target, spec.established, spec.ramp_start, day);
+        // A step back never goes below `ramp.start` (10), nor the ceiling above target.
+        let floor = 10.min(target);
+        if recorded_cap > ramp_bound || recorded_cap < floor {
             return Err(format!(
-                "{}: invite cap {invite_cap} above min(caps, tier) = {target}",
+                "{} {day}: the worker's invite cap {recorded_cap} is outside [{floor}, {ramp_bound}], \
+                 the ramp rule's range (target {target})",
                 spec.id
             ));
         }
-        let day = local_day(spec.tz, now);
+        let invite_cap = recorded_cap.min(ramp_bound);
+        if let Some(p7) = self.model.held.get(&ai).and_then(|h| h.forbids(spec.tz, now)) {
+            return Err(format!("P7: {} reserved at {now}: {p7}", spec.id));
+        }
         let left_day = self.model.high.is_some_and(|h| local_day(spec.tz, h) > day);
         if left_day {
             self.n.reserved_on_left_day += 1;
@@ -958,6 +1040,17 @@ fn run_day(
                 break;
             }
             let released = matches!(outcome, Outcome::NotDelivered { .. });
+            if let Outcome::RateLimited { retry_after_s } = &outcome {
+                let ai = ctx.account(&r.account);
+                let tz = ctx.w.accounts[ai].tz;
+                let held = ctx.model.held.entry(ai).or_default();
+                held.days.insert(local_day(tz, *now));
+                if let Some(s) = retry_after_s {
+                    let until = *now + Duration::seconds(*s as i64);
+                    held.until = held.until.max(Some(until));
+                }
+                ctx.n.rate_limits_recorded += 1;
+            }
             engine.complete(r, outcome, *now).map_err(err)?;
             if released {
                 ctx.on_released(&r.request.id)?;
@@ -1027,7 +1120,7 @@ fn many_seeds_of_faults_crashes_and_clock_steps_keep_p1_to_p4() {
     println!(
         "simulation: seeds={} account_days={} actions={} steps={} reservations={} calls={} sim_sent={} \
          restarts={} reserved_on_a_left_day={} clock_back_across_midnight={} upstream_down={} releases={} \
-         faults: {} in {:.1} s",
+         rate_limits_recorded={} faults: {} in {:.1} s",
         seeds.len(),
         n.account_days,
         n.actions,
@@ -1040,6 +1133,7 @@ fn many_seeds_of_faults_crashes_and_clock_steps_keep_p1_to_p4() {
         n.clock_back_across_midnight,
         n.upstream_down,
         n.releases,
+        n.rate_limits_recorded,
         faults.join(" "),
         began.elapsed().as_secs_f64()
     );
@@ -1057,6 +1151,11 @@ fn many_seeds_of_faults_crashes_and_clock_steps_keep_p1_to_p4() {
             n.upstream_down
         );
         assert!(
+            n.rate_limits_recorded >= MIN_PER_FAULT,
+            "P7 is checked after {} recorded 429s (< {MIN_PER_FAULT})",
+            n.rate_limits_recorded
+        );
+        assert!(
             n.reserved_on_left_day >= MIN_PER_FAULT,
             "steps back rarely reached a day the clock had left: {}",
             n.reserved_on_left_day
@@ -1068,9 +1167,10 @@ fn many_seeds_of_faults_crashes_and_clock_steps_keep_p1_to_p4() {
 /// never exceed that day's ramp ceiling (SPEC §3.2 "ramp ceiling of that day"), even
 /// when the clock steps back into it after the boundary raised the ceiling.
 ///
-/// Ignored: it fails today. `store::reserve::reserve_one` takes the invite cap from the
-/// account's current `ramp_ceiling`, which `maintain` already advanced on the next
-/// local day, and the ledger records that new limit, so `audit` stays clean.
+/// It guards the ceiling kept per local day (`Account::ramp_ceiling_on`): a reservation
+/// that took the account's current ceiling, already advanced by the next day's
+/// maintenance, would reopen the day, and the ledger would record the new limit, so
+/// `audit` alone would stay clean.
 #[test]
 fn a_step_back_across_a_ramp_boundary_keeps_that_days_ceiling() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -20,6 +20,8 @@ const NOW: &str = "2026-11-25T12:00:00Z";
 const CHILD_ENV: &str = "SENDGATE_STORE_CRASH_CHILD";
 /// Kill cycles; `SENDGATE_STORE_CRASH_CYCLES` overrides (at least 50 in CI).
 const DEFAULT_CYCLES: usize = 50;
+/// How long an anchored cycle waits for the child's start-up to end.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
 fn open_store(dir: &Path) -> Store {
     Store::open(&dir.join("store"), Settings::default(), OpenOptions::default()).expect("store opens")
@@ -39,6 +41,10 @@ fn child(dir: &Path) {
         .map(|a| a.id)
         .collect();
     let mut out = std::io::stdout().lock();
+    // Start-up (open, recovery, scan) is over: the parent may time its kill from here.
+    // (On a line of its own: libtest may have printed `test crash_child ... ` before.)
+    writeln!(out, "\nS").expect("stdout");
+    out.flush().expect("flush");
     for id in queued {
         let (r, _) = store.reserve(std::slice::from_ref(&id), now).expect("reserve");
         if matches!(r[0], ReserveResult::Reserved(_)) {
@@ -107,15 +113,28 @@ fn sigkill_at_random_moments_loses_no_durable_reservation() {
                 }
             }
         });
+        // Half the kills land at a random moment from the spawn (start-up and recovery
+        // included), half at a random moment of the reservations: timed from the
+        // child's "S", so a start-up slowed by a loaded machine cannot swallow them.
+        let anchored = rng.between(0, 1) == 0;
         let kill_after = Duration::from_millis(rng.between(20, 250));
+        let mut lines: Vec<String> = Vec::new();
         let start = Instant::now();
-        while start.elapsed() < kill_after {
+        if anchored {
+            while !lines.iter().any(|l| l == "S") && start.elapsed() < STARTUP_WAIT {
+                if let Ok(line) = rx.recv_timeout(Duration::from_millis(5)) {
+                    lines.push(line);
+                }
+            }
+        }
+        let from = Instant::now();
+        while from.elapsed() < kill_after {
             std::thread::sleep(Duration::from_millis(5));
         }
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         reader.join().expect("reader");
-        for line in rx.try_iter() {
+        for line in lines.into_iter().chain(rx.try_iter()) {
             if let Some(id) = line.strip_prefix("R ") {
                 durable.insert(id.to_string());
             } else if line == "DONE" {

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use sendgate::contract::jobfile::parse_file;
-use sendgate::store::{ApplyOutcome, OpenOptions, ReserveResult, Settings, Store, StoreError};
+use sendgate::store::{ApplyOutcome, OpenOptions, ReserveResult, Settings, State, Store, StoreError};
 use std::path::Path;
 use std::process::Command;
 
@@ -30,6 +30,9 @@ fn remount(dir: &Path, size: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Queued before the disk fills and never reserved by the fill loop.
+const SPARE: &str = "spare";
 
 struct Unmount<'a>(&'a Path);
 
@@ -70,11 +73,18 @@ fn a_full_disk_fails_closed_and_recovers_consistent() {
         &store,
         "setup.jsonl",
         &format!(
-            "{}\n{}\n",
+            "{}\n{}\n{}\n",
             account_line("a1", caps),
-            campaign_line("c1", 100_000, "")
+            campaign_line("c1", 100_000, ""),
+            action_line(SPARE, "c1", "a1", "message")
         ),
         now,
+    );
+    let spare = store.action(SPARE).expect("read").expect("the spare action");
+    assert_eq!(
+        spare.state,
+        State::Queued,
+        "the spare action waits to be reserved"
     );
     // Fill the disk with job files of big payloads until the store fails.
     let mut failure: Option<StoreError> = None;
@@ -114,14 +124,12 @@ fn a_full_disk_fails_closed_and_recovers_consistent() {
     }
     let failure = failure.expect("a 3 MiB disk fills up");
     assert_eq!(failure.exit_code(), 74, "{failure}");
-    // Fail closed: nothing is admitted afterwards.
-    let again = store.reserve(&["f0-0".to_string()], now);
-    assert!(
-        again.as_ref().map_or(true, |(r, _)| !r
-            .iter()
-            .any(|r| matches!(r, ReserveResult::Reserved(_)))),
-        "a reservation was admitted after the disk filled: {again:?}"
-    );
+    // Fail closed: a queued action, due and within every cap, is not admitted on the
+    // full disk: the reservation fails with a store error.
+    match store.reserve(&[SPARE.to_string()], now) {
+        Err(e) => assert_eq!(e.exit_code(), 74, "{e}"),
+        Ok((r, _)) => panic!("a reservation was answered after the disk filled: {r:?}"),
+    }
     drop(store);
     assert!(remount(&mnt, "64m"), "space returns");
     let store = Store::open(&path, settings, OpenOptions::default()).expect("reopens once space returns");

@@ -549,8 +549,10 @@ mod tests {
         let started = Instant::now();
         let outcome = send_to(&url, 1).await;
         assert!(matches!(outcome, Outcome::MaybeDelivered { .. }), "{outcome:?}");
+        // The server stays silent for 30 s: well under that is the 1 s timeout, with
+        // room for a loaded machine.
         assert!(
-            started.elapsed() < Duration::from_secs(3),
+            started.elapsed() < Duration::from_secs(15),
             "{:?}",
             started.elapsed()
         );

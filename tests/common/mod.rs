@@ -46,3 +46,12 @@ pub fn apply(store: &Store, name: &str, text: &str, now: DateTime<Utc>) {
         other => panic!("{name} did not apply: {other:?}"),
     }
 }
+
+/// Send `sig` to a child process with kill(2): no dependence on a `kill` program.
+pub fn signal(child: &std::process::Child, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    // SAFETY: kill(2) takes no pointers; the pid is our own child, not reaped yet (the
+    // caller holds its `Child`), so it cannot name another process.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+}
