@@ -514,7 +514,11 @@ impl Store {
             Some((k, _)) if k.len() == 8 || codec::is_release_key(&k) => codec::ledger_id(&k)
                 .ok_or_else(|| StoreError::Corrupt("a ledger key is too short".into()))?
                 .saturating_add(1),
-            Some(_) => return Err(StoreError::Corrupt("a ledger key is neither 8 nor 9 bytes".into())),
+            Some(_) => {
+                return Err(StoreError::Corrupt(
+                    "a ledger key is neither 8 nor 9 bytes".into(),
+                ))
+            }
             None => 0,
         };
         let kept = match self.trees[META].get(META_LEDGER_MARK)? {
