@@ -1141,8 +1141,8 @@ fn sd_notify_says_ready_status_watchdog_and_stopping() {
             .any(|m| m.lines().any(|l| l.starts_with(needle)))
     };
     wait_until("READY=1", || has("READY=1"));
-    wait_until("a STATUS= with the action counts", || {
-        has("STATUS=0 accounts; actions:")
+    wait_until("a STATUS= with the upstream state and the action counts", || {
+        has("STATUS=upstream up; 0 accounts; actions:")
     });
     wait_until("WATCHDOG=1", || has("WATCHDOG=1"));
     let pings = || {
