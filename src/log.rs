@@ -143,9 +143,13 @@ pub fn event(ev: &Event) {
             new,
             reason,
         } => info!(event = name, account, old, new, reason),
-        Event::HealthChanged { account, old, new } => {
-            warn!(event = name, account, old = old.as_str(), new = new.as_str())
-        }
+        Event::HealthChanged {
+            account,
+            old,
+            new,
+            reason,
+        } => warn!(event = name, account, old = old.as_str(), new = new.as_str(), reason),
+        Event::FeedbackMissing { accounts } => warn!(event = name, accounts),
         Event::RedZone {
             account,
             counter,

@@ -92,6 +92,13 @@ pub enum Event {
         account: String,
         old: Health,
         new: Health,
+        reason: String,
+    },
+    /// No `invite_accepted` has ever reached the worker: acceptance is unknown and the
+    /// ramp holds (SPEC §3.4). Logged once per UTC day.
+    FeedbackMissing {
+        /// Accounts (not restricted) whose acceptance waits on feedback.
+        accounts: u32,
     },
     RedZone {
         account: Option<String>,
@@ -151,6 +158,7 @@ impl Event {
             Event::AccountHeld { .. } => "account_held",
             Event::RampChanged { .. } => "ramp_changed",
             Event::HealthChanged { .. } => "health_changed",
+            Event::FeedbackMissing { .. } => "feedback_missing",
             Event::RedZone { .. } => "red_zone",
             Event::CreditsRefilled { .. } => "credits_refilled",
             Event::DaySummary { .. } => "day_summary",

@@ -84,6 +84,9 @@ pub struct Engine {
     inflight: usize,
     /// `cap_exhausted` is logged once per account, counter and local day.
     exhausted: BTreeSet<(String, String, NaiveDate)>,
+    /// The UTC day `feedback_missing` was last checked: once per day for the engine's
+    /// life (a restart checks again on its first tick).
+    feedback_day: Option<NaiveDate>,
     /// Set when a tick stopped early: wake again at once.
     more: bool,
     events: Vec<Event>,
@@ -114,7 +117,17 @@ fn change_event(c: Change) -> Event {
             new,
             reason: reason.to_string(),
         },
-        Change::HealthChanged { account, old, new } => Event::HealthChanged { account, old, new },
+        Change::HealthChanged {
+            account,
+            old,
+            new,
+            reason,
+        } => Event::HealthChanged {
+            account,
+            old,
+            new,
+            reason: reason.to_string(),
+        },
         Change::CreditsRefilled { account, old, new } => Event::CreditsRefilled { account, old, new },
         Change::AccountHeld { account, until } => Event::AccountHeld { account, until },
         Change::RedZone {
@@ -144,6 +157,7 @@ impl Engine {
             turns: BTreeSet::new(),
             inflight: 0,
             exhausted: BTreeSet::new(),
+            feedback_day: None,
             more: false,
             events: Vec::new(),
             ticks: 0,
@@ -355,7 +369,22 @@ impl Engine {
             self.turns.remove(&(t, account.clone()));
             self.day_turn(&account, now)?;
         }
+        self.check_feedback(now)?;
         self.dispatch(now)
+    }
+
+    /// Once per UTC day: while no `invite_accepted` has ever reached the worker, say so
+    /// (SPEC §3.4). A clock that steps back does not log it again.
+    fn check_feedback(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let day = now.date_naive();
+        if self.feedback_day.is_some_and(|d| d >= day) {
+            return Ok(());
+        }
+        self.feedback_day = Some(day);
+        if let Some(accounts) = self.store.feedback_missing()? {
+            self.events.push(Event::FeedbackMissing { accounts });
+        }
+        Ok(())
     }
 
     fn day_turn(&mut self, account: &str, now: DateTime<Utc>) -> Result<(), StoreError> {

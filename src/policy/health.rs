@@ -58,21 +58,46 @@ pub struct Signals {
     pub invites_accepted: u32,
     /// Rate-limit responses in the last 7 local days.
     pub rate_limits: u32,
+    /// Whether any `invite_accepted` has ever reached the worker (store-wide). Until
+    /// then acceptance is unknown, not zero.
+    pub feedback_seen: bool,
 }
 
-pub fn assess(s: Signals, p: &HealthParams) -> Health {
+/// Why an account has its health (logged with `health_changed`).
+pub const REASON_RESTRICTED: &str = "restricted";
+pub const REASON_LOW_ACCEPTANCE: &str = "low acceptance";
+pub const REASON_RATE_LIMITS: &str = "rate limits";
+pub const REASON_NO_FEEDBACK: &str = "no acceptance feedback";
+pub const REASON_OK: &str = "signals healthy";
+
+/// A health state and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assessment {
+    pub health: Health,
+    pub reason: &'static str,
+}
+
+pub fn assess(s: Signals, p: &HealthParams) -> Assessment {
+    let a = |health, reason| Assessment { health, reason };
     if s.restricted {
-        return Health::Restricted;
+        return a(Health::Restricted, REASON_RESTRICTED);
     }
-    let acceptance = (s.invites_sent >= p.min_sample.max(1))
+    // Unknown acceptance (no feedback ever) is never judged: no data is not bad data.
+    let acceptance = (s.feedback_seen && s.invites_sent >= p.min_sample.max(1))
         .then(|| f64::from(s.invites_accepted) / f64::from(s.invites_sent));
     let below = |threshold: f64| acceptance.is_some_and(|a| a < threshold);
-    if below(p.at_risk_acceptance) || s.rate_limits >= p.at_risk_rate_limits {
-        Health::AtRisk
-    } else if below(p.watch_acceptance) || s.rate_limits >= p.watch_rate_limits {
-        Health::Watch
+    if below(p.at_risk_acceptance) {
+        a(Health::AtRisk, REASON_LOW_ACCEPTANCE)
+    } else if s.rate_limits >= p.at_risk_rate_limits {
+        a(Health::AtRisk, REASON_RATE_LIMITS)
+    } else if below(p.watch_acceptance) {
+        a(Health::Watch, REASON_LOW_ACCEPTANCE)
+    } else if s.rate_limits >= p.watch_rate_limits {
+        a(Health::Watch, REASON_RATE_LIMITS)
+    } else if !s.feedback_seen {
+        a(Health::Watch, REASON_NO_FEEDBACK)
     } else {
-        Health::Healthy
+        a(Health::Healthy, REASON_OK)
     }
 }
 
@@ -86,8 +111,9 @@ mod tests {
             invites_sent: sent,
             invites_accepted: accepted,
             rate_limits,
+            feedback_seen: true,
         };
-        assert_eq!(assess(s, &HealthParams::default()), expected, "{s:?}");
+        assert_eq!(assess(s, &HealthParams::default()).health, expected, "{s:?}");
     }
 
     #[test]
@@ -102,5 +128,38 @@ mod tests {
         check(false, 100, 50, 2, Health::Watch);
         check(false, 100, 50, 3, Health::AtRisk);
         check(true, 100, 50, 0, Health::Restricted);
+    }
+
+    #[test]
+    fn unknown_acceptance_is_watch_not_at_risk() {
+        let p = HealthParams::default();
+        let s = |sent, accepted, rate_limits, restricted| Signals {
+            restricted,
+            invites_sent: sent,
+            invites_accepted: accepted,
+            rate_limits,
+            feedback_seen: false,
+        };
+        let watch = Assessment {
+            health: Health::Watch,
+            reason: REASON_NO_FEEDBACK,
+        };
+        assert_eq!(assess(s(0, 0, 0, false), &p), watch);
+        assert_eq!(assess(s(100, 0, 0, false), &p), watch);
+        assert_eq!(assess(s(100, 0, 1, false), &p).reason, REASON_RATE_LIMITS);
+        assert_eq!(assess(s(100, 0, 3, false), &p).health, Health::AtRisk);
+        assert_eq!(assess(s(100, 0, 0, true), &p).health, Health::Restricted);
+        // Once feedback flows, zero acceptances over a full sample is judged.
+        let seen = Signals {
+            feedback_seen: true,
+            ..s(100, 0, 0, false)
+        };
+        assert_eq!(
+            assess(seen, &p),
+            Assessment {
+                health: Health::AtRisk,
+                reason: REASON_LOW_ACCEPTANCE
+            }
+        );
     }
 }

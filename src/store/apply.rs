@@ -356,6 +356,8 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
             account, prospect, ..
         } => {
             need_account(tx, line, account)?;
+            // Acceptance feedback flows from now on: acceptance is judged, not unknown.
+            super::reserve::mark_feedback_seen(tx)?;
             if let Some(id) = tx.get_raw(LINKS, &codec::invite_key(account, prospect))? {
                 let id = String::from_utf8_lossy(&id).into_owned();
                 if let Some(mut a) = tx.action(&id)? {

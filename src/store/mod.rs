@@ -78,6 +78,8 @@ const META_STORE_ID: &[u8] = b"store_id";
 /// The ledger high-water mark as last written to the identity file: pruning may empty
 /// the ledger, this keeps the data's own mark from going back.
 const META_LEDGER_MARK: &[u8] = b"ledger_mark";
+/// Present once any `invite_accepted` event has been applied (SPEC §3.4).
+const META_FEEDBACK_SEEN: &[u8] = b"feedback_seen";
 
 /// The ledger high-water mark goes to the identity file at most this often (and at a
 /// clean stop): it costs a file write, an fsync and a directory fsync, never one per

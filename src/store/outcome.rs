@@ -208,6 +208,7 @@ impl Store {
                         account: acct.id.clone(),
                         old: acct.health,
                         new: Health::Restricted,
+                        reason: crate::policy::health::REASON_RESTRICTED,
                     });
                     acct.health = Health::Restricted;
                 }

@@ -5,7 +5,7 @@
 use super::codec::{day_num, from_ms, ms};
 use super::records::{Account, Action, LedgerEntry, LedgerLimits, State};
 use super::tx::{Tx, TxResult};
-use super::{Settings, Store, StoreError, INFLIGHT, LEDGER};
+use super::{Settings, Store, StoreError, INFLIGHT, LEDGER, META, META_FEEDBACK_SEEN};
 use crate::contract::upstream::redact_proxy;
 use crate::contract::SendRequest;
 use crate::policy::caps::{Blocker, Budget, Counter, Decision};
@@ -63,6 +63,7 @@ pub enum Change {
         account: String,
         old: Health,
         new: Health,
+        reason: &'static str,
     },
     CreditsRefilled {
         account: String,
@@ -88,6 +89,7 @@ const MAX_REFILLS_PER_PASS: usize = 24;
 pub(super) fn signals(tx: &Tx, a: &Account, today: NaiveDate) -> TxResult<Signals> {
     let mut s = Signals {
         restricted: a.restricted,
+        feedback_seen: feedback_seen(tx)?,
         ..Signals::default()
     };
     for ago in health::ACCEPTANCE_FROM_DAYS_AGO..=health::ACCEPTANCE_TO_DAYS_AGO {
@@ -101,6 +103,16 @@ pub(super) fn signals(tx: &Tx, a: &Account, today: NaiveDate) -> TxResult<Signal
     Ok(s)
 }
 
+/// Whether any `invite_accepted` has ever reached the worker (SPEC §3.4), store-wide.
+pub(super) fn feedback_seen(tx: &Tx) -> TxResult<bool> {
+    Ok(tx.get_raw(META, META_FEEDBACK_SEEN)?.is_some())
+}
+
+/// Mark that acceptance feedback flows, in the transaction that applies it.
+pub(super) fn mark_feedback_seen(tx: &Tx) -> TxResult<()> {
+    tx.put_raw(META, META_FEEDBACK_SEEN, &[1])
+}
+
 pub(super) fn refresh_health(
     tx: &Tx,
     a: &mut Account,
@@ -108,12 +120,13 @@ pub(super) fn refresh_health(
     st: &Settings,
     out: &mut Vec<Change>,
 ) -> TxResult<()> {
-    let new = health::assess(signals(tx, a, today)?, &st.policy.health);
+    let health::Assessment { health: new, reason } = health::assess(signals(tx, a, today)?, &st.policy.health);
     if new != a.health {
         out.push(Change::HealthChanged {
             account: a.id.clone(),
             old: a.health,
             new,
+            reason,
         });
         a.health = new;
     }
@@ -390,6 +403,17 @@ pub struct ParkedAction {
 }
 
 impl Store {
+    /// `None` once acceptance feedback flows; until then, how many accounts (not
+    /// restricted) wait on it (SPEC §3.4 `feedback_missing`).
+    pub fn feedback_missing(&self) -> Result<Option<u32>, StoreError> {
+        self.op("feedback")?;
+        if self.trees[META].get(META_FEEDBACK_SEEN)?.is_some() {
+            return Ok(None);
+        }
+        let waiting = self.accounts()?.iter().filter(|a| !a.restricted).count();
+        Ok(Some(u32::try_from(waiting).unwrap_or(u32::MAX)))
+    }
+
     /// Park, in one transaction, every ready action of `account` (of `campaign` only,
     /// when given) that `hold` stops: all kinds drawing from an exhausted counter, or
     /// every action of a paused campaign. They would all be refused, so trying them
