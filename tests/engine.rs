@@ -598,6 +598,127 @@ fn ramp_over_six_weeks_and_a_step_back_after_three_rate_limits() {
     )));
 }
 
+// ---- SPEC §3.4: unknown acceptance is not zero ----
+
+/// A new account on the ramp (start 10), open every day, and a long invite backlog.
+fn ramping_account(run: &mut VirtualRun, extra_lines: &str) {
+    let account = r#"{"type":"account","id":"a1","tier":"sales_navigator_core","timezone":"UTC","window":{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"},"caps":{"invites":80},"ramp_start":"2026-11-02"}"#;
+    let text = format!(
+        "{account}\n{}\n{}{extra_lines}",
+        campaign_line("c1", 200, ""),
+        actions("i", 4000, "c1", "a1", "invite")
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+}
+
+fn health_changes(run: &VirtualRun) -> Vec<(Health, String)> {
+    run.events("health_changed")
+        .filter_map(|(_, e)| match e {
+            Event::HealthChanged { new, reason, .. } => Some((*new, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ramp_changes(run: &VirtualRun) -> Vec<(u32, u32, String)> {
+    run.events("ramp_changed")
+        .filter_map(|(_, e)| match e {
+            Event::RampChanged { old, new, reason, .. } => Some((*old, *new, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn without_acceptance_feedback_the_ramp_holds_and_health_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = utc("2026-11-02T00:00:00Z"); // Monday
+    let end = start + Duration::days(35);
+    let mut run = engine_at(dir.path(), quiet_settings(), start);
+    ramping_account(&mut run, "");
+    // Every invite is sent; no `invite_accepted` ever arrives.
+    run.run_until(end, &mut always(Outcome::Sent)).expect("run");
+
+    // Five weeks of sending, 20+ invites in every acceptance window: never judged at
+    // zero acceptance, never stepped back, never raised.
+    assert_eq!(
+        health_changes(&run),
+        vec![(Health::Watch, "no acceptance feedback".to_string())]
+    );
+    assert_eq!(ramp_changes(&run), vec![]);
+    let mut per_day: BTreeMap<chrono::NaiveDate, u32> = BTreeMap::new();
+    for (t, _, _) in sends(&run) {
+        *per_day.entry(t.date_naive()).or_default() += 1;
+    }
+    assert_eq!(per_day.len(), 35, "{per_day:?}");
+    assert!(per_day.values().all(|&n| n == 10), "{per_day:?}");
+    let a = run.engine.store().account("a1").expect("read").expect("a1");
+    assert_eq!(a.health, Health::Watch);
+
+    // `feedback_missing` once per UTC day, naming the one account waiting.
+    let mut logged: BTreeMap<chrono::NaiveDate, u32> = BTreeMap::new();
+    for (t, e) in run.events("feedback_missing") {
+        assert!(matches!(e, Event::FeedbackMissing { accounts: 1 }), "{e:?}");
+        *logged.entry(t.date_naive()).or_default() += 1;
+    }
+    let days: Vec<_> = (0..35).map(|d| (start + Duration::days(d)).date_naive()).collect();
+    assert_eq!(logged.keys().copied().collect::<Vec<_>>(), days);
+    assert!(logged.values().all(|&n| n == 1), "{logged:?}");
+}
+
+#[test]
+fn once_feedback_flows_zero_acceptances_are_at_risk_and_step_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = utc("2026-11-02T00:00:00Z"); // Monday
+    let mut run = engine_at(dir.path(), quiet_settings(), start);
+    ramping_account(&mut run, "");
+    // Three weeks at 50% acceptance raise the ramp; then acceptances stop entirely.
+    run.run_until(start + Duration::days(21) + Duration::hours(1), &mut Accepting(0))
+        .expect("run");
+    assert_eq!(
+        ramp_changes(&run).last(),
+        Some(&(22, 32, "advance".to_string()))
+    );
+    run.run_until(start + Duration::days(43), &mut always(Outcome::Sent))
+        .expect("run");
+    let health = health_changes(&run);
+    assert!(
+        health.contains(&(Health::AtRisk, "low acceptance".to_string())),
+        "{health:?}"
+    );
+    assert!(
+        ramp_changes(&run).iter().any(|(_, _, r)| r == "step_back"),
+        "{:?}",
+        ramp_changes(&run)
+    );
+    // Feedback flowed from the first acceptance on: no more `feedback_missing`.
+    let first_accept = start + Duration::hours(2);
+    assert!(run.events("feedback_missing").all(|(t, _)| *t < first_accept));
+}
+
+#[test]
+fn one_invite_accepted_from_a_job_file_turns_acceptance_judgement_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = utc("2026-11-02T00:00:00Z"); // Monday
+    let mut run = engine_at(dir.path(), quiet_settings(), start);
+    // An acceptance of a prospect this worker never invited still proves that
+    // feedback reaches it: from then on, zero acceptances are judged.
+    ramping_account(
+        &mut run,
+        r#"{"type":"event","kind":"invite_accepted","account":"a1","prospect":"https://www.linkedin.com/in/someone-else"}"#,
+    );
+    run.run_until(start + Duration::days(10), &mut always(Outcome::Sent))
+        .expect("run");
+    let health = health_changes(&run);
+    assert_eq!(
+        health.last(),
+        Some(&(Health::AtRisk, "low acceptance".to_string())),
+        "{health:?}"
+    );
+    assert!(!health.iter().any(|(_, r)| r == "no acceptance feedback"), "{health:?}");
+    assert_eq!(run.events("feedback_missing").count(), 0);
+}
+
 #[test]
 fn credits_refill_on_the_refill_day_and_a_reply_refunds_once() {
     let dir = tempfile::tempdir().expect("tempdir");
