@@ -148,7 +148,13 @@ pub fn event(ev: &Event) {
             old,
             new,
             reason,
-        } => warn!(event = name, account, old = old.as_str(), new = new.as_str(), reason),
+        } => warn!(
+            event = name,
+            account,
+            old = old.as_str(),
+            new = new.as_str(),
+            reason
+        ),
         Event::FeedbackMissing { accounts } => warn!(event = name, accounts),
         Event::RedZone {
             account,

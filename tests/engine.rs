@@ -661,7 +661,9 @@ fn without_acceptance_feedback_the_ramp_holds_and_health_says_why() {
         assert!(matches!(e, Event::FeedbackMissing { accounts: 1 }), "{e:?}");
         *logged.entry(t.date_naive()).or_default() += 1;
     }
-    let days: Vec<_> = (0..35).map(|d| (start + Duration::days(d)).date_naive()).collect();
+    let days: Vec<_> = (0..35)
+        .map(|d| (start + Duration::days(d)).date_naive())
+        .collect();
     assert_eq!(logged.keys().copied().collect::<Vec<_>>(), days);
     assert!(logged.values().all(|&n| n == 1), "{logged:?}");
 }
@@ -675,10 +677,7 @@ fn once_feedback_flows_zero_acceptances_are_at_risk_and_step_back() {
     // Three weeks at 50% acceptance raise the ramp; then acceptances stop entirely.
     run.run_until(start + Duration::days(21) + Duration::hours(1), &mut Accepting(0))
         .expect("run");
-    assert_eq!(
-        ramp_changes(&run).last(),
-        Some(&(22, 32, "advance".to_string()))
-    );
+    assert_eq!(ramp_changes(&run).last(), Some(&(22, 32, "advance".to_string())));
     run.run_until(start + Duration::days(43), &mut always(Outcome::Sent))
         .expect("run");
     let health = health_changes(&run);
@@ -715,7 +714,10 @@ fn one_invite_accepted_from_a_job_file_turns_acceptance_judgement_on() {
         Some(&(Health::AtRisk, "low acceptance".to_string())),
         "{health:?}"
     );
-    assert!(!health.iter().any(|(_, r)| r == "no acceptance feedback"), "{health:?}");
+    assert!(
+        !health.iter().any(|(_, r)| r == "no acceptance feedback"),
+        "{health:?}"
+    );
     assert_eq!(run.events("feedback_missing").count(), 0);
 }
 

@@ -120,7 +120,8 @@ pub(super) fn refresh_health(
     st: &Settings,
     out: &mut Vec<Change>,
 ) -> TxResult<()> {
-    let health::Assessment { health: new, reason } = health::assess(signals(tx, a, today)?, &st.policy.health);
+    let health::Assessment { health: new, reason } =
+        health::assess(signals(tx, a, today)?, &st.policy.health);
     if new != a.health {
         out.push(Change::HealthChanged {
             account: a.id.clone(),
