@@ -657,7 +657,7 @@ impl Worker {
             },
             "status": report,
         });
-        let count = |state: &str| report.actions.get(state).copied().unwrap_or(0);
+        let count = |state: &str| report.states.get(state).copied().unwrap_or(0);
         let line = format!(
             "upstream {}; {} accounts; actions: {} queued, {} parked, {} inflight, {} sent, {} unknown",
             report.upstream.state,

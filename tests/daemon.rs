@@ -1062,24 +1062,49 @@ fn status_json_has_one_schema_whether_the_worker_runs_or_not() {
     drop_file(dir.path(), "002-invites.jsonl", invites(5).as_bytes());
     wait_until("3 requests", || up.requests().len() >= 3);
     std::thread::sleep(Duration::from_millis(1500)); // a status file written after them
+    let sent = up.requests().len();
+    assert_eq!(sent, 3, "the invite cap of 3 holds");
     let check = |out: &str, from: &str| -> serde_json::Value {
         let v: serde_json::Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{from}: {e}: {out}"));
+        check_status_schema(&v, from);
         let a = &v["accounts"][0];
         assert_eq!(a["id"], "a1", "{from}: {v}");
-        for field in [
-            "health",
-            "ramp_ceiling",
-            "held_until",
-            "inmail_balance",
-            "invites",
-            "engagement",
-        ] {
-            assert!(a.get(field).is_some(), "{from}: account lacks {field}: {v}");
-        }
-        assert_eq!(a["invites"][0], 3, "{from}: today's invites used: {v}");
-        assert_eq!(a["invites"][1], 3, "{from}: today's invite cap: {v}");
-        assert_eq!(v["actions"]["sent"], 3, "{from}: {v}");
-        assert_eq!(v["actions"]["parked"], 2, "{from}: {v}");
+        let today = &a["today"];
+        assert_eq!(
+            today["invites"]["used"], sent,
+            "{from}: invites used = requests received: {v}"
+        );
+        assert_eq!(today["invites"]["cap"], 3, "{from}: the invite cap in force: {v}");
+        assert_eq!(today["messages"]["used"], 0, "{from}: {v}");
+        assert_eq!(
+            today["weekly_invites"]["used"], sent,
+            "{from}: the week began today: {v}"
+        );
+        assert_eq!(
+            today["weekly_invites"]["cap"],
+            serde_json::Value::Null,
+            "{from}: no weekly cap: {v}"
+        );
+        assert_eq!(a["ramp_week"], 1, "{from}: ramp_start is today: {v}");
+        assert_eq!(a["paused"], false, "{from}: {v}");
+        assert_eq!(a["held_until"], serde_json::Value::Null, "{from}: {v}");
+        assert_eq!(a["health"], "healthy", "{from}: {v}");
+        assert!(
+            a["health_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("0 rate limits in 7 days")),
+            "{from}: {v}"
+        );
+        let c = &v["campaigns"][0];
+        assert_eq!(c["id"], "c1", "{from}: {v}");
+        assert_eq!(c["paused"], false, "{from}: {v}");
+        assert_eq!(c["today"]["invite"]["used"], sent, "{from}: {v}");
+        assert_eq!(c["today"]["invite"]["cap"], 100, "{from}: daily_limit: {v}");
+        assert_eq!(c["today"]["message"]["used"], 0, "{from}: {v}");
+        assert_eq!(c["today"]["inmail"]["cap"], 100, "{from}: {v}");
+        assert_eq!(v["paused_all"], false, "{from}: {v}");
+        assert_eq!(v["states"]["sent"], sent, "{from}: {v}");
+        assert_eq!(v["states"]["parked"], 2, "{from}: {v}");
         v
     };
     let (code, running, err) = command("status", &cfg, &["--json"]);
@@ -1089,10 +1114,113 @@ fn status_json_has_one_schema_whether_the_worker_runs_or_not() {
     let (code, stopped, err) = command("status", &cfg, &["--json"]);
     assert_eq!(code, 0, "{err}");
     let stopped = check(&stopped, "store");
-    let keys = |v: &serde_json::Value| -> Vec<String> {
-        v.as_object().expect("an object").keys().cloned().collect()
+    assert_eq!(shape(&running), shape(&stopped), "one schema");
+    // The text output reads the same report, from the store.
+    let (code, text, err) = command("status", &cfg, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains(&format!("{sent}/3")), "{text}");
+}
+
+/// Every field of SPEC §8's `status --json`, with its type.
+fn check_status_schema(v: &serde_json::Value, from: &str) {
+    use serde_json::Value;
+    let string = |x: &Value| x.is_string();
+    let count = |x: &Value| x.is_u64();
+    let time_or_null = |x: &Value| {
+        x.is_null()
+            || x.as_str()
+                .is_some_and(|s| DateTime::parse_from_rfc3339(s).is_ok())
     };
-    assert_eq!(keys(&running), keys(&stopped), "one schema");
+    let has = |obj: &Value, field: &str, ok: &dyn Fn(&Value) -> bool, what: &str| {
+        let x = obj
+            .get(field)
+            .unwrap_or_else(|| panic!("{from}: {what} lacks {field}: {v}"));
+        assert!(ok(x), "{from}: {what}.{field} has the wrong type: {x}");
+    };
+    let usage = |x: &Value| {
+        x.get("used").is_some_and(|u| u.is_u64()) && x.get("cap").is_some_and(|c| c.is_null() || c.is_u64())
+    };
+    has(v, "now", &|x| time_or_null(x) && !x.is_null(), "status");
+    has(v, "paused_all", &|x| x.is_boolean(), "status");
+    has(v, "upstream", &|x| x.is_object(), "status");
+    has(&v["upstream"], "state", &|x| x == "up" || x == "down", "upstream");
+    has(&v["upstream"], "since", &time_or_null, "upstream");
+    for state in [
+        "queued",
+        "parked",
+        "inflight",
+        "sent",
+        "failed",
+        "unknown",
+        "cancelled",
+    ] {
+        has(&v["states"], state, &count, "states");
+    }
+    let accounts = v["accounts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{from}: accounts: {v}"));
+    assert!(!accounts.is_empty(), "{from}: {v}");
+    for a in accounts {
+        has(a, "id", &string, "account");
+        has(a, "health", &string, "account");
+        has(a, "health_reason", &string, "account");
+        has(a, "ramp_ceiling", &count, "account");
+        has(a, "ramp_week", &count, "account");
+        has(a, "paused", &|x| x.is_boolean(), "account");
+        has(a, "held_until", &time_or_null, "account");
+        has(a, "inmail_credits", &count, "account");
+        has(a, "next_send", &time_or_null, "account");
+        for counter in ["invites", "messages", "inmails", "engagement", "weekly_invites"] {
+            has(&a["today"], counter, &usage, "account.today");
+        }
+        has(a, "waiting", &|x| x.is_array(), "account");
+        for w in a["waiting"].as_array().into_iter().flatten() {
+            has(w, "reason", &string, "waiting");
+            has(w, "count", &count, "waiting");
+            has(w, "until", &time_or_null, "waiting");
+        }
+    }
+    let campaigns = v["campaigns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{from}: campaigns: {v}"));
+    assert!(!campaigns.is_empty(), "{from}: {v}");
+    for c in campaigns {
+        has(c, "id", &string, "campaign");
+        has(c, "paused", &|x| x.is_boolean(), "campaign");
+        for t in ["invite", "message", "inmail"] {
+            has(&c["today"], t, &usage, "campaign.today");
+        }
+        has(
+            c,
+            "states",
+            &|x| x.as_object().is_some_and(|m| m.values().all(|n| n.is_u64())),
+            "campaign",
+        );
+    }
+}
+
+/// The object keys of a JSON document, as paths (arrays by their first element).
+fn shape(v: &serde_json::Value) -> Vec<String> {
+    fn walk(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    let p = format!("{at}.{k}");
+                    out.push(p.clone());
+                    walk(x, p, out);
+                }
+            }
+            serde_json::Value::Array(xs) => {
+                if let Some(x) = xs.first() {
+                    walk(x, format!("{at}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, String::new(), &mut out);
+    out
 }
 
 #[test]

@@ -65,7 +65,7 @@ fn from_status_file(path: &Path, json: bool) -> i32 {
         );
         return exit::OK;
     }
-    match serde_json::from_value::<StatusReportView>(doc["status"].clone()) {
+    match serde_json::from_value::<StatusReport>(doc["status"].clone()) {
         Ok(v) => {
             print_table(&v, &format!("worker status file {}", path.display()));
             exit::OK
@@ -77,69 +77,77 @@ fn from_status_file(path: &Path, json: bool) -> i32 {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct AccountView {
-    id: String,
-    tier: String,
-    local_day: String,
-    invites: (u32, u32),
-    messages: (u32, u32),
-    inmails: (u32, u32),
-    engagement: (u32, u32),
-    ramp_ceiling: u32,
-    health: String,
-    held_until: Option<String>,
-    inmail_balance: u32,
-}
-
-#[derive(serde::Deserialize)]
-struct StatusReportView {
-    at: String,
-    /// Absent in the status file of an older worker.
-    #[serde(default)]
-    upstream: Option<crate::store::UpstreamStatus>,
-    accounts: Vec<AccountView>,
-    actions: std::collections::BTreeMap<String, u64>,
-}
-
 fn print_report(report: &StatusReport, json: bool, source: &str) {
     if json {
         println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
         return;
     }
-    match serde_json::to_value(report).and_then(serde_json::from_value::<StatusReportView>) {
-        Ok(v) => print_table(&v, source),
-        Err(e) => eprintln!("sendgate: {e}"),
-    }
+    print_table(report, source);
 }
 
-fn print_table(v: &StatusReportView, source: &str) {
-    println!("status at {} (from {source})", v.at);
-    if let Some(u) = &v.upstream {
-        let since = u.since.map_or("worker start".to_string(), |t| t.to_rfc3339());
-        println!("upstream {} since {since}", u.state);
-    }
+fn print_table(v: &StatusReport, source: &str) {
+    println!("status at {} (from {source})", v.now.to_rfc3339());
+    let since = v
+        .upstream
+        .since
+        .map_or("worker start".to_string(), |t| t.to_rfc3339());
+    println!("upstream {} since {since}", v.upstream.state);
     println!(
-        "{:<24} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9} {:>5} {:<10} {:>7} held until",
-        "account", "tier", "day", "invites", "messages", "inmails", "engage", "ramp", "health", "credits"
+        "{:<24} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5} {:>4} {:<10} {:>7} held until",
+        "account",
+        "tier",
+        "day",
+        "invites",
+        "messages",
+        "inmails",
+        "engage",
+        "week",
+        "ramp",
+        "wk",
+        "health",
+        "credits"
     );
+    let pair = |u: crate::store::Use| match u.cap {
+        Some(c) => format!("{}/{c}", u.used),
+        None => format!("{}/-", u.used),
+    };
     for a in &v.accounts {
-        let pair = |p: (u32, u32)| format!("{}/{}", p.0, p.1);
+        let t = &a.today;
         println!(
-            "{:<24} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9} {:>5} {:<10} {:>7} {}",
+            "{:<24} {:<24} {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5} {:>4} {:<10} {:>7} {}",
             a.id,
             a.tier,
             a.local_day,
-            pair(a.invites),
-            pair(a.messages),
-            pair(a.inmails),
-            pair(a.engagement),
+            pair(t.invites),
+            pair(t.messages),
+            pair(t.inmails),
+            pair(t.engagement),
+            pair(t.weekly_invites),
             a.ramp_ceiling,
+            a.ramp_week,
             a.health,
-            a.inmail_balance,
-            a.held_until.as_deref().unwrap_or("-")
+            a.inmail_credits,
+            a.held_until.map_or("-".to_string(), |t| t.to_rfc3339())
         );
+        println!("{:<24} health: {}", "", a.health_reason);
     }
-    let counts: Vec<String> = v.actions.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    if !v.campaigns.is_empty() {
+        println!(
+            "{:<24} {:<10} {:>9} {:>9} {:>9} paused",
+            "campaign", "day", "invite", "message", "inmail"
+        );
+        for c in &v.campaigns {
+            println!(
+                "{:<24} {:<10} {:>9} {:>9} {:>9} {}",
+                c.id,
+                c.local_day,
+                pair(c.today.invite),
+                pair(c.today.message),
+                pair(c.today.inmail),
+                if c.paused { "yes" } else { "no" }
+            );
+        }
+    }
+    let counts: Vec<String> = v.states.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("actions: {}", counts.join(", "));
 }

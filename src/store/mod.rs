@@ -28,7 +28,8 @@ pub use apply::Applied;
 pub use apply::ApplyOutcome;
 pub use outcome::{Attempt, Recorded};
 pub use query::{
-    AccountStatus, AuditReport, DaySummary, DayTurn, Overshoot, StatusReport, UpstreamStatus, TOMBSTONE_DAYS,
+    AccountStatus, AuditReport, DaySummary, DayTurn, Overshoot, StatusReport, UpstreamStatus, Use,
+    TOMBSTONE_DAYS,
 };
 pub use records::{Account, Action, Campaign, State};
 pub use reserve::{kinds_blocked_by, Change, Hold, ParkedAction, Reservation, ReserveResult};

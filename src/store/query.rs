@@ -6,9 +6,10 @@ use super::records::{AccountDayRec, Action, LedgerEntry, LedgerItem, LedgerRelea
 use super::reserve::Change;
 use super::{Store, StoreError, ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, LEDGER, LINKS, READY, TIMED, WAITING};
 use crate::policy::caps::{draws, CampaignDay, Counter};
-use crate::policy::CampaignType;
+use crate::policy::window::local_day;
+use crate::policy::{health, ramp, CampaignType};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Retention never goes below this many days: counters of the last 17 local days decide
@@ -27,31 +28,97 @@ pub const MAX_SUMMARY_DAYS: i64 = 366;
 /// Actions moved from `timed` to `ready` per transaction.
 pub const PROMOTE_BATCH: usize = 512;
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Today's use of one counter against the cap in force (`null`: no cap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Use {
+    pub used: u32,
+    pub cap: Option<u32>,
+}
+
+impl Use {
+    fn of(used: u32, cap: u32) -> Use {
+        Use { used, cap: Some(cap) }
+    }
+}
+
+/// An account's counters on its local day (SPEC §8 `today`). `invites.cap` is the
+/// effective cap `min(caps.invites, tier ceiling, ramp ceiling)`; `weekly_invites.used`
+/// is the invites reserved over the 7 local days ending today.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountToday {
+    pub invites: Use,
+    pub messages: Use,
+    pub inmails: Use,
+    pub engagement: Use,
+    pub weekly_invites: Use,
+}
+
+/// Waiting actions of one reason (SPEC §8 `waiting`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub reason: String,
+    pub count: u64,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// One account in `status` (SPEC §8). `tier`, `timezone`, `timezone_next`,
+/// `local_day` and `sent_today` are additions to the SPEC's fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AccountStatus {
     pub id: String,
+    pub health: String,
+    /// What health was judged on: acceptance and its sample, rate limits in 7 days,
+    /// restriction.
+    pub health_reason: String,
+    pub ramp_ceiling: u32,
+    /// The warm-up week of today: 1 from `ramp_start`, one more per 7 days.
+    pub ramp_week: u32,
+    /// An operator pause (none exists yet: always `false`).
+    pub paused: bool,
+    pub held_until: Option<DateTime<Utc>>,
+    pub inmail_credits: u32,
+    /// When the next send is planned (`null`: not known from the store).
+    pub next_send: Option<DateTime<Utc>>,
+    pub today: AccountToday,
+    /// Waiting actions by reason. Empty for now: the store keeps no per-account index
+    /// of waiting actions, and counting them means reading every parked action.
+    pub waiting: Vec<Waiting>,
     pub tier: String,
     /// The zone in force now.
     pub timezone: String,
     /// A zone change decided but not yet in force, and when it takes effect.
     pub timezone_next: Option<(String, DateTime<Utc>)>,
     pub local_day: NaiveDate,
-    pub invites: (u32, u32),
-    pub messages: (u32, u32),
-    pub inmails: (u32, u32),
-    pub engagement: (u32, u32),
-    pub weekly_invites: Option<u32>,
-    pub ramp_ceiling: u32,
-    pub health: String,
-    pub held_until: Option<DateTime<Utc>>,
-    pub inmail_balance: u32,
     pub sent_today: u32,
+}
+
+/// A campaign's counters on its local day, per type (SPEC §8: `invite`, `message`,
+/// `inmail`), against its caps (`cap_split.<type>`, else `daily_limit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignToday {
+    pub invite: Use,
+    pub message: Use,
+    pub inmail: Use,
+}
+
+/// One campaign in `status` (SPEC §8). `timezone` and `local_day` are additions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CampaignStatus {
+    pub id: String,
+    /// Paused by its job file (`status: paused`, `campaign_paused`).
+    pub paused: bool,
+    pub today: CampaignToday,
+    /// Actions per state. Empty for now: the store counts states only in total, and
+    /// counting per campaign means reading every action.
+    pub states: BTreeMap<String, u64>,
+    pub timezone: String,
+    pub local_day: NaiveDate,
 }
 
 /// The upstream circuit breaker (SPEC §8 `upstream`): `state` is `up` or `down`, and
 /// `since` when it became so (`null`: up since the worker started). Only a running
 /// worker knows it; read from the store alone it is `up`, the state a worker starts in.
-#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamStatus {
     pub state: String,
     pub since: Option<DateTime<Utc>>,
@@ -66,12 +133,17 @@ impl Default for UpstreamStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// `status --json` (SPEC §8): fields may be added, never renamed or removed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
-    pub at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    /// The operator kill switch (none exists yet: always `false`).
+    pub paused_all: bool,
     pub upstream: UpstreamStatus,
+    /// Action counts per state, every state present.
+    pub states: BTreeMap<String, u64>,
     pub accounts: Vec<AccountStatus>,
-    pub actions: BTreeMap<String, u64>,
+    pub campaigns: Vec<CampaignStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -97,6 +169,31 @@ impl AuditReport {
     pub fn clean(&self) -> bool {
         self.overshoots.is_empty() && self.mismatches.is_empty()
     }
+}
+
+/// SPEC §8 `health_reason`: what `policy::health::assess` judged, e.g.
+/// `acceptance 0.31 over 42 invites; 0 rate limits in 7 days`.
+fn health_reason(restricted: bool, sample: u32, accepted: u32, rate_limits: u32) -> String {
+    let acceptance = if sample == 0 {
+        format!(
+            "no invites sent {}-{} days ago",
+            health::ACCEPTANCE_FROM_DAYS_AGO,
+            health::ACCEPTANCE_TO_DAYS_AGO
+        )
+    } else {
+        format!(
+            "acceptance {:.2} over {sample} invites",
+            f64::from(accepted) / f64::from(sample)
+        )
+    };
+    let mut reason = format!(
+        "{acceptance}; {rate_limits} rate limits in {} days",
+        health::RATE_LIMIT_DAYS
+    );
+    if restricted {
+        reason.push_str("; restricted");
+    }
+    reason
 }
 
 /// Count one more and return (the new count, `limit`).
@@ -239,44 +336,98 @@ impl Store {
         }))
     }
 
-    /// Per account: today's counters against caps, ramp, health, hold, credits; and
-    /// action counts per state.
+    /// Per account: today's counters against the caps in force, ramp, health and its
+    /// reason, hold, credits; per campaign: today's counters against its caps; action
+    /// counts per state. Reads O(accounts × 18 + campaigns) records, never the actions.
     pub fn status(&self, now: DateTime<Utc>) -> Result<StatusReport, StoreError> {
         let policy = &self.settings.policy;
         let mut accounts = Vec::new();
         for a in self.accounts()? {
             let zones = a.zones().settled(now);
             let day = zones.day_at(now);
-            let rec = self.account_day(&a.id, day)?;
+            // The last 18 local days: today, the rolling week, and the health window.
+            let back = health::ACCEPTANCE_TO_DAYS_AGO
+                .max(health::RATE_LIMIT_DAYS - 1)
+                .max(6);
+            let days = (0..=back)
+                .map(|ago| self.account_day(&a.id, day - Duration::days(ago)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let rec = days[0];
             let caps = a.caps(policy);
+            let week: u32 = days[..7].iter().map(|d| d.reserved.invites).sum();
+            let accept =
+                &days[health::ACCEPTANCE_FROM_DAYS_AGO as usize..=health::ACCEPTANCE_TO_DAYS_AGO as usize];
+            let sample: u32 = accept.iter().map(|d| d.invites_sent).sum();
+            let accepted: u32 = accept.iter().map(|d| d.invites_accepted).sum();
+            let rate_limits: u32 = days[..health::RATE_LIMIT_DAYS as usize]
+                .iter()
+                .map(|d| d.rate_limits)
+                .sum();
+            let weeks = ramp::boundaries_passed(
+                i64::from(codec::day_num(a.ramp_start)),
+                i64::from(codec::day_num(day)),
+            );
             accounts.push(AccountStatus {
+                health: a.health.as_str().to_string(),
+                health_reason: health_reason(a.restricted, sample, accepted, rate_limits),
+                ramp_ceiling: a.ramp_ceiling_on(day),
+                ramp_week: u32::try_from(weeks + 1).unwrap_or(u32::MAX),
+                paused: false,
+                held_until: a.held_until_ms.filter(|&h| h > ms(now)).map(from_ms),
+                inmail_credits: a.credits,
+                next_send: None,
+                today: AccountToday {
+                    invites: Use::of(rec.reserved.invites, a.invite_cap(policy, day)),
+                    messages: Use::of(rec.reserved.messages, caps.messages),
+                    inmails: Use::of(rec.reserved.inmails, caps.inmails),
+                    engagement: Use::of(rec.reserved.engagement, caps.engagement),
+                    weekly_invites: Use {
+                        used: week,
+                        cap: caps.weekly_invites,
+                    },
+                },
+                waiting: Vec::new(),
                 tier: a.tier.as_str().to_string(),
                 timezone: zones.zone_at(now).name().to_string(),
                 timezone_next: zones.pending.map(|p| (p.zone.name().to_string(), p.from)),
                 local_day: day,
-                invites: (rec.reserved.invites, a.invite_cap(policy, day)),
-                messages: (rec.reserved.messages, caps.messages),
-                inmails: (rec.reserved.inmails, caps.inmails),
-                engagement: (rec.reserved.engagement, caps.engagement),
-                weekly_invites: caps.weekly_invites,
-                ramp_ceiling: a.ramp_ceiling_on(day),
-                health: a.health.as_str().to_string(),
-                held_until: a.held_until_ms.filter(|&h| h > ms(now)).map(from_ms),
-                inmail_balance: a.credits,
                 sent_today: rec.sent(),
                 id: a.id,
             });
         }
+        self.op("scan campaigns")?;
+        let mut campaigns = Vec::new();
+        for kv in self.trees[CAMPAIGNS].iter() {
+            let (_, v) = kv?;
+            let c: super::Campaign = codec::decode("campaign", &v)?;
+            let day = local_day(c.tz(), now);
+            let used: CampaignDay = self.day_record(&codec::campaign_day_key(&c.id, day), "campaign day")?;
+            let caps = c.limits();
+            campaigns.push(CampaignStatus {
+                paused: c.paused,
+                today: CampaignToday {
+                    invite: Use::of(used.invites, caps.invites),
+                    message: Use::of(used.messages, caps.messages),
+                    inmail: Use::of(used.inmails, caps.inmails),
+                },
+                states: BTreeMap::new(),
+                timezone: c.tz().name().to_string(),
+                local_day: day,
+                id: c.id,
+            });
+        }
         let counts = self.state_counts()?;
-        let actions = State::ALL
+        let states = State::ALL
             .iter()
             .map(|s| (s.as_str().to_string(), counts[s.index()]))
             .collect();
         Ok(StatusReport {
-            at: now,
+            now,
+            paused_all: false,
             upstream: UpstreamStatus::default(),
+            states,
             accounts,
-            actions,
+            campaigns,
         })
     }
 
