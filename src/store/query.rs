@@ -173,8 +173,21 @@ impl AuditReport {
 
 /// SPEC §8 `health_reason`: what `policy::health::assess` judged, e.g.
 /// `acceptance 0.31 over 42 invites; 0 rate limits in 7 days`.
-fn health_reason(restricted: bool, sample: u32, accepted: u32, rate_limits: u32) -> String {
-    let acceptance = if sample == 0 {
+fn health_reason(
+    restricted: bool,
+    feedback_seen: bool,
+    sample: u32,
+    accepted: u32,
+    rate_limits: u32,
+) -> String {
+    let acceptance = if !feedback_seen {
+        // SPEC §3.4: unknown is not zero; the account is `watch` for this reason.
+        format!(
+            "no acceptance feedback ({sample} invites sent {}-{} days ago)",
+            health::ACCEPTANCE_FROM_DAYS_AGO,
+            health::ACCEPTANCE_TO_DAYS_AGO
+        )
+    } else if sample == 0 {
         format!(
             "no invites sent {}-{} days ago",
             health::ACCEPTANCE_FROM_DAYS_AGO,
@@ -342,6 +355,7 @@ impl Store {
     pub fn status(&self, now: DateTime<Utc>) -> Result<StatusReport, StoreError> {
         let policy = &self.settings.policy;
         let mut accounts = Vec::new();
+        let feedback_seen = self.trees[super::META].get(super::META_FEEDBACK_SEEN)?.is_some();
         for a in self.accounts()? {
             let zones = a.zones().settled(now);
             let day = zones.day_at(now);
@@ -369,7 +383,7 @@ impl Store {
             );
             accounts.push(AccountStatus {
                 health: a.health.as_str().to_string(),
-                health_reason: health_reason(a.restricted, sample, accepted, rate_limits),
+                health_reason: health_reason(a.restricted, feedback_seen, sample, accepted, rate_limits),
                 ramp_ceiling: a.ramp_ceiling_on(day),
                 ramp_week: u32::try_from(weeks + 1).unwrap_or(u32::MAX),
                 paused: false,
