@@ -15,7 +15,7 @@
 //! It never opens sled and never decides to create a store on its own: `Store::open`
 //! does, from the [`Layout`] found here.
 
-use super::StoreError;
+use super::{damaged, io, StoreError};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
@@ -83,21 +83,6 @@ pub enum Layout {
     Foreign(Vec<String>),
 }
 
-fn io_at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        op,
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn damaged(path: &Path, reason: impl Into<String>) -> StoreError {
-    StoreError::Damaged {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
-}
-
 /// Look at `path` without changing anything.
 pub fn inspect(path: &Path) -> Result<Layout, StoreError> {
     let meta = match std::fs::metadata(path) {
@@ -112,14 +97,14 @@ pub fn inspect(path: &Path) -> Result<Layout, StoreError> {
         {
             return Ok(Layout::Missing)
         }
-        Err(e) => return Err(io_at("inspect the store path", path)(e)),
+        Err(e) => return Err(io("inspect the store path", path)(e)),
     };
     if !meta.is_dir() {
         return Err(damaged(path, "it is not a directory"));
     }
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(io_at("read the store directory", path))? {
-        let entry = entry.map_err(io_at("read the store directory", path))?;
+    for entry in std::fs::read_dir(path).map_err(io("read the store directory", path))? {
+        let entry = entry.map_err(io("read the store directory", path))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         // A temporary left by a crash while the identity was written counts for nothing.
         if name != TMP_FILE {
@@ -145,7 +130,7 @@ pub fn read(dir: &Path) -> Result<Identity, StoreError> {
     let mut text = String::new();
     File::open(&file)
         .and_then(|f| f.take(ID_FILE_MAX_BYTES).read_to_string(&mut text))
-        .map_err(io_at("read the identity file", &file))?;
+        .map_err(io("read the identity file", &file))?;
     let id: Identity =
         toml::from_str(&text).map_err(|e| damaged(&file, format!("unreadable identity: {e}")))?;
     if id.format > ID_FORMAT {
@@ -178,14 +163,14 @@ pub fn write(dir: &Path, id: &Identity, sync: bool) -> Result<(), StoreError> {
         .truncate(true)
         .mode(ID_FILE_MODE)
         .open(&tmp)
-        .map_err(io_at("create the identity file", &tmp))?;
+        .map_err(io("create the identity file", &tmp))?;
     f.write_all(text.as_bytes())
-        .map_err(io_at("write the identity file", &tmp))?;
+        .map_err(io("write the identity file", &tmp))?;
     if sync {
-        f.sync_all().map_err(io_at("fsync the identity file", &tmp))?;
+        f.sync_all().map_err(io("fsync the identity file", &tmp))?;
     }
     drop(f);
-    std::fs::rename(&tmp, &file).map_err(io_at("rename the identity file", &file))?;
+    std::fs::rename(&tmp, &file).map_err(io("rename the identity file", &file))?;
     if sync {
         sync_dir(dir)?;
     }
@@ -195,22 +180,22 @@ pub fn write(dir: &Path, id: &Identity, sync: bool) -> Result<(), StoreError> {
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_at("fsync the directory", dir))
+        .map_err(io("fsync the directory", dir))
 }
 
 /// Create the store directory (mode 0700 whatever the umask), or give an existing empty
 /// one that mode. Parents are created as needed with the default mode.
 pub fn create_dir(path: &Path) -> Result<(), StoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io_at("create the store's parent directory", parent))?;
+        std::fs::create_dir_all(parent).map_err(io("create the store's parent directory", parent))?;
     }
     match std::fs::DirBuilder::new().mode(DIR_MODE).create(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_at("create the store directory", path)(e)),
+        Err(e) => return Err(io("create the store directory", path)(e)),
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE))
-        .map_err(io_at("set the store directory's mode", path))?;
+        .map_err(io("set the store directory's mode", path))?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         sync_dir(parent)?;
     }
@@ -222,7 +207,7 @@ pub fn new_store_id(path: &Path) -> Result<String, StoreError> {
     let mut bytes = [0u8; 16];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(io_at("read /dev/urandom to make a store id for", path))?;
+        .map_err(io("read /dev/urandom to make a store id for", path))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -261,10 +246,10 @@ impl Synced {
             let entries = match std::fs::read_dir(dir) {
                 Ok(e) => e,
                 // sled creates `blobs/` at open; it is never removed while open.
-                Err(e) => return Err(io_at("list the store directory", dir)(e)),
+                Err(e) => return Err(io("list the store directory", dir)(e)),
             };
             for entry in entries {
-                let entry = entry.map_err(io_at("list the store directory", dir))?;
+                let entry = entry.map_err(io("list the store directory", dir))?;
                 let (name, ino) = (entry.file_name(), entry.ino());
                 if known.get(&name) != Some(&ino) {
                     changed = true;
@@ -286,10 +271,10 @@ impl Synced {
 
 fn sync_file(file: &Path) -> Result<(), StoreError> {
     match File::open(file) {
-        Ok(f) => f.sync_all().map_err(io_at("fsync a store file", file)),
+        Ok(f) => f.sync_all().map_err(io("fsync a store file", file)),
         // Removed by sled since it was listed (an old snapshot, a collected blob): the
         // directory sync that follows makes the removal durable.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_at("open a store file to fsync it", file)(e)),
+        Err(e) => Err(io("open a store file to fsync it", file)(e)),
     }
 }
