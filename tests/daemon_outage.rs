@@ -6,17 +6,16 @@
 mod common;
 
 use common::http::{read_request, HttpRequest};
-use std::io::{BufRead, BufReader, Write};
+use common::worker::{wait_until, Worker};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Every wait in this file gives up after this long.
-const DEADLINE: Duration = Duration::from_secs(30);
 const ACCOUNTS: [&str; 3] = ["a1", "a2", "a3"];
 const CAP: usize = 20;
 
@@ -82,76 +81,13 @@ impl Server {
     }
 }
 
-struct Worker {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Worker {
-    fn start(dir: &Path, config: &Path) -> Worker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+fn start_worker(dir: &Path, config: &Path) -> Worker {
+    Worker::start(
+        Command::new(env!("CARGO_BIN_EXE_sendgate"))
             .args(["run", "--config"])
             .arg(config)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sendgate");
-        let log: Arc<Mutex<String>> = Arc::default();
-        let (stderr, log2) = (child.stderr.take().expect("stderr"), Arc::clone(&log));
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                let mut l = log2.lock().expect("lock");
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let w = Worker { child, log };
-        w.wait_for_log("worker_started");
-        w
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("lock").clone()
-    }
-
-    fn wait_for_log(&self, needle: &str) {
-        wait_until(&format!("`{needle}` in the log"), || self.log().contains(needle));
-    }
-
-    fn stop(mut self) -> (i32, String) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                std::thread::sleep(Duration::from_millis(50)); // let the log reader drain
-                return (status.code().unwrap_or(-1), self.log());
-            }
-            assert!(start.elapsed() < DEADLINE, "the worker did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+            .current_dir(dir),
+    )
 }
 
 fn job_file() -> String {
@@ -209,7 +145,7 @@ speed = 3600.0
         ),
     )
     .expect("write config");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     let spool = dir.path().join("spool");
     std::fs::write(spool.join("tmp/001.jsonl"), job_file()).expect("write job file");
     std::fs::rename(spool.join("tmp/001.jsonl"), spool.join("incoming/001.jsonl")).expect("rename");

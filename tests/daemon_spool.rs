@@ -4,100 +4,36 @@
 //! the real binary with the `sim` upstream; the job files only set up an account and a
 //! campaign, so nothing is sent.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::worker::{wait_until, Worker};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
-/// Every wait in this file gives up after this long.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-struct Worker {
-    child: Child,
-    log: Arc<Mutex<String>>,
+/// Starts `sendgate run` on a config in `dir` with the given spool rescan period.
+fn start_worker(dir: &Path, rescan_s: u64) -> Worker {
+    start_worker_with(dir, rescan_s, |_| {})
 }
 
-impl Worker {
-    /// Starts `sendgate run` on a config in `dir` with the given spool rescan period.
-    fn start(dir: &Path, rescan_s: u64) -> Worker {
-        Worker::start_with(dir, rescan_s, |_| {})
-    }
-
-    fn start_with(dir: &Path, rescan_s: u64, prepare: impl FnOnce(&mut Command)) -> Worker {
-        let config = dir.join("sendgate.toml");
-        let text = format!(
-            "[store]\npath = \"{d}/store\"\nfsync = false\n[spool]\ndir = \"{d}/spool\"\nrescan_s = {rescan_s}\n\
-             [upstream]\nkind = \"sim\"\n[status]\npath = \"{d}/status.json\"\nevery_s = 1\n",
-            d = dir.display()
-        );
-        std::fs::write(&config, text).expect("write config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendgate"));
-        cmd.args(["run", "--config"])
-            .arg(&config)
-            .current_dir(dir)
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        prepare(&mut cmd);
-        let mut child = cmd.spawn().expect("start sendgate");
-        let log: Arc<Mutex<String>> = Arc::default();
-        let (stderr, log2) = (child.stderr.take().expect("stderr"), Arc::clone(&log));
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                let mut l = log2.lock().expect("lock");
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let w = Worker { child, log };
-        w.wait_for_log("worker_started");
-        w
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("lock").clone()
-    }
-
-    fn wait_for_log(&self, needle: &str) {
-        wait_until(&format!("`{needle}` in the log"), || self.log().contains(needle));
-    }
-
-    fn stop(mut self) -> (i32, String) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                std::thread::sleep(Duration::from_millis(50)); // let the log reader drain
-                return (status.code().unwrap_or(-1), self.log());
-            }
-            assert!(start.elapsed() < DEADLINE, "the worker did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn start_worker_with(dir: &Path, rescan_s: u64, prepare: impl FnOnce(&mut Command)) -> Worker {
+    let config = dir.join("sendgate.toml");
+    let text = format!(
+        "[store]\npath = \"{d}/store\"\nfsync = false\n[spool]\ndir = \"{d}/spool\"\nrescan_s = {rescan_s}\n\
+         [upstream]\nkind = \"sim\"\n[status]\npath = \"{d}/status.json\"\nevery_s = 1\n",
+        d = dir.display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendgate"));
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .current_dir(dir)
+        .env_remove("NOTIFY_SOCKET");
+    prepare(&mut cmd);
+    Worker::start(&mut cmd)
 }
 
 fn spool(dir: &Path, sub: &str) -> PathBuf {
@@ -122,7 +58,7 @@ fn setup(id: &str) -> String {
 #[test]
 fn removed_spool_directories_are_recreated_and_logged() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let w = Worker::start(dir.path(), 1);
+    let w = start_worker(dir.path(), 1);
     for (round, sub) in ["processing", "done", "rejected", "incoming"]
         .into_iter()
         .enumerate()
@@ -186,7 +122,7 @@ fn an_unreadable_file_is_rejected_and_a_fixed_namesake_applied() {
         eprintln!("skipped: this process cannot make a file unreadable to the worker");
         return;
     }
-    let w = Worker::start_with(dir.path(), 1, without_dac_override);
+    let w = start_worker_with(dir.path(), 1, without_dac_override);
     let tmp = spool(dir.path(), "tmp").join(".locked");
     std::fs::write(&tmp, setup("a1")).expect("write");
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
@@ -212,7 +148,7 @@ fn an_unreadable_file_is_rejected_and_a_fixed_namesake_applied() {
 #[test]
 fn names_of_251_to_255_bytes_never_get_stuck() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let w = Worker::start(dir.path(), 1);
+    let w = start_worker(dir.path(), 1);
     let names: Vec<String> = (251..=255).map(|len| format!("{:x<1$}", "n", len)).collect();
     let contents = |i: usize| {
         [
@@ -258,7 +194,7 @@ fn names_of_251_to_255_bytes_never_get_stuck() {
 #[test]
 fn an_identical_redrop_logs_file_duplicate() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let w = Worker::start(dir.path(), 1);
+    let w = start_worker(dir.path(), 1);
     drop_file(dir.path(), "001-setup.jsonl", setup("a1").as_bytes());
     wait_until("the first drop done", || {
         spool(dir.path(), "done/001-setup.jsonl").exists()
@@ -282,7 +218,7 @@ fn an_identical_redrop_logs_file_duplicate() {
 fn inotify_notices_a_file_without_the_rescan() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A rescan an hour away: only an inotify event can bring the file in.
-    let w = Worker::start(dir.path(), 3600);
+    let w = start_worker(dir.path(), 3600);
     // Past the start-up pass.
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod worker;
 
 use chrono::{DateTime, Utc};
 use sendgate::contract::jobfile::parse_file;
