@@ -6,17 +6,16 @@
 //! start, apply a job file from the spool and write its status file, touching nothing
 //! outside the directories the unit lets it write.
 
+mod common;
+
+use common::worker::{Worker, DEADLINE};
 use sendgate::config::Config;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Every wait in this file gives up after this long.
-const DEADLINE: Duration = Duration::from_secs(30);
 const UNIT: &str = include_str!("../systemd/sendgate@.service");
 const README: &str = include_str!("../README.md");
 
@@ -203,10 +202,7 @@ fn the_readme_install_steps_give_a_worker_that_starts() {
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("STATE_DIRECTORY", &state)
-        .env("RUNTIME_DIRECTORY", &runtime)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .env("RUNTIME_DIRECTORY", &runtime);
     // SAFETY: `umask` is async-signal-safe and cannot fail.
     unsafe {
         cmd.pre_exec(move || {
@@ -214,27 +210,15 @@ fn the_readme_install_steps_give_a_worker_that_starts() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("start sendgate");
-    let log: Arc<Mutex<String>> = Arc::default();
-    let (stderr, log2) = (child.stderr.take().expect("stderr"), Arc::clone(&log));
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            let mut l = log2.lock().expect("lock");
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
+    let w = Worker::start(&mut cmd);
     let wait = |what: &str, f: &dyn Fn() -> bool| {
         let start = Instant::now();
         while !f() {
-            let log = log.lock().expect("lock").clone();
+            let log = w.log();
             assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}:\n{log}");
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let started = || log.lock().expect("lock").contains("worker_started");
-    wait("worker_started", &started);
 
     // The README's walkthrough: write in tmp/, rename into incoming/.
     let job = "{\"type\":\"account\",\"id\":\"acct-1\",\"tier\":\"free\",\"timezone\":\"UTC\"}\n";
@@ -248,14 +232,8 @@ fn the_readme_install_steps_give_a_worker_that_starts() {
     wait("the job file applied", &|| done.exists());
     let status = config.status.path.clone();
     wait("the status file", &|| status.exists());
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-    let code = child.wait().expect("wait").code();
-    let log = log.lock().expect("lock").clone();
-    assert_eq!(code, Some(0), "{log}");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
     assert!(log.contains("\"event\":\"file_applied\""), "{log}");
     // Rewritten at the stop, so it already counts the account.
     let text = std::fs::read_to_string(&status).expect("the status file");
