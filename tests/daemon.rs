@@ -8,15 +8,13 @@ mod common;
 
 use chrono::{DateTime, Utc};
 use common::http::{read_request, HttpRequest};
-use std::io::{BufRead, BufReader, Write};
+use common::worker::{wait_until, Worker, DEADLINE};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Every wait in this file gives up after this long.
-const DEADLINE: Duration = Duration::from_secs(30);
 
 type Request = HttpRequest;
 
@@ -82,124 +80,9 @@ impl Upstream {
     }
 }
 
-struct Worker {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    /// Just before the process was started: its virtual clock starts at `[clock] start`
-    /// no earlier than this instant (see `Worker::vtime_at_most`).
-    spawned: Instant,
-    /// When `worker_started` was read: the virtual clock had started by then.
-    started_seen: Instant,
-}
-
-impl Worker {
-    fn start(dir: &Path, config: &Path) -> Worker {
-        let mut w = Worker::spawn(run_command(dir, config));
-        w.wait_for_log("worker_started");
-        w.started_seen = Instant::now();
-        w
-    }
-
-    /// Spawn `cmd` with its standard error collected; does not wait for anything.
-    fn spawn(mut cmd: Command) -> Worker {
-        let spawned = Instant::now();
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sendgate");
-        let log: Arc<Mutex<String>> = Arc::default();
-        let (stderr, log2) = (child.stderr.take().expect("stderr"), Arc::clone(&log));
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                let mut l = log2.lock().expect("lock");
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        Worker {
-            child,
-            log,
-            spawned,
-            started_seen: spawned,
-        }
-    }
-
-    /// Wait for the process to exit by itself: (exit code, its log).
-    fn wait_exit(mut self) -> (i32, String) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                std::thread::sleep(Duration::from_millis(50)); // let the log reader drain
-                return (status.code().unwrap_or(-1), self.log());
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "the worker did not exit by itself:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The earliest the worker's virtual clock can have read at the real instant `t`:
-    /// its clock had started when `worker_started` was read.
-    fn vtime_at_least(&self, start: DateTime<Utc>, speed: f64, t: Instant) -> DateTime<Utc> {
-        let real = t.saturating_duration_since(self.started_seen);
-        start + chrono::Duration::milliseconds((real.as_secs_f64() * speed * 1000.0).floor() as i64)
-    }
-
-    /// The latest the worker's virtual clock can have read at the real instant `t`, for
-    /// a worker started with `[clock] start` and `speed`: its clock started after
-    /// `spawned`, so it is behind `start + (t - spawned) * speed`. A request whose bound
-    /// is before a local midnight was certainly sent before it, however slowly the
-    /// worker started on a loaded machine.
-    fn vtime_at_most(&self, start: DateTime<Utc>, speed: f64, t: Instant) -> DateTime<Utc> {
-        let real = t.saturating_duration_since(self.spawned);
-        start + chrono::Duration::milliseconds((real.as_secs_f64() * speed * 1000.0).ceil() as i64)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("lock").clone()
-    }
-
-    fn wait_for_log(&self, needle: &str) {
-        let start = Instant::now();
-        while !self.log().contains(needle) {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no `{needle}` in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        common::signal(&self.child, sig);
-    }
-
-    fn stop(mut self) -> (i32, String) {
-        self.signal(libc::SIGTERM);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                std::thread::sleep(Duration::from_millis(50)); // let the log reader drain
-                return (status.code().unwrap_or(-1), self.log());
-            }
-            assert!(start.elapsed() < DEADLINE, "the worker did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `sendgate run --config CONFIG` in `dir`, once `worker_started` is logged.
+fn start_worker(dir: &Path, config: &Path) -> Worker {
+    Worker::start(&mut run_command(dir, config))
 }
 
 fn run_command(dir: &Path, config: &Path) -> Command {
@@ -285,14 +168,6 @@ fn drop_file(dir: &Path, name: &str, text: &[u8]) {
     std::fs::rename(&tmp, spool.join("incoming").join(name)).expect("rename into incoming");
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 const PROXY_SECRET: &str = "hunter2-do-not-log";
 
 fn setup(invites_cap: u32) -> String {
@@ -324,7 +199,7 @@ fn files_in_requests_out_caps_held_and_no_secret_logged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Upstream::start(|_| (200, "{}".into()));
     let cfg = config(dir.path(), &up.url, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(5).as_bytes());
     drop_file(dir.path(), "002-invites.jsonl", invites(20).as_bytes());
     wait_until("5 requests", || up.requests().len() >= 5);
@@ -403,7 +278,7 @@ fn a_429_stops_the_account_for_the_rest_of_its_day() {
     let clock = Clock::new("2026-11-25T08:00:00Z", 7200.0);
     let midnight = utc("2026-11-26T00:00:00Z");
     let cfg = config_at(dir.path(), &up.url, &clock, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
     drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
     w.wait_for_log("\"event\":\"rate_limited\"");
@@ -437,7 +312,7 @@ fn a_429_holds_across_a_restart_and_a_clock_stepped_back() {
     let midnight = utc("2026-11-26T00:00:00Z");
     let first = Clock::new("2026-11-25T08:00:00Z", 7200.0);
     let cfg = config_at(dir.path(), &up.url, &first, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
     drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
     w.wait_for_log("\"event\":\"account_held\"");
@@ -448,7 +323,7 @@ fn a_429_holds_across_a_restart_and_a_clock_stepped_back() {
     // virtual hours (past the 429's own time).
     let back = Clock::new("2026-11-25T01:00:00Z", 7200.0);
     let cfg = config_at(dir.path(), &up.url, &back, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(w.stop().0, 0);
     assert_eq!(
@@ -461,7 +336,7 @@ fn a_429_holds_across_a_restart_and_a_clock_stepped_back() {
     // then the account sends again.
     let again = Clock::new("2026-11-25T08:00:00Z", 36000.0);
     let cfg = config_at(dir.path(), &up.url, &again, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     wait_for_requests(&up, 2, "sends to resume on the next day");
     let early = sent_before(&up, &w, &again, midnight);
     assert!(
@@ -485,7 +360,7 @@ fn a_retry_after_beyond_the_next_window_is_honoured() {
     // 36000×: the 36 virtual hours of the hold take 3.6 real seconds.
     let clock = Clock::new("2026-11-25T08:00:00Z", 36000.0);
     let cfg = config_at(dir.path(), &up.url, &clock, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
     drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
     wait_for_requests(&up, 2, "sends to resume after the Retry-After");
@@ -543,7 +418,7 @@ fn a_sighup_lowering_the_caps_stops_the_day_at_the_new_cap() {
         &clock,
         &format!("[caps]\ninvites = {OLD_CAP}\n"),
     );
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     // The account takes its invite cap from `[caps]` (no override of its own).
     let setup = setup(80).replace(r#","caps":{"invites":80}"#, "");
     assert!(!setup.contains("\"caps\""), "{setup}");
@@ -592,7 +467,7 @@ fn hostile_files_are_rejected_and_the_worker_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Upstream::start(|_| (200, "{}".into()));
     let cfg = config(dir.path(), &up.url, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     drop_file(dir.path(), "000-setup.jsonl", setup(80).as_bytes());
     drop_file(
         dir.path(),
@@ -649,7 +524,7 @@ fn a_second_worker_on_the_same_store_exits_74() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Upstream::start(|_| (200, "{}".into()));
     let cfg = config(dir.path(), &up.url, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     let start = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
         .args(["run", "--config"])
@@ -685,7 +560,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Upstream::start(|_| (200, "{}".into()));
     let cfg = config(dir.path(), &up.url, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     std::fs::write(&cfg, "[caps]\ninvitez = 3\n").expect("break the config");
     w.signal(libc::SIGHUP);
     w.wait_for_log("config_rejected");
@@ -738,7 +613,7 @@ fn exec_details_with_credentials_reach_neither_the_log_nor_the_store() {
     );
     assert!(text.contains("kind = \"exec\""), "{text}");
     std::fs::write(&cfg, text).expect("write config");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
     drop_file(dir.path(), "002-invites.jsonl", invites(1).as_bytes());
     w.wait_for_log("\"event\":\"action_failed\"");
@@ -778,7 +653,7 @@ fn repeated_keys_and_padded_action_ids_are_rejected_by_the_worker() {
         }
     });
     let cfg = config(dir.path(), &up.url, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     drop_file(dir.path(), "000-setup.jsonl", setup(80).as_bytes());
     let action = |id: &str| {
         format!(
@@ -827,7 +702,7 @@ fn sighup_applies_status_every_s_and_max_file_bytes() {
     let slow = original.replace("every_s = 1\n", "every_s = 3600\n");
     assert_ne!(slow, original);
     std::fs::write(&cfg, &slow).expect("write config");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     let status = dir.path().join("status.json");
     wait_until("the first status file", || status.exists());
     std::fs::remove_file(&status).expect("remove status");
@@ -868,7 +743,7 @@ fn command(cmd: &str, cfg: &Path, extra: &[&str]) -> (i32, String, String) {
 
 /// Run `sendgate run` until it exits by itself.
 fn run_to_exit(dir: &Path, cfg: &Path) -> (i32, String) {
-    Worker::spawn(run_command(dir, cfg)).wait_exit()
+    Worker::spawn(&mut run_command(dir, cfg)).wait_exit()
 }
 
 #[test]
@@ -876,7 +751,7 @@ fn a_wiped_store_exits_74_and_the_upstream_gets_nothing_more() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Upstream::start(|_| (200, "{}".into()));
     let cfg = config(dir.path(), &up.url, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     let (setup_file, invites_file) = (setup(5), invites(20));
     drop_file(dir.path(), "001-setup.jsonl", setup_file.as_bytes());
     drop_file(dir.path(), "002-invites.jsonl", invites_file.as_bytes());
@@ -960,7 +835,7 @@ fn a_second_worker_is_told_the_pid_holding_the_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Upstream::start(|_| (200, "{}".into()));
     let cfg = config(dir.path(), &up.url, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     let (code, log) = run_to_exit(dir.path(), &cfg);
     assert_eq!(code, 74, "{log}");
     let needle = format!("locked by another sendgate (pid {})", w.child.id());
@@ -1009,7 +884,7 @@ fn the_store_and_the_status_file_get_their_modes_whatever_the_umask() {
             Ok(())
         });
     }
-    let w = Worker::spawn(cmd);
+    let w = Worker::spawn(&mut cmd);
     w.wait_for_log("worker_started");
     let status = dir.path().join("status.json");
     wait_until("the status file", || status.exists());
@@ -1029,7 +904,7 @@ fn a_store_read_failing_for_the_status_file_exits_74() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Upstream::start(|_| (200, "{}".into()));
     let cfg = config(dir.path(), &up.url, "");
-    assert_eq!(Worker::start(dir.path(), &cfg).stop().0, 0);
+    assert_eq!(start_worker(dir.path(), &cfg).stop().0, 0);
     // Only the status file reads the per-state counts of an idle store: make them
     // undecodable behind the store's back.
     let store = dir.path().join("store");
@@ -1057,7 +932,7 @@ fn status_json_has_one_schema_whether_the_worker_runs_or_not() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Upstream::start(|_| (200, "{}".into()));
     let cfg = config(dir.path(), &up.url, "");
-    let w = Worker::start(dir.path(), &cfg);
+    let w = start_worker(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(3).as_bytes());
     drop_file(dir.path(), "002-invites.jsonl", invites(5).as_bytes());
     wait_until("3 requests", || up.requests().len() >= 3);
@@ -1260,7 +1135,7 @@ fn sd_notify_says_ready_status_watchdog_and_stopping() {
         .current_dir(dir.path())
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "1000000");
-    let w = Worker::spawn(cmd);
+    let w = Worker::spawn(&mut cmd);
     w.wait_for_log("worker_started");
     let has = |needle: &str| {
         seen.lock()
@@ -1341,7 +1216,7 @@ fn a_store_that_fills_up_while_sending_fails_closed_with_74() {
         ..Clock::new("2026-11-25T08:00:00Z", 3600.0)
     };
     let cfg = config_at(dir.path(), &up.url, &clock, "");
-    let mut w = Worker::start(dir.path(), &cfg);
+    let mut w = start_worker(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
     drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
     wait_until("a few sends", || up.requests().len() >= 3);
@@ -1444,7 +1319,7 @@ fn a_kill_during_a_big_apply_leaves_none_and_the_restart_applies_all() {
         text.replace("max_file_bytes = 8192", "max_file_bytes = 67108864"),
     )
     .expect("config");
-    let mut w = Worker::start(dir.path(), &cfg);
+    let mut w = start_worker(dir.path(), &cfg);
     drop_file(dir.path(), "001-setup.jsonl", setup(80).as_bytes());
     wait_until("the setup file", || {
         dir.path().join("spool/done/001-setup.jsonl").exists()
@@ -1470,7 +1345,7 @@ fn a_kill_during_a_big_apply_leaves_none_and_the_restart_applies_all() {
         "half applied after the kill: {found} of {N}"
     );
     // The next start takes it again, whole.
-    let mut w = Worker::start(dir.path(), &cfg);
+    let mut w = start_worker(dir.path(), &cfg);
     let done = dir.path().join("spool/done/002-big.jsonl");
     wait_until("the big file applied after the restart", || done.exists());
     w.child.kill().expect("SIGKILL");

@@ -1,6 +1,7 @@
 //! A `sendgate run` child whose standard error is collected, for tests that drive the
 //! real binary from outside.
 
+use chrono::{DateTime, Utc};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -12,12 +13,26 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 pub struct Worker {
     pub child: Child,
     log: Arc<Mutex<String>>,
+    /// Just before the process was started: its virtual clock starts at `[clock] start`
+    /// no earlier than this instant (see `Worker::vtime_at_most`).
+    pub spawned: Instant,
+    /// When `worker_started` was read: the virtual clock had started by then.
+    started_seen: Instant,
 }
 
 impl Worker {
-    /// Spawn `cmd` (standard input and output closed, standard error collected) and wait
-    /// for `worker_started`.
+    /// Spawn `cmd` and wait for `worker_started`.
     pub fn start(cmd: &mut Command) -> Worker {
+        let mut w = Worker::spawn(cmd);
+        w.wait_for_log("worker_started");
+        w.started_seen = Instant::now();
+        w
+    }
+
+    /// Spawn `cmd` (standard input and output closed, standard error collected); does
+    /// not wait for anything.
+    pub fn spawn(cmd: &mut Command) -> Worker {
+        let spawned = Instant::now();
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -34,9 +49,46 @@ impl Worker {
                 l.push('\n');
             }
         });
-        let w = Worker { child, log };
-        w.wait_for_log("worker_started");
-        w
+        Worker {
+            child,
+            log,
+            spawned,
+            started_seen: spawned,
+        }
+    }
+
+    /// Wait for the process to exit by itself: (exit code, its log).
+    pub fn wait_exit(mut self) -> (i32, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                std::thread::sleep(Duration::from_millis(50)); // let the log reader drain
+                return (status.code().unwrap_or(-1), self.log());
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the worker did not exit by itself:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The earliest the worker's virtual clock can have read at the real instant `t`:
+    /// its clock had started when `worker_started` was read.
+    pub fn vtime_at_least(&self, start: DateTime<Utc>, speed: f64, t: Instant) -> DateTime<Utc> {
+        let real = t.saturating_duration_since(self.started_seen);
+        start + chrono::Duration::milliseconds((real.as_secs_f64() * speed * 1000.0).floor() as i64)
+    }
+
+    /// The latest the worker's virtual clock can have read at the real instant `t`, for
+    /// a worker started with `[clock] start` and `speed`: its clock started after
+    /// `spawned`, so it is behind `start + (t - spawned) * speed`. A request whose bound
+    /// is before a local midnight was certainly sent before it, however slowly the
+    /// worker started on a loaded machine.
+    pub fn vtime_at_most(&self, start: DateTime<Utc>, speed: f64, t: Instant) -> DateTime<Utc> {
+        let real = t.saturating_duration_since(self.spawned);
+        start + chrono::Duration::milliseconds((real.as_secs_f64() * speed * 1000.0).ceil() as i64)
     }
 
     pub fn log(&self) -> String {
@@ -44,12 +96,24 @@ impl Worker {
     }
 
     pub fn wait_for_log(&self, needle: &str) {
-        wait_until(&format!("`{needle}` in the log"), || self.log().contains(needle));
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no `{needle}` in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        super::signal(&self.child, sig);
     }
 
     /// SIGTERM, then wait for the exit: (exit code, the log).
     pub fn stop(mut self) -> (i32, String) {
-        super::signal(&self.child, libc::SIGTERM);
+        self.signal(libc::SIGTERM);
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
