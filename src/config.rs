@@ -559,7 +559,7 @@ impl Config {
             if !(lo..=hi).contains(&speed) {
                 return Err((
                     "clock.speed".into(),
-                    format!("must be between {lo} and {hi}, not {speed}"),
+                    format!("must be between {lo} and {hi}, not {speed:e}"),
                 ));
             }
         }
