@@ -185,6 +185,14 @@ impl Default for StatusConfig {
     }
 }
 
+/// `[metrics]` (SPEC §7, §11): where `GET /metrics` and the dashboard are served; unset,
+/// no listener. An IP address and a port (a host name is not resolved).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClockConfig {
@@ -258,6 +266,7 @@ pub struct Config {
     pub pacing: PacingConfig,
     pub log: LogConfig,
     pub status: StatusConfig,
+    pub metrics: MetricsConfig,
     pub clock: ClockConfig,
 }
 
@@ -736,6 +745,10 @@ mod tests {
             ("[health]\nmin_sample = 0\n", "health.min_sample"),
             ("[upstream]\nkind = \"exec\"\n", "upstream.command"),
             ("[upstream]\nkind = \"exec\"\ncommand = []\n", "upstream.command"),
+            ("[metrics]\nlisten = \"localhost:9187\"\n", "metrics.listen"),
+            ("[metrics]\nlisten = \"127.0.0.1\"\n", "metrics.listen"),
+            ("[metrics]\nlisten = 9187\n", "metrics.listen"),
+            ("[metrics]\nlisten = \"127.0.0.1:99999\"\n", "metrics.listen"),
         ] {
             assert_eq!(key_of(text), key, "{text}");
         }
@@ -747,6 +760,8 @@ mod tests {
             "[clock]\nspeed = 100000.0\n",
             "[pacing]\nmin_gap_s = 0\nmax_gap_s = 86400\n",
             "[upstream]\nkind = \"exec\"\ncommand = [\"/bin/true\"]\n",
+            "[metrics]\nlisten = \"127.0.0.1:9187\"\n",
+            "[metrics]\nlisten = \"[::1]:0\"\n",
         ] {
             assert!(Config::parse("t.toml", text).is_ok(), "{text}");
         }

@@ -114,6 +114,14 @@ fn engine_config(c: &Config, seed: u64) -> EngineConfig {
 /// `sendgate run`: returns the exit code.
 pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     log::init(config.log.format);
+    // SPEC §7: the metrics address is checked at start, before the store is opened.
+    let metrics_listener = match config.metrics.listen.map(crate::metrics::server::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(event = "worker_failed", key = "metrics.listen", error = %e);
+            return exit::CONFIG;
+        }
+    };
     let clock = build_clock(&config);
     let spool = match Spool::open(&config.spool.dir, config.spool.max_file_bytes) {
         Ok(s) => s,
@@ -161,6 +169,17 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
             }
         }
     };
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let (publisher, latest) = crate::metrics::Publisher::new(engine.store().durable_times());
+            if let Err(e) = crate::metrics::server::spawn(&runtime, listener, latest) {
+                tracing::error!(event = "worker_failed", key = "metrics.listen", error = %e);
+                return exit::FAILURE;
+            }
+            Some(publisher)
+        }
+        None => None,
+    };
     let (tx, rx) = sync_channel(INBOX);
     if let Err(e) = watch_signals(tx.clone()) {
         tracing::error!(event = "worker_failed", error = %e);
@@ -185,6 +204,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         config,
         config_path,
         started: Instant::now(),
+        metrics,
     };
     match worker.run() {
         Ok(()) => {
@@ -258,6 +278,8 @@ struct Worker {
     config: Config,
     config_path: Option<PathBuf>,
     started: Instant,
+    /// Snapshots for the metrics listener, with `metrics.listen` set.
+    metrics: Option<crate::metrics::Publisher>,
 }
 
 impl Worker {
@@ -305,6 +327,13 @@ impl Worker {
             if last_status.is_none_or(|t| t.elapsed() >= status_every) {
                 self.write_status()?;
                 last_status = Some(Instant::now());
+            } else if self
+                .metrics
+                .as_ref()
+                .and_then(|m| m.due_at())
+                .is_some_and(|t| t <= Instant::now())
+            {
+                self.publish_metrics(self.status_report()?)?;
             }
             if let Some(every) = watchdog {
                 if last_ping.elapsed() >= every {
@@ -341,7 +370,12 @@ impl Worker {
             for m in msgs {
                 match m {
                     Msg::Spool => spool_due = true,
-                    Msg::Done(res, outcome) => done.push((*res, outcome)),
+                    Msg::Done(res, outcome) => {
+                        if let Some(m) = &mut self.metrics {
+                            m.count(&res, &outcome);
+                        }
+                        done.push((*res, outcome));
+                    }
                     Msg::Stop => {
                         if stop_deadline.is_none() {
                             tracing::info!(event = "worker_stopping", inflight = self.engine.inflight());
@@ -369,6 +403,9 @@ impl Worker {
         let mut wait = rescan_left.min(Duration::from_secs(self.config.status.every_s));
         if let Some(w) = watchdog {
             wait = wait.min(w);
+        }
+        if let Some(t) = self.metrics.as_ref().and_then(|m| m.due_at()) {
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
         }
         if let Some(deadline) = stop {
             return Ok(wait.min(deadline.saturating_duration_since(Instant::now())));
@@ -621,6 +658,7 @@ impl Worker {
             ("store.cache_mb", new.store.cache_mb != self.config.store.cache_mb),
             ("spool.dir", new.spool.dir != self.config.spool.dir),
             ("log.format", new.log.format != self.config.log.format),
+            ("metrics.listen", new.metrics != self.config.metrics),
             ("clock", new.clock != self.config.clock),
         ] {
             if changed {
@@ -645,9 +683,8 @@ impl Worker {
     /// Rewrite the status file. A store read that fails is a store error (SPEC P5:
     /// exit 74); only writing the file itself may fail with a logged `status_failed`.
     fn write_status(&self) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let mut report = self.engine.store().status(now)?;
-        report.upstream = self.engine.upstream_status();
+        let report = self.status_report()?;
+        let now = report.now;
         let doc = serde_json::json!({
             "worker": {
                 "pid": std::process::id(),
@@ -672,7 +709,22 @@ impl Worker {
         if let Err(e) = write_atomic(&self.config.status.path, doc.to_string().as_bytes()) {
             tracing::warn!(event = "status_failed", path = %self.config.status.path.display(), error = %e);
         }
-        Ok(())
+        self.publish_metrics(report)
+    }
+
+    /// The status of SPEC §8 as the running worker sees it.
+    fn status_report(&self) -> Result<crate::store::StatusReport, StoreError> {
+        let mut report = self.engine.store().status(self.clock.now())?;
+        report.upstream = self.engine.upstream_status();
+        Ok(report)
+    }
+
+    /// Hand a new snapshot to the metrics listener (with `metrics.listen` set).
+    fn publish_metrics(&self, report: crate::store::StatusReport) -> Result<(), StoreError> {
+        match &self.metrics {
+            Some(m) => m.publish(report, self.engine.store()),
+            None => Ok(()),
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //!
 //! See ARCHITECTURE.md for the invariants and the path data travels.
 
+pub mod chart;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod contract;
 pub mod daemon;
 pub mod engine;
 pub mod log;
+pub mod metrics;
 pub mod policy;
 pub mod spool;
 pub mod store;

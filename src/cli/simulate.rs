@@ -2,6 +2,7 @@
 //! virtual clock, in a temporary store. Prints a day-by-day table per account and the
 //! audit; deterministic for a seed.
 
+use crate::chart::{self, Day, Panel};
 use crate::engine::virtual_run::VirtualRun;
 use crate::engine::{Engine, EngineConfig, Event};
 use crate::exit;
@@ -270,81 +271,24 @@ fn tempfile_dir() -> Result<std::path::PathBuf, String> {
     Err("cannot create a temporary directory".into())
 }
 
-/// Sends per day against the invite cap and ramp ceiling, one panel per account.
+/// Invites per day against the invite cap and the ramp ceiling, one panel per account
+/// (`chart`, the dashboard's chart).
 fn render_svg(rows: &Rows) -> String {
-    const W: f64 = 900.0;
-    const PANEL_H: f64 = 220.0;
-    const PAD: f64 = 40.0;
-    let mut s = String::new();
-    let height = PANEL_H * rows.len() as f64 + PAD;
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    for (p, (account, days)) in rows.iter().enumerate() {
-        let top = PAD / 2.0 + p as f64 * PANEL_H;
-        let plot_h = PANEL_H - 60.0;
-        let n = days.len().max(1) as f64;
-        let max_y = days
-            .values()
-            .map(|r| r.sent[0].max(r.ramp).max(r.cap).max(r.sent.iter().sum()))
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64;
-        let x = |i: usize| PAD + (W - 2.0 * PAD) * (i as f64 + 0.5) / n;
-        let y = |v: u32| top + 20.0 + plot_h * (1.0 - f64::from(v) / max_y);
-        let bar_w = ((W - 2.0 * PAD) / n * 0.35).max(1.0);
-        let _ = writeln!(
-            s,
-            r#"<text x="{PAD}" y="{}">{account}: invites (blue), all sends (grey), invite cap (red), ramp (green)</text>"#,
-            top + 12.0
-        );
-        let base = y(0);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{PAD}" y1="{base}" x2="{}" y2="{base}" stroke="#999"/>"##,
-            W - PAD
-        );
-        let mut cap_pts = Vec::new();
-        let mut ramp_pts = Vec::new();
-        for (i, r) in days.values().enumerate() {
-            let total: u32 = r.sent.iter().sum();
-            let (xi, yi, yt) = (x(i), y(r.sent[0]), y(total));
-            let _ = writeln!(
-                s,
-                r##"<rect x="{:.1}" y="{yt:.1}" width="{bar_w:.1}" height="{:.1}" fill="#ccc"/>"##,
-                xi,
-                base - yt
-            );
-            let _ = writeln!(
-                s,
-                r##"<rect x="{:.1}" y="{yi:.1}" width="{bar_w:.1}" height="{:.1}" fill="#3465a4"/>"##,
-                xi - bar_w,
-                base - yi
-            );
-            cap_pts.push(format!("{:.1},{:.1}", xi, y(r.cap)));
-            ramp_pts.push(format!("{:.1},{:.1}", xi, y(r.ramp)));
-        }
-        let _ = writeln!(
-            s,
-            r##"<polyline points="{}" fill="none" stroke="#cc0000" stroke-width="2"/>"##,
-            cap_pts.join(" ")
-        );
-        let _ = writeln!(
-            s,
-            r##"<polyline points="{}" fill="none" stroke="#4e9a06" stroke-width="2" stroke-dasharray="4 3"/>"##,
-            ramp_pts.join(" ")
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}">{}</text>"#,
-            PAD - 30.0,
-            y(max_y as u32) + 4.0,
-            max_y as u32
-        );
-        let _ = writeln!(s, r#"<text x="{}" y="{}">0</text>"#, PAD - 30.0, base + 4.0);
-    }
-    s.push_str("</svg>\n");
-    s
+    let panels: Vec<Panel> = rows
+        .iter()
+        .map(|(account, days)| Panel {
+            title: account.clone(),
+            days: days
+                .iter()
+                .map(|(day, r)| Day {
+                    day: *day,
+                    invites: r.sent[0],
+                    sends: r.sent.iter().sum(),
+                    cap: r.cap,
+                    ramp: r.ramp,
+                })
+                .collect(),
+        })
+        .collect();
+    chart::document(&panels)
 }

@@ -22,6 +22,7 @@ mod outcome;
 mod query;
 pub mod records;
 mod reserve;
+pub mod timing;
 mod tx;
 
 pub use apply::Applied;
@@ -212,6 +213,8 @@ pub struct Store {
     synced: Mutex<identity::Synced>,
     /// The identity this process keeps up to date; `None` for the read-only commands.
     mark: Option<Mutex<Mark>>,
+    /// How long each `make_durable` took (`sendgate_store_durable_commit_seconds`).
+    durable_times: std::sync::Arc<timing::DurableTimes>,
 }
 
 /// The identity file as last written, and when.
@@ -366,6 +369,7 @@ impl Store {
             fail_from_op: opts.fail_from_op,
             synced: Mutex::new(identity::Synced::default()),
             mark: None,
+            durable_times: std::sync::Arc::default(),
         };
         store.check_format(matches!(found, Found::New(_)))?;
         let identity = store.check_identity(found, mode)?;
@@ -614,7 +618,15 @@ impl Store {
     /// returns. At most every `MARK_EVERY` it also carries the ledger mark to the
     /// identity file.
     pub fn make_durable(&self) -> Result<(), StoreError> {
-        self.mark_now(false)
+        let started = Instant::now();
+        let result = self.mark_now(false);
+        self.durable_times.observe(started.elapsed());
+        result
+    }
+
+    /// The durations of `make_durable` so far (shared: the copy stays current).
+    pub fn durable_times(&self) -> std::sync::Arc<timing::DurableTimes> {
+        std::sync::Arc::clone(&self.durable_times)
     }
 
     /// sled's flush without the `fdatasync`: survives the process dying, not a power cut.
