@@ -1,4 +1,4 @@
-//! Charts of invites sent per day against the invite cap and the ramp ceiling, as SVG
+//! Charts of invites per day against the invite cap and the ramp ceiling, as SVG
 //! text. Pure: data in, text out (no IO, no clock). One module serves the dashboard
 //! (`GET /`, one inline `<svg>` per account) and `sendgate simulate --svg` (one
 //! standalone document with a panel per account).
@@ -16,9 +16,10 @@ use std::fmt::Write as _;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Day {
     pub day: NaiveDate,
-    /// Invites confirmed sent that day.
+    /// Invites reserved that day: the count the invite cap governs (a send confirmed
+    /// after midnight still counts on the day it was reserved).
     pub invites: u32,
-    /// Sends of every kind that day (shown in the tooltip).
+    /// Sends of every kind confirmed that day (shown in the tooltip).
     pub sends: u32,
     /// The effective invite cap of the day: min(caps.invites, tier ceiling, ramp).
     pub cap: u32,
@@ -145,12 +146,12 @@ fn panel_body(s: &mut String, p: &Panel) {
         let yv = y(v);
         let _ = writeln!(
             s,
-            r##"<line class="grid" x1="{LEFT}" y1="{yv:.1}" x2="{:.1}" y2="{yv:.1}" stroke="#ddd"/>"##,
+            r##"<line class="chart-grid" x1="{LEFT}" y1="{yv:.1}" x2="{:.1}" y2="{yv:.1}" stroke="#ddd"/>"##,
             WIDTH - RIGHT
         );
         let _ = writeln!(
             s,
-            r#"<text class="ytick" x="{:.1}" y="{:.1}" text-anchor="end">{v}</text>"#,
+            r#"<text class="chart-ytick" x="{:.1}" y="{:.1}" text-anchor="end">{v}</text>"#,
             LEFT - 6.0,
             yv + 4.0
         );
@@ -162,7 +163,7 @@ fn panel_body(s: &mut String, p: &Panel) {
         let yi = y(d.invites);
         let _ = writeln!(
             s,
-            r#"<rect class="bar" x="{:.1}" y="{yi:.1}" width="{bar_w:.1}" height="{:.1}" fill="{BAR_COLOUR}"><title>{}: {} invites sent ({} sends of every kind); invite cap {}, ramp {}</title></rect>"#,
+            r#"<rect class="chart-bar" x="{:.1}" y="{yi:.1}" width="{bar_w:.1}" height="{:.1}" fill="{BAR_COLOUR}"><title>{}: {} invites reserved ({} sends of every kind confirmed); invite cap {}, ramp {}</title></rect>"#,
             x_left(i) + (slot - bar_w) / 2.0,
             base - yi,
             d.day,
@@ -175,12 +176,12 @@ fn panel_body(s: &mut String, p: &Panel) {
     // The ramp under the cap: a wide pale band, then the cap as a dashed line on top.
     let _ = writeln!(
         s,
-        r#"<path class="ramp" d="{}" fill="none" stroke="{RAMP_COLOUR}" stroke-width="8" stroke-opacity="0.4"/>"#,
+        r#"<path class="chart-ramp" d="{}" fill="none" stroke="{RAMP_COLOUR}" stroke-width="8" stroke-opacity="0.4"/>"#,
         step_path(&p.days, |d| d.ramp, &x_left, slot, &y)
     );
     let _ = writeln!(
         s,
-        r#"<path class="cap" d="{}" fill="none" stroke="{CAP_COLOUR}" stroke-width="2" stroke-dasharray="6 4"/>"#,
+        r#"<path class="chart-cap" d="{}" fill="none" stroke="{CAP_COLOUR}" stroke-width="2" stroke-dasharray="6 4"/>"#,
         step_path(&p.days, |d| d.cap, &x_left, slot, &y)
     );
     // The x axis with dates.
@@ -202,7 +203,7 @@ fn panel_body(s: &mut String, p: &Panel) {
         );
         let _ = writeln!(
             s,
-            r#"<text class="date" x="{xc:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            r#"<text class="chart-date" x="{xc:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             base + 18.0,
             d.day.format("%m-%d")
         );
@@ -213,7 +214,7 @@ fn legend(s: &mut String) {
     let y = 34.0;
     let _ = writeln!(
         s,
-        r#"<rect x="{LEFT}" y="{:.1}" width="14" height="10" fill="{BAR_COLOUR}"/><text x="{:.1}" y="{y}">invites sent</text>"#,
+        r#"<rect x="{LEFT}" y="{:.1}" width="14" height="10" fill="{BAR_COLOUR}"/><text x="{:.1}" y="{y}">invites reserved</text>"#,
         y - 9.0,
         LEFT + 18.0
     );
@@ -276,7 +277,7 @@ mod tests {
     /// The heights of the bars, in pixels.
     fn bar_heights(svg: &str) -> Vec<f64> {
         svg.lines()
-            .filter(|l| l.starts_with(r#"<rect class="bar""#))
+            .filter(|l| l.starts_with(r#"<rect class="chart-bar""#))
             .map(|l| {
                 let h = l.split(" height=\"").nth(1).expect("height");
                 h[..h.find('"').expect("quote")].parse().expect("number")
@@ -285,7 +286,7 @@ mod tests {
     }
 
     fn path_of<'a>(svg: &'a str, class: &str) -> &'a str {
-        let start = format!(r#"<path class="{class}" d=""#);
+        let start = format!(r#"<path class="chart-{class}" d=""#);
         let l = svg.lines().find(|l| l.starts_with(&start)).expect("path");
         let rest = &l[start.len()..];
         &rest[..rest.find('"').expect("quote")]
@@ -327,7 +328,7 @@ mod tests {
         );
         // 22 on a 25-high axis.
         assert!((tallest - PLOT_HEIGHT * 22.0 / 25.0).abs() < 0.2, "{tallest}");
-        assert!(svg.contains("180 sends of every kind"));
+        assert!(svg.contains("180 sends of every kind confirmed"));
     }
 
     /// The cap and the ramp are both drawn, in different styles, even where they are
@@ -341,12 +342,12 @@ mod tests {
         let svg = inline(&p);
         let (cap, ramp) = (path_of(&svg, "cap"), path_of(&svg, "ramp"));
         assert_eq!(cap, ramp, "same values, same line");
-        let cap_line = svg.lines().find(|l| l.contains(r#"class="cap""#)).expect("cap");
-        let ramp_line = svg.lines().find(|l| l.contains(r#"class="ramp""#)).expect("ramp");
+        let cap_line = svg.lines().find(|l| l.contains(r#"class="chart-cap""#)).expect("cap");
+        let ramp_line = svg.lines().find(|l| l.contains(r#"class="chart-ramp""#)).expect("ramp");
         assert!(cap_line.contains("stroke-dasharray"), "the cap is dashed");
         assert!(ramp_line.contains(r#"stroke-width="8""#), "the ramp is a wide band");
         // The ramp band is drawn first, the cap over it.
-        assert!(svg.find(r#"class="ramp""#) < svg.find(r#"class="cap""#));
+        assert!(svg.find(r#"class="chart-ramp""#) < svg.find(r#"class="chart-cap""#));
         assert!(svg.contains(">invite cap</text>") && svg.contains(">ramp ceiling</text>"));
 
         // A cap below the ramp sits lower on the chart.
@@ -371,7 +372,7 @@ mod tests {
         let svg = inline(&p);
         let dates: Vec<&str> = svg
             .lines()
-            .filter(|l| l.starts_with(r#"<text class="date""#))
+            .filter(|l| l.starts_with(r#"<text class="chart-date""#))
             .collect();
         assert_eq!(dates.len(), 14);
         assert!(dates[0].ends_with(">03-02</text>") && dates[13].ends_with(">03-15</text>"));
@@ -384,7 +385,7 @@ mod tests {
             title: "a".into(),
             days: days(&[1; 42], 1, 46, 46),
         };
-        let n = inline(&p).matches(r#"<text class="date""#).count();
+        let n = inline(&p).matches(r#"<text class="chart-date""#).count();
         assert!((14..=16).contains(&n), "{n} labels");
     }
 

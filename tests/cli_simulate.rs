@@ -61,11 +61,10 @@ fn simulate_is_deterministic_draws_an_svg_and_audits_clean() {
     assert_eq!(svg_a, svg_b);
     assert!(svg_a.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
     assert!(svg_a.trim_end().ends_with("</svg>"));
-    assert_eq!(
-        svg_a.matches("<polyline").count(),
-        6,
-        "cap and ramp lines for 3 accounts"
-    );
+    for line in [r#"<path class="chart-cap""#, r#"<path class="chart-ramp""#] {
+        assert_eq!(svg_a.matches(line).count(), 3, "{line} for 3 accounts");
+    }
+    assert!(svg_a.contains(r#"<text class="chart-date""#), "a date axis");
     let other = sendgate()
         .args(["simulate", "--days", "7", "--accounts", "2", "--seed", "8"])
         .output()

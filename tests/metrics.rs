@@ -447,6 +447,19 @@ fn the_listener_is_read_only_bounded_and_never_stalls_sending() {
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").expect("write");
         slow.push(s);
     }
+    // They hold every slot: a new request waits (in the kernel's backlog).
+    let mut waiting = TcpStream::connect(&addr).expect("connect");
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .expect("timeout");
+    waiting
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut first = [0u8; 1];
+    assert!(
+        waiting.read(&mut first).is_err(),
+        "served at once although every connection slot was taken"
+    );
     // Sending goes on meanwhile, and the status file keeps being rewritten.
     let mut actions = String::new();
     for i in 0..10 {
@@ -475,7 +488,7 @@ fn the_listener_is_read_only_bounded_and_never_stalls_sending() {
         assert!(start.elapsed() < DEADLINE, "the listener did not recover: {after:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    drop(slow);
+    drop((slow, waiting));
     assert_ne!(before, after.2, "requests change nothing, sends change the figures");
     assert_eq!(up.count(|_, _, _| true), 10, "no request of ours sent anything");
     let (code, log) = w.stop();

@@ -87,6 +87,7 @@ fn day_file(accounts: u32, day: u32) -> String {
 #[derive(Default, Clone)]
 struct Row {
     sent: [u32; 6],
+    invites_reserved: u32,
     cap: u32,
     ramp: u32,
     health: String,
@@ -230,6 +231,7 @@ fn collect_rows(run: &VirtualRun, first: NaiveDate, days: u32) -> Result<Rows, S
                 account,
                 day,
                 sent,
+                invites_reserved,
                 invite_cap,
                 ramp_ceiling,
                 health,
@@ -237,6 +239,7 @@ fn collect_rows(run: &VirtualRun, first: NaiveDate, days: u32) -> Result<Rows, S
             } if *day >= first && *day <= last => {
                 let r = rows.entry(account.clone()).or_default().entry(*day).or_default();
                 r.sent = *sent;
+                r.invites_reserved = *invites_reserved;
                 r.cap = *invite_cap;
                 r.ramp = *ramp_ceiling;
                 r.health = health.as_str().to_string();
@@ -282,7 +285,7 @@ fn render_svg(rows: &Rows) -> String {
                 .iter()
                 .map(|(day, r)| Day {
                     day: *day,
-                    invites: r.sent[0],
+                    invites: r.invites_reserved,
                     sends: r.sent.iter().sum(),
                     cap: r.cap,
                     ramp: r.ramp,

@@ -16,9 +16,9 @@ h3{font-size:1.05em;margin:0 0 .3em}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.8em 1em;margin:.6em 0}
 .meta{color:#555;font-size:.9em}
 table{border-collapse:collapse} td,th{padding:.15em .6em;text-align:left;font-size:.92em}
-.bar{display:inline-block;width:16em;height:.9em;background:#e4e4e4;border-radius:3px;vertical-align:middle}
-.fill{display:block;height:100%;background:#3465a4;border-radius:3px}
-.full .fill{background:#cc0000}
+.meter{display:inline-block;width:16em;height:.9em;background:#e4e4e4;border-radius:3px;vertical-align:middle}
+.meter-fill{display:block;height:100%;background:#3465a4;border-radius:3px}
+.meter.full .meter-fill{background:#cc0000}
 .badge{display:inline-block;padding:0 .5em;border-radius:3px;color:#fff;font-weight:bold}
 .healthy,.up{background:#4e9a06} .watch{background:#c4a000} .at_risk{background:#ce5c00}
 .restricted,.down{background:#a40000}
@@ -35,10 +35,10 @@ fn bar(out: &mut String, name: &str, u: Use) {
         ),
         None => (0.0, false, format!("{} (no cap)", u.used)),
     };
-    let class = if full { "bar full" } else { "bar" };
+    let class = if full { "meter full" } else { "meter" };
     let _ = writeln!(
         out,
-        r#"<tr><th>{}</th><td><span class="{class}"><span class="fill" style="width:{pct:.0}%"></span></span></td><td>{text}</td></tr>"#,
+        r#"<tr><th>{}</th><td><span class="{class}"><span class="meter-fill" style="width:{pct:.0}%"></span></span></td><td>{text}</td></tr>"#,
         escape(name)
     );
 }
@@ -254,10 +254,10 @@ pub(crate) mod tests {
         assert!(page.contains("acct-1&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("q4&amp;co (paused)"));
         assert_eq!(page.matches("<svg").count(), 1, "the account's 14-day chart");
-        assert_eq!(page.matches(r#"<text class="date""#).count(), 14);
+        assert_eq!(page.matches(r#"<text class="chart-date""#).count(), 14);
         // Today's bars against each cap, the ramp, health and its reason.
         assert!(page.contains("<td>12 / 46</td>") && page.contains("<td>70 (no cap)</td>"));
-        assert!(page.contains(r#"<span class="bar full"><span class="fill" style="width:100%">"#), "InMails 5 / 5 are full");
+        assert!(page.contains(r#"<span class="meter full"><span class="meter-fill" style="width:100%">"#), "InMails 5 / 5 are full");
         assert!(page.contains("ramp week 4, ceiling 46"));
         assert!(page.contains("acceptance 0.31 over 42 invites"));
         // Waiting actions by reason, with their earliest until.
@@ -266,5 +266,18 @@ pub(crate) mod tests {
         assert!(page.contains("<td>12 / 20</td>"));
         assert!(page.contains(r#"id="upstream">down</span> since 2026-03-02 09:50 UTC"#));
         assert!(page.contains(r#"<meta http-equiv="refresh""#));
+    }
+
+    /// The page's style never reaches into the chart: CSS sizes SVG shapes too (a
+    /// `.bar` rule once stretched every bar across the chart).
+    #[test]
+    fn the_style_leaves_the_chart_alone() {
+        let page = render(&snapshot());
+        let svg = &page[page.find("<svg").expect("svg")..page.find("</svg>").expect("end")];
+        for class in svg.split("class=\"").skip(1) {
+            let class = &class[..class.find('"').expect("quote")];
+            assert!(!STYLE.contains(&format!(".{class}")), "the style names .{class}");
+        }
+        assert!(svg.contains(r#"class="chart-bar""#));
     }
 }

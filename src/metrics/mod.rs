@@ -141,14 +141,10 @@ impl Publisher {
     }
 }
 
-/// Per account shown on the dashboard, its last `CHART_DAYS` local days: invites and
-/// all sends confirmed, the invite cap and the ramp ceiling of each day.
+/// Per account shown on the dashboard, its last `CHART_DAYS` local days: invites
+/// reserved, sends of every kind confirmed, the invite cap and the ramp ceiling.
 fn history(report: &StatusReport, store: &Store) -> Result<BTreeMap<String, Vec<Day>>, StoreError> {
     let policy = &store.settings.policy;
-    let invite = Kind::ALL
-        .iter()
-        .position(|k| *k == Kind::Invite)
-        .unwrap_or(0);
     let mut out = BTreeMap::new();
     for status in report.accounts.iter().take(MAX_DASHBOARD_ACCOUNTS) {
         let Some(a) = store.account(&status.id)? else {
@@ -160,7 +156,7 @@ fn history(report: &StatusReport, store: &Store) -> Result<BTreeMap<String, Vec<
             let rec = store.account_day(&a.id, day)?;
             days.push(Day {
                 day,
-                invites: rec.sent_by_kind[invite],
+                invites: rec.reserved.invites,
                 sends: rec.sent(),
                 cap: a.invite_cap(policy, day),
                 ramp: a.ramp_ceiling_on(day),

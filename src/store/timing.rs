@@ -18,7 +18,8 @@ pub struct DurableTimes {
     sum_ns: AtomicU64,
 }
 
-/// A copy of the histogram: cumulative counts per upper bound (the last is `+Inf`).
+/// A copy of the histogram: per upper bound (the last is `+Inf`), the commits that fell
+/// in that bucket and no lower one (the exposition makes them cumulative).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DurableHistogram {
     pub buckets: Vec<(f64, u64)>,
@@ -42,9 +43,10 @@ impl DurableTimes {
         let mut total = 0;
         let mut buckets = Vec::with_capacity(self.counts.len());
         for (i, c) in self.counts.iter().enumerate() {
-            total += c.load(Ordering::Relaxed);
+            let n = c.load(Ordering::Relaxed);
+            total += n;
             let bound = DURABLE_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
-            buckets.push((bound, total));
+            buckets.push((bound, n));
         }
         DurableHistogram {
             buckets,
@@ -59,7 +61,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_cumulative_and_end_in_inf() {
+    fn each_commit_lands_in_one_bucket_and_inf_ends_them() {
         let t = DurableTimes::default();
         t.observe(Duration::from_micros(300));
         t.observe(Duration::from_millis(3));
@@ -68,9 +70,10 @@ mod tests {
         assert_eq!(h.count, 3);
         assert_eq!(h.buckets.len(), DURABLE_BUCKETS.len() + 1);
         assert_eq!(h.buckets[0], (0.0005, 1));
-        assert_eq!(h.buckets[3], (0.005, 2));
-        assert_eq!(h.buckets[11], (5.0, 2));
-        assert_eq!(h.buckets[12].1, 3);
+        assert_eq!(h.buckets[3], (0.005, 1));
+        assert_eq!(h.buckets[11], (5.0, 0));
+        assert_eq!(h.buckets[12].1, 1);
+        assert_eq!(h.buckets.iter().map(|b| b.1).sum::<u64>(), 3);
         assert!(h.buckets[12].0.is_infinite());
         assert!((h.sum_s - 9.0033).abs() < 1e-6, "{}", h.sum_s);
     }
