@@ -90,11 +90,7 @@ pub fn document(panels: &[Panel]) -> String {
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     for (i, p) in panels.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            r#"<g transform="translate(0 {})">"#,
-            i as f64 * PANEL_HEIGHT
-        );
+        let _ = writeln!(s, r#"<g transform="translate(0 {})">"#, i as f64 * PANEL_HEIGHT);
         panel_body(&mut s, p);
         s.push_str("</g>\n");
     }
@@ -250,7 +246,12 @@ fn step_path(
     for (i, day) in days.iter().enumerate() {
         let yv = y(value(day));
         let cmd = if i == 0 { 'M' } else { 'L' };
-        let _ = write!(d, "{cmd}{:.1} {yv:.1} L{:.1} {yv:.1} ", x_left(i), x_left(i) + slot);
+        let _ = write!(
+            d,
+            "{cmd}{:.1} {yv:.1} L{:.1} {yv:.1} ",
+            x_left(i),
+            x_left(i) + slot
+        );
     }
     d.trim_end().to_string()
 }
@@ -342,10 +343,19 @@ mod tests {
         let svg = inline(&p);
         let (cap, ramp) = (path_of(&svg, "cap"), path_of(&svg, "ramp"));
         assert_eq!(cap, ramp, "same values, same line");
-        let cap_line = svg.lines().find(|l| l.contains(r#"class="chart-cap""#)).expect("cap");
-        let ramp_line = svg.lines().find(|l| l.contains(r#"class="chart-ramp""#)).expect("ramp");
+        let cap_line = svg
+            .lines()
+            .find(|l| l.contains(r#"class="chart-cap""#))
+            .expect("cap");
+        let ramp_line = svg
+            .lines()
+            .find(|l| l.contains(r#"class="chart-ramp""#))
+            .expect("ramp");
         assert!(cap_line.contains("stroke-dasharray"), "the cap is dashed");
-        assert!(ramp_line.contains(r#"stroke-width="8""#), "the ramp is a wide band");
+        assert!(
+            ramp_line.contains(r#"stroke-width="8""#),
+            "the ramp is a wide band"
+        );
         // The ramp band is drawn first, the cap over it.
         assert!(svg.find(r#"class="chart-ramp""#) < svg.find(r#"class="chart-cap""#));
         assert!(svg.contains(">invite cap</text>") && svg.contains(">ramp ceiling</text>"));

@@ -115,7 +115,12 @@ fn engine_config(c: &Config, seed: u64) -> EngineConfig {
 pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     log::init(config.log.format);
     // SPEC §7: the metrics address is checked at start, before the store is opened.
-    let metrics_listener = match config.metrics.listen.map(crate::metrics::server::bind).transpose() {
+    let metrics_listener = match config
+        .metrics
+        .listen
+        .map(crate::metrics::server::bind)
+        .transpose()
+    {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(event = "worker_failed", key = "metrics.listen", error = %e);

@@ -22,16 +22,19 @@ use std::time::{Duration, Instant};
 
 /// A loopback upstream: answers `200` except for actions whose id contains `/oon`
 /// (`400 out_of_network`), and counts what it answered per (account, kind, status).
+/// Answers per (account, kind, status).
+type Answered = Arc<Mutex<BTreeMap<(String, String, u16), u64>>>;
+
 struct Upstream {
     url: String,
-    answered: Arc<Mutex<BTreeMap<(String, String, u16), u64>>>,
+    answered: Answered,
 }
 
 impl Upstream {
     fn start() -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let answered: Arc<Mutex<BTreeMap<(String, String, u16), u64>>> = Arc::default();
+        let answered: Answered = Arc::default();
         let counts = Arc::clone(&answered);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -191,7 +194,7 @@ fn sample(s: &BTreeMap<String, f64>, key: &str) -> f64 {
 
 /// An external program, or why the test cannot run: `None` means skip (printed);
 /// under `SENDGATE_CI=1` a missing tool is a failure.
-fn tool(name: &str) -> Option<PathBuf> {
+fn tool(name: &str, test: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join(name))
@@ -203,7 +206,7 @@ fn tool(name: &str) -> Option<PathBuf> {
             std::env::var("SENDGATE_CI").as_deref() != Ok("1"),
             "SENDGATE_CI=1 and {why}"
         );
-        println!("skipped: {why}");
+        println!("SKIPPED: {test}: {why}");
     }
     found
 }
@@ -216,7 +219,10 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let (mut out, mut err) = (child.stdout.take().expect("out"), child.stderr.take().expect("err"));
+    let (mut out, mut err) = (
+        child.stdout.take().expect("out"),
+        child.stderr.take().expect("err"),
+    );
     let o = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = out.read_to_string(&mut s);
@@ -312,7 +318,10 @@ fn metrics_agree_with_the_upstream() {
         sample(&s, "sendgate_outcomes_total{outcome=\"out_of_network\"}"),
         up.count(|_, _, st| st == 400) as f64
     );
-    assert_eq!(sample(&s, "sendgate_outcomes_total{outcome=\"rate_limited\"}"), 0.0);
+    assert_eq!(
+        sample(&s, "sendgate_outcomes_total{outcome=\"rate_limited\"}"),
+        0.0
+    );
     assert_eq!(sample(&s, "sendgate_actions{state=\"sent\"}"), 12.0);
     assert_eq!(sample(&s, "sendgate_actions{state=\"failed\"}"), 1.0);
     assert_eq!(sample(&s, "sendgate_actions{state=\"parked\"}"), 2.0);
@@ -340,15 +349,30 @@ fn metrics_agree_with_the_upstream() {
         sample(&s, "sendgate_account_used{account=\"a2\",counter=\"engagement\"}"),
         2.0
     );
-    assert_eq!(sample(&s, "sendgate_account_cap{account=\"a1\",counter=\"invites\"}"), 4.0);
-    assert_eq!(sample(&s, "sendgate_account_cap{account=\"a2\",counter=\"invites\"}"), 80.0);
+    assert_eq!(
+        sample(&s, "sendgate_account_cap{account=\"a1\",counter=\"invites\"}"),
+        4.0
+    );
+    assert_eq!(
+        sample(&s, "sendgate_account_cap{account=\"a2\",counter=\"invites\"}"),
+        80.0
+    );
     assert!(!s.contains_key("sendgate_account_cap{account=\"a1\",counter=\"weekly_invites\"}"));
     // Established: the ramp starts at its target, min(caps.invites, tier ceiling).
     assert_eq!(sample(&s, "sendgate_account_ramp_ceiling{account=\"a1\"}"), 4.0);
     assert_eq!(sample(&s, "sendgate_account_ramp_ceiling{account=\"a2\"}"), 80.0);
-    assert_eq!(sample(&s, "sendgate_campaign_used{campaign=\"c1\",type=\"invite\"}"), 8.0);
-    assert_eq!(sample(&s, "sendgate_campaign_cap{campaign=\"c1\",type=\"invite\"}"), 30.0);
-    assert_eq!(sample(&s, "sendgate_campaign_cap{campaign=\"c1\",type=\"message\"}"), 50.0);
+    assert_eq!(
+        sample(&s, "sendgate_campaign_used{campaign=\"c1\",type=\"invite\"}"),
+        8.0
+    );
+    assert_eq!(
+        sample(&s, "sendgate_campaign_cap{campaign=\"c1\",type=\"invite\"}"),
+        30.0
+    );
+    assert_eq!(
+        sample(&s, "sendgate_campaign_cap{campaign=\"c1\",type=\"message\"}"),
+        50.0
+    );
     for a in ["a1", "a2"] {
         let health: f64 = ["healthy", "watch", "at_risk", "restricted"]
             .iter()
@@ -387,7 +411,10 @@ fn metrics_agree_with_the_upstream() {
     let (_, head, _) = http(&addr, "GET", "/metrics", "");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
 
-    if let Some(promtool) = tool("promtool") {
+    if let Some(promtool) = tool(
+        "promtool",
+        "metrics_agree_with_the_upstream (promtool check metrics)",
+    ) {
         let mut child = Command::new(promtool)
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
@@ -444,7 +471,8 @@ fn the_listener_is_read_only_bounded_and_never_stalls_sending() {
     let mut slow = Vec::new();
     for _ in 0..24 {
         let mut s = TcpStream::connect(&addr).expect("connect");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").expect("write");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .expect("write");
         slow.push(s);
     }
     // They hold every slot: a new request waits (in the kernel's backlog).
@@ -482,14 +510,24 @@ fn the_listener_is_read_only_bounded_and_never_stalls_sending() {
     let mut after;
     loop {
         after = http(&addr, "GET", "/metrics", "");
-        if after.0 == 200 && after.2.contains("sendgate_sent_total{account=\"a1\",kind=\"invite\"} 10") {
+        if after.0 == 200
+            && after
+                .2
+                .contains("sendgate_sent_total{account=\"a1\",kind=\"invite\"} 10")
+        {
             break;
         }
-        assert!(start.elapsed() < DEADLINE, "the listener did not recover: {after:?}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the listener did not recover: {after:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     drop((slow, waiting));
-    assert_ne!(before, after.2, "requests change nothing, sends change the figures");
+    assert_ne!(
+        before, after.2,
+        "requests change nothing, sends change the figures"
+    );
     assert_eq!(up.count(|_, _, _| true), 10, "no request of ours sent anything");
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
@@ -502,7 +540,13 @@ fn a_bad_or_busy_address_exits_78_naming_the_key() {
     let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
     let busy_addr = busy.local_addr().expect("addr").to_string();
     for listen in [busy_addr.as_str(), "localhost:9187", "127.0.0.1"] {
-        let cfg = write_config(dir.path(), "http://127.0.0.1:9", listen, 1.0, "2026-11-25T00:10:00Z");
+        let cfg = write_config(
+            dir.path(),
+            "http://127.0.0.1:9",
+            listen,
+            1.0,
+            "2026-11-25T00:10:00Z",
+        );
         let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
             .args(["run", "--config"])
             .arg(&cfg)
@@ -512,16 +556,31 @@ fn a_bad_or_busy_address_exits_78_naming_the_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{listen}: {err}");
         assert!(err.contains("metrics.listen"), "{listen}: {err}");
-        assert!(!dir.path().join("store").exists(), "{listen}: no store was created");
+        assert!(
+            !dir.path().join("store").exists(),
+            "{listen}: no store was created"
+        );
     }
     drop(busy);
 }
 
 /// Account ids as the page shows them, for a worker that sent for a few virtual days.
 const PAGE_ACCOUNTS: [(&str, &str, &str); 3] = [
-    ("acct-berlin", "Europe/Berlin", r#","established":true,"caps":{"invites":30}"#),
-    ("acct-nyc", "America/New_York", r#","established":false,"ramp_start":"2026-11-16""#),
-    ("acct-tokyo", "Asia/Tokyo", r#","established":true,"caps":{"invites":20}"#),
+    (
+        "acct-berlin",
+        "Europe/Berlin",
+        r#","established":true,"caps":{"invites":30}"#,
+    ),
+    (
+        "acct-nyc",
+        "America/New_York",
+        r#","established":false,"ramp_start":"2026-11-16""#,
+    ),
+    (
+        "acct-tokyo",
+        "Asia/Tokyo",
+        r#","established":true,"caps":{"invites":20}"#,
+    ),
 ];
 
 /// The dashboard of a worker that ran a few virtual days: its HTML, and what a real
@@ -557,11 +616,21 @@ fn the_dashboard_renders_in_a_real_browser() {
         assert!(page.contains(&format!("id=\"account-{id}\"")), "{id}");
     }
     assert!(page.contains("id=\"campaign-c1\""));
-    assert_eq!(page.matches("<svg").count(), PAGE_ACCOUNTS.len(), "one chart per account");
-    assert!(!page.contains("http://") && !page.contains("https://"), "no external asset");
+    assert_eq!(
+        page.matches("<svg").count(),
+        PAGE_ACCOUNTS.len(),
+        "one chart per account"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no external asset"
+    );
     assert!(!page.contains("<script"), "readable without JavaScript");
 
-    let Some(chromium) = tool("chromium") else {
+    let Some(chromium) = tool(
+        "chromium",
+        "the_dashboard_renders_in_a_real_browser (the browser part)",
+    ) else {
         return;
     };
     let url = format!("http://{addr}/");

@@ -83,7 +83,9 @@ fn account(out: &mut String, s: &Snapshot, a: &AccountStatus) {
     if a.waiting.is_empty() {
         out.push_str("<p class=\"meta\">waiting: none</p>\n");
     } else {
-        out.push_str("<table class=\"waiting\"><tr><th>waiting for</th><th>actions</th><th>until</th></tr>\n");
+        out.push_str(
+            "<table class=\"waiting\"><tr><th>waiting for</th><th>actions</th><th>until</th></tr>\n",
+        );
         for w in &a.waiting {
             let _ = writeln!(
                 out,
@@ -163,7 +165,11 @@ pub fn render(s: &Snapshot) -> String {
             c.local_day
         );
         let t = &c.today;
-        for (name, u) in [("invites", t.invite), ("messages", t.message), ("InMails", t.inmail)] {
+        for (name, u) in [
+            ("invites", t.invite),
+            ("messages", t.message),
+            ("InMails", t.inmail),
+        ] {
             bar(&mut out, name, u);
         }
         out.push_str("</table>");
@@ -229,10 +235,14 @@ pub(crate) mod tests {
             .collect();
         let mut sent = BTreeMap::new();
         sent.insert(
-            ("acct-1<script>alert(1)</script>".to_string(), crate::policy::Kind::Invite),
+            (
+                "acct-1<script>alert(1)</script>".to_string(),
+                crate::policy::Kind::Invite,
+            ),
             12,
         );
-        let mut outcomes: BTreeMap<&'static str, u64> = super::super::OUTCOMES.iter().map(|&o| (o, 0)).collect();
+        let mut outcomes: BTreeMap<&'static str, u64> =
+            super::super::OUTCOMES.iter().map(|&o| (o, 0)).collect();
         outcomes.insert("sent", 12);
         let durable = DurableTimes::default();
         durable.observe(std::time::Duration::from_millis(2));
@@ -249,7 +259,10 @@ pub(crate) mod tests {
     fn the_page_is_self_contained_escaped_and_complete() {
         let page = render(&snapshot());
         assert!(page.starts_with("<!DOCTYPE html>"));
-        assert!(!page.contains("http://") && !page.contains("https://"), "no external asset");
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "no external asset"
+        );
         assert!(!page.contains("<script"), "no script, and the id is escaped");
         assert!(page.contains("acct-1&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("q4&amp;co (paused)"));
@@ -257,7 +270,10 @@ pub(crate) mod tests {
         assert_eq!(page.matches(r#"<text class="chart-date""#).count(), 14);
         // Today's bars against each cap, the ramp, health and its reason.
         assert!(page.contains("<td>12 / 46</td>") && page.contains("<td>70 (no cap)</td>"));
-        assert!(page.contains(r#"<span class="meter full"><span class="meter-fill" style="width:100%">"#), "InMails 5 / 5 are full");
+        assert!(
+            page.contains(r#"<span class="meter full"><span class="meter-fill" style="width:100%">"#),
+            "InMails 5 / 5 are full"
+        );
         assert!(page.contains("ramp week 4, ceiling 46"));
         assert!(page.contains("acceptance 0.31 over 42 invites"));
         // Waiting actions by reason, with their earliest until.

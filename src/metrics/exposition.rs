@@ -48,7 +48,11 @@ pub fn render(s: &Snapshot) -> String {
 
     let actions = gauges(&mut reg, "sendgate_actions", "Actions per state.");
     for (state, n) in &r.states {
-        set(&actions, &[("state", state)], i64::try_from(*n).unwrap_or(i64::MAX));
+        set(
+            &actions,
+            &[("state", state)],
+            i64::try_from(*n).unwrap_or(i64::MAX),
+        );
     }
 
     let used = gauges(
@@ -100,7 +104,11 @@ pub fn render(s: &Snapshot) -> String {
         set(&week, &[("account", &a.id)], a.ramp_week);
         set(&credits, &[("account", &a.id)], a.inmail_credits);
         for h in HEALTH_STATES {
-            set(&health, &[("account", &a.id), ("health", h)], i64::from(a.health == h));
+            set(
+                &health,
+                &[("account", &a.id), ("health", h)],
+                i64::from(a.health == h),
+            );
         }
     }
 
@@ -114,11 +122,7 @@ pub fn render(s: &Snapshot) -> String {
         "sendgate_campaign_cap",
         "Each campaign's daily cap per type (cap_split.<type>, else daily_limit).",
     );
-    let c_paused = gauges(
-        &mut reg,
-        "sendgate_campaign_paused",
-        "1 for a paused campaign.",
-    );
+    let c_paused = gauges(&mut reg, "sendgate_campaign_paused", "1 for a paused campaign.");
     for c in &r.campaigns {
         let t = &c.today;
         for (ty, u) in [("invite", t.invite), ("message", t.message), ("inmail", t.inmail)] {
@@ -223,11 +227,16 @@ mod tests {
         }
         // No cap, no sample.
         assert!(!text.contains("counter=\"weekly_invites\"} 70\nsendgate_account_cap"));
-        assert!(!text.contains(&format!("sendgate_account_cap{{account=\"{id}\",counter=\"weekly_invites\"}}")));
+        assert!(!text.contains(&format!(
+            "sendgate_account_cap{{account=\"{id}\",counter=\"weekly_invites\"}}"
+        )));
         // A label value with a quote, a backslash and a newline stays one line.
         let mut s = crate::metrics::dashboard::tests::snapshot();
         s.report.accounts[0].id = "a\"b\\c\nd".into();
         let text = render(&s);
-        assert!(text.contains(r#"sendgate_account_ramp_ceiling{account="a\"b\\c\nd"} 46"#), "{text}");
+        assert!(
+            text.contains(r#"sendgate_account_ramp_ceiling{account="a\"b\\c\nd"} 46"#),
+            "{text}"
+        );
     }
 }

@@ -87,7 +87,11 @@ async fn page(axum::extract::State(latest): axum::extract::State<Latest>) -> Res
 }
 
 /// Serve on `listener` from the current tokio runtime until the process ends.
-pub fn spawn(runtime: &tokio::runtime::Runtime, listener: TcpListener, latest: Latest) -> std::io::Result<()> {
+pub fn spawn(
+    runtime: &tokio::runtime::Runtime,
+    listener: TcpListener,
+    latest: Latest,
+) -> std::io::Result<()> {
     let listener = {
         let _guard = runtime.enter();
         tokio::net::TcpListener::from_std(listener)?
