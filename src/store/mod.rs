@@ -24,6 +24,9 @@ pub mod records;
 mod reserve;
 mod tx;
 
+#[cfg(test)]
+mod golden;
+
 pub use apply::Applied;
 pub use apply::ApplyOutcome;
 pub use outcome::{Attempt, Recorded};
