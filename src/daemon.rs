@@ -35,6 +35,9 @@ const SEND_GRACE: Duration = Duration::from_secs(5);
 /// Reads a claimed file gets against an error that may pass (no file descriptors or
 /// memory left, an I/O error), one per spool pass, before it is rejected with that error.
 const MAX_READ_ATTEMPTS: u32 = 5;
+/// A job file found in `processing/` at this many start-ups in a row without being
+/// applied is quarantined (SPEC 6, poison files).
+const QUARANTINE_AFTER_STARTS: u32 = 2;
 /// Finished actions and old ledger entries are pruned this often, in bounded batches.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PRUNE_BATCH: usize = 10_000;
@@ -454,7 +457,19 @@ impl Worker {
                 .leftovers()
                 .map_err(|e| Fatal::Other(format!("spool: {e}")))?;
             for c in claimed {
-                self.take_file(c, 0)?;
+                // SPEC 6, poison files: one found here at two start-ups in a row was
+                // being applied when the worker died twice; a third try would likely
+                // kill it again, and every account on the host with it.
+                let starts = self.engine.store().leftover_found(&c.name)?;
+                if starts >= QUARANTINE_AFTER_STARTS && !self.applied_before(&c)? {
+                    self.quarantine(c, starts)?;
+                } else {
+                    let name = c.name.clone();
+                    self.take_file(c, 0)?;
+                    // Applied, rejected or waiting for a retry: it no longer counts
+                    // as interrupted (the apply itself clears it too).
+                    self.engine.store().forget_leftover(&name)?;
+                }
             }
         }
         for s in std::mem::take(&mut self.stuck) {
@@ -547,6 +562,30 @@ impl Worker {
                 self.finish(c, Move::Reject(text));
             }
         }
+        Ok(())
+    }
+
+    /// Whether a leftover's content was applied before (the worker died between the
+    /// apply and the move to `done/`). Unreadable: not applied.
+    fn applied_before(&self, c: &Claimed) -> Result<bool, Fatal> {
+        match self.spool.read(c) {
+            Ok(bytes) => Ok(self.engine.store().file_applied(&c.name, &bytes)?),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Moves a poison file to `rejected/` with an `.error` saying why (SPEC 6).
+    fn quarantine(&mut self, c: Claimed, starts: u32) -> Result<(), Fatal> {
+        let reason = format!(
+            "not applied: the worker stopped while applying this file at {starts} start-ups in a \
+             row (a crash, a kill, or running out of memory), so it is not tried again; \
+             nothing of it was applied. Split it into smaller files, or give the worker more \
+             memory, and drop it into incoming/ again"
+        );
+        tracing::error!(event = "file_quarantined", file = %c.name, starts, error = %reason);
+        self.engine.store().forget_leftover(&c.name)?;
+        let text = format!("{}:0: field `file`: {reason}", c.name);
+        self.finish(c, Move::Reject(text));
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use super::codec::{self, content_hash, file_key, ms};
 use super::records::{Account, AccountCaps, Action, Campaign, State};
 use super::reserve::{refresh_health, Change};
 use super::tx::{reject, Tx, TxResult};
-use super::{Settings, Store, StoreError, FILES, LINKS, WAITING};
+use super::{Settings, Store, StoreError, FILES, LINKS, META, WAITING};
 use crate::contract::jobfile::{AccountRecord, ActionRecord, CampaignRecord, EventRecord, Line, Record};
 use crate::contract::CampaignStatus;
 use crate::policy::caps::{red_zone, Budget, Counter};
@@ -438,7 +438,47 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
     Ok(())
 }
 
+/// `meta` key counting the start-ups that found job file `name` in `processing/`
+/// without it being applied (SPEC §6, poison files).
+fn leftover_key(name: &str) -> Vec<u8> {
+    [b"leftover/".as_slice(), name.as_bytes()].concat()
+}
+
 impl Store {
+    /// A start-up found `name` in `processing/`: counts it, durably, and returns how
+    /// many start-ups in a row have now found it there without it being applied (1 the
+    /// first time). The transaction that applies the file clears the count.
+    pub fn leftover_found(&self, name: &str) -> Result<u32, StoreError> {
+        let key = leftover_key(name);
+        let result = self.transact(|tx| {
+            let starts = tx
+                .get::<u32>(META, &key, "leftover count")?
+                .unwrap_or(0)
+                .saturating_add(1);
+            tx.put(META, &key, &starts)?;
+            Ok(starts)
+        })?;
+        let starts = result.map_err(|r| StoreError::Corrupt(r.reason))?;
+        debug_assert!(starts >= 1);
+        // Durable before the file is tried: a crash while trying it must count.
+        self.make_durable()?;
+        Ok(starts)
+    }
+
+    /// Forgets the start-up count of `name` (a file rejected or quarantined: it left
+    /// `processing/` without being applied).
+    pub fn forget_leftover(&self, name: &str) -> Result<(), StoreError> {
+        let key = leftover_key(name);
+        let result = self.transact(|tx| tx.del(META, &key))?;
+        result.map_err(|r| StoreError::Corrupt(r.reason))
+    }
+
+    /// Whether a file of this name and content was applied.
+    pub fn file_applied(&self, name: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+        self.op("read files")?;
+        Ok(self.trees[FILES].contains_key(file_key(name, content_hash(bytes)))?)
+    }
+
     /// Apply a parsed job file whole, or reject it whole with the line and field.
     pub fn apply(
         &self,
@@ -484,6 +524,8 @@ impl Store {
                 }
             }
             tx.put(FILES, &fkey, &ms(now))?;
+            // Applied: it is no poison file, whatever start-ups found it before.
+            tx.del(META, &leftover_key(name))?;
             tx.flush_counts()?;
             Ok(Some((c.out, c.resumed)))
         })?;

@@ -25,6 +25,9 @@ mod reserve;
 pub mod timing;
 mod tx;
 
+#[cfg(test)]
+mod golden;
+
 pub use apply::Applied;
 pub use apply::ApplyOutcome;
 pub use outcome::{Attempt, Recorded};

@@ -198,7 +198,7 @@ fn secs(s: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::pacing::SplitMix64;
+    use crate::pacing::SplitMix64;
     use proptest::prelude::*;
 
     fn t0() -> DateTime<Utc> {
