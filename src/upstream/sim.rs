@@ -6,7 +6,7 @@
 
 use super::{SendFuture, Upstream};
 use crate::clock::Clock;
-use crate::contract::jobfile::EventRecord;
+use crate::contract::jobfile::{EventRecord, ReplyTo};
 use crate::contract::{Outcome, SendRequest};
 use crate::policy::pacing::{Rng, SplitMix64};
 use crate::policy::{Kind, Tier};
@@ -162,7 +162,10 @@ impl Sim {
                         feedback.push(Feedback {
                             at: now + delay,
                             event: EventRecord::ReplyReceived {
-                                action: req.id.clone(),
+                                to: ReplyTo::Prospect {
+                                    account: req.account.clone(),
+                                    prospect: req.prospect.clone(),
+                                },
                                 at: Some(now + delay),
                             },
                         });
