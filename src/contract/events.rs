@@ -7,7 +7,7 @@
 //! References (an unknown account or action) are resolved when the page is applied to
 //! the store, like those of a job file.
 
-use super::jobfile::{check_id, parse_event, parse_strict, EventRecord, FieldError};
+use super::jobfile::{check_id, parse_event, parse_strict, EventRecord, FieldError, ReplyTo};
 use serde_json::Value;
 
 /// Most events one page may carry; a longer page is refused whole (the service should
@@ -38,6 +38,48 @@ pub struct Page {
 pub struct PageError {
     pub field: String,
     pub reason: String,
+}
+
+/// Why a fetch brought no page (the body of a page that came is parsed here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchError {
+    /// 429: back off, at least as long as `Retry-After` asks.
+    RateLimited { retry_after_s: Option<u64> },
+    /// Anything else: a 5xx or other status, a timeout, a connection error, a body
+    /// larger than a page may be. The reason never carries credentials.
+    Failed(String),
+}
+
+/// The JSON of a page, as the service serves it: what the `sim` upstream and tests
+/// serve, and the inverse of [`parse_page`].
+pub fn page_json(events: &[FeedEvent], cursor: &str) -> Vec<u8> {
+    let list: Vec<Value> = events.iter().map(event_json).collect();
+    serde_json::json!({ "events": list, "cursor": cursor }).to_string().into_bytes()
+}
+
+fn event_json(e: &FeedEvent) -> Value {
+    let at = |t: &Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339());
+    let mut v = match &e.event {
+        EventRecord::InviteAccepted { account, prospect, at: t } => serde_json::json!({
+            "kind": "invite_accepted", "account": account, "prospect": prospect, "at": at(t),
+        }),
+        EventRecord::ReplyReceived { to: ReplyTo::Action(a), at: t } => serde_json::json!({
+            "kind": "reply_received", "action": a, "at": at(t),
+        }),
+        EventRecord::ReplyReceived { to: ReplyTo::Prospect { account, prospect }, at: t } => serde_json::json!({
+            "kind": "reply_received", "account": account, "prospect": prospect, "at": at(t),
+        }),
+        EventRecord::AccountRestricted { account } => serde_json::json!({
+            "kind": "account_restricted", "account": account,
+        }),
+        // Not a feed kind: served as what it is, and refused by the parser.
+        other => serde_json::json!({ "kind": format!("{other:?}") }),
+    };
+    if let Value::Object(m) = &mut v {
+        m.retain(|_, x| !x.is_null());
+        m.insert("id".into(), Value::String(e.id.clone()));
+    }
+    v
 }
 
 fn page_err(field: impl Into<String>, reason: impl Into<String>) -> PageError {
@@ -128,8 +170,8 @@ fn parse_one(v: Value) -> Result<FeedEvent, FieldError> {
             check_id("prospect", prospect)?;
         }
         EventRecord::ReplyReceived { to, .. } => match to {
-            super::jobfile::ReplyTo::Action(a) => check_id("action", a)?,
-            super::jobfile::ReplyTo::Prospect { account, prospect } => {
+            ReplyTo::Action(a) => check_id("action", a)?,
+            ReplyTo::Prospect { account, prospect } => {
                 check_id("account", account)?;
                 check_id("prospect", prospect)?;
             }
@@ -143,7 +185,6 @@ fn parse_one(v: Value) -> Result<FeedEvent, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::jobfile::ReplyTo;
 
     fn err(body: &str) -> (String, String) {
         let e = parse_page(body.as_bytes()).expect_err("a bad page");
@@ -249,6 +290,8 @@ mod tests {
             &page.events[2].event,
             EventRecord::ReplyReceived { to: ReplyTo::Action(a), .. } if a == "q/x"
         ));
+        let again = parse_page(&page_json(&page.events, "c9")).expect("served back");
+        assert_eq!(again, page, "page_json is the inverse of parse_page");
         let empty = parse_page(br#"{"events":[],"cursor":"c1"}"#).expect("valid");
         assert!(empty.events.is_empty());
     }

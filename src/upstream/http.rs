@@ -226,7 +226,7 @@ fn classify_error(e: reqwest::Error) -> Outcome {
 }
 
 /// A reason from an error and its causes, without the URL (it can hold credentials).
-fn describe(e: reqwest::Error) -> String {
+pub(super) fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut text = e.to_string();
     let mut last = text.clone();
