@@ -250,6 +250,30 @@ impl SimFeed {
         !self.released.is_empty() || self.next_due().is_some_and(|t| t <= now)
     }
 
+    /// The position a cursor of this feed stands for, if it is one of this epoch's and
+    /// not before what is kept.
+    fn position(&self, cursor: &str) -> Option<u64> {
+        let end = self.base + self.released.len() as u64;
+        cursor
+            .split_once('-')
+            .filter(|(e, _)| u64::from_str_radix(e, 16).ok() == Some(self.epoch))
+            .and_then(|(_, p)| p.parse::<u64>().ok())
+            .filter(|p| (self.base..=end).contains(p))
+    }
+
+    fn ack_to(&mut self, position: u64) {
+        while self.base < position && self.released.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+
+    /// Drop what the worker has applied up to `cursor` (the next page would too).
+    pub fn ack(&mut self, cursor: &str) {
+        if let Some(p) = self.position(cursor) {
+            self.ack_to(p);
+        }
+    }
+
     /// The page after `after` at `now`, as JSON.
     pub fn page(&mut self, after: Option<&str>, now: DateTime<Utc>) -> Vec<u8> {
         let due: Vec<_> = self.pending.range(..=(now, u64::MAX)).map(|(k, _)| *k).collect();
@@ -259,17 +283,8 @@ impl SimFeed {
                 self.released.push_back(FeedEvent { id, event: f.event });
             }
         }
-        let end = self.base + self.released.len() as u64;
-        let start = after
-            .and_then(|c| c.split_once('-'))
-            .filter(|(e, _)| u64::from_str_radix(e, 16).ok() == Some(self.epoch))
-            .and_then(|(_, p)| p.parse::<u64>().ok())
-            .filter(|p| (self.base..=end).contains(p))
-            .unwrap_or(self.base);
-        while self.base < start {
-            self.released.pop_front();
-            self.base += 1;
-        }
+        let start = after.and_then(|c| self.position(c)).unwrap_or(self.base);
+        self.ack_to(start);
         let events: Vec<FeedEvent> = self.released.iter().take(MAX_PAGE_EVENTS).cloned().collect();
         let cursor = format!("{:x}-{}", self.epoch, start + events.len() as u64);
         page_json(&events, &cursor)
