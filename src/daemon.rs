@@ -8,12 +8,12 @@
 
 use crate::clock::{Clock, ScaledClock, SystemClock};
 use crate::config::{Config, UpstreamKind};
+use crate::contract::events::FetchError;
 use crate::contract::jobfile::parse_file;
 use crate::contract::Outcome;
 use crate::engine::{Engine, EngineConfig};
 use crate::spool::{Claimed, ReadError, Spool};
 use crate::store::{ApplyOutcome, OpenOptions, Reservation, Settings, Store, StoreError};
-use crate::contract::events::FetchError;
 use crate::upstream::{events::HttpEvents, exec::Exec, http::Http, sim::SimUpstream, EventSource, Upstream};
 use crate::{exit, log};
 use chrono::Utc;

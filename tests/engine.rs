@@ -156,14 +156,7 @@ fn every_row_of_the_outcome_table() {
         false,
         Health::Restricted,
     ));
-    check(row(
-        NoCredits,
-        false,
-        Parked,
-        "no_credits",
-        false,
-        Health::Watch,
-    ));
+    check(row(NoCredits, false, Parked, "no_credits", false, Health::Watch));
     check(row(
         Invalid {
             reason: r("http 400"),
@@ -647,7 +640,9 @@ fn without_acceptance_feedback_the_ramp_holds_and_health_says_why() {
     assert_eq!(health_changes(&run), vec![]);
     let status = run.engine.store().status(end).expect("status");
     assert!(
-        status.accounts[0].health_reason.starts_with("no acceptance feedback"),
+        status.accounts[0]
+            .health_reason
+            .starts_with("no acceptance feedback"),
         "{}",
         status.accounts[0].health_reason
     );

@@ -54,19 +54,31 @@ pub enum FetchError {
 /// serve, and the inverse of [`parse_page`].
 pub fn page_json(events: &[FeedEvent], cursor: &str) -> Vec<u8> {
     let list: Vec<Value> = events.iter().map(event_json).collect();
-    serde_json::json!({ "events": list, "cursor": cursor }).to_string().into_bytes()
+    serde_json::json!({ "events": list, "cursor": cursor })
+        .to_string()
+        .into_bytes()
 }
 
 fn event_json(e: &FeedEvent) -> Value {
     let at = |t: &Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339());
     let mut v = match &e.event {
-        EventRecord::InviteAccepted { account, prospect, at: t } => serde_json::json!({
+        EventRecord::InviteAccepted {
+            account,
+            prospect,
+            at: t,
+        } => serde_json::json!({
             "kind": "invite_accepted", "account": account, "prospect": prospect, "at": at(t),
         }),
-        EventRecord::ReplyReceived { to: ReplyTo::Action(a), at: t } => serde_json::json!({
+        EventRecord::ReplyReceived {
+            to: ReplyTo::Action(a),
+            at: t,
+        } => serde_json::json!({
             "kind": "reply_received", "action": a, "at": at(t),
         }),
-        EventRecord::ReplyReceived { to: ReplyTo::Prospect { account, prospect }, at: t } => serde_json::json!({
+        EventRecord::ReplyReceived {
+            to: ReplyTo::Prospect { account, prospect },
+            at: t,
+        } => serde_json::json!({
             "kind": "reply_received", "account": account, "prospect": prospect, "at": at(t),
         }),
         EventRecord::AccountRestricted { account } => serde_json::json!({
@@ -123,7 +135,9 @@ pub fn parse_page(body: &[u8]) -> Result<Page, PageError> {
     let events = list
         .into_iter()
         .enumerate()
-        .map(|(i, v)| parse_one(v).map_err(|e| page_err(prefixed(&format!("events.{i}"), &e.field), e.reason)))
+        .map(|(i, v)| {
+            parse_one(v).map_err(|e| page_err(prefixed(&format!("events.{i}"), &e.field), e.reason))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page { events, cursor })
 }
@@ -202,8 +216,16 @@ mod tests {
             (r#"{"events":[],"cursor":""}"#, "cursor", "empty"),
             (r#"{"cursor":"c"}"#, "events", "missing"),
             (r#"{"events":{},"cursor":"c"}"#, "events", "array"),
-            (r#"{"events":[],"cursor":"c","more":true}"#, "more", "unknown field"),
-            (r#"{"events":[],"cursor":"c","cursor":"d"}"#, "cursor", "duplicate"),
+            (
+                r#"{"events":[],"cursor":"c","more":true}"#,
+                "more",
+                "unknown field",
+            ),
+            (
+                r#"{"events":[],"cursor":"c","cursor":"d"}"#,
+                "cursor",
+                "duplicate",
+            ),
             (r#"{"events":[1],"cursor":"c"}"#, "events.0", "JSON object"),
             (
                 r#"{"events":[{"kind":"account_restricted","account":"a"}],"cursor":"c"}"#,

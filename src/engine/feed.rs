@@ -124,11 +124,15 @@ impl Engine {
                         self.feed_done(now, if full { 0 } else { self.feed_every_s() });
                         return Ok(counts);
                     }
-                    PageOutcome::Rejected(r) => (format!("bad page: field `{}`: {}", r.field, r.reason), None),
+                    PageOutcome::Rejected(r) => {
+                        (format!("bad page: field `{}`: {}", r.field, r.reason), None)
+                    }
                 },
                 Err(e) => (format!("bad page: {e}"), None),
             },
-            Err(FetchError::RateLimited { retry_after_s }) => ("rate limited (429)".to_string(), retry_after_s),
+            Err(FetchError::RateLimited { retry_after_s }) => {
+                ("rate limited (429)".to_string(), retry_after_s)
+            }
             Err(FetchError::Failed(reason)) => (reason, None),
         };
         let retry_at = self.feed_failed(now, retry_after_s);
@@ -187,16 +191,22 @@ mod tests {
     #[test]
     fn failures_back_off_and_a_good_page_resets_the_interval() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("s"), Settings::default(), OpenOptions::default()).expect("open");
+        let store =
+            Store::open(&dir.path().join("s"), Settings::default(), OpenOptions::default()).expect("open");
         let now = t("2026-11-25T12:00:00Z");
         let mut e = Engine::new(store, EngineConfig::default(), now).expect("engine");
         e.enable_feed(60, now);
-        assert_eq!(e.feed_poll_due(now).expect("due"), Some(None), "first poll at once, no cursor");
+        assert_eq!(
+            e.feed_poll_due(now).expect("due"),
+            Some(None),
+            "first poll at once, no cursor"
+        );
         assert_eq!(e.feed_wake(), None, "nothing planned while a poll is under way");
         let mut waits = Vec::new();
         let mut at = now;
         for _ in 0..8 {
-            e.feed_result(Ok(b"{not json".to_vec()), at).expect("no store error");
+            e.feed_result(Ok(b"{not json".to_vec()), at)
+                .expect("no store error");
             let next = e.feed_wake().expect("planned");
             waits.push((next - at).num_seconds());
             at = next;
@@ -204,10 +214,18 @@ mod tests {
         }
         assert!(waits.iter().all(|w| (60..=3600).contains(w)), "{waits:?}");
         assert!(waits[7] >= 1800, "it backs off: {waits:?}");
-        e.feed_result(Err(FetchError::RateLimited { retry_after_s: Some(7200) }), at)
-            .expect("ok");
+        e.feed_result(
+            Err(FetchError::RateLimited {
+                retry_after_s: Some(7200),
+            }),
+            at,
+        )
+        .expect("ok");
         let next = e.feed_wake().expect("planned");
-        assert!((next - at).num_seconds() >= 7200, "Retry-After lengthens the wait");
+        assert!(
+            (next - at).num_seconds() >= 7200,
+            "Retry-After lengthens the wait"
+        );
         at = next;
         assert!(e.feed_poll_due(at).expect("due").is_some());
         let counts = e
@@ -216,8 +234,14 @@ mod tests {
         assert_eq!(counts, PollCounts::default());
         assert_eq!(e.feed_wake(), Some(at + Duration::seconds(60)));
         assert_eq!(e.store().events_cursor().expect("read"), Some("c1".into()));
-        let logged: Vec<_> = e.drain_events().into_iter().filter(|ev| ev.name() == "events_polled").collect();
+        let logged: Vec<_> = e
+            .drain_events()
+            .into_iter()
+            .filter(|ev| ev.name() == "events_polled")
+            .collect();
         assert_eq!(logged.len(), 9, "every failed poll is logged with its reason");
-        assert!(logged.iter().all(|ev| matches!(ev, Event::EventsPolled { error: Some(_), .. })));
+        assert!(logged
+            .iter()
+            .all(|ev| matches!(ev, Event::EventsPolled { error: Some(_), .. })));
     }
 }

@@ -9,9 +9,9 @@
 //! the same cursor applies nothing and logs nothing.
 
 use super::{Engine, Event};
+use crate::contract::events::MAX_PAGE_EVENTS;
 use crate::contract::{Outcome, SendRequest};
 use crate::store::StoreError;
-use crate::contract::events::MAX_PAGE_EVENTS;
 use crate::upstream::sim::{Feedback, SimFeed};
 use chrono::{DateTime, Duration, Utc};
 

@@ -6,7 +6,9 @@ use super::records::{Account, AccountCaps, Action, Campaign, State};
 use super::reserve::{refresh_health, Change};
 use super::tx::{reject, Tx, TxResult};
 use super::{Settings, Store, StoreError, FILES, LINKS, WAITING};
-use crate::contract::jobfile::{AccountRecord, ActionRecord, CampaignRecord, EventRecord, Line, Record, ReplyTo};
+use crate::contract::jobfile::{
+    AccountRecord, ActionRecord, CampaignRecord, EventRecord, Line, Record, ReplyTo,
+};
 use crate::contract::CampaignStatus;
 use crate::policy::caps::{red_zone, Budget, Counter};
 use crate::policy::window::local_day;

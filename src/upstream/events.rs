@@ -30,7 +30,9 @@ impl HttpEvents {
         let parsed = reqwest::Url::parse(&endpoint)
             .map_err(|e| format!("upstream.url `{shown}` is not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("upstream.url `{shown}` must be an http:// or https:// URL"));
+            return Err(format!(
+                "upstream.url `{shown}` must be an http:// or https:// URL"
+            ));
         }
         let timeout = Duration::from_secs(timeout_s.max(1));
         let client = reqwest::Client::builder()
@@ -61,7 +63,10 @@ impl EventSource for HttpEvents {
             // for a body that trickles in.
             match tokio::time::timeout(timeout + Duration::from_secs(1), get(&client, url)).await {
                 Ok(r) => r,
-                Err(_) => Err(FetchError::Failed(format!("timeout after {} s", timeout.as_secs()))),
+                Err(_) => Err(FetchError::Failed(format!(
+                    "timeout after {} s",
+                    timeout.as_secs()
+                ))),
             }
         })
     }
@@ -85,7 +90,9 @@ async fn get(client: &reqwest::Client, url: reqwest::Url) -> Result<Vec<u8>, Fet
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(failed)? {
         if body.len() + chunk.len() > MAX_PAGE_BYTES {
-            return Err(FetchError::Failed(format!("page larger than {MAX_PAGE_BYTES} bytes")));
+            return Err(FetchError::Failed(format!(
+                "page larger than {MAX_PAGE_BYTES} bytes"
+            )));
         }
         body.extend_from_slice(&chunk);
     }

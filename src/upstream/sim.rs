@@ -5,8 +5,8 @@
 //! InMails fail with `no_credits` when the LinkedIn-side balance is empty.
 
 use super::{EventSource, FetchFuture, SendFuture, Upstream};
-use crate::contract::events::{page_json, FeedEvent, FetchError, MAX_PAGE_EVENTS};
 use crate::clock::Clock;
+use crate::contract::events::{page_json, FeedEvent, FetchError, MAX_PAGE_EVENTS};
 use crate::contract::jobfile::{EventRecord, ReplyTo};
 use crate::contract::{Outcome, SendRequest};
 use crate::policy::pacing::{Rng, SplitMix64};
