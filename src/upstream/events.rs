@@ -73,7 +73,10 @@ impl EventSource for HttpEvents {
 }
 
 async fn get(client: &reqwest::Client, url: reqwest::Url) -> Result<Vec<u8>, FetchError> {
-    let failed = |e: reqwest::Error| FetchError::Failed(describe(e));
+    let failed = |e: reqwest::Error| match e.is_timeout() {
+        true => FetchError::Failed(format!("timeout: {}", describe(e))),
+        false => FetchError::Failed(describe(e)),
+    };
     let mut response = client.get(url).send().await.map_err(failed)?;
     let status = response.status();
     if status.as_u16() == 429 {
