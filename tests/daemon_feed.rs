@@ -284,3 +284,67 @@ speed = 600.0
         .iter()
         .all(|(_, t)| t.duration_since(s.afters[0].1) < DEADLINE));
 }
+
+/// SPEC §9: the `sim` upstream feeds its own acceptances under `run`, so a new
+/// account's ramp moves without any producer of events (before, it held at 10 for
+/// lack of feedback).
+#[test]
+fn under_run_the_sim_feeds_its_acceptances_and_the_ramp_advances() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display();
+    let cfg = dir.path().join("sendgate.toml");
+    // 50 000× virtual time: a virtual week is about 12 s.
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[store]
+path = "{d}/store"
+fsync = false
+[spool]
+dir = "{d}/spool"
+[upstream]
+kind = "sim"
+events_every_s = 600
+[status]
+path = "{d}/status.json"
+[clock]
+start = "2026-11-02T00:00:00Z"
+speed = 50000.0
+"#
+        ),
+    )
+    .expect("write config");
+    let w = Worker::start(
+        Command::new(env!("CARGO_BIN_EXE_sendgate"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .current_dir(dir.path()),
+    );
+    let mut text = String::from(r#"{"type":"campaign","id":"c1","daily_limit":1000}"#);
+    text.push('\n');
+    for a in ["a1", "a2", "a3"] {
+        text += &format!(
+            r#"{{"type":"account","id":"{a}","tier":"sales_navigator_core","timezone":"UTC","window":{{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}}}}"#
+        );
+        text.push('\n');
+        for i in 0..200 {
+            text += &format!(
+                r#"{{"type":"action","id":"{a}-{i}","campaign":"c1","account":"{a}","kind":"invite","prospect":"https://www.linkedin.com/in/{a}-{i}"}}"#
+            );
+            text.push('\n');
+        }
+    }
+    let spool = dir.path().join("spool");
+    std::fs::write(spool.join("tmp/001.jsonl"), text).expect("write job file");
+    std::fs::rename(spool.join("tmp/001.jsonl"), spool.join("incoming/001.jsonl")).expect("rename");
+    w.wait_for_log("\"reason\":\"advance\"");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    let polls = polled(&log);
+    let applied: u64 = polls.iter().map(|p| p["applied"].as_u64().unwrap_or(0)).sum();
+    assert!(applied >= 20, "acceptances came through the feed: {polls:?}");
+    assert!(
+        log.lines().any(|l| l.contains("\"event\":\"ramp_changed\"") && l.contains("\"new\":15")),
+        "{log}"
+    );
+}
