@@ -344,7 +344,8 @@ speed = 50000.0
     let applied: u64 = polls.iter().map(|p| p["applied"].as_u64().unwrap_or(0)).sum();
     assert!(applied >= 20, "acceptances came through the feed: {polls:?}");
     assert!(
-        log.lines().any(|l| l.contains("\"event\":\"ramp_changed\"") && l.contains("\"new\":15")),
+        log.lines()
+            .any(|l| l.contains("\"event\":\"ramp_changed\"") && l.contains("\"new\":15")),
         "{log}"
     );
 }

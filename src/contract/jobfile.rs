@@ -810,6 +810,37 @@ mod tests {
 
     const CAMPAIGN: &str = r#"{"type":"campaign","id":"c","daily_limit":20}"#;
 
+    /// SPEC §6 and §9: a reply names its action, or the account and the prospect.
+    #[test]
+    fn a_reply_names_an_action_or_an_account_and_a_prospect() {
+        let ok = |text: &str| match parse_record(text).expect(text) {
+            Record::Event(EventRecord::ReplyReceived { to, .. }) => to,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            ok(r#"{"type":"event","kind":"reply_received","action":"q/x"}"#),
+            ReplyTo::Action("q/x".into())
+        );
+        assert_eq!(
+            ok(r#"{"type":"event","kind":"reply_received","account":"a","prospect":"p"}"#),
+            ReplyTo::Prospect {
+                account: "a".into(),
+                prospect: "p".into()
+            }
+        );
+        check(r#"{"type":"event","kind":"reply_received"}"#, 1, "action");
+        check(
+            r#"{"type":"event","kind":"reply_received","account":"a"}"#,
+            1,
+            "prospect",
+        );
+        check(
+            r#"{"type":"event","kind":"reply_received","action":"x","account":"a","prospect":"p"}"#,
+            1,
+            "action",
+        );
+    }
+
     #[test]
     fn errors_name_line_and_field() {
         check("{\"type\":\"account\",\"id\":\"a\"}\n{bad", 2, "record");

@@ -381,6 +381,41 @@ mod tests {
         );
     }
 
+    /// The sim's feed serves what is due, again for the same cursor, nothing twice once
+    /// a later cursor is asked after, and everything it holds for a foreign cursor.
+    #[test]
+    fn the_feed_serves_due_feedback_by_cursor() {
+        use crate::contract::events::parse_page;
+        let t = DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc);
+        let mut f = SimFeed::new(7);
+        let accept = |p: &str, at| Feedback {
+            at,
+            event: EventRecord::AccountRestricted { account: p.into() },
+        };
+        f.push(accept("a", t + Duration::hours(1)));
+        f.push(accept("b", t + Duration::hours(2)));
+        let page =
+            |f: &mut SimFeed, after: Option<&str>, at| parse_page(&f.page(after, at)).expect("a valid page");
+        let p0 = page(&mut f, None, t);
+        assert!(p0.events.is_empty());
+        let p1 = page(&mut f, Some(&p0.cursor), t + Duration::hours(1));
+        assert_eq!(p1.events.len(), 1);
+        let again = page(&mut f, Some(&p0.cursor), t + Duration::hours(1));
+        assert_eq!(again, p1, "the same cursor gets the same page");
+        let p2 = page(&mut f, Some(&p1.cursor), t + Duration::hours(3));
+        assert_eq!(p2.events.len(), 1);
+        assert_ne!(p2.events[0].id, p1.events[0].id);
+        let foreign = page(&mut f, Some("ffff-0"), t + Duration::hours(3));
+        assert_eq!(
+            foreign.events, p2.events,
+            "a cursor of another run starts at what is held"
+        );
+        f.ack(&p2.cursor);
+        assert!(!f.has_news(t + Duration::hours(3)));
+    }
+
     #[test]
     fn inmails_run_out_of_credits() {
         let t = DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
