@@ -9,9 +9,11 @@ mod common;
 
 use common::http::read_request;
 use common::worker::{wait_until, Worker, DEADLINE};
+use common::{drop_job_file, invite_backlog};
 use sendgate::store::{OpenOptions, Settings, Store};
 use std::io::{BufReader, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -137,22 +139,22 @@ fn serve(listener: TcpListener, seen: Arc<Mutex<Seen>>) {
     }
 }
 
-fn job_file() -> String {
-    let mut text = String::from(r#"{"type":"campaign","id":"c1","daily_limit":1000}"#);
-    text.push('\n');
-    for a in ACCOUNTS {
-        text += &format!(
-            r#"{{"type":"account","id":"{a}","tier":"sales_navigator_core","timezone":"UTC","established":true,"window":{{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}},"caps":{{"invites":{CAP}}}}}"#
-        );
-        text.push('\n');
-        for i in 0..3 * CAP {
-            text += &format!(
-                r#"{{"type":"action","id":"{a}-{i}","campaign":"c1","account":"{a}","kind":"invite","prospect":"https://www.linkedin.com/in/{a}-{i}","payload":{{}}}}"#
-            );
-            text.push('\n');
-        }
-    }
-    text
+/// Start `sendgate run` in `dir` with fsync off, the spool and status file in `dir`, and
+/// the caller's `[upstream]`, pacing and clock sections.
+fn start(dir: &Path, sections: &str) -> Worker {
+    let d = dir.display();
+    let cfg = dir.join("sendgate.toml");
+    let text = format!(
+        "[store]\npath = \"{d}/store\"\nfsync = false\n[spool]\ndir = \"{d}/spool\"\nrescan_s = 1\n\
+         [status]\npath = \"{d}/status.json\"\nevery_s = 1\n{sections}"
+    );
+    std::fs::write(&cfg, text).expect("write config");
+    Worker::start(
+        Command::new(env!("CARGO_BIN_EXE_sendgate"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .current_dir(dir),
+    )
 }
 
 fn polled(log: &str) -> Vec<serde_json::Value> {
@@ -172,20 +174,12 @@ fn bad_pages_repeats_a_429_a_cursor_going_back_and_a_slow_page_never_stop_sendin
         let seen = Arc::clone(&seen);
         std::thread::spawn(move || serve(listener, seen));
     }
-    let d = dir.path().display();
-    let cfg = dir.path().join("sendgate.toml");
     // 600× virtual time: the feed is polled every 60 virtual s (0.1 s real); an
     // account sends every 300–600 virtual s (0.5–1 s real).
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[store]
-path = "{d}/store"
-fsync = false
-[spool]
-dir = "{d}/spool"
-rescan_s = 1
-[upstream]
+    let w = start(
+        dir.path(),
+        &format!(
+            r#"[upstream]
 kind = "http"
 url = "http://127.0.0.1:{port}"
 timeout_s = 1
@@ -194,25 +188,17 @@ events_every_s = 60
 [pacing]
 min_gap_s = 300
 max_gap_s = 600
-[status]
-path = "{d}/status.json"
-every_s = 1
 [clock]
 start = "2026-11-25T08:00:00Z"
 speed = 600.0
 "#
         ),
-    )
-    .expect("write config");
-    let w = Worker::start(
-        Command::new(env!("CARGO_BIN_EXE_sendgate"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .current_dir(dir.path()),
     );
-    let spool = dir.path().join("spool");
-    std::fs::write(spool.join("tmp/001.jsonl"), job_file()).expect("write job file");
-    std::fs::rename(spool.join("tmp/001.jsonl"), spool.join("incoming/001.jsonl")).expect("rename");
+    drop_job_file(
+        &dir.path().join("spool"),
+        "001.jsonl",
+        &invite_backlog(&ACCOUNTS, 3 * CAP, true, Some(CAP)),
+    );
     let total = ACCOUNTS.len() * CAP;
     wait_until("the script played and every account reached its cap", || {
         let s = seen.lock().expect("lock");
@@ -291,52 +277,22 @@ speed = 600.0
 #[test]
 fn under_run_the_sim_feeds_its_acceptances_and_the_ramp_advances() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path().display();
-    let cfg = dir.path().join("sendgate.toml");
     // 50 000× virtual time: a virtual week is about 12 s.
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[store]
-path = "{d}/store"
-fsync = false
-[spool]
-dir = "{d}/spool"
-[upstream]
+    let w = start(
+        dir.path(),
+        r#"[upstream]
 kind = "sim"
 events_every_s = 600
-[status]
-path = "{d}/status.json"
 [clock]
 start = "2026-11-02T00:00:00Z"
 speed = 50000.0
-"#
-        ),
-    )
-    .expect("write config");
-    let w = Worker::start(
-        Command::new(env!("CARGO_BIN_EXE_sendgate"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .current_dir(dir.path()),
+"#,
     );
-    let mut text = String::from(r#"{"type":"campaign","id":"c1","daily_limit":1000}"#);
-    text.push('\n');
-    for a in ["a1", "a2", "a3"] {
-        text += &format!(
-            r#"{{"type":"account","id":"{a}","tier":"sales_navigator_core","timezone":"UTC","window":{{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}}}}"#
-        );
-        text.push('\n');
-        for i in 0..200 {
-            text += &format!(
-                r#"{{"type":"action","id":"{a}-{i}","campaign":"c1","account":"{a}","kind":"invite","prospect":"https://www.linkedin.com/in/{a}-{i}"}}"#
-            );
-            text.push('\n');
-        }
-    }
-    let spool = dir.path().join("spool");
-    std::fs::write(spool.join("tmp/001.jsonl"), text).expect("write job file");
-    std::fs::rename(spool.join("tmp/001.jsonl"), spool.join("incoming/001.jsonl")).expect("rename");
+    drop_job_file(
+        &dir.path().join("spool"),
+        "001.jsonl",
+        &invite_backlog(&["a1", "a2", "a3"], 200, false, None),
+    );
     w.wait_for_log("\"reason\":\"advance\"");
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");

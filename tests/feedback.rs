@@ -88,20 +88,33 @@ fn applied_from_feed(run: &VirtualRun) -> u32 {
 
 const START: &str = "2026-11-02T00:00:00Z"; // a Monday
 
-#[test]
-fn polled_acceptances_at_40_percent_raise_the_ramp_10_15_22_over_three_weeks() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// The ramping account from START for `days` less a minute, `per_ten` of ten invites
+/// accepted until day `switch_day`, `late_per_ten` after.
+fn ramp_run(
+    dir: &std::path::Path,
+    per_ten: u64,
+    late_per_ten: u64,
+    switch_day: i64,
+    days: i64,
+) -> VirtualRun {
     let start = utc(START);
-    let mut run = engine_at(dir.path(), start);
+    let mut run = engine_at(dir, start);
     ramping_account(&mut run);
     let mut up = Accepting {
         n: 0,
-        per_ten: 4,
-        late_per_ten: 4,
-        switch: start,
+        per_ten,
+        late_per_ten,
+        switch: start + Duration::days(switch_day),
     };
-    run.run_until(start + Duration::days(21) - Duration::minutes(1), &mut up)
+    run.run_until(start + Duration::days(days) - Duration::minutes(1), &mut up)
         .expect("run");
+    run
+}
+
+#[test]
+fn polled_acceptances_at_40_percent_raise_the_ramp_10_15_22_over_three_weeks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = ramp_run(dir.path(), 4, 4, 0, 21);
     assert_eq!(
         ramp_changes(&run),
         vec![(10, 15, "advance".to_string()), (15, 22, "advance".to_string())]
@@ -120,16 +133,7 @@ fn polled_acceptances_at_40_percent_raise_the_ramp_10_15_22_over_three_weeks() {
 #[test]
 fn at_10_percent_the_ramp_holds_at_its_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let start = utc(START);
-    let mut run = engine_at(dir.path(), start);
-    ramping_account(&mut run);
-    let mut up = Accepting {
-        n: 0,
-        per_ten: 1,
-        late_per_ten: 1,
-        switch: start,
-    };
-    run.run_until(start + Duration::days(22), &mut up).expect("run");
+    let run = ramp_run(dir.path(), 1, 1, 0, 22);
     // Judged (feedback flows) and found low: at risk, and the ramp never rises; it
     // cannot step back below its start.
     assert!(
@@ -150,16 +154,7 @@ fn at_10_percent_the_ramp_holds_at_its_start() {
 #[test]
 fn a_fall_to_10_percent_after_the_ramp_rose_steps_it_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let start = utc(START);
-    let mut run = engine_at(dir.path(), start);
-    ramping_account(&mut run);
-    let mut up = Accepting {
-        n: 0,
-        per_ten: 4,
-        late_per_ten: 1,
-        switch: start + Duration::days(14),
-    };
-    run.run_until(start + Duration::days(36), &mut up).expect("run");
+    let run = ramp_run(dir.path(), 4, 1, 14, 36);
     let changes = ramp_changes(&run);
     let raised = changes.iter().position(|(o, n, _)| (*o, *n) == (15, 22));
     let stepped = changes.iter().position(|(_, _, r)| r == "step_back");

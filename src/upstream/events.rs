@@ -6,10 +6,9 @@
 //!
 //! It never logs, and its reasons carry no URL (it may hold credentials).
 
-use super::http::{describe, parse_retry_after};
+use super::http::{describe, endpoint, parse_retry_after};
 use super::{EventSource, FetchFuture};
 use crate::contract::events::{FetchError, MAX_PAGE_BYTES};
-use crate::contract::upstream::redact_proxy;
 use reqwest::header::RETRY_AFTER;
 use std::time::Duration;
 
@@ -25,15 +24,7 @@ pub struct HttpEvents {
 impl HttpEvents {
     /// `url` is `upstream.url`; `timeout_s` bounds the whole request.
     pub fn new(url: &str, timeout_s: u64) -> Result<HttpEvents, String> {
-        let shown = redact_proxy(url);
-        let endpoint = format!("{}{EVENTS_PATH}", url.trim_end_matches('/'));
-        let parsed = reqwest::Url::parse(&endpoint)
-            .map_err(|e| format!("upstream.url `{shown}` is not a URL: {e}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!(
-                "upstream.url `{shown}` must be an http:// or https:// URL"
-            ));
-        }
+        let parsed = endpoint(url, EVENTS_PATH)?;
         let timeout = Duration::from_secs(timeout_s.max(1));
         let client = reqwest::Client::builder()
             .timeout(timeout)
