@@ -750,6 +750,12 @@ mod tests {
             ("[health]\nmin_sample = 0\n", "health.min_sample"),
             ("[upstream]\nkind = \"exec\"\n", "upstream.command"),
             ("[upstream]\nkind = \"exec\"\ncommand = []\n", "upstream.command"),
+            // An exec program has no event feed (SPEC §9).
+            (
+                "[upstream]\nkind = \"exec\"\ncommand = [\"/bin/true\"]\nevents = true\n",
+                "upstream.events",
+            ),
+            ("[upstream]\nevents_every_s = 0\n", "upstream.events_every_s"),
         ] {
             assert_eq!(key_of(text), key, "{text}");
         }
