@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn splitmix64_matches_the_reference_sequence() {
         let mut rng = SplitMix64(0);
-        let got: Vec<u64> = (0..4).map(|_| rng.next_u64()).collect();
+        let got: Vec<u64> = (0..4).map(|_| crate::pacing::Rng::next_u64(&mut rng)).collect();
         assert_eq!(
             got,
             [
