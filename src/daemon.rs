@@ -8,12 +8,13 @@
 
 use crate::clock::{Clock, ScaledClock, SystemClock};
 use crate::config::{Config, UpstreamKind};
+use crate::contract::events::FetchError;
 use crate::contract::jobfile::parse_file;
 use crate::contract::Outcome;
 use crate::engine::{Engine, EngineConfig};
 use crate::spool::{Claimed, ReadError, Spool};
 use crate::store::{ApplyOutcome, OpenOptions, Reservation, Settings, Store, StoreError};
-use crate::upstream::{exec::Exec, http::Http, sim::SimUpstream, Upstream};
+use crate::upstream::{events::HttpEvents, exec::Exec, http::Http, sim::SimUpstream, EventSource, Upstream};
 use crate::{exit, log};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,8 @@ const PRUNE_BATCH: usize = 10_000;
 enum Msg {
     Spool,
     Done(Box<Reservation>, Outcome),
+    /// What a poll of the event feed brought (at most one poll is under way).
+    Page(Result<Vec<u8>, FetchError>),
     Stop,
     Reload,
 }
@@ -94,12 +97,25 @@ fn build_clock(c: &Config) -> Arc<dyn Clock> {
     }
 }
 
-fn build_upstream(c: &Config, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Upstream>, String> {
+/// The upstream, and its event feed when there is one (SPEC §9): http with
+/// `upstream.events = true`, and always the `sim`, which feeds its own.
+type Upstreams = (Arc<dyn Upstream>, Option<Arc<dyn EventSource>>);
+
+fn build_upstream(c: &Config, clock: &Arc<dyn Clock>) -> Result<Upstreams, String> {
     let u = &c.upstream;
     Ok(match u.kind {
-        UpstreamKind::Http => Arc::new(Http::new(&u.url, u.timeout_s)?),
-        UpstreamKind::Exec => Arc::new(Exec::new(u.command.clone(), u.timeout_s)),
-        UpstreamKind::Sim => Arc::new(SimUpstream::new(u.seed, Arc::clone(clock))),
+        UpstreamKind::Http => {
+            let events: Option<Arc<dyn EventSource>> = match u.events {
+                true => Some(Arc::new(HttpEvents::new(&u.url, u.timeout_s)?)),
+                false => None,
+            };
+            (Arc::new(Http::new(&u.url, u.timeout_s)?), events)
+        }
+        UpstreamKind::Exec => (Arc::new(Exec::new(u.command.clone(), u.timeout_s)), None),
+        UpstreamKind::Sim => {
+            let sim = Arc::new(SimUpstream::new(u.seed, Arc::clone(clock)));
+            (sim.clone(), Some(sim))
+        }
     })
 }
 
@@ -167,7 +183,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
             return exit::FAILURE;
         }
     };
-    let upstream = {
+    let (upstream, events) = {
         let _guard = runtime.enter();
         match build_upstream(&config, &clock) {
             Ok(u) => u,
@@ -206,6 +222,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         stuck: Vec::new(),
         clock,
         upstream,
+        events: None,
         runtime,
         tx,
         rx,
@@ -214,6 +231,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         started: Instant::now(),
         metrics,
     };
+    worker.set_events(events);
     match worker.run() {
         Ok(()) => {
             notify(&[sd_notify::NotifyState::Stopping]);
@@ -280,6 +298,8 @@ struct Worker {
     stuck: Vec<Stuck>,
     clock: Arc<dyn Clock>,
     upstream: Arc<dyn Upstream>,
+    /// The event feed, when there is one.
+    events: Option<Arc<dyn EventSource>>,
     runtime: tokio::runtime::Runtime,
     tx: SyncSender<Msg>,
     rx: Receiver<Msg>,
@@ -325,6 +345,9 @@ impl Worker {
                 let now = self.clock.now();
                 for r in self.engine.tick(now)? {
                     self.send(r);
+                }
+                if let Some(after) = self.engine.feed_poll_due(now)? {
+                    self.fetch_events(after);
                 }
                 if last_prune.elapsed() >= PRUNE_EVERY {
                     self.engine.store().prune(now, PRUNE_BATCH)?;
@@ -384,6 +407,9 @@ impl Worker {
                         }
                         done.push((*res, outcome));
                     }
+                    Msg::Page(fetched) => {
+                        self.engine.feed_result(fetched, self.clock.now())?;
+                    }
                     Msg::Stop => {
                         if stop_deadline.is_none() {
                             tracing::info!(event = "worker_stopping", inflight = self.engine.inflight());
@@ -437,6 +463,36 @@ impl Worker {
             };
             // Completions are bounded by MAX_INFLIGHT and the inbox holds more.
             let _ = tx.send(Msg::Done(Box::new(res), outcome));
+        });
+    }
+
+    /// Use `events` as the feed (or none), polled every `upstream.events_every_s`.
+    fn set_events(&mut self, events: Option<Arc<dyn EventSource>>) {
+        match &events {
+            Some(_) => self
+                .engine
+                .enable_feed(self.config.upstream.events_every_s, self.clock.now()),
+            None => self.engine.disable_feed(),
+        }
+        self.events = events;
+    }
+
+    /// One poll of the event feed, off the engine thread; its result comes back as
+    /// `Msg::Page`. Bounded in time like a send; a 429 or a failure only delays the
+    /// next poll (`Engine::feed_result`), it never touches sending.
+    fn fetch_events(&self, after: Option<String>) {
+        let Some(source) = self.events.clone() else {
+            return;
+        };
+        let tx = self.tx.clone();
+        let limit = Duration::from_secs(self.config.upstream.timeout_s) + SEND_GRACE;
+        self.runtime.spawn(async move {
+            let fetched = match tokio::time::timeout(limit, source.fetch(after)).await {
+                Ok(r) => r,
+                Err(_) => Err(FetchError::Failed("timeout".into())),
+            };
+            // One poll at a time, so this fits the inbox beside the completions.
+            let _ = tx.send(Msg::Page(fetched));
         });
     }
 
@@ -677,7 +733,7 @@ impl Worker {
             let _guard = self.runtime.enter();
             build_upstream(&new, &self.clock)
         };
-        let upstream = match upstream {
+        let (upstream, events) = match upstream {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(event = "config_rejected", error = %e);
@@ -715,6 +771,8 @@ impl Worker {
         // `spool.rescan_s` and `status.every_s` are read from `self.config` every turn.
         self.upstream = upstream;
         self.engine.store_mut().settings = Settings::from_config(&new);
+        self.config.upstream.events_every_s = new.upstream.events_every_s;
+        self.set_events(events);
         let cfg = self.engine.config_mut();
         cfg.min_gap_s = new.pacing.min_gap_s;
         cfg.max_gap_s = new.pacing.max_gap_s;

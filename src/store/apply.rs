@@ -6,7 +6,9 @@ use super::records::{Account, AccountCaps, Action, Campaign, State};
 use super::reserve::{refresh_health, Change};
 use super::tx::{reject, Tx, TxResult};
 use super::{Settings, Store, StoreError, FILES, LINKS, META, WAITING};
-use crate::contract::jobfile::{AccountRecord, ActionRecord, CampaignRecord, EventRecord, Line, Record};
+use crate::contract::jobfile::{
+    AccountRecord, ActionRecord, CampaignRecord, EventRecord, Line, Record, ReplyTo,
+};
 use crate::contract::CampaignStatus;
 use crate::policy::caps::{red_zone, Budget, Counter};
 use crate::policy::window::local_day;
@@ -37,7 +39,7 @@ pub enum ApplyOutcome {
     Rejected(super::Rejection),
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     tx: &'a Tx<'a>,
     st: &'a Settings,
     now: DateTime<Utc>,
@@ -162,6 +164,12 @@ fn apply_account(c: &mut Ctx, line: usize, r: &AccountRecord) -> TxResult<()> {
             reason: "established",
         });
         a.set_ramp_ceiling(today, target);
+    }
+    if is_new {
+        // Judged from the start, not at its first day turn: while acceptance feedback
+        // is unknown a new account reads `watch`, "no acceptance feedback" (SPEC §3.4).
+        let signals = super::reserve::signals(tx, &a, today)?;
+        a.health = crate::policy::health::assess(signals, &policy.health).health;
     }
     tx.put_account(&a)?;
     c.out.accounts += 1;
@@ -348,9 +356,49 @@ fn need_action(tx: &Tx, line: usize, id: &str) -> TxResult<Action> {
     }
 }
 
-fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
+impl<'a> Ctx<'a> {
+    pub(super) fn new(tx: &'a Tx<'a>, st: &'a Settings, now: DateTime<Utc>, seqs: &'a [u64]) -> Ctx<'a> {
+        Ctx {
+            tx,
+            st,
+            now,
+            assigned: BTreeMap::new(),
+            seqs: seqs.iter(),
+            out: Applied::default(),
+            resumed: Vec::new(),
+            campaign_cache: BTreeMap::new(),
+            known_accounts: Default::default(),
+        }
+    }
+
+    pub(super) fn into_parts(self) -> (Applied, Vec<(bool, String)>) {
+        (self.out, self.resumed)
+    }
+}
+
+/// Return the InMail credit of a sent InMail on a reply, once per action (SPEC §3.5):
+/// true when it did.
+fn refund_reply(tx: &Tx, st: &Settings, mut a: Action) -> TxResult<bool> {
+    if a.kind != Kind::Inmail || a.state != State::Sent || a.refunded {
+        return Ok(false);
+    }
+    if let Some(mut acct) = tx.account(&a.account)? {
+        let ceiling = st.policy.tier(acct.tier).inmail_ceiling;
+        acct.credits = credits::refund(acct.credits, ceiling);
+        tx.put_account(&acct)?;
+    }
+    a.refunded = true;
+    tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
+    Ok(true)
+}
+
+/// Apply one event with the job-file rules (SPEC §6), from a file or the upstream's
+/// feed (SPEC §9). Returns whether it changed anything (false: an acceptance of an
+/// invite never sent, a reply to no sent InMail or one already refunded, and the like).
+pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<bool> {
     let tx = c.tx;
     let st = c.st;
+    let mut effect = true;
     match e {
         EventRecord::InviteAccepted {
             account, prospect, ..
@@ -358,10 +406,12 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
             need_account(tx, line, account)?;
             // Acceptance feedback flows from now on: acceptance is judged, not unknown.
             super::reserve::mark_feedback_seen(tx)?;
+            effect = false;
             if let Some(id) = tx.get_raw(LINKS, &codec::invite_key(account, prospect))? {
                 let id = String::from_utf8_lossy(&id).into_owned();
                 if let Some(mut a) = tx.action(&id)? {
                     if let (false, Some(day)) = (a.accepted, a.sent_day) {
+                        effect = true;
                         a.accepted = true;
                         tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
                         let mut d = tx.account_day(account, day)?;
@@ -371,21 +421,27 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
                 }
             }
         }
-        EventRecord::ReplyReceived { action, .. } => {
-            let mut a = need_action(tx, line, action)?;
-            if a.kind == Kind::Inmail && a.state == State::Sent && !a.refunded {
-                if let Some(mut acct) = tx.account(&a.account)? {
-                    let ceiling = st.policy.tier(acct.tier).inmail_ceiling;
-                    acct.credits = credits::refund(acct.credits, ceiling);
-                    tx.put_account(&acct)?;
+        EventRecord::ReplyReceived { to, .. } => {
+            let action = match to {
+                ReplyTo::Action(action) => Some(need_action(tx, line, action)?),
+                ReplyTo::Prospect { account, prospect } => {
+                    need_account(tx, line, account)?;
+                    // The prospect's last InMail sent from that account, if any.
+                    match tx.get_raw(LINKS, &codec::inmail_key(account, prospect))? {
+                        Some(id) => tx.action(&String::from_utf8_lossy(&id))?,
+                        None => None,
+                    }
                 }
-                a.refunded = true;
-                tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
-            }
+            };
+            effect = match action {
+                Some(a) => refund_reply(tx, st, a)?,
+                None => false,
+            };
         }
         EventRecord::AccountRestricted { account } | EventRecord::AccountResumed { account } => {
             let mut a = need_account(tx, line, account)?;
             let restricted = matches!(e, EventRecord::AccountRestricted { .. });
+            effect = a.restricted != restricted;
             a.restricted = restricted;
             let today = a.day_at(c.now);
             refresh_health(tx, &mut a, today, st, &mut c.out.changes)?;
@@ -435,7 +491,7 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
         }
     }
     c.out.events += 1;
-    Ok(())
+    Ok(effect)
 }
 
 /// `meta` key counting the start-ups that found job file `name` in `processing/`
@@ -504,30 +560,22 @@ impl Store {
             if tx.get_raw(FILES, &fkey)?.is_some() {
                 return Ok(None);
             }
-            let mut c = Ctx {
-                tx,
-                st: &self.settings,
-                now,
-                assigned: BTreeMap::new(),
-                seqs: seqs.iter(),
-                out: Applied::default(),
-                resumed: Vec::new(),
-                campaign_cache: BTreeMap::new(),
-                known_accounts: Default::default(),
-            };
+            let mut c = Ctx::new(tx, &self.settings, now, &seqs);
             for l in records {
                 match &l.record {
                     Record::Account(r) => apply_account(&mut c, l.line, r)?,
                     Record::Campaign(r) => apply_campaign(&mut c, l.line, r)?,
                     Record::Action(r) => apply_action(&mut c, l.line, r)?,
-                    Record::Event(e) => apply_event(&mut c, l.line, e)?,
+                    Record::Event(e) => {
+                        apply_event(&mut c, l.line, e)?;
+                    }
                 }
             }
             tx.put(FILES, &fkey, &ms(now))?;
             // Applied: it is no poison file, whatever start-ups found it before.
             tx.del(META, &leftover_key(name))?;
             tx.flush_counts()?;
-            Ok(Some((c.out, c.resumed)))
+            Ok(Some(c.into_parts()))
         })?;
         let (applied, resumed) = match result {
             Ok(Some(v)) => v,

@@ -17,6 +17,7 @@
 
 mod apply;
 pub mod codec;
+mod feed;
 pub mod identity;
 mod outcome;
 mod query;
@@ -30,6 +31,7 @@ mod golden;
 
 pub use apply::Applied;
 pub use apply::ApplyOutcome;
+pub use feed::{PageApplied, PageOutcome};
 pub use outcome::{Attempt, Recorded};
 pub use query::{
     AccountStatus, AuditReport, DaySummary, DayTurn, Overshoot, StatusReport, UpstreamStatus, Use,
