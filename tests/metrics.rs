@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::http::read_request;
+use common::http::{read_request, reply};
 use common::worker::{wait_until, Worker, DEADLINE};
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Write};
@@ -55,11 +55,7 @@ impl Upstream {
                             .expect("lock")
                             .entry((field("account"), field("kind"), status))
                             .or_default() += 1;
-                        let reply = format!(
-                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if w.write_all(reply.as_bytes()).is_err() {
+                        if w.write_all(reply(status, "", body).as_bytes()).is_err() {
                             return;
                         }
                     }
@@ -124,10 +120,7 @@ fn start_worker(dir: &Path, config: &Path) -> Worker {
 }
 
 fn drop_file(dir: &Path, name: &str, text: &str) {
-    let spool = dir.join("spool");
-    let tmp = spool.join("tmp").join(name);
-    std::fs::write(&tmp, text).expect("write job file");
-    std::fs::rename(&tmp, spool.join("incoming").join(name)).expect("rename into incoming");
+    common::drop_job_file(&dir.join("spool"), name, text);
 }
 
 fn account(id: &str, zone: &str, extra: &str) -> String {
@@ -137,9 +130,7 @@ fn account(id: &str, zone: &str, extra: &str) -> String {
 }
 
 fn action(id: &str, account: &str, kind: &str) -> String {
-    format!(
-        r#"{{"type":"action","id":"{id}","campaign":"c1","account":"{account}","kind":"{kind}","prospect":"https://www.linkedin.com/in/{id}","payload":{{}}}}"#
-    ) + "\n"
+    common::action_line(id, "c1", account, kind) + "\n"
 }
 
 /// One HTTP/1.1 request with `Connection: close`: (status, head, body); status 0 when

@@ -42,3 +42,12 @@ pub fn read_request(r: &mut BufReader<TcpStream>) -> Option<HttpRequest> {
     };
     Some(HttpRequest { path, key, body })
 }
+
+/// A loopback upstream's answer: `status`, extra header lines (each ending in `\r\n`)
+/// and a JSON `body`.
+pub fn reply(status: u16, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
