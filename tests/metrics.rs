@@ -332,39 +332,22 @@ fn metrics_agree_with_the_upstream() {
             "{account} {counter}"
         );
     }
-    // Messages and views share the engagement bucket.
-    assert_eq!(
-        sample(&s, "sendgate_account_used{account=\"a1\",counter=\"engagement\"}"),
-        3.0
-    );
-    assert_eq!(
-        sample(&s, "sendgate_account_used{account=\"a2\",counter=\"engagement\"}"),
-        2.0
-    );
-    assert_eq!(
-        sample(&s, "sendgate_account_cap{account=\"a1\",counter=\"invites\"}"),
-        4.0
-    );
-    assert_eq!(
-        sample(&s, "sendgate_account_cap{account=\"a2\",counter=\"invites\"}"),
-        80.0
-    );
-    assert!(!s.contains_key("sendgate_account_cap{account=\"a1\",counter=\"weekly_invites\"}"));
-    // Established: the ramp starts at its target, min(caps.invites, tier ceiling).
-    assert_eq!(sample(&s, "sendgate_account_ramp_ceiling{account=\"a1\"}"), 4.0);
-    assert_eq!(sample(&s, "sendgate_account_ramp_ceiling{account=\"a2\"}"), 80.0);
-    assert_eq!(
-        sample(&s, "sendgate_campaign_used{campaign=\"c1\",type=\"invite\"}"),
-        8.0
-    );
-    assert_eq!(
-        sample(&s, "sendgate_campaign_cap{campaign=\"c1\",type=\"invite\"}"),
-        30.0
-    );
-    assert_eq!(
-        sample(&s, "sendgate_campaign_cap{campaign=\"c1\",type=\"message\"}"),
-        50.0
-    );
+    for (key, want) in [
+        // Messages and views share the engagement bucket.
+        (r#"sendgate_account_used{account="a1",counter="engagement"}"#, 3.0),
+        (r#"sendgate_account_used{account="a2",counter="engagement"}"#, 2.0),
+        (r#"sendgate_account_cap{account="a1",counter="invites"}"#, 4.0),
+        (r#"sendgate_account_cap{account="a2",counter="invites"}"#, 80.0),
+        // Established: the ramp starts at its target, min(caps.invites, tier ceiling).
+        (r#"sendgate_account_ramp_ceiling{account="a1"}"#, 4.0),
+        (r#"sendgate_account_ramp_ceiling{account="a2"}"#, 80.0),
+        (r#"sendgate_campaign_used{campaign="c1",type="invite"}"#, 8.0),
+        (r#"sendgate_campaign_cap{campaign="c1",type="invite"}"#, 30.0),
+        (r#"sendgate_campaign_cap{campaign="c1",type="message"}"#, 50.0),
+    ] {
+        assert_eq!(sample(&s, key), want, "{key}");
+    }
+    assert!(!s.contains_key(r#"sendgate_account_cap{account="a1",counter="weekly_invites"}"#));
     for a in ["a1", "a2"] {
         let health: f64 = ["healthy", "watch", "at_risk", "restricted"]
             .iter()
