@@ -147,7 +147,9 @@ fn a_file_that_kills_the_worker_twice_is_quarantined_and_the_worker_goes_on() {
     let w = Worker::start(&mut worker(dir.path(), &config, Some(limit)));
     w.wait_for_log("file_quarantined");
     let rejected = spool(dir.path(), "rejected");
-    assert!(rejected.join("1-big.jsonl").exists(), "{}", w.log());
+    wait_until("the file and its .error in rejected/", || {
+        rejected.join("1-big.jsonl").exists() && rejected.join("1-big.jsonl.error").exists()
+    });
     assert!(!processing.exists());
     let error = std::fs::read_to_string(rejected.join("1-big.jsonl.error")).expect("an .error beside it");
     assert!(error.starts_with("1-big.jsonl:"), "{error}");

@@ -96,4 +96,11 @@ mod tests {
         let l = Tier::Free.default_limits();
         assert_eq!((l.invite_ceiling, l.inmail_credits, l.inmail_ceiling), (20, 0, 0));
     }
+
+    /// A tier prints as the job files spell it.
+    #[test]
+    fn display_is_the_job_file_spelling() {
+        assert_eq!(Tier::SalesNavigatorCore.to_string(), "sales_navigator_core");
+        assert_eq!(Tier::Free.to_string(), Tier::Free.as_str());
+    }
 }

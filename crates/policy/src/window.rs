@@ -227,4 +227,18 @@ mod tests {
         };
         assert_eq!(w.next_open(NY, utc("2026-11-26T21:00:00Z")), None);
     }
+
+    /// Samoa skipped 2011-12-30 entirely: the first instant at or after that day's
+    /// midnight is the next day's, found across a gap of 24 hours.
+    #[test]
+    fn a_skipped_day_is_crossed() {
+        let local = NaiveDate::from_ymd_opt(2011, 12, 30)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("local time");
+        assert_eq!(
+            first_instant_at_or_after(chrono_tz::Pacific::Apia, local),
+            utc("2011-12-30T10:00:00Z"),
+            "2011-12-31 00:00 in Apia (UTC+14)"
+        );
+    }
 }

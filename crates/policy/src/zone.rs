@@ -309,4 +309,94 @@ mod tests {
             prop_assert_eq!(z.start_of_day(z.day_at(next)), next);
         }
     }
+
+    /// Kiritimati (UTC+14) to Pago Pago (UTC-11) decided at 2026-11-25T00:00Z: the
+    /// old day 2026-11-25 runs on until Pago Pago's 2026-11-26 begins. Each method of
+    /// `Zones` on either side of the hand-over, with the instants worked out by hand.
+    #[test]
+    fn a_pending_change_hands_over_exactly_at_its_instant() {
+        let (old, new) = (chrono_tz::Pacific::Kiritimati, chrono_tz::Pacific::Pago_Pago);
+        let day = |s: &str| s.parse::<NaiveDate>().expect("date");
+        let (from, last_old_day) = takes_effect(old, new, utc("2026-11-25T00:00:00Z"));
+        assert_eq!(
+            (from, last_old_day),
+            (utc("2026-11-26T11:00:00Z"), day("2026-11-25"))
+        );
+        let z = Zones {
+            zone: old,
+            pending: Some(Pending {
+                zone: new,
+                from,
+                last_old_day,
+            }),
+        };
+        let before = from - Duration::seconds(1);
+        assert_eq!((z.zone_at(before), z.zone_at(from)), (old, new));
+        assert_eq!(z.day_at(before), day("2026-11-25"), "the old day runs on");
+        assert_eq!(z.day_at(from), day("2026-11-26"));
+        // Next day: an earlier old day ends at its own midnight; the last old day ends
+        // at the hand-over, however late it already is.
+        assert_eq!(
+            z.start_of_next_day(utc("2026-11-24T00:00:00Z")),
+            utc("2026-11-24T10:00:00Z")
+        );
+        assert_eq!(z.start_of_next_day(utc("2026-11-24T12:00:00Z")), from);
+        assert_eq!(z.start_of_next_day(utc("2026-11-26T00:00:00Z")), from);
+        assert_eq!(z.start_of_next_day(from), utc("2026-11-27T11:00:00Z"));
+        // Start of day: the last old day began at Kiritimati's midnight; the first new
+        // day at the hand-over.
+        assert_eq!(z.start_of_day(day("2026-11-25")), utc("2026-11-24T10:00:00Z"));
+        assert_eq!(z.start_of_day(day("2026-11-26")), from);
+        assert_eq!(z.start_of_day(day("2026-11-27")), utc("2026-11-27T11:00:00Z"));
+        // An all-day window is open now, in the old zone before the hand-over.
+        let all_day = Window {
+            days: [true; 7],
+            start: chrono::NaiveTime::from_hms_opt(0, 0, 0).expect("time"),
+            end: chrono::NaiveTime::from_hms_opt(23, 59, 0).expect("time"),
+        };
+        let t = utc("2026-11-25T00:00:00Z");
+        assert_eq!(z.next_open(&all_day, t), Some(t));
+
+        // 09:00-17:00 every day: 19:00Z-03:00Z in Kiritimati, 20:00Z-04:00Z in Pago Pago.
+        let hours = |h0, h1| Window {
+            days: [true; 7],
+            start: chrono::NaiveTime::from_hms_opt(h0, 0, 0).expect("time"),
+            end: chrono::NaiveTime::from_hms_opt(h1, 0, 0).expect("time"),
+        };
+        let office = hours(9, 17);
+        let at = |s| z.next_open(&office, utc(s));
+        assert_eq!(
+            at("2026-11-25T04:00:00Z"),
+            Some(utc("2026-11-25T19:00:00Z")),
+            "old zone, before the hand-over"
+        );
+        assert_eq!(
+            at("2026-11-26T05:00:00Z"),
+            Some(utc("2026-11-26T20:00:00Z")),
+            "an old opening after the hand-over does not count"
+        );
+        assert_eq!(
+            at("2026-11-27T12:00:00Z"),
+            Some(utc("2026-11-27T20:00:00Z")),
+            "new zone, after the hand-over"
+        );
+        assert!(z.is_open(&office, utc("2026-11-25T20:00:00Z")));
+        assert!(
+            !z.is_open(&office, utc("2026-11-26T19:30:00Z")),
+            "Pago Pago is not open yet"
+        );
+        assert!(z.is_open(&office, utc("2026-11-26T20:30:00Z")));
+        assert_eq!(
+            z.next_open_on_later_day(&office, utc("2026-11-25T20:00:00Z")),
+            Some(utc("2026-11-26T20:00:00Z")),
+            "the day after the last old day is Pago Pago's 2026-11-26"
+        );
+        // An old-zone opening exactly at the hand-over belongs to the new zone's days.
+        let early = hours(1, 23);
+        assert_eq!(
+            z.next_open(&early, utc("2026-11-26T10:30:00Z")),
+            Some(utc("2026-11-26T12:00:00Z")),
+            "01:00 in Pago Pago, not 01:00 in Kiritimati at the hand-over itself"
+        );
+    }
 }
