@@ -130,7 +130,9 @@ fn redact_run(run: &str) -> std::borrow::Cow<'_, str> {
     let before = &run[..at];
     if let Some(i) = before.find("://") {
         if i + 3 == at {
-            return run.into(); // `scheme://@host`: nothing to hide
+            // `scheme://@host`: nothing after the scheme, but what precedes the scheme
+            // may still be `user:password@` (`:pw@://@`).
+            return format!("{}{}", redact_run(&run[..i]), &run[i..]).into();
         }
         return format!("{}***{}", &run[..i + 3], &run[at..]).into();
     }
@@ -266,6 +268,16 @@ mod tests {
         ] {
             assert!(idempotency_key_problem(bad).is_some(), "{bad:?}");
         }
+    }
+
+    /// Found by `schemeless_passwords_never_survive`: credentials before an empty
+    /// `scheme://@` authority were kept whole.
+    #[test]
+    fn credentials_before_an_empty_scheme_authority_are_hidden() {
+        let out = redact_reason(":Za0[@://@", None);
+        assert!(!out.contains("Za0["), "{out:?}");
+        assert_eq!(redact_reason("x:Za0[@://@h y", None), "***@://@h y");
+        assert_eq!(redact_reason("see http://@host", None), "see http://@host");
     }
 
     proptest::proptest! {
