@@ -258,7 +258,16 @@ pub struct Config {
     pub pacing: PacingConfig,
     pub log: LogConfig,
     pub status: StatusConfig,
+    pub admin: AdminConfig,
     pub clock: ClockConfig,
+}
+
+/// `[admin]` (SPEC §7): the control socket; unset, `admin.sock` beside the status file
+/// (`admin::server::socket_path`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub socket: Option<PathBuf>,
 }
 
 /// The accepted range of every integer key, inclusive; `tiers.*` stands for each tier.

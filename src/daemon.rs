@@ -14,7 +14,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::spool::{Claimed, ReadError, Spool};
 use crate::store::{ApplyOutcome, OpenOptions, Reservation, Settings, Store, StoreError};
 use crate::upstream::{exec::Exec, http::Http, sim::SimUpstream, Upstream};
-use crate::{exit, log};
+use crate::{admin, exit, log};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -38,9 +38,14 @@ const MAX_READ_ATTEMPTS: u32 = 5;
 /// Finished actions and old ledger entries are pruned this often, in bounded batches.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PRUNE_BATCH: usize = 10_000;
+/// Actions the status file's detail reads each time it is written (`status.every_s`):
+/// bounded so that a big queue costs the engine thread little.
+const STATUS_FILE_SCAN_MAX: usize = 100_000;
 
 enum Msg {
     Spool,
+    /// An operator request from the admin socket, answered between ticks.
+    Admin(admin::server::Call),
     Done(Box<Reservation>, Outcome),
     Stop,
     Reload,
@@ -162,6 +167,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         }
     };
     let (tx, rx) = sync_channel(INBOX);
+    let socket = admin::server::socket_path(&config);
+    if let Err(e) = start_admin(&runtime, &socket, tx.clone()) {
+        tracing::error!(event = "worker_failed", error = %e);
+        return exit::FAILURE;
+    }
     if let Err(e) = watch_signals(tx.clone()) {
         tracing::error!(event = "worker_failed", error = %e);
         return exit::FAILURE;
@@ -186,7 +196,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         config_path,
         started: Instant::now(),
     };
-    match worker.run() {
+    let result = worker.run();
+    // The socket file goes with the worker (a crash leaves it; the next start replaces it).
+    let _ = std::fs::remove_file(&socket);
+    match result {
         Ok(()) => {
             notify(&[sd_notify::NotifyState::Stopping]);
             exit::OK
@@ -197,6 +210,16 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
             exit::FAILURE
         }
     }
+}
+
+/// Listen on the admin socket; requests reach the engine through its inbox with
+/// `try_send`, so a flood of clients can only be told "busy".
+fn start_admin(runtime: &tokio::runtime::Runtime, path: &Path, tx: SyncSender<Msg>) -> Result<(), String> {
+    let _guard = runtime.enter();
+    let listener = admin::server::bind(path)?;
+    let submit: admin::server::Submit = Arc::new(move |call| tx.try_send(Msg::Admin(call)).is_ok());
+    runtime.spawn(admin::server::serve(listener, submit));
+    Ok(())
 }
 
 fn store_failed(e: &StoreError, path: &Path) -> i32 {
@@ -351,6 +374,7 @@ impl Worker {
                         }
                     }
                     Msg::Reload => self.reload(),
+                    Msg::Admin(call) => self.admin(call)?,
                 }
             }
             if !done.is_empty() {
@@ -576,6 +600,31 @@ impl Worker {
         }
     }
 
+    /// Answer an operator request between ticks: the engine thread owns the store, so
+    /// a pause is in force before the next dispatch (in-flight calls finish).
+    fn admin(&mut self, call: admin::server::Call) -> Result<(), Fatal> {
+        let now = self.clock.now();
+        let ctx = self.admin_context();
+        let mut events = Vec::new();
+        let reply = admin::ops::execute(self.engine.store(), &call.request, now, &ctx, &mut events)?;
+        for e in &events {
+            log::event(e);
+        }
+        if call.request.mutates() {
+            self.engine.operator_changed(now)?;
+        }
+        // The client may be gone: its loss, not the worker's.
+        let _ = call.reply.send(reply);
+        Ok(())
+    }
+
+    fn admin_context(&self) -> admin::ops::Context {
+        admin::ops::Context {
+            upstream: self.engine.upstream_status(),
+            min_gap_s: self.config.pacing.min_gap_s,
+        }
+    }
+
     /// SIGHUP: re-read the configuration; an invalid one is logged and ignored.
     fn reload(&mut self) {
         let Some(path) = self.config_path.clone() else {
@@ -646,8 +695,8 @@ impl Worker {
     /// exit 74); only writing the file itself may fail with a logged `status_failed`.
     fn write_status(&self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let mut report = self.engine.store().status(now)?;
-        report.upstream = self.engine.upstream_status();
+        let report =
+            admin::ops::status_report(self.engine.store(), now, &self.admin_context(), STATUS_FILE_SCAN_MAX)?;
         let doc = serde_json::json!({
             "worker": {
                 "pid": std::process::id(),

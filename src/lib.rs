@@ -3,7 +3,8 @@
 //!
 //! The map, from the outside in:
 //!
-//! - `cli`      — one file per command (`run`, `check`, `status`, `audit`, `simulate`).
+//! - `admin`    — the running worker's control socket and the operator's requests.
+//! - `cli`      — one file per command (`run`, `check`, `status`, `list`, `audit`, ...).
 //! - `config`   — the TOML configuration: defaults, validation, unknown keys rejected.
 //! - `contract` — the outside formats: job-file records and events, upstream request
 //!   and outcomes.
@@ -12,6 +13,7 @@
 //!
 //! See ARCHITECTURE.md for the invariants and the path data travels.
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;

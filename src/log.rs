@@ -172,6 +172,43 @@ pub fn event(ev: &Event) {
             down_s,
             probes,
         } => info!(event = name, down_since = %down_since.to_rfc3339(), down_s, probes),
+        Event::Paused { scope, changed } => warn!(event = name, scope, changed),
+        Event::Resumed { scope, changed } => warn!(event = name, scope, changed),
+        Event::ActionCancelled {
+            action,
+            account,
+            campaign,
+            kind,
+            by,
+        }
+        | Event::ActionRequeued {
+            action,
+            account,
+            campaign,
+            kind,
+            by,
+        } => info!(
+            event = name,
+            action,
+            account,
+            campaign,
+            kind = kind.as_str(),
+            by
+        ),
+        Event::EventIgnored {
+            source,
+            line,
+            kind,
+            action,
+            reason,
+        } => warn!(
+            event = name,
+            source,
+            line,
+            kind,
+            action = action.as_deref(),
+            reason
+        ),
         Event::DaySummary {
             account,
             day,

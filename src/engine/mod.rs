@@ -8,6 +8,7 @@
 //! real upstream; `simulate` and the tests drive it with a manual clock and `sim`.
 
 pub mod events;
+mod operator;
 mod outage;
 pub mod virtual_run;
 
@@ -427,6 +428,12 @@ impl Engine {
     /// Pick the next action of every account that may send now, and reserve them in
     /// batches.
     fn dispatch(&mut self, now: DateTime<Utc>) -> Result<Vec<Reservation>, StoreError> {
+        if self.store.paused_all()? {
+            // The kill switch: nothing is dispatched, and nothing waits to be
+            // (`operator_changed` wakes every account with work when it is lifted).
+            self.sleep_all();
+            return Ok(Vec::new());
+        }
         let max_inflight = match self.breaker.permit(now) {
             Permit::Dispatch { max_inflight } => self.max_inflight(max_inflight),
             Permit::Probe => return self.dispatch_probe(now),
@@ -481,6 +488,9 @@ impl Engine {
         };
         if a.restricted {
             return Ok(None); // `account_resumed` (a job file) wakes it again
+        }
+        if self.store.account_paused(account)? {
+            return Ok(None); // `resume` wakes it again
         }
         let zones = a.zones();
         if let Some(h) = a

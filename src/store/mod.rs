@@ -18,6 +18,7 @@
 mod apply;
 pub mod codec;
 pub mod identity;
+mod operator;
 mod outcome;
 mod query;
 pub mod records;
@@ -27,8 +28,9 @@ mod tx;
 pub use apply::Applied;
 pub use apply::ApplyOutcome;
 pub use outcome::{Attempt, Recorded};
+pub use operator::{ActionRow, Filter, History, Move, MoveReport, Pauses, Scope};
 pub use query::{
-    AccountStatus, AuditReport, DaySummary, DayTurn, Overshoot, StatusReport, UpstreamStatus, Use,
+    AccountCampaign, AccountStatus, CampaignStatus, CampaignToday, Waiting, AuditReport, DaySummary, DayTurn, Overshoot, StatusReport, UpstreamStatus, Use,
     TOMBSTONE_DAYS,
 };
 pub use records::{Account, Action, Campaign, State};

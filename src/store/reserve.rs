@@ -266,6 +266,9 @@ fn reserve_one(
     if acct.held(now) {
         return Ok(skipped(id, "account held"));
     }
+    if super::operator::account_held_by_operator(tx, &acct.id)? {
+        return Ok(skipped(id, "paused by the operator"));
+    }
     if !acct.zones().is_open(&acct.window, now) {
         return Ok(skipped(id, "outside the sending window"));
     }
@@ -275,7 +278,7 @@ fn reserve_one(
     let mut parked = action.clone();
     parked.state = State::Parked;
     parked.updated_ms = ms(now);
-    if campaign.paused {
+    if campaign.paused || super::operator::campaign_held_by_operator(tx, &campaign.id)? {
         parked.reason = Some("campaign_paused".into());
         parked.until_ms = None;
         tx.transition(&action, &parked, Some((b"c", &campaign.id)))?;
