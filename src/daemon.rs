@@ -695,8 +695,12 @@ impl Worker {
     /// exit 74); only writing the file itself may fail with a logged `status_failed`.
     fn write_status(&self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let report =
-            admin::ops::status_report(self.engine.store(), now, &self.admin_context(), STATUS_FILE_SCAN_MAX)?;
+        let report = admin::ops::status_report(
+            self.engine.store(),
+            now,
+            &self.admin_context(),
+            STATUS_FILE_SCAN_MAX,
+        )?;
         let doc = serde_json::json!({
             "worker": {
                 "pid": std::process::id(),

@@ -187,14 +187,7 @@ pub fn event(ev: &Event) {
             campaign,
             kind,
             by,
-        } => info!(
-            event = name,
-            action,
-            account,
-            campaign,
-            kind = kind.as_str(),
-            by
-        ),
+        } => info!(event = name, action, account, campaign, kind = kind.as_str(), by),
         Event::EventIgnored {
             source,
             line,

@@ -46,6 +46,9 @@ pub fn call(path: &Path, req: &Request) -> Result<Reply, ClientError> {
         .read_until(b'\n', &mut reply)
         .map_err(fail)?;
     serde_json::from_slice(&reply).map_err(|e| {
-        ClientError::Failed(format!("{}: unreadable reply from the worker: {e}", path.display()))
+        ClientError::Failed(format!(
+            "{}: unreadable reply from the worker: {e}",
+            path.display()
+        ))
     })
 }

@@ -47,14 +47,22 @@ pub fn execute(
         return Ok(Reply::error(e, exit::USAGE));
     }
     Ok(match req {
-        Request::Status { account, campaign, at } => {
+        Request::Status {
+            account,
+            campaign,
+            at,
+        } => {
             let mut r = status_report(store, at.unwrap_or(now), ctx, STATUS_SCAN_MAX)?;
             if let Some(id) = account {
                 if !r.accounts.iter().any(|a| &a.id == id) {
                     return Ok(Reply::error(format!("no account `{id}`"), exit::FAILURE));
                 }
                 r.accounts.retain(|a| &a.id == id);
-                let drawn: Vec<String> = r.accounts.iter().flat_map(|a| a.campaigns.iter().map(|c| c.id.clone())).collect();
+                let drawn: Vec<String> = r
+                    .accounts
+                    .iter()
+                    .flat_map(|a| a.campaigns.iter().map(|c| c.id.clone()))
+                    .collect();
                 r.campaigns.retain(|c| drawn.contains(&c.id));
             }
             if let Some(id) = campaign {
@@ -152,7 +160,10 @@ fn unknown(store: &Store, scope: &Scope) -> Result<Option<String>, StoreError> {
     Ok(match scope {
         Scope::All => None,
         Scope::Account(id) => store.account(id)?.is_none().then(|| format!("no account `{id}`")),
-        Scope::Campaign(id) => store.campaign(id)?.is_none().then(|| format!("no campaign `{id}`")),
+        Scope::Campaign(id) => store
+            .campaign(id)?
+            .is_none()
+            .then(|| format!("no campaign `{id}`")),
     })
 }
 

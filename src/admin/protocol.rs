@@ -83,17 +83,19 @@ impl Request {
     /// ids or a filter, not both, and a filter names a state, an account or a campaign.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            Request::Cancel { ids, filter } | Request::Requeue { ids, filter } => match (ids.is_empty(), filter) {
-                (true, None) => Err("name action ids or a filter".into()),
-                (false, Some(_)) => Err("name action ids or a filter, not both".into()),
-                (true, Some(f)) if !f.is_narrow() => {
-                    Err("a filter must name at least one of state, account, campaign".into())
+            Request::Cancel { ids, filter } | Request::Requeue { ids, filter } => {
+                match (ids.is_empty(), filter) {
+                    (true, None) => Err("name action ids or a filter".into()),
+                    (false, Some(_)) => Err("name action ids or a filter, not both".into()),
+                    (true, Some(f)) if !f.is_narrow() => {
+                        Err("a filter must name at least one of state, account, campaign".into())
+                    }
+                    (false, None) if ids.len() > MAX_IDS => {
+                        Err(format!("at most {MAX_IDS} ids per request; use a filter"))
+                    }
+                    _ => Ok(()),
                 }
-                (false, None) if ids.len() > MAX_IDS => {
-                    Err(format!("at most {MAX_IDS} ids per request; use a filter"))
-                }
-                _ => Ok(()),
-            },
+            }
             Request::Show { action } if action.is_empty() => Err("an action id is empty".into()),
             _ => Ok(()),
         }

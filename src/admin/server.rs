@@ -46,7 +46,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
         ));
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("admin.socket {shown}: cannot create its directory: {e}"))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("admin.socket {shown}: cannot create its directory: {e}"))?;
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
@@ -57,9 +58,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
             return Err(format!("admin.socket {shown}: another process listens on it"));
         }
         // Nobody listens: a socket left by a crash.
-        std::fs::remove_file(path).map_err(|e| format!("admin.socket {shown}: cannot replace a stale socket: {e}"))?;
+        std::fs::remove_file(path)
+            .map_err(|e| format!("admin.socket {shown}: cannot replace a stale socket: {e}"))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| format!("admin.socket {shown}: cannot listen: {e}"))?;
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("admin.socket {shown}: cannot listen: {e}"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
         .map_err(|e| format!("admin.socket {shown}: cannot set its mode: {e}"))?;
     set_group(path);
@@ -130,9 +133,10 @@ async fn handle(stream: UnixStream, submit: Submit) {
     let reply = match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
         Err(_) => Reply::error("timed out reading the request", exit::USAGE),
         Ok(Err(e)) => Reply::error(format!("cannot read the request: {e}"), exit::USAGE),
-        Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => {
-            Reply::error(format!("request longer than {MAX_REQUEST_BYTES} bytes"), exit::USAGE)
-        }
+        Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => Reply::error(
+            format!("request longer than {MAX_REQUEST_BYTES} bytes"),
+            exit::USAGE,
+        ),
         Ok(Ok(_)) => match parse_request(&line) {
             Err(e) => Reply::error(e, exit::USAGE),
             Ok(request) => ask_engine(request, &submit).await,

@@ -250,7 +250,15 @@ pub fn main() -> i32 {
             campaign,
             json,
             at,
-        } => operator::run(config.as_deref(), Request::Status { account, campaign, at }, json),
+        } => operator::run(
+            config.as_deref(),
+            Request::Status {
+                account,
+                campaign,
+                at,
+            },
+            json,
+        ),
         Command::List {
             config,
             filter,
@@ -264,17 +272,15 @@ pub fn main() -> i32 {
             },
             json,
         ),
-        Command::Show { config, action, json } => operator::run(config.as_deref(), Request::Show { action }, json),
-        Command::Pause { config, scope, json } => operator::run(
-            config.as_deref(),
-            Request::Pause { scope: scope.scope() },
-            json,
-        ),
-        Command::Resume { config, scope, json } => operator::run(
-            config.as_deref(),
-            Request::Resume { scope: scope.scope() },
-            json,
-        ),
+        Command::Show { config, action, json } => {
+            operator::run(config.as_deref(), Request::Show { action }, json)
+        }
+        Command::Pause { config, scope, json } => {
+            operator::run(config.as_deref(), Request::Pause { scope: scope.scope() }, json)
+        }
+        Command::Resume { config, scope, json } => {
+            operator::run(config.as_deref(), Request::Resume { scope: scope.scope() }, json)
+        }
         Command::Cancel {
             config,
             ids,

@@ -14,13 +14,10 @@ use std::path::Path;
 
 /// `--state` of `list`, `cancel` and `requeue`.
 pub fn parse_state(s: &str) -> Result<State, String> {
-    State::ALL
-        .into_iter()
-        .find(|st| st.as_str() == s)
-        .ok_or_else(|| {
-            let names: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
-            format!("`{s}` is not a state (one of {})", names.join(", "))
-        })
+    State::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+        let names: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+        format!("`{s}` is not a state (one of {})", names.join(", "))
+    })
 }
 
 /// `--kind` of `list`, `cancel` and `requeue`.

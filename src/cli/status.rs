@@ -20,7 +20,10 @@ fn pair(u: Use) -> String {
 /// The report as a readable table of at most 100 columns.
 pub fn table(v: &StatusReport) -> String {
     let mut out = String::new();
-    let since = v.upstream.since.map_or("worker start".to_string(), |t| time(Some(t)));
+    let since = v
+        .upstream
+        .since
+        .map_or("worker start".to_string(), |t| time(Some(t)));
     let _ = writeln!(
         out,
         "status at {}   upstream {} since {since}   kill switch {}",
@@ -45,12 +48,7 @@ pub fn table(v: &StatusReport) -> String {
             a.local_day,
             if a.paused { "  PAUSED" } else { "" }
         );
-        let _ = writeln!(
-            out,
-            "  health {} ({})",
-            a.health,
-            fit(&a.health_reason, 80)
-        );
+        let _ = writeln!(out, "  health {} ({})", a.health, fit(&a.health_reason, 80));
         let _ = writeln!(
             out,
             "  ramp ceiling {} (week {})  inmail credits {}  held until {}  next send {}",

@@ -27,11 +27,11 @@ mod tx;
 
 pub use apply::Applied;
 pub use apply::ApplyOutcome;
-pub use outcome::{Attempt, Recorded};
 pub use operator::{ActionRow, Filter, History, Move, MoveReport, Pauses, Scope};
+pub use outcome::{Attempt, Recorded};
 pub use query::{
-    AccountCampaign, AccountStatus, CampaignStatus, CampaignToday, Waiting, AuditReport, DaySummary, DayTurn, Overshoot, StatusReport, UpstreamStatus, Use,
-    TOMBSTONE_DAYS,
+    AccountCampaign, AccountStatus, AuditReport, CampaignStatus, CampaignToday, DaySummary, DayTurn,
+    Overshoot, StatusReport, UpstreamStatus, Use, Waiting, TOMBSTONE_DAYS,
 };
 pub use records::{Account, Action, Campaign, State};
 pub use reserve::{kinds_blocked_by, Change, Hold, ParkedAction, Reservation, ReserveResult};

@@ -9,8 +9,8 @@
 //! get the same answers.
 
 use super::codec::{self, from_ms, ms};
-use super::records::{Action, LedgerEntry, LedgerRelease, State};
 use super::query::{CampaignToday, StatusReport, Use, Waiting};
+use super::records::{Action, LedgerEntry, LedgerRelease, State};
 use super::tx::Tx;
 use super::{Store, StoreError, ACTIONS, CAMPAIGNS, LEDGER, META};
 use crate::policy::caps::CampaignDay;
@@ -450,7 +450,10 @@ impl Store {
             if !matches!(a.state, State::Queued | State::Parked) {
                 continue;
             }
-            draws.entry(a.account.clone()).or_default().insert(a.campaign.clone());
+            draws
+                .entry(a.account.clone())
+                .or_default()
+                .insert(a.campaign.clone());
             let until = a.until_ms.map(from_ms);
             let reason = match (a.state, until, a.reason.as_deref()) {
                 (State::Queued, None, _) => {
@@ -541,7 +544,11 @@ impl Store {
     }
 
     /// A campaign's counters on its local day at `now` (for a campaign `status` lists).
-    pub fn campaign_today(&self, c: &super::Campaign, now: DateTime<Utc>) -> Result<CampaignToday, StoreError> {
+    pub fn campaign_today(
+        &self,
+        c: &super::Campaign,
+        now: DateTime<Utc>,
+    ) -> Result<CampaignToday, StoreError> {
         self.op("read day")?;
         let day = local_day(c.tz(), now);
         let used: CampaignDay = match self.trees[super::DAYS].get(codec::campaign_day_key(&c.id, day))? {
