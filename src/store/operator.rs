@@ -199,6 +199,9 @@ pub struct History {
     pub releases: Vec<LedgerRelease>,
 }
 
+/// Waiting actions of one (account, reason): how many, and the earliest until.
+type WaitingTally = (u64, Option<DateTime<Utc>>);
+
 /// One action in the order of `list`: oldest (lowest sequence) first.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct BySeq(u64, String);
@@ -428,7 +431,7 @@ impl Store {
         r.paused_all = pauses.all;
         let accounts: BTreeMap<String, super::Account> =
             self.accounts()?.into_iter().map(|a| (a.id.clone(), a)).collect();
-        let mut waiting: BTreeMap<(String, String), (u64, Option<DateTime<Utc>>)> = BTreeMap::new();
+        let mut waiting: BTreeMap<(String, String), WaitingTally> = BTreeMap::new();
         let mut ready: BTreeMap<String, u64> = BTreeMap::new();
         let mut earliest: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
         let mut draws: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
