@@ -188,6 +188,23 @@ pub fn event(ev: &Event) {
             kind,
             by,
         } => info!(event = name, action, account, campaign, kind = kind.as_str(), by),
+        Event::RecordApplied {
+            file,
+            line,
+            account,
+            campaign,
+            action,
+            effect,
+            ..
+        } => info!(
+            event = name,
+            file,
+            line,
+            account = account.as_deref(),
+            campaign = campaign.as_deref(),
+            action = action.as_deref(),
+            effect
+        ),
         Event::EventIgnored {
             source,
             line,

@@ -302,6 +302,13 @@ fn bulk_cancel_and_requeue_count_what_moved_and_log_each() {
     let s = json(&cfg, &["status", "--json"]);
     assert_eq!(s["states"]["cancelled"], 2, "{s}");
     assert_eq!(s["states"]["queued"], 1, "{s}");
+    // A job-file cancel that cannot apply is not silent (SPEC §6).
+    drop_file(
+        dir.path(),
+        "b.jsonl",
+        "{\"type\":\"event\",\"kind\":\"cancel_action\",\"action\":\"q4/0\"}\n",
+    );
+    w.wait_for_log("cannot cancel an action that is cancelled");
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
     assert_eq!(log.matches(r#""event":"action_requeued""#).count(), 3, "{log}");

@@ -40,11 +40,15 @@ pub fn call(path: &Path, req: &Request) -> Result<Reply, ClientError> {
     stream.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(fail)?;
     let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Failed(e.to_string()))?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(fail)?;
+    // A worker that is busy answers at once and closes, maybe before the request is
+    // written whole: a failed write still reads what it said.
+    let written = stream.write_all(&line);
     let mut reply = Vec::new();
-    BufReader::new(stream.take(MAX_REPLY_BYTES))
-        .read_until(b'\n', &mut reply)
-        .map_err(fail)?;
+    let read = BufReader::new(stream.take(MAX_REPLY_BYTES)).read_until(b'\n', &mut reply);
+    if reply.is_empty() {
+        written.map_err(fail)?;
+        read.map_err(fail)?;
+    }
     serde_json::from_slice(&reply).map_err(|e| {
         ClientError::Failed(format!(
             "{}: unreadable reply from the worker: {e}",

@@ -151,6 +151,17 @@ pub enum Event {
         kind: Kind,
         by: String,
     },
+    /// A job-file event record applied (SPEC §6): logged under the record's own kind
+    /// (`campaign_paused`, `tier_changed`, `invite_accepted`, ...) with what it did.
+    RecordApplied {
+        kind: &'static str,
+        file: String,
+        line: usize,
+        account: Option<String>,
+        campaign: Option<String>,
+        action: Option<String>,
+        effect: String,
+    },
     /// A job-file event or an operator request that changed nothing, and why (SPEC §6).
     EventIgnored {
         /// The job file, or `operator`.
@@ -204,6 +215,7 @@ impl Event {
             Event::ActionCancelled { .. } => "action_cancelled",
             Event::ActionRequeued { .. } => "action_requeued",
             Event::EventIgnored { .. } => "event_ignored",
+            Event::RecordApplied { kind, .. } => kind,
         }
     }
 }

@@ -316,6 +316,8 @@ impl Engine {
                     events: a.events,
                 });
                 self.events.extend(a.changes.iter().cloned().map(change_event));
+                self.events
+                    .extend(a.effects.iter().map(|e| operator::effect_event(name, e)));
                 self.sync_accounts(now)?;
             }
             ApplyOutcome::AlreadyApplied => {}

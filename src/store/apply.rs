@@ -26,6 +26,24 @@ pub struct Applied {
     pub duplicates: u32,
     pub events: u32,
     pub changes: Vec<Change>,
+    /// What each event record did, in file order (SPEC §6: every record has a
+    /// visible effect).
+    pub effects: Vec<EventEffect>,
+}
+
+/// The effect of one event record of a job file, for the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventEffect {
+    pub line: usize,
+    /// The record's `kind` (`cancel_action`, `invite_accepted`, ...).
+    pub kind: &'static str,
+    pub account: Option<String>,
+    pub campaign: Option<String>,
+    pub action: Option<String>,
+    /// The kind of the action a cancel or requeue moved.
+    pub action_kind: Option<Kind>,
+    /// `Ok(what it did)`, or `Err(why it changed nothing)` (`event_ignored`).
+    pub result: Result<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -348,32 +366,64 @@ fn need_action(tx: &Tx, line: usize, id: &str) -> TxResult<Action> {
     }
 }
 
+fn effect(
+    line: usize,
+    kind: &'static str,
+    ids: (Option<&str>, Option<&str>, Option<&str>),
+    result: Result<String, String>,
+) -> EventEffect {
+    EventEffect {
+        line,
+        kind,
+        account: ids.0.map(str::to_string),
+        campaign: ids.1.map(str::to_string),
+        action: ids.2.map(str::to_string),
+        action_kind: None,
+        result,
+    }
+}
+
 fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
     let tx = c.tx;
     let st = c.st;
-    match e {
+    let done = |what: &str| Ok::<String, String>(what.to_string());
+    let eff = match e {
         EventRecord::InviteAccepted {
             account, prospect, ..
         } => {
             need_account(tx, line, account)?;
             // Acceptance feedback flows from now on: acceptance is judged, not unknown.
             super::reserve::mark_feedback_seen(tx)?;
+            let mut result = Err("no invite sent to this prospect from this account".to_string());
+            let mut action = None;
             if let Some(id) = tx.get_raw(LINKS, &codec::invite_key(account, prospect))? {
                 let id = String::from_utf8_lossy(&id).into_owned();
                 if let Some(mut a) = tx.action(&id)? {
-                    if let (false, Some(day)) = (a.accepted, a.sent_day) {
-                        a.accepted = true;
-                        tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
-                        let mut d = tx.account_day(account, day)?;
-                        d.invites_accepted += 1;
-                        tx.put_account_day(account, day, &d)?;
-                    }
+                    result = match (a.accepted, a.sent_day) {
+                        (true, _) => Err("the invite was accepted before".into()),
+                        (false, None) => Err("the invite was not sent".into()),
+                        (false, Some(day)) => {
+                            a.accepted = true;
+                            tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
+                            let mut d = tx.account_day(account, day)?;
+                            d.invites_accepted += 1;
+                            tx.put_account_day(account, day, &d)?;
+                            Ok(format!("counted for the invites sent on {day}"))
+                        }
+                    };
+                    action = Some(id);
                 }
             }
+            effect(
+                line,
+                "invite_accepted",
+                (Some(account), None, action.as_deref()),
+                result,
+            )
         }
         EventRecord::ReplyReceived { action, .. } => {
             let mut a = need_action(tx, line, action)?;
-            if a.kind == Kind::Inmail && a.state == State::Sent && !a.refunded {
+            let result = if a.kind == Kind::Inmail && a.state == State::Sent && !a.refunded {
                 if let Some(mut acct) = tx.account(&a.account)? {
                     let ceiling = st.policy.tier(acct.tier).inmail_ceiling;
                     acct.credits = credits::refund(acct.credits, ceiling);
@@ -381,7 +431,18 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
                 }
                 a.refunded = true;
                 tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
-            }
+                done("the InMail credit was returned")
+            } else if a.kind == Kind::Inmail && a.refunded {
+                Err("the InMail credit was returned before".into())
+            } else {
+                done("reply recorded (no credit to return)")
+            };
+            effect(
+                line,
+                "reply_received",
+                (Some(&a.account), Some(&a.campaign), Some(action)),
+                result,
+            )
         }
         EventRecord::AccountRestricted { account } | EventRecord::AccountResumed { account } => {
             let mut a = need_account(tx, line, account)?;
@@ -393,11 +454,23 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
             if !restricted {
                 c.resumed.push((false, account.clone()));
             }
+            let (kind, what) = if restricted {
+                (
+                    "account_restricted",
+                    "the account sends nothing until account_resumed",
+                )
+            } else {
+                ("account_resumed", "the account sends again")
+            };
+            effect(line, kind, (Some(account), None, None), done(what))
         }
         EventRecord::TierChanged { account, tier } => {
             let mut a = need_account(tx, line, account)?;
+            let old = a.tier;
             a.tier = *tier;
             tx.put_account(&a)?;
+            let what = format!("tier {} -> {}", old.as_str(), tier.as_str());
+            effect(line, "tier_changed", (Some(account), None, None), Ok(what))
         }
         EventRecord::CampaignPaused { campaign } | EventRecord::CampaignResumed { campaign } => {
             let Some(mut camp) = tx.campaign(campaign)? else {
@@ -409,31 +482,41 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
             if !camp.paused {
                 c.resumed.push((true, campaign.clone()));
             }
+            let (kind, what) = if camp.paused {
+                (
+                    "campaign_paused",
+                    "the campaign sends nothing until campaign_resumed",
+                )
+            } else {
+                ("campaign_resumed", "the campaign sends again")
+            };
+            effect(line, kind, (None, Some(campaign), None), done(what))
         }
-        EventRecord::CancelAction { action } => {
+        EventRecord::CancelAction { action } | EventRecord::RequeueAction { action } => {
+            // The same rules as the operator's `cancel` / `requeue` (SPEC §5, §6, §8).
+            let (op, kind) = match e {
+                EventRecord::CancelAction { .. } => (super::Move::Cancel, "cancel_action"),
+                _ => (super::Move::Requeue, "requeue_action"),
+            };
             let old = need_action(tx, line, action)?;
-            if matches!(old.state, State::Queued | State::Parked) {
-                let mut a = old.clone();
-                a.state = State::Cancelled;
-                a.reason = Some("cancelled".into());
-                a.until_ms = None;
-                a.updated_ms = ms(c.now);
-                tx.transition(&old, &a, None)?;
+            let result = if op.movable(old.state) {
+                tx.transition(&old, &op.apply(&old, c.now), None)?;
+                done(kind)
+            } else {
+                Err(op.refusal(old.state))
+            };
+            EventEffect {
+                action_kind: Some(old.kind),
+                ..effect(
+                    line,
+                    kind,
+                    (Some(&old.account), Some(&old.campaign), Some(action)),
+                    result,
+                )
             }
         }
-        EventRecord::RequeueAction { action } => {
-            let old = need_action(tx, line, action)?;
-            if matches!(old.state, State::Unknown | State::Failed) {
-                let mut a = old.clone();
-                a.state = State::Queued;
-                a.reason = None;
-                a.until_ms = None;
-                a.retries = 0;
-                a.updated_ms = ms(c.now);
-                tx.transition(&old, &a, None)?;
-            }
-        }
-    }
+    };
+    c.out.effects.push(eff);
     c.out.events += 1;
     Ok(())
 }

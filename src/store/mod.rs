@@ -25,8 +25,8 @@ pub mod records;
 mod reserve;
 mod tx;
 
-pub use apply::Applied;
 pub use apply::ApplyOutcome;
+pub use apply::{Applied, EventEffect};
 pub use operator::{ActionRow, Filter, History, Move, MoveReport, Pauses, Scope};
 pub use outcome::{Attempt, Recorded};
 pub use query::{
