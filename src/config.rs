@@ -79,6 +79,17 @@ pub enum UpstreamKind {
     Sim,
 }
 
+impl UpstreamKind {
+    /// The spelling of the configuration (`"upstream":"http"` in logs too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamKind::Http => "http",
+            UpstreamKind::Exec => "exec",
+            UpstreamKind::Sim => "sim",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {

@@ -120,6 +120,10 @@ fn engine_config(c: &Config, seed: u64) -> EngineConfig {
 pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     log::init(config.log.format);
     let clock = build_clock(&config);
+    if config.clock.start.is_some() || config.clock.speed.is_some() {
+        // SPEC §11: under a virtual clock every line carries the worker's own time.
+        crate::logline::set_vtime(Arc::clone(&clock));
+    }
     let spool = match Spool::open(&config.spool.dir, config.spool.max_file_bytes) {
         Ok(s) => s,
         Err(e) => {
@@ -290,7 +294,7 @@ impl Worker {
             event = "worker_started",
             store = %c.store.path.display(),
             spool = %c.spool.dir.display(),
-            upstream = ?c.upstream.kind,
+            upstream = c.upstream.kind.as_str(),
             pid = std::process::id()
         );
         notify(&[

@@ -21,6 +21,7 @@ pub mod contract;
 pub mod daemon;
 pub mod engine;
 pub mod log;
+pub mod logline;
 pub mod policy;
 pub mod spool;
 pub mod store;

@@ -7,8 +7,12 @@ use crate::engine::Event;
 
 /// Install the global subscriber. Logs go to standard error (journald takes them).
 pub fn init(format: LogFormat) {
+    // Lines go through `logline`: `vtime` under a virtual clock, a syslog priority
+    // prefix when standard error is the journal.
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logline::MakeLine {
+            json: format == LogFormat::Json,
+        })
         .with_target(false)
         .with_ansi(false);
     let _ = match format {
@@ -78,7 +82,7 @@ pub fn event(ev: &Event) {
             campaign,
             kind = kind.as_str(),
             counter,
-            until = until.map(|t| t.to_rfc3339())
+            until = until.map(crate::logline::rfc3339)
         ),
         Event::ActionRetry {
             action,
@@ -94,7 +98,7 @@ pub fn event(ev: &Event) {
             campaign,
             kind = kind.as_str(),
             reason,
-            until = until.map(|t| t.to_rfc3339())
+            until = until.map(crate::logline::rfc3339)
         ),
         Event::ActionFailed {
             action,
@@ -136,7 +140,9 @@ pub fn event(ev: &Event) {
             campaign,
             kind,
         } => warn!(event = name, action, account, campaign, kind = kind.as_str()),
-        Event::AccountHeld { account, until } => warn!(event = name, account, until = %until.to_rfc3339()),
+        Event::AccountHeld { account, until } => {
+            warn!(event = name, account, until = %crate::logline::rfc3339(*until))
+        }
         Event::RampChanged {
             account,
             old,
@@ -166,12 +172,12 @@ pub fn event(ev: &Event) {
             since,
             failures,
             reason,
-        } => warn!(event = name, since = %since.to_rfc3339(), failures, reason),
+        } => warn!(event = name, since = %crate::logline::rfc3339(*since), failures, reason),
         Event::UpstreamUp {
             down_since,
             down_s,
             probes,
-        } => info!(event = name, down_since = %down_since.to_rfc3339(), down_s, probes),
+        } => info!(event = name, down_since = %crate::logline::rfc3339(*down_since), down_s, probes),
         Event::Paused { scope, changed } => warn!(event = name, scope, changed),
         Event::Resumed { scope, changed } => warn!(event = name, scope, changed),
         Event::ActionCancelled {

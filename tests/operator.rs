@@ -209,6 +209,12 @@ fn status_list_show_and_audit_agree_with_the_upstream_running_and_stopped() {
         !dir.path().join("admin.sock").exists(),
         "a clean stop removes the socket"
     );
+    // SPEC §11: under `[clock]` every line carries `vtime`; one spelling of the upstream.
+    for l in log.lines().filter(|l| l.starts_with('{')) {
+        assert!(l.contains(r#""vtime":"2026-11-2"#), "no vtime: {l}");
+    }
+    assert!(log.contains(r#""upstream":"http""#), "{log}");
+    assert!(log.contains(r#""until":"2026-11-26T00:00:00Z""#), "{log}");
     assert_eq!(ok(&cfg, &["status", "--json", "--at", at]), running);
     assert_eq!(ok(&cfg, &["list", "--json", "--limit", "0"]), listed);
     assert!(ok(&cfg, &["audit"]).contains("3 reservations"));

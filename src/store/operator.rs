@@ -626,3 +626,133 @@ fn ready_reason(
         ("due", next)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Window;
+
+    fn action(state: State, account: &str, campaign: &str, kind: Kind) -> Action {
+        Action {
+            id: "x".into(),
+            campaign: campaign.into(),
+            account: account.into(),
+            kind,
+            prospect: "p".into(),
+            payload: "{}".into(),
+            priority: 0,
+            seq: 1,
+            state,
+            attempts: 0,
+            retries: 0,
+            reason: None,
+            until_ms: None,
+            updated_ms: 0,
+            sent_day: None,
+            accepted: false,
+            refunded: false,
+        }
+    }
+
+    #[test]
+    fn filters_match_every_given_field() {
+        let a = action(State::Failed, "a1", "q4", Kind::Invite);
+        let f = |state, account: Option<&str>, campaign: Option<&str>, kind| Filter {
+            state,
+            account: account.map(str::to_string),
+            campaign: campaign.map(str::to_string),
+            kind,
+        };
+        assert!(f(None, None, None, None).matches(&a));
+        assert!(f(Some(State::Failed), Some("a1"), Some("q4"), Some(Kind::Invite)).matches(&a));
+        assert!(!f(Some(State::Queued), None, None, None).matches(&a));
+        assert!(!f(None, Some("a2"), None, None).matches(&a));
+        assert!(!f(None, None, Some("q5"), None).matches(&a));
+        assert!(!f(None, None, None, Some(Kind::Message)).matches(&a));
+        assert!(
+            !f(None, None, None, Some(Kind::Invite)).is_narrow(),
+            "kind alone is too wide"
+        );
+        assert!(f(None, Some("a1"), None, None).is_narrow());
+    }
+
+    #[test]
+    fn moves_follow_the_event_rules() {
+        for s in State::ALL {
+            assert_eq!(
+                Move::Cancel.movable(s),
+                matches!(s, State::Queued | State::Parked),
+                "{s:?}"
+            );
+            assert_eq!(
+                Move::Requeue.movable(s),
+                matches!(s, State::Failed | State::Unknown),
+                "{s:?}"
+            );
+        }
+        let mut old = action(State::Failed, "a1", "q4", Kind::Invite);
+        old.retries = 5;
+        old.reason = Some("invalid".into());
+        old.until_ms = Some(7);
+        let now = from_ms(1_000);
+        let r = Move::Requeue.apply(&old, now);
+        assert_eq!(
+            (r.state, r.retries, r.reason.clone(), r.until_ms),
+            (State::Queued, 0, None, None)
+        );
+        let c = Move::Cancel.apply(&action(State::Parked, "a1", "q4", Kind::Invite), now);
+        assert_eq!(
+            (c.state, c.reason.as_deref()),
+            (State::Cancelled, Some("cancelled"))
+        );
+        assert_eq!(
+            Move::Cancel.refusal(State::Sent),
+            "cannot cancel an action that is sent"
+        );
+    }
+
+    #[test]
+    fn pause_keys_are_distinct_per_scope() {
+        let keys = [
+            Scope::All.key(),
+            Scope::Account("all".into()).key(),
+            Scope::Campaign("all".into()).key(),
+        ];
+        assert_ne!(keys[0], keys[1]);
+        assert_ne!(keys[1], keys[2]);
+        assert_eq!(Scope::Campaign("q4".into()).describe(), "campaign q4");
+    }
+
+    #[test]
+    fn next_send_waits_for_work_hold_pacing_and_window() {
+        let t = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .expect("time")
+                .with_timezone(&Utc)
+        };
+        let now = t("2026-11-25T10:00:00Z"); // a Wednesday, inside 09:00-17:00
+        let json = format!(
+            r#"{{"id":"a1","tier":"free","timezone":"UTC","window":{},"ramp_start":"2026-11-01","established":true,"proxy":null,"caps":{{"invites":null,"messages":null,"inmails":null,"engagement":null,"weekly_invites":null}},"credits":0,"refill_day":1,"last_refill_ms":0,"ramp_ceiling":20,"ramp_history":[],"last_reserved_ms":null,"ramp_steps":0,"health":"healthy","restricted":false,"held_until_ms":null,"maintained_day":"2026-11-25","pending_zone":null,"summarised_day":null}}"#,
+            serde_json::to_string(&Window::default()).expect("window")
+        );
+        let mut a: super::super::Account = serde_json::from_str(&json).expect("account");
+        assert_eq!(next_send(&a, now, false, true, None, 45), Some(now));
+        assert_eq!(next_send(&a, now, true, true, None, 45), None, "paused");
+        assert_eq!(next_send(&a, now, false, false, None, 45), None, "no work");
+        let later = t("2026-11-25T11:00:00Z");
+        assert_eq!(next_send(&a, now, false, false, Some(later), 45), Some(later));
+        a.last_reserved_ms = Some(ms(now));
+        assert_eq!(
+            next_send(&a, now, false, true, None, 45),
+            Some(now + Duration::seconds(45))
+        );
+        a.held_until_ms = Some(ms(t("2026-11-25T18:00:00Z")));
+        // Held past the window's end: the next opening, Thursday 09:00.
+        assert_eq!(
+            next_send(&a, now, false, true, None, 45),
+            Some(t("2026-11-26T09:00:00Z"))
+        );
+        a.restricted = true;
+        assert_eq!(next_send(&a, now, false, true, None, 45), None);
+    }
+}
