@@ -675,6 +675,7 @@ impl Worker {
             ("spool.dir", new.spool.dir != self.config.spool.dir),
             ("log.format", new.log.format != self.config.log.format),
             ("clock", new.clock != self.config.clock),
+            ("admin.socket", new.admin != self.config.admin),
         ] {
             if changed {
                 tracing::warn!(event = "config_restart_needed", key);
