@@ -154,12 +154,14 @@ pub fn event(ev: &Event) {
             old,
             new,
             reason,
+            health_reason,
         } => warn!(
             event = name,
             account,
             old = old.as_str(),
             new = new.as_str(),
-            reason
+            reason,
+            health_reason
         ),
         Event::FeedbackMissing { accounts } => warn!(event = name, accounts),
         Event::RedZone {

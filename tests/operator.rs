@@ -395,3 +395,42 @@ fn without_a_worker_no_store_is_created_and_usage_errors_exit_2() {
     assert_eq!(cli(&cfg, &["status", "--at", "yesterday"]).0, 2);
     assert_eq!(cli(&cfg, &["pause", "--all", "--account", "a"]).0, 2);
 }
+
+#[test]
+fn a_paused_campaign_waits_while_the_others_send() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(200, Duration::ZERO);
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    let mut setup = account_line("acct-1", "") + "\n";
+    setup += &(campaign_line("q4", 10, "") + "\n" + &campaign_line("q5", 10, "") + "\n");
+    drop_file(dir.path(), "a.jsonl", &setup);
+    wait_until("the campaign", || {
+        cli(&cfg, &["pause", "--campaign", "q4"]).0 == 0
+    });
+    let mut actions = String::new();
+    for i in 0..3 {
+        actions += &(action_line(&format!("q4/{i}"), "q4", "acct-1", "message") + "\n");
+        actions += &(action_line(&format!("q5/{i}"), "q5", "acct-1", "message") + "\n");
+    }
+    drop_file(dir.path(), "b.jsonl", &actions);
+    wait_until("q5 sent", || up.count() == 3);
+    wait_until("q4 parked", || {
+        cli(&cfg, &["list", "--campaign", "q4", "--state", "parked", "--json"])
+            .1
+            .lines()
+            .count()
+            == 3
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(up.count(), 3, "a paused campaign sent");
+    let s = json(&cfg, &["status", "--json", "--campaign", "q4"]);
+    assert_eq!(s["campaigns"][0]["operator_paused"], true, "{s}");
+    assert_eq!(s["accounts"][0]["waiting"][0]["reason"], "campaign_paused", "{s}");
+    assert_eq!(cli(&cfg, &["pause", "--campaign", "nope"]).0, 1);
+    ok(&cfg, &["resume", "--campaign", "q4"]);
+    wait_until("q4 sent after resume", || up.count() == 6);
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains(r#""scope":"campaign q4""#), "{log}");
+}

@@ -93,6 +93,8 @@ pub enum Event {
         old: Health,
         new: Health,
         reason: String,
+        /// Acceptance and its sample, rate limits in 7 days, restriction.
+        health_reason: String,
     },
     /// No `invite_accepted` has ever reached the worker: acceptance is unknown and the
     /// ramp holds (SPEC §3.4). Logged once per UTC day.

@@ -123,11 +123,13 @@ fn change_event(c: Change) -> Event {
             old,
             new,
             reason,
+            health_reason,
         } => Event::HealthChanged {
             account,
             old,
             new,
             reason: reason.to_string(),
+            health_reason,
         },
         Change::CreditsRefilled { account, old, new } => Event::CreditsRefilled { account, old, new },
         Change::AccountHeld { account, until } => Event::AccountHeld { account, until },

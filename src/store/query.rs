@@ -197,7 +197,7 @@ impl AuditReport {
 
 /// SPEC §8 `health_reason`: what `policy::health::assess` judged, e.g.
 /// `acceptance 0.31 over 42 invites; 0 rate limits in 7 days`.
-fn health_reason(
+pub(super) fn health_reason(
     restricted: bool,
     feedback_seen: bool,
     sample: u32,
