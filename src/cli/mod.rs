@@ -81,45 +81,13 @@ pub enum Command {
         json: bool,
     },
     /// Hold an account, a campaign or everything (--all: the kill switch).
-    Pause {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        scope: ScopeArgs,
-        #[arg(long)]
-        json: bool,
-    },
+    Pause(HoldArgs),
     /// Lift a hold set by `pause`.
-    Resume {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        scope: ScopeArgs,
-        #[arg(long)]
-        json: bool,
-    },
+    Resume(HoldArgs),
     /// Cancel queued or parked actions, by id or by filter.
-    Cancel {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Action ids (or give a filter).
-        ids: Vec<String>,
-        #[command(flatten)]
-        filter: FilterArgs,
-        #[arg(long)]
-        json: bool,
-    },
+    Cancel(MoveArgs),
     /// Queue failed or unknown actions again, by id or by filter.
-    Requeue {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Action ids (or give a filter).
-        ids: Vec<String>,
-        #[command(flatten)]
-        filter: FilterArgs,
-        #[arg(long)]
-        json: bool,
-    },
+    Requeue(MoveArgs),
     /// Recompute every counter from the ledger and report any overshoot.
     Audit {
         #[arg(long)]
@@ -177,6 +145,30 @@ impl FilterArgs {
     }
 }
 
+/// `pause` / `resume`.
+#[derive(clap::Args, Debug)]
+pub struct HoldArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    scope: ScopeArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `cancel` / `requeue`.
+#[derive(clap::Args, Debug)]
+pub struct MoveArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Action ids (or give a filter).
+    ids: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[arg(long)]
+    json: bool,
+}
+
 /// Exactly one of `--account`, `--campaign`, `--all`.
 #[derive(clap::Args, Debug)]
 #[group(required = true, multiple = false)]
@@ -204,6 +196,25 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|_| format!("`{s}` is not an RFC 3339 time (like 2026-03-02T10:00:00Z)"))
+}
+
+/// `pause` (`paused`) or `resume`.
+fn hold(a: HoldArgs, paused: bool) -> i32 {
+    let scope = a.scope.scope();
+    let req = if paused {
+        Request::Pause { scope }
+    } else {
+        Request::Resume { scope }
+    };
+    operator::run(a.config.as_deref(), req, a.json)
+}
+
+/// `cancel` or `requeue`.
+fn bulk_move(a: MoveArgs, cancel: bool) -> i32 {
+    match bulk(a.ids, a.filter, cancel) {
+        Ok(req) => operator::run(a.config.as_deref(), req, a.json),
+        Err(code) => code,
+    }
 }
 
 /// A bulk move: ids, or a filter naming a state, an account or a campaign (SPEC §8).
@@ -275,30 +286,10 @@ pub fn main() -> i32 {
         Command::Show { config, action, json } => {
             operator::run(config.as_deref(), Request::Show { action }, json)
         }
-        Command::Pause { config, scope, json } => {
-            operator::run(config.as_deref(), Request::Pause { scope: scope.scope() }, json)
-        }
-        Command::Resume { config, scope, json } => {
-            operator::run(config.as_deref(), Request::Resume { scope: scope.scope() }, json)
-        }
-        Command::Cancel {
-            config,
-            ids,
-            filter,
-            json,
-        } => match bulk(ids, filter, true) {
-            Ok(req) => operator::run(config.as_deref(), req, json),
-            Err(code) => code,
-        },
-        Command::Requeue {
-            config,
-            ids,
-            filter,
-            json,
-        } => match bulk(ids, filter, false) {
-            Ok(req) => operator::run(config.as_deref(), req, json),
-            Err(code) => code,
-        },
+        Command::Pause(a) => hold(a, true),
+        Command::Resume(a) => hold(a, false),
+        Command::Cancel(a) => bulk_move(a, true),
+        Command::Requeue(a) => bulk_move(a, false),
         Command::Audit {
             config,
             from,
