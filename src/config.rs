@@ -105,6 +105,10 @@ pub struct UpstreamConfig {
     pub breaker_max_s: u64,
     /// Seed of the `sim` upstream.
     pub seed: u64,
+    /// Poll `GET {url}/v1/events` for acceptances, replies and restrictions (SPEC §9).
+    /// The `sim` upstream feeds its own whatever this says; `exec` has no feed.
+    pub events: bool,
+    pub events_every_s: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -121,6 +125,8 @@ impl Default for UpstreamConfig {
             breaker_failures: 5,
             breaker_max_s: 300,
             seed: 1,
+            events: false,
+            events_every_s: 60,
         }
     }
 }
@@ -296,6 +302,7 @@ pub const INT_RANGES: &[(&str, u64, u64)] = &[
     ("upstream.breaker_failures", 1, 1_000),
     ("upstream.breaker_max_s", 5, 86_400),
     ("upstream.seed", 0, u64::MAX),
+    ("upstream.events_every_s", 1, 86_400),
     ("caps.invites", 0, 10_000),
     ("caps.messages", 0, 10_000),
     ("caps.inmails", 0, 10_000),
@@ -507,6 +514,7 @@ impl Config {
             ),
             ("upstream.breaker_max_s".into(), self.upstream.breaker_max_s),
             ("upstream.seed".into(), self.upstream.seed),
+            ("upstream.events_every_s".into(), self.upstream.events_every_s),
             ("ramp.start".into(), u64::from(self.ramp.start)),
             ("ramp.weeks".into(), u64::from(self.ramp.weeks)),
             ("health.min_sample".into(), u64::from(self.health.min_sample)),
@@ -560,6 +568,12 @@ impl Config {
         }
         if self.upstream.kind == UpstreamKind::Exec && self.upstream.command.is_empty() {
             return fail("upstream.command", "must name a program for kind = \"exec\"");
+        }
+        if self.upstream.kind == UpstreamKind::Exec && self.upstream.events {
+            return fail(
+                "upstream.events",
+                "the exec upstream has no event feed; events need kind = \"http\" (SPEC §9)",
+            );
         }
         if self.upstream.kind == UpstreamKind::Http && !self.upstream.url.starts_with("http") {
             return fail("upstream.url", "must be an http:// or https:// URL");
@@ -756,6 +770,12 @@ mod tests {
             ("[health]\nmin_sample = 0\n", "health.min_sample"),
             ("[upstream]\nkind = \"exec\"\n", "upstream.command"),
             ("[upstream]\nkind = \"exec\"\ncommand = []\n", "upstream.command"),
+            // An exec program has no event feed (SPEC §9).
+            (
+                "[upstream]\nkind = \"exec\"\ncommand = [\"/bin/true\"]\nevents = true\n",
+                "upstream.events",
+            ),
+            ("[upstream]\nevents_every_s = 0\n", "upstream.events_every_s"),
         ] {
             assert_eq!(key_of(text), key, "{text}");
         }

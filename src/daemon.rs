@@ -8,12 +8,13 @@
 
 use crate::clock::{Clock, ScaledClock, SystemClock};
 use crate::config::{Config, UpstreamKind};
+use crate::contract::events::FetchError;
 use crate::contract::jobfile::parse_file;
 use crate::contract::Outcome;
 use crate::engine::{Engine, EngineConfig};
 use crate::spool::{Claimed, ReadError, Spool};
 use crate::store::{ApplyOutcome, OpenOptions, Reservation, Settings, Store, StoreError};
-use crate::upstream::{exec::Exec, http::Http, sim::SimUpstream, Upstream};
+use crate::upstream::{events::HttpEvents, exec::Exec, http::Http, sim::SimUpstream, EventSource, Upstream};
 use crate::{admin, exit, log};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,9 @@ const SEND_GRACE: Duration = Duration::from_secs(5);
 /// Reads a claimed file gets against an error that may pass (no file descriptors or
 /// memory left, an I/O error), one per spool pass, before it is rejected with that error.
 const MAX_READ_ATTEMPTS: u32 = 5;
+/// A job file found in `processing/` at this many start-ups in a row without being
+/// applied is quarantined (SPEC 6, poison files).
+const QUARANTINE_AFTER_STARTS: u32 = 2;
 /// Finished actions and old ledger entries are pruned this often, in bounded batches.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PRUNE_BATCH: usize = 10_000;
@@ -47,6 +51,8 @@ enum Msg {
     /// An operator request from the admin socket, answered between ticks.
     Admin(admin::server::Call),
     Done(Box<Reservation>, Outcome),
+    /// What a poll of the event feed brought (at most one poll is under way).
+    Page(Result<Vec<u8>, FetchError>),
     Stop,
     Reload,
 }
@@ -96,12 +102,25 @@ fn build_clock(c: &Config) -> Arc<dyn Clock> {
     }
 }
 
-fn build_upstream(c: &Config, clock: &Arc<dyn Clock>) -> Result<Arc<dyn Upstream>, String> {
+/// The upstream, and its event feed when there is one (SPEC §9): http with
+/// `upstream.events = true`, and always the `sim`, which feeds its own.
+type Upstreams = (Arc<dyn Upstream>, Option<Arc<dyn EventSource>>);
+
+fn build_upstream(c: &Config, clock: &Arc<dyn Clock>) -> Result<Upstreams, String> {
     let u = &c.upstream;
     Ok(match u.kind {
-        UpstreamKind::Http => Arc::new(Http::new(&u.url, u.timeout_s)?),
-        UpstreamKind::Exec => Arc::new(Exec::new(u.command.clone(), u.timeout_s)),
-        UpstreamKind::Sim => Arc::new(SimUpstream::new(u.seed, Arc::clone(clock))),
+        UpstreamKind::Http => {
+            let events: Option<Arc<dyn EventSource>> = match u.events {
+                true => Some(Arc::new(HttpEvents::new(&u.url, u.timeout_s)?)),
+                false => None,
+            };
+            (Arc::new(Http::new(&u.url, u.timeout_s)?), events)
+        }
+        UpstreamKind::Exec => (Arc::new(Exec::new(u.command.clone(), u.timeout_s)), None),
+        UpstreamKind::Sim => {
+            let sim = Arc::new(SimUpstream::new(u.seed, Arc::clone(clock)));
+            (sim.clone(), Some(sim))
+        }
     })
 }
 
@@ -160,7 +179,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
             return exit::FAILURE;
         }
     };
-    let upstream = {
+    let (upstream, events) = {
         let _guard = runtime.enter();
         match build_upstream(&config, &clock) {
             Ok(u) => u,
@@ -193,6 +212,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         stuck: Vec::new(),
         clock,
         upstream,
+        events: None,
         runtime,
         tx,
         rx,
@@ -200,6 +220,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         config_path,
         started: Instant::now(),
     };
+    worker.set_events(events);
     let result = worker.run();
     // The socket file goes with the worker (a crash leaves it; the next start replaces it).
     let _ = std::fs::remove_file(&socket);
@@ -279,6 +300,8 @@ struct Worker {
     stuck: Vec<Stuck>,
     clock: Arc<dyn Clock>,
     upstream: Arc<dyn Upstream>,
+    /// The event feed, when there is one.
+    events: Option<Arc<dyn EventSource>>,
     runtime: tokio::runtime::Runtime,
     tx: SyncSender<Msg>,
     rx: Receiver<Msg>,
@@ -322,6 +345,9 @@ impl Worker {
                 let now = self.clock.now();
                 for r in self.engine.tick(now)? {
                     self.send(r);
+                }
+                if let Some(after) = self.engine.feed_poll_due(now)? {
+                    self.fetch_events(after);
                 }
                 if last_prune.elapsed() >= PRUNE_EVERY {
                     self.engine.store().prune(now, PRUNE_BATCH)?;
@@ -369,6 +395,9 @@ impl Worker {
                 match m {
                     Msg::Spool => spool_due = true,
                     Msg::Done(res, outcome) => done.push((*res, outcome)),
+                    Msg::Page(fetched) => {
+                        self.engine.feed_result(fetched, self.clock.now())?;
+                    }
                     Msg::Stop => {
                         if stop_deadline.is_none() {
                             tracing::info!(event = "worker_stopping", inflight = self.engine.inflight());
@@ -423,6 +452,36 @@ impl Worker {
         });
     }
 
+    /// Use `events` as the feed (or none), polled every `upstream.events_every_s`.
+    fn set_events(&mut self, events: Option<Arc<dyn EventSource>>) {
+        match &events {
+            Some(_) => self
+                .engine
+                .enable_feed(self.config.upstream.events_every_s, self.clock.now()),
+            None => self.engine.disable_feed(),
+        }
+        self.events = events;
+    }
+
+    /// One poll of the event feed, off the engine thread; its result comes back as
+    /// `Msg::Page`. Bounded in time like a send; a 429 or a failure only delays the
+    /// next poll (`Engine::feed_result`), it never touches sending.
+    fn fetch_events(&self, after: Option<String>) {
+        let Some(source) = self.events.clone() else {
+            return;
+        };
+        let tx = self.tx.clone();
+        let limit = Duration::from_secs(self.config.upstream.timeout_s) + SEND_GRACE;
+        self.runtime.spawn(async move {
+            let fetched = match tokio::time::timeout(limit, source.fetch(after)).await {
+                Ok(r) => r,
+                Err(_) => Err(FetchError::Failed("timeout".into())),
+            };
+            // One poll at a time, so this fits the inbox beside the completions.
+            let _ = tx.send(Msg::Page(fetched));
+        });
+    }
+
     fn flush_log(&mut self) {
         for ev in self.engine.drain_events() {
             log::event(&ev);
@@ -440,7 +499,19 @@ impl Worker {
                 .leftovers()
                 .map_err(|e| Fatal::Other(format!("spool: {e}")))?;
             for c in claimed {
-                self.take_file(c, 0)?;
+                // SPEC 6, poison files: one found here at two start-ups in a row was
+                // being applied when the worker died twice; a third try would likely
+                // kill it again, and every account on the host with it.
+                let starts = self.engine.store().leftover_found(&c.name)?;
+                if starts >= QUARANTINE_AFTER_STARTS && !self.applied_before(&c)? {
+                    self.quarantine(c, starts)?;
+                } else {
+                    let name = c.name.clone();
+                    self.take_file(c, 0)?;
+                    // Applied, rejected or waiting for a retry: it no longer counts
+                    // as interrupted (the apply itself clears it too).
+                    self.engine.store().forget_leftover(&name)?;
+                }
             }
         }
         for s in std::mem::take(&mut self.stuck) {
@@ -533,6 +604,30 @@ impl Worker {
                 self.finish(c, Move::Reject(text));
             }
         }
+        Ok(())
+    }
+
+    /// Whether a leftover's content was applied before (the worker died between the
+    /// apply and the move to `done/`). Unreadable: not applied.
+    fn applied_before(&self, c: &Claimed) -> Result<bool, Fatal> {
+        match self.spool.read(c) {
+            Ok(bytes) => Ok(self.engine.store().file_applied(&c.name, &bytes)?),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Moves a poison file to `rejected/` with an `.error` saying why (SPEC 6).
+    fn quarantine(&mut self, c: Claimed, starts: u32) -> Result<(), Fatal> {
+        let reason = format!(
+            "not applied: the worker stopped while applying this file at {starts} start-ups in a \
+             row (a crash, a kill, or running out of memory), so it is not tried again; \
+             nothing of it was applied. Split it into smaller files, or give the worker more \
+             memory, and drop it into incoming/ again"
+        );
+        tracing::error!(event = "file_quarantined", file = %c.name, starts, error = %reason);
+        self.engine.store().forget_leftover(&c.name)?;
+        let text = format!("{}:0: field `file`: {reason}", c.name);
+        self.finish(c, Move::Reject(text));
         Ok(())
     }
 
@@ -649,7 +744,7 @@ impl Worker {
             let _guard = self.runtime.enter();
             build_upstream(&new, &self.clock)
         };
-        let upstream = match upstream {
+        let (upstream, events) = match upstream {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(event = "config_rejected", error = %e);
@@ -687,6 +782,8 @@ impl Worker {
         // `spool.rescan_s` and `status.every_s` are read from `self.config` every turn.
         self.upstream = upstream;
         self.engine.store_mut().settings = Settings::from_config(&new);
+        self.config.upstream.events_every_s = new.upstream.events_every_s;
+        self.set_events(events);
         let cfg = self.engine.config_mut();
         cfg.min_gap_s = new.pacing.min_gap_s;
         cfg.max_gap_s = new.pacing.max_gap_s;

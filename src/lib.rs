@@ -22,7 +22,8 @@ pub mod daemon;
 pub mod engine;
 pub mod log;
 pub mod logline;
-pub mod policy;
+/// The pure policy core, a crate of its own (`crates/policy`).
+pub use sendgate_policy as policy;
 pub mod spool;
 pub mod store;
 pub mod upstream;

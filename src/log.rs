@@ -164,6 +164,23 @@ pub fn event(ev: &Event) {
             health_reason
         ),
         Event::FeedbackMissing { accounts } => warn!(event = name, accounts),
+        Event::EventsPolled {
+            events,
+            applied,
+            duplicates,
+            ignored,
+            error: None,
+            ..
+        } => info!(event = name, events, applied, duplicates, ignored),
+        Event::EventsPolled {
+            error: Some(error),
+            retry_at,
+            ..
+        } => warn!(
+            event = name,
+            error = error.as_str(),
+            retry_at = retry_at.map(|t| t.to_rfc3339()).as_deref()
+        ),
         Event::RedZone {
             account,
             counter,

@@ -963,11 +963,12 @@ fn status_json_has_one_schema_whether_the_worker_runs_or_not() {
         assert_eq!(a["ramp_week"], 1, "{from}: ramp_start is today: {v}");
         assert_eq!(a["paused"], false, "{from}: {v}");
         assert_eq!(a["held_until"], serde_json::Value::Null, "{from}: {v}");
-        assert_eq!(a["health"], "healthy", "{from}: {v}");
+        // No acceptance feedback ever arrived: a new account reads `watch` from the start.
+        assert_eq!(a["health"], "watch", "{from}: {v}");
         assert!(
-            a["health_reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("0 rate limits in 7 days")),
+            a["health_reason"].as_str().is_some_and(
+                |r| r.starts_with("no acceptance feedback") && r.contains("0 rate limits in 7 days")
+            ),
             "{from}: {v}"
         );
         let c = &v["campaigns"][0];

@@ -7,6 +7,7 @@ mod common;
 
 use common::http::{read_request, HttpRequest};
 use common::worker::{wait_until, Worker};
+use common::{drop_job_file, invite_backlog};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
@@ -90,24 +91,6 @@ fn start_worker(dir: &Path, config: &Path) -> Worker {
     )
 }
 
-fn job_file() -> String {
-    let mut text = String::from(r#"{"type":"campaign","id":"c1","daily_limit":1000}"#);
-    text.push('\n');
-    for a in ACCOUNTS {
-        text += &format!(
-            r#"{{"type":"account","id":"{a}","tier":"sales_navigator_core","timezone":"UTC","established":true,"window":{{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}},"caps":{{"invites":{CAP}}}}}"#
-        );
-        text.push('\n');
-        for i in 0..3 * CAP {
-            text += &format!(
-                r#"{{"type":"action","id":"{a}-{i}","campaign":"c1","account":"{a}","kind":"invite","prospect":"https://www.linkedin.com/in/{a}-{i}","payload":{{}}}}"#
-            );
-            text.push('\n');
-        }
-    }
-    text
-}
-
 #[test]
 fn an_upstream_stopped_and_restarted_on_its_port_fails_nothing_and_caps_are_reached() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -147,8 +130,11 @@ speed = 3600.0
     .expect("write config");
     let w = start_worker(dir.path(), &cfg);
     let spool = dir.path().join("spool");
-    std::fs::write(spool.join("tmp/001.jsonl"), job_file()).expect("write job file");
-    std::fs::rename(spool.join("tmp/001.jsonl"), spool.join("incoming/001.jsonl")).expect("rename");
+    drop_job_file(
+        &spool,
+        "001.jsonl",
+        &invite_backlog(&ACCOUNTS, 3 * CAP, true, Some(CAP)),
+    );
     w.wait_for_log("\"event\":\"upstream_down\"");
     let upstream_state = || {
         let text = std::fs::read_to_string(dir.path().join("status.json")).unwrap_or_default();

@@ -129,7 +129,9 @@ fn every_row_of_the_outcome_table() {
         held,
         health,
     };
-    check(row(Outcome::Sent, false, State::Sent, "", false, Health::Healthy));
+    // No acceptance feedback ever reached this store: a new account reads `watch`
+    // ("no acceptance feedback") from the start unless something is worse.
+    check(row(Outcome::Sent, false, State::Sent, "", false, Health::Watch));
     check(row(
         RateLimited { retry_after_s: None },
         false,
@@ -144,7 +146,7 @@ fn every_row_of_the_outcome_table() {
         Failed,
         "out_of_network",
         false,
-        Health::Healthy,
+        Health::Watch,
     ));
     check(row(
         Restricted,
@@ -154,14 +156,7 @@ fn every_row_of_the_outcome_table() {
         false,
         Health::Restricted,
     ));
-    check(row(
-        NoCredits,
-        false,
-        Parked,
-        "no_credits",
-        false,
-        Health::Healthy,
-    ));
+    check(row(NoCredits, false, Parked, "no_credits", false, Health::Watch));
     check(row(
         Invalid {
             reason: r("http 400"),
@@ -170,7 +165,7 @@ fn every_row_of_the_outcome_table() {
         Failed,
         "invalid",
         false,
-        Health::Healthy,
+        Health::Watch,
     ));
     check(row(
         NotDelivered { reason: r("refused") },
@@ -178,7 +173,7 @@ fn every_row_of_the_outcome_table() {
         Queued,
         "not_delivered",
         false,
-        Health::Healthy,
+        Health::Watch,
     ));
     check(row(
         MaybeDelivered { reason: r("timeout") },
@@ -186,7 +181,7 @@ fn every_row_of_the_outcome_table() {
         Unknown,
         "maybe_delivered",
         false,
-        Health::Healthy,
+        Health::Watch,
     ));
     check(row(
         MaybeDelivered { reason: r("timeout") },
@@ -194,7 +189,7 @@ fn every_row_of_the_outcome_table() {
         Queued,
         "maybe_delivered",
         false,
-        Health::Healthy,
+        Health::Watch,
     ));
 }
 
@@ -644,10 +639,16 @@ fn without_acceptance_feedback_the_ramp_holds_and_health_says_why() {
     run.run_until(end, &mut always(Outcome::Sent)).expect("run");
 
     // Five weeks of sending, 20+ invites in every acceptance window: never judged at
-    // zero acceptance, never stepped back, never raised.
-    assert_eq!(
-        health_changes(&run),
-        vec![(Health::Watch, "no acceptance feedback".to_string())]
+    // zero acceptance, never stepped back, never raised. The account read `watch` from
+    // its creation on (not `healthy` until its first day turn), so health never changed.
+    assert_eq!(health_changes(&run), vec![]);
+    let status = run.engine.store().status(end).expect("status");
+    assert!(
+        status.accounts[0]
+            .health_reason
+            .starts_with("no acceptance feedback"),
+        "{}",
+        status.accounts[0].health_reason
     );
     assert_eq!(ramp_changes(&run), vec![]);
     let mut per_day: BTreeMap<chrono::NaiveDate, u32> = BTreeMap::new();

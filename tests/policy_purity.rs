@@ -1,5 +1,5 @@
 //! Architecture invariant: the policy core does no IO and never reads the clock.
-//! Greps every file under `src/policy/` for the imports and calls that would break it.
+//! Greps every file under `crates/policy/src/` for the imports and calls that would break it.
 
 use std::path::Path;
 
@@ -17,9 +17,9 @@ const FORBIDDEN: [&str; 9] = [
 
 #[test]
 fn policy_core_does_no_io_and_never_reads_the_clock() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/policy");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/policy/src");
     let mut files = 0;
-    for entry in std::fs::read_dir(&dir).expect("src/policy exists") {
+    for entry in std::fs::read_dir(&dir).expect("crates/policy/src exists") {
         let path = entry.expect("readable entry").path();
         let text = std::fs::read_to_string(&path).expect("readable source");
         files += 1;

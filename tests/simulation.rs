@@ -20,12 +20,18 @@
 //! - P4: the per-state counts sum to the actions accepted, and nothing is left
 //!   `inflight` after a step; every day, each accepted action is in exactly one state.
 //!
+//! Feedback (acceptances, replies, restrictions) reaches the worker the way it does
+//! under `run`: through the simulator's event feed, as JSON pages parsed and applied by
+//! `Engine::feed_result`, polled several times a day; the feed itself misbehaves too:
+//! 429s, broken pages, pages served again after a cursor that went back.
+//!
 //! A failing seed prints how to replay it: `SENDGATE_SIM_SEED=<seed> cargo nextest run
 //! --test simulation`. `SENDGATE_SIM_SEEDS=N` runs seeds 1..=N (default 40).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
-use sendgate::contract::jobfile::{parse_file, Line, Record};
+use sendgate::contract::events::FetchError;
+use sendgate::contract::jobfile::{parse_file, Record};
 use sendgate::contract::{Outcome, SendRequest};
 use sendgate::engine::{Engine, EngineConfig};
 use sendgate::policy::caps::{draws, Caps, Counter};
@@ -33,7 +39,7 @@ use sendgate::policy::pacing::{Rng, SplitMix64};
 use sendgate::policy::window::{local_day, start_of_day};
 use sendgate::policy::{CampaignType, Kind, Tier};
 use sendgate::store::{ApplyOutcome, OpenOptions, Reservation, Settings, State, Store, StoreError};
-use sendgate::upstream::sim::{Feedback, Sim};
+use sendgate::upstream::sim::{Sim, SimFeed};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -44,6 +50,8 @@ const DAYS: i64 = 10;
 /// New actions per account per day.
 const ACTIONS_PER_ACCOUNT_DAY: u64 = 10;
 const THREADS: u64 = 4;
+/// Per engine step with feedback due: a poll of the feed (per ten thousand).
+const P_FEED_POLL: u64 = 200;
 /// Every fault kind must be injected at least this often over the default seeds.
 const MIN_PER_FAULT: u64 = 100;
 
@@ -117,11 +125,19 @@ struct Counts {
     account_days: u64,
     actions: u64,
     steps: u64,
+    /// Feed polls: events applied, events seen again (a page served twice), and polls
+    /// that failed (429, broken page) and applied nothing.
+    feed_applied: u64,
+    feed_duplicates: u64,
+    feed_failed: u64,
 }
 
 impl Counts {
     fn add(&mut self, o: &Counts) {
-        let pairs: [(&mut u64, u64); 23] = [
+        let pairs: [(&mut u64, u64); 26] = [
+            (&mut self.feed_applied, o.feed_applied),
+            (&mut self.feed_duplicates, o.feed_duplicates),
+            (&mut self.feed_failed, o.feed_failed),
             (&mut self.outage_refused, o.outage_refused),
             (&mut self.outage_5xx, o.outage_5xx),
             (&mut self.upstream_down, o.upstream_down),
@@ -447,8 +463,7 @@ struct Ctx<'a> {
     sim: Sim,
     model: Model,
     n: Counts,
-    feedback: BTreeMap<(DateTime<Utc>, u64), Feedback>,
-    fb_seq: u64,
+    feed: SimFeed,
     files: u64,
 }
 
@@ -609,8 +624,7 @@ impl Ctx<'_> {
             }
         }
         for f in fb {
-            self.feedback.insert((f.at, self.fb_seq), f);
-            self.fb_seq += 1;
+            self.feed.push(f);
         }
         Ok(o)
     }
@@ -895,8 +909,7 @@ fn run_seed(seed: u64) -> Result<Counts, String> {
         sim: Sim::new(seed),
         model: Model::default(),
         n: Counts::default(),
-        feedback: BTreeMap::new(),
-        fb_seq: 0,
+        feed: SimFeed::new(seed),
         files: 0,
     };
     for a in &w.accounts {
@@ -910,23 +923,9 @@ fn run_seed(seed: u64) -> Result<Counts, String> {
     for d in 0..DAYS {
         let day_start = w.start + Duration::days(d);
         now = now.max(day_start);
-        // Feedback that came due (acceptances, replies), then the day's job file.
-        let due: Vec<_> = ctx.feedback.range(..=(now, u64::MAX)).map(|(k, _)| *k).collect();
-        if !due.is_empty() {
-            let records: Vec<Line<Record>> = due
-                .iter()
-                .filter_map(|k| ctx.feedback.remove(k))
-                .enumerate()
-                .map(|(i, f)| Line {
-                    line: i + 1,
-                    record: Record::Event(f.event),
-                })
-                .collect();
-            let name = format!("feedback-{d}");
-            engine
-                .apply_file(&name, name.as_bytes(), &records, now)
-                .map_err(|e| e.to_string())?;
-        }
+        // Feedback that came due (acceptances, replies, restrictions), through the
+        // feed's pages, then the day's job file.
+        poll_feed(&mut ctx, &mut engine, now)?;
         let text = ctx.day_file(d, engine.store()).map_err(|e| e.to_string())?;
         ctx.files += 1;
         apply_text(&mut engine, &mut ctx.model, &format!("day-{d}.jsonl"), &text, now)?;
@@ -941,6 +940,53 @@ fn run_seed(seed: u64) -> Result<Counts, String> {
     }
     ctx.n.actions = ctx.model.accepted.len() as u64;
     Ok(ctx.n)
+}
+
+/// Poll the simulator's feed through the page path, with the feed's own faults.
+fn poll_feed(ctx: &mut Ctx, engine: &mut Engine, now: DateTime<Utc>) -> Result<(), String> {
+    let err = |e: StoreError| e.to_string();
+    let roll = ctx.rng.between(0, 9);
+    if roll == 0 {
+        // A 429 on the feed: no account signal, nothing applied; the next poll retries.
+        engine
+            .feed_result(
+                Err(FetchError::RateLimited {
+                    retry_after_s: Some(60),
+                }),
+                now,
+            )
+            .map_err(err)?;
+        ctx.n.feed_failed += 1;
+        return Ok(());
+    }
+    let cursor = engine.store().events_cursor().map_err(err)?;
+    if roll == 1 {
+        // A broken page: refused whole, nothing applied.
+        let mut body = ctx.feed.page(cursor.as_deref(), now);
+        body.truncate(body.len() / 2);
+        let c = engine.feed_result(Ok(body), now).map_err(err)?;
+        if c.events != 0 {
+            return Err("a broken page applied events".into());
+        }
+        ctx.n.feed_failed += 1;
+    }
+    let body = ctx.feed.page(cursor.as_deref(), now);
+    let c = engine.feed_result(Ok(body.clone()), now).map_err(err)?;
+    ctx.n.feed_applied += u64::from(c.applied) + u64::from(c.ignored);
+    if roll == 2 {
+        // The cursor goes back: the same page again applies nothing twice.
+        let again = engine.feed_result(Ok(body), now).map_err(err)?;
+        if again.applied + again.ignored != 0 || again.duplicates != c.events {
+            return Err(format!(
+                "a page served twice applied again: {again:?} after {c:?}"
+            ));
+        }
+        ctx.n.feed_duplicates += u64::from(again.duplicates);
+    }
+    if let Some(c) = engine.store().events_cursor().map_err(err)? {
+        ctx.feed.ack(&c);
+    }
+    Ok(())
 }
 
 fn run_day(
@@ -961,6 +1007,9 @@ fn run_day(
             return Err("the engine does not go to sleep".into());
         }
         *now = (*now).max(next);
+        if ctx.feed.has_news(*now) && chance(&mut ctx.rng, P_FEED_POLL) {
+            poll_feed(ctx, &mut engine, *now)?;
+        }
         let after_midnight = ctx
             .w
             .accounts
@@ -1120,7 +1169,7 @@ fn many_seeds_of_faults_crashes_and_clock_steps_keep_p1_to_p4() {
     println!(
         "simulation: seeds={} account_days={} actions={} steps={} reservations={} calls={} sim_sent={} \
          restarts={} reserved_on_a_left_day={} clock_back_across_midnight={} upstream_down={} releases={} \
-         rate_limits_recorded={} faults: {} in {:.1} s",
+         rate_limits_recorded={} feed: applied={} duplicates={} failed={} faults: {} in {:.1} s",
         seeds.len(),
         n.account_days,
         n.actions,
@@ -1134,6 +1183,9 @@ fn many_seeds_of_faults_crashes_and_clock_steps_keep_p1_to_p4() {
         n.upstream_down,
         n.releases,
         n.rate_limits_recorded,
+        n.feed_applied,
+        n.feed_duplicates,
+        n.feed_failed,
         faults.join(" "),
         began.elapsed().as_secs_f64()
     );
@@ -1145,6 +1197,15 @@ fn many_seeds_of_faults_crashes_and_clock_steps_keep_p1_to_p4() {
                 "fault `{k}` injected {v} times (< {MIN_PER_FAULT})"
             );
         }
+        assert!(
+            n.feed_applied >= MIN_PER_FAULT
+                && n.feed_duplicates >= MIN_PER_FAULT
+                && n.feed_failed >= MIN_PER_FAULT,
+            "the feed path was barely exercised: applied {} duplicates {} failed {}",
+            n.feed_applied,
+            n.feed_duplicates,
+            n.feed_failed
+        );
         assert!(
             n.upstream_down >= seeds.len() as u64,
             "outages rarely opened the breaker: {}",

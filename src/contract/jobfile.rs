@@ -165,7 +165,7 @@ pub enum EventRecord {
         at: Option<DateTime<Utc>>,
     },
     ReplyReceived {
-        action: String,
+        to: ReplyTo,
         at: Option<DateTime<Utc>>,
     },
     AccountRestricted {
@@ -190,6 +190,14 @@ pub enum EventRecord {
     RequeueAction {
         action: String,
     },
+}
+
+/// What a `reply_received` event answers: a named action, or the last InMail sent by
+/// `account` to `prospect` (the form an integration service knows, SPEC §9).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReplyTo {
+    Action(String),
+    Prospect { account: String, prospect: String },
 }
 
 // ---- raw shapes, exactly as written in a file ----
@@ -267,6 +275,15 @@ struct RawActionEvent {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawReply {
+    action: Option<String>,
+    account: Option<String>,
+    prospect: Option<String>,
+    at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawCampaignEvent {
     campaign: String,
     #[allow(dead_code)] // accepted for the record; the worker's clock decides
@@ -309,7 +326,7 @@ fn typed<T: DeserializeOwned>(obj: Map<String, Value>, prefix: &str) -> Result<T
     })
 }
 
-fn check_id(field: &str, s: &str) -> Result<(), FieldError> {
+pub(crate) fn check_id(field: &str, s: &str) -> Result<(), FieldError> {
     if s.is_empty() {
         return Err(field_err(field, "must not be empty"));
     }
@@ -463,7 +480,7 @@ fn parse_action(obj: Map<String, Value>) -> Result<ActionRecord, FieldError> {
     })
 }
 
-fn parse_event(mut obj: Map<String, Value>) -> Result<EventRecord, FieldError> {
+pub(crate) fn parse_event(mut obj: Map<String, Value>) -> Result<EventRecord, FieldError> {
     let kind = match obj.remove("kind") {
         Some(Value::String(k)) => k,
         Some(_) => return Err(field_err("kind", "must be a string")),
@@ -480,11 +497,20 @@ fn parse_event(mut obj: Map<String, Value>) -> Result<EventRecord, FieldError> {
             }
         }
         "reply_received" => {
-            let r: RawActionEvent = typed(obj, "")?;
-            EventRecord::ReplyReceived {
-                at: at(r.at)?,
-                action: r.action,
-            }
+            let r: RawReply = typed(obj, "")?;
+            let to = match (r.action, r.account, r.prospect) {
+                (Some(action), None, None) => ReplyTo::Action(action),
+                (None, Some(account), Some(prospect)) => ReplyTo::Prospect { account, prospect },
+                (Some(_), _, _) => {
+                    return Err(field_err(
+                        "action",
+                        "name either `action` or `account` and `prospect`, not both",
+                    ))
+                }
+                (None, None, _) => return Err(field_err("action", "missing field `action`")),
+                (None, Some(_), None) => return Err(field_err("prospect", "missing field `prospect`")),
+            };
+            EventRecord::ReplyReceived { at: at(r.at)?, to }
         }
         "account_restricted" | "account_resumed" => {
             let r: RawAccountEvent = typed(obj, "")?;
@@ -531,7 +557,7 @@ fn parse_event(mut obj: Map<String, Value>) -> Result<EventRecord, FieldError> {
 /// Parses JSON text into a `Value`, refusing an object that repeats a key, at any depth
 /// (the payload included). serde_json alone keeps the last one silently, so
 /// `"daily_limit":2,"daily_limit":40` would mean 40: a typo must never lift a cap.
-fn parse_strict(text: &str) -> Result<Value, FieldError> {
+pub(crate) fn parse_strict(text: &str) -> Result<Value, FieldError> {
     let mut path = Vec::new();
     let mut repeated = None;
     let mut de = serde_json::Deserializer::from_str(text);
@@ -783,6 +809,37 @@ mod tests {
     }
 
     const CAMPAIGN: &str = r#"{"type":"campaign","id":"c","daily_limit":20}"#;
+
+    /// SPEC §6 and §9: a reply names its action, or the account and the prospect.
+    #[test]
+    fn a_reply_names_an_action_or_an_account_and_a_prospect() {
+        let ok = |text: &str| match parse_record(text).expect(text) {
+            Record::Event(EventRecord::ReplyReceived { to, .. }) => to,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            ok(r#"{"type":"event","kind":"reply_received","action":"q/x"}"#),
+            ReplyTo::Action("q/x".into())
+        );
+        assert_eq!(
+            ok(r#"{"type":"event","kind":"reply_received","account":"a","prospect":"p"}"#),
+            ReplyTo::Prospect {
+                account: "a".into(),
+                prospect: "p".into()
+            }
+        );
+        check(r#"{"type":"event","kind":"reply_received"}"#, 1, "action");
+        check(
+            r#"{"type":"event","kind":"reply_received","account":"a"}"#,
+            1,
+            "prospect",
+        );
+        check(
+            r#"{"type":"event","kind":"reply_received","action":"x","account":"a","prospect":"p"}"#,
+            1,
+            "action",
+        );
+    }
 
     #[test]
     fn errors_name_line_and_field() {

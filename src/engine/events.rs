@@ -102,6 +102,16 @@ pub enum Event {
         /// Accounts (not restricted) whose acceptance waits on feedback.
         accounts: u32,
     },
+    /// One poll of the upstream's event feed (SPEC §9): logged for every page that held
+    /// events, and for every poll that applied nothing (with the reason and the retry).
+    EventsPolled {
+        events: u32,
+        applied: u32,
+        duplicates: u32,
+        ignored: u32,
+        error: Option<String>,
+        retry_at: Option<DateTime<Utc>>,
+    },
     RedZone {
         account: Option<String>,
         counter: String,
@@ -207,6 +217,7 @@ impl Event {
             Event::RampChanged { .. } => "ramp_changed",
             Event::HealthChanged { .. } => "health_changed",
             Event::FeedbackMissing { .. } => "feedback_missing",
+            Event::EventsPolled { .. } => "events_polled",
             Event::RedZone { .. } => "red_zone",
             Event::CreditsRefilled { .. } => "credits_refilled",
             Event::DaySummary { .. } => "day_summary",

@@ -8,11 +8,13 @@
 //! real upstream; `simulate` and the tests drive it with a manual clock and `sim`.
 
 pub mod events;
+mod feed;
 mod operator;
 mod outage;
 pub mod virtual_run;
 
 pub use events::Event;
+pub use feed::{FetchError, PollCounts, MAX_FEED_BACKOFF_S};
 
 use crate::contract::jobfile::{Line, Record};
 use crate::contract::Outcome;
@@ -103,6 +105,8 @@ pub struct Engine {
     probes: BTreeSet<String>,
     /// Probes sent during the current outage.
     probes_sent: u32,
+    /// The upstream's event feed, when polled (SPEC §9 "events").
+    feed: Option<feed::Feed>,
 }
 
 fn change_event(c: Change) -> Event {
@@ -169,6 +173,7 @@ impl Engine {
             breaker_rng,
             probes: BTreeSet::new(),
             probes_sent: 0,
+            feed: None,
         };
         let rec = e.store.recover(now)?;
         for id in rec.unknown.iter().chain(&rec.requeued) {
@@ -343,6 +348,7 @@ impl Engine {
             self.wake.first().and_then(|(t, _)| self.wake_gate(*t)),
             self.turns.first().map(|(t, _)| *t),
             self.store.next_timed()?,
+            self.feed_wake(),
         ];
         Ok(candidates.into_iter().flatten().min())
     }

@@ -5,8 +5,10 @@ use super::codec::{self, content_hash, file_key, ms};
 use super::records::{Account, AccountCaps, Action, Campaign, State};
 use super::reserve::{refresh_health, Change};
 use super::tx::{reject, Tx, TxResult};
-use super::{Settings, Store, StoreError, FILES, LINKS, WAITING};
-use crate::contract::jobfile::{AccountRecord, ActionRecord, CampaignRecord, EventRecord, Line, Record};
+use super::{Settings, Store, StoreError, FILES, LINKS, META, WAITING};
+use crate::contract::jobfile::{
+    AccountRecord, ActionRecord, CampaignRecord, EventRecord, Line, Record, ReplyTo,
+};
 use crate::contract::CampaignStatus;
 use crate::policy::caps::{red_zone, Budget, Counter};
 use crate::policy::window::local_day;
@@ -31,7 +33,7 @@ pub struct Applied {
     pub effects: Vec<EventEffect>,
 }
 
-/// The effect of one event record of a job file, for the log.
+/// The effect of one event record, for the log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventEffect {
     pub line: usize,
@@ -55,7 +57,7 @@ pub enum ApplyOutcome {
     Rejected(super::Rejection),
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     tx: &'a Tx<'a>,
     st: &'a Settings,
     now: DateTime<Utc>,
@@ -180,6 +182,12 @@ fn apply_account(c: &mut Ctx, line: usize, r: &AccountRecord) -> TxResult<()> {
             reason: "established",
         });
         a.set_ramp_ceiling(today, target);
+    }
+    if is_new {
+        // Judged from the start, not at its first day turn: while acceptance feedback
+        // is unknown a new account reads `watch`, "no acceptance feedback" (SPEC §3.4).
+        let signals = super::reserve::signals(tx, &a, today)?;
+        a.health = crate::policy::health::assess(signals, &policy.health).health;
     }
     tx.put_account(&a)?;
     c.out.accounts += 1;
@@ -366,87 +374,111 @@ fn need_action(tx: &Tx, line: usize, id: &str) -> TxResult<Action> {
     }
 }
 
-fn effect(
-    line: usize,
-    kind: &'static str,
-    ids: (Option<&str>, Option<&str>, Option<&str>),
-    result: Result<String, String>,
-) -> EventEffect {
-    EventEffect {
-        line,
-        kind,
-        account: ids.0.map(str::to_string),
-        campaign: ids.1.map(str::to_string),
-        action: ids.2.map(str::to_string),
-        action_kind: None,
-        result,
+impl<'a> Ctx<'a> {
+    pub(super) fn new(tx: &'a Tx<'a>, st: &'a Settings, now: DateTime<Utc>, seqs: &'a [u64]) -> Ctx<'a> {
+        Ctx {
+            tx,
+            st,
+            now,
+            assigned: BTreeMap::new(),
+            seqs: seqs.iter(),
+            out: Applied::default(),
+            resumed: Vec::new(),
+            campaign_cache: BTreeMap::new(),
+            known_accounts: Default::default(),
+        }
+    }
+
+    pub(super) fn into_parts(self) -> (Applied, Vec<(bool, String)>) {
+        (self.out, self.resumed)
     }
 }
 
-fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
+/// Return the InMail credit of a sent InMail on a reply, once per action (SPEC §3.5):
+/// true when it did.
+fn refund_reply(tx: &Tx, st: &Settings, mut a: Action) -> TxResult<bool> {
+    if a.kind != Kind::Inmail || a.state != State::Sent || a.refunded {
+        return Ok(false);
+    }
+    if let Some(mut acct) = tx.account(&a.account)? {
+        let ceiling = st.policy.tier(acct.tier).inmail_ceiling;
+        acct.credits = credits::refund(acct.credits, ceiling);
+        tx.put_account(&acct)?;
+    }
+    a.refunded = true;
+    tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
+    Ok(true)
+}
+
+/// Apply one event with the job-file rules (SPEC §6), from a file or the upstream's
+/// feed (SPEC §9). Returns whether it changed anything (false: an acceptance of an
+/// invite never sent, a reply to no sent InMail or one already refunded, and the like).
+pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<bool> {
     let tx = c.tx;
     let st = c.st;
-    let done = |what: &str| Ok::<String, String>(what.to_string());
-    let eff = match e {
+    let mut effect = true;
+    // What the log says the record did (SPEC §6), or why it changed nothing.
+    let (kind, done): (&'static str, String);
+    let mut why = String::new();
+    let (mut account_id, mut campaign_id, mut action_id, mut action_kind) = (None, None, None, None);
+    match e {
         EventRecord::InviteAccepted {
             account, prospect, ..
         } => {
             need_account(tx, line, account)?;
             // Acceptance feedback flows from now on: acceptance is judged, not unknown.
             super::reserve::mark_feedback_seen(tx)?;
-            let mut result = Err("no invite sent to this prospect from this account".to_string());
-            let mut action = None;
+            effect = false;
             if let Some(id) = tx.get_raw(LINKS, &codec::invite_key(account, prospect))? {
                 let id = String::from_utf8_lossy(&id).into_owned();
                 if let Some(mut a) = tx.action(&id)? {
-                    result = match (a.accepted, a.sent_day) {
-                        (true, _) => Err("the invite was accepted before".into()),
-                        (false, None) => Err("the invite was not sent".into()),
-                        (false, Some(day)) => {
-                            a.accepted = true;
-                            tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
-                            let mut d = tx.account_day(account, day)?;
-                            d.invites_accepted += 1;
-                            tx.put_account_day(account, day, &d)?;
-                            Ok(format!("counted for the invites sent on {day}"))
-                        }
-                    };
-                    action = Some(id);
+                    if let (false, Some(day)) = (a.accepted, a.sent_day) {
+                        effect = true;
+                        a.accepted = true;
+                        tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
+                        let mut d = tx.account_day(account, day)?;
+                        d.invites_accepted += 1;
+                        tx.put_account_day(account, day, &d)?;
+                    }
+                    action_id = Some(id);
                 }
             }
-            effect(
-                line,
-                "invite_accepted",
-                (Some(account), None, action.as_deref()),
-                result,
-            )
+            kind = "invite_accepted";
+            account_id = Some(account.clone());
+            done = "the acceptance was counted".into();
+            why = "no sent invite to this prospect from this account, or it was accepted before".into();
         }
-        EventRecord::ReplyReceived { action, .. } => {
-            let mut a = need_action(tx, line, action)?;
-            let result = if a.kind == Kind::Inmail && a.state == State::Sent && !a.refunded {
-                if let Some(mut acct) = tx.account(&a.account)? {
-                    let ceiling = st.policy.tier(acct.tier).inmail_ceiling;
-                    acct.credits = credits::refund(acct.credits, ceiling);
-                    tx.put_account(&acct)?;
+        EventRecord::ReplyReceived { to, .. } => {
+            let action = match to {
+                ReplyTo::Action(action) => Some(need_action(tx, line, action)?),
+                ReplyTo::Prospect { account, prospect } => {
+                    need_account(tx, line, account)?;
+                    // The prospect's last InMail sent from that account, if any.
+                    match tx.get_raw(LINKS, &codec::inmail_key(account, prospect))? {
+                        Some(id) => tx.action(&String::from_utf8_lossy(&id))?,
+                        None => None,
+                    }
                 }
-                a.refunded = true;
-                tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
-                done("the InMail credit was returned")
-            } else if a.kind == Kind::Inmail && a.refunded {
-                Err("the InMail credit was returned before".into())
-            } else {
-                done("reply recorded (no credit to return)")
             };
-            effect(
-                line,
-                "reply_received",
-                (Some(&a.account), Some(&a.campaign), Some(action)),
-                result,
-            )
+            if let Some(a) = &action {
+                (account_id, campaign_id, action_id) = (
+                    Some(a.account.clone()),
+                    Some(a.campaign.clone()),
+                    Some(a.id.clone()),
+                );
+            }
+            effect = match action {
+                Some(a) => refund_reply(tx, st, a)?,
+                None => false,
+            };
+            kind = "reply_received";
+            done = "the InMail credit was returned".into();
+            why = "no sent InMail whose credit is still out".into();
         }
         EventRecord::AccountRestricted { account } | EventRecord::AccountResumed { account } => {
             let mut a = need_account(tx, line, account)?;
             let restricted = matches!(e, EventRecord::AccountRestricted { .. });
+            effect = a.restricted != restricted;
             a.restricted = restricted;
             let today = a.day_at(c.now);
             refresh_health(tx, &mut a, today, st, &mut c.out.changes)?;
@@ -454,23 +486,27 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
             if !restricted {
                 c.resumed.push((false, account.clone()));
             }
-            let (kind, what) = if restricted {
+            account_id = Some(account.clone());
+            (kind, done, why) = if restricted {
                 (
                     "account_restricted",
-                    "the account sends nothing until account_resumed",
+                    "the account sends nothing until account_resumed".into(),
+                    "already restricted".into(),
                 )
             } else {
-                ("account_resumed", "the account sends again")
+                (
+                    "account_resumed",
+                    "the account sends again".into(),
+                    "not restricted".into(),
+                )
             };
-            effect(line, kind, (Some(account), None, None), done(what))
         }
         EventRecord::TierChanged { account, tier } => {
             let mut a = need_account(tx, line, account)?;
-            let old = a.tier;
+            done = format!("tier {} -> {}", a.tier.as_str(), tier.as_str());
             a.tier = *tier;
             tx.put_account(&a)?;
-            let what = format!("tier {} -> {}", old.as_str(), tier.as_str());
-            effect(line, "tier_changed", (Some(account), None, None), Ok(what))
+            (kind, account_id) = ("tier_changed", Some(account.clone()));
         }
         EventRecord::CampaignPaused { campaign } | EventRecord::CampaignResumed { campaign } => {
             let Some(mut camp) = tx.campaign(campaign)? else {
@@ -482,46 +518,92 @@ fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<()> {
             if !camp.paused {
                 c.resumed.push((true, campaign.clone()));
             }
-            let (kind, what) = if camp.paused {
+            campaign_id = Some(campaign.clone());
+            (kind, done) = if camp.paused {
                 (
                     "campaign_paused",
-                    "the campaign sends nothing until campaign_resumed",
+                    "the campaign sends nothing until campaign_resumed".into(),
                 )
             } else {
-                ("campaign_resumed", "the campaign sends again")
+                ("campaign_resumed", "the campaign sends again".into())
             };
-            effect(line, kind, (None, Some(campaign), None), done(what))
         }
         EventRecord::CancelAction { action } | EventRecord::RequeueAction { action } => {
             // The same rules as the operator's `cancel` / `requeue` (SPEC §5, §6, §8).
-            let (op, kind) = match e {
+            let op;
+            (op, kind) = match e {
                 EventRecord::CancelAction { .. } => (super::Move::Cancel, "cancel_action"),
                 _ => (super::Move::Requeue, "requeue_action"),
             };
             let old = need_action(tx, line, action)?;
-            let result = if op.movable(old.state) {
+            effect = op.movable(old.state);
+            if effect {
                 tx.transition(&old, &op.apply(&old, c.now), None)?;
-                done(kind)
-            } else {
-                Err(op.refusal(old.state))
-            };
-            EventEffect {
-                action_kind: Some(old.kind),
-                ..effect(
-                    line,
-                    kind,
-                    (Some(&old.account), Some(&old.campaign), Some(action)),
-                    result,
-                )
             }
+            done = kind.to_string();
+            why = op.refusal(old.state);
+            (account_id, campaign_id, action_id, action_kind) = (
+                Some(old.account),
+                Some(old.campaign),
+                Some(action.clone()),
+                Some(old.kind),
+            );
         }
-    };
-    c.out.effects.push(eff);
+    }
+    c.out.effects.push(EventEffect {
+        line,
+        kind,
+        account: account_id,
+        campaign: campaign_id,
+        action: action_id,
+        action_kind,
+        result: if effect { Ok(done) } else { Err(why) },
+    });
     c.out.events += 1;
-    Ok(())
+    Ok(effect)
+}
+
+/// `meta` key counting the start-ups that found job file `name` in `processing/`
+/// without it being applied (SPEC §6, poison files).
+fn leftover_key(name: &str) -> Vec<u8> {
+    [b"leftover/".as_slice(), name.as_bytes()].concat()
 }
 
 impl Store {
+    /// A start-up found `name` in `processing/`: counts it, durably, and returns how
+    /// many start-ups in a row have now found it there without it being applied (1 the
+    /// first time). The transaction that applies the file clears the count.
+    pub fn leftover_found(&self, name: &str) -> Result<u32, StoreError> {
+        let key = leftover_key(name);
+        let result = self.transact(|tx| {
+            let starts = tx
+                .get::<u32>(META, &key, "leftover count")?
+                .unwrap_or(0)
+                .saturating_add(1);
+            tx.put(META, &key, &starts)?;
+            Ok(starts)
+        })?;
+        let starts = result.map_err(|r| StoreError::Corrupt(r.reason))?;
+        debug_assert!(starts >= 1);
+        // Durable before the file is tried: a crash while trying it must count.
+        self.make_durable()?;
+        Ok(starts)
+    }
+
+    /// Forgets the start-up count of `name` (a file rejected or quarantined: it left
+    /// `processing/` without being applied).
+    pub fn forget_leftover(&self, name: &str) -> Result<(), StoreError> {
+        let key = leftover_key(name);
+        let result = self.transact(|tx| tx.del(META, &key))?;
+        result.map_err(|r| StoreError::Corrupt(r.reason))
+    }
+
+    /// Whether a file of this name and content was applied.
+    pub fn file_applied(&self, name: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+        self.op("read files")?;
+        Ok(self.trees[FILES].contains_key(file_key(name, content_hash(bytes)))?)
+    }
+
     /// Apply a parsed job file whole, or reject it whole with the line and field.
     pub fn apply(
         &self,
@@ -547,28 +629,22 @@ impl Store {
             if tx.get_raw(FILES, &fkey)?.is_some() {
                 return Ok(None);
             }
-            let mut c = Ctx {
-                tx,
-                st: &self.settings,
-                now,
-                assigned: BTreeMap::new(),
-                seqs: seqs.iter(),
-                out: Applied::default(),
-                resumed: Vec::new(),
-                campaign_cache: BTreeMap::new(),
-                known_accounts: Default::default(),
-            };
+            let mut c = Ctx::new(tx, &self.settings, now, &seqs);
             for l in records {
                 match &l.record {
                     Record::Account(r) => apply_account(&mut c, l.line, r)?,
                     Record::Campaign(r) => apply_campaign(&mut c, l.line, r)?,
                     Record::Action(r) => apply_action(&mut c, l.line, r)?,
-                    Record::Event(e) => apply_event(&mut c, l.line, e)?,
+                    Record::Event(e) => {
+                        apply_event(&mut c, l.line, e)?;
+                    }
                 }
             }
             tx.put(FILES, &fkey, &ms(now))?;
+            // Applied: it is no poison file, whatever start-ups found it before.
+            tx.del(META, &leftover_key(name))?;
             tx.flush_counts()?;
-            Ok(Some((c.out, c.resumed)))
+            Ok(Some(c.into_parts()))
         })?;
         let (applied, resumed) = match result {
             Ok(Some(v)) => v,

@@ -212,6 +212,29 @@ pub fn tombstone_expiry_bound(pruned_ms: i64) -> Vec<u8> {
     key(&[b"T", &be_i64(pruned_ms)])
 }
 
+/// `links` tree: the last InMail sent by an account to a prospect (for replies named by
+/// account and prospect, SPEC §9).
+pub fn inmail_key(account: &str, prospect: &str) -> Vec<u8> {
+    key(&[b"m", account.as_bytes(), prospect.as_bytes()])
+}
+
+/// `links` tree: a feed event id already applied (value: when, ms), by its hash.
+pub fn feed_event_key(id: &str) -> Vec<u8> {
+    key(&[b"e", &id_hash(id).to_be_bytes()])
+}
+
+/// `links` tree: applied feed event ids in the order they expire (value: the id key).
+pub fn feed_event_expiry_key(applied_ms: i64, id: &str) -> Vec<u8> {
+    key(&[b"E", &be_i64(applied_ms), &id_hash(id).to_be_bytes()])
+}
+
+pub const FEED_EVENT_EXPIRY_PREFIX: &[u8] = b"E\0";
+
+/// The first expiry key at `applied_ms`: every id applied earlier sorts before it.
+pub fn feed_event_expiry_bound(applied_ms: i64) -> Vec<u8> {
+    key(&[b"E", &be_i64(applied_ms)])
+}
+
 /// `ledger` tree: a reservation is keyed by its id (8 bytes, big-endian); a release
 /// (SPEC §3: the slots of an attempt that was not delivered) by its own id and `r`, so
 /// both kinds sort in the order they were committed.

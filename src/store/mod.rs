@@ -17,6 +17,7 @@
 
 mod apply;
 pub mod codec;
+mod feed;
 pub mod identity;
 mod operator;
 mod outcome;
@@ -25,8 +26,12 @@ pub mod records;
 mod reserve;
 mod tx;
 
+#[cfg(test)]
+mod golden;
+
 pub use apply::ApplyOutcome;
 pub use apply::{Applied, EventEffect};
+pub use feed::{PageApplied, PageOutcome};
 pub use operator::{ActionRow, Filter, History, Move, MoveReport, Pauses, Scope};
 pub use outcome::{Attempt, Recorded};
 pub use query::{

@@ -173,6 +173,12 @@ impl Store {
                     let k = super::codec::invite_key(&acct.id, &a.prospect);
                     tx.put_raw(LINKS, &k, a.id.as_bytes())?;
                 }
+                if a.kind == Kind::Inmail {
+                    // The last InMail to this prospect: a reply named by account and
+                    // prospect returns its credit (SPEC §9).
+                    let k = super::codec::inmail_key(&acct.id, &a.prospect);
+                    tx.put_raw(LINKS, &k, a.id.as_bytes())?;
+                }
                 tx.put_account_day(&acct.id, today, &day)?;
             }
             Outcome::RateLimited { retry_after_s } => {

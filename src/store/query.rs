@@ -616,7 +616,8 @@ impl Store {
         );
         let days = self.settings.retention_days.max(MIN_RETENTION_DAYS);
         let cutoff = ms(now - Duration::days(i64::from(days)));
-        let mut removed = 0;
+        // Applied feed event ids, in their own bounded pass.
+        let mut removed = self.prune_feed_events(now, max)?;
         self.op("scan ledger")?;
         let mut old_ledger = Vec::new();
         for kv in self.trees[LEDGER].iter().take(max) {
@@ -646,7 +647,7 @@ impl Store {
             .take(max)
             .collect::<Result<_, _>>()?;
         if old_ledger.is_empty() && old_actions.is_empty() && expired.is_empty() {
-            return Ok(0);
+            return Ok(removed);
         }
         let pruned_ms = ms(now);
         let result = self.transact(|tx| {

@@ -49,16 +49,7 @@ impl Http {
         if timeout_s == 0 {
             return Err("upstream.timeout_s must be at least 1".into());
         }
-        // The URL may carry basic-auth credentials: show it redacted.
-        let shown = redact_proxy(url);
-        let endpoint = format!("{}{ACTIONS_PATH}", url.trim_end_matches('/'));
-        let parsed = reqwest::Url::parse(&endpoint)
-            .map_err(|e| format!("upstream.url `{shown}` is not a URL: {e}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!(
-                "upstream.url `{shown}` must be an http:// or https:// URL"
-            ));
-        }
+        let parsed = endpoint(url, ACTIONS_PATH)?;
         let timeout = Duration::from_secs(timeout_s);
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -85,6 +76,21 @@ impl Http {
             timeout,
         })
     }
+}
+
+/// `{upstream.url}{path}`, checked: a URL, http or https. Errors show the URL with its
+/// credentials redacted.
+pub(super) fn endpoint(url: &str, path: &str) -> Result<reqwest::Url, String> {
+    let shown = redact_proxy(url);
+    let endpoint = format!("{}{path}", url.trim_end_matches('/'));
+    let parsed =
+        reqwest::Url::parse(&endpoint).map_err(|e| format!("upstream.url `{shown}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "upstream.url `{shown}` must be an http:// or https:// URL"
+        ));
+    }
+    Ok(parsed)
 }
 
 impl Upstream for Http {
@@ -226,7 +232,7 @@ fn classify_error(e: reqwest::Error) -> Outcome {
 }
 
 /// A reason from an error and its causes, without the URL (it can hold credentials).
-fn describe(e: reqwest::Error) -> String {
+pub(super) fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut text = e.to_string();
     let mut last = text.clone();

@@ -4,9 +4,10 @@
 //! InMails with per-account probabilities, a share of prospects is out of network, and
 //! InMails fail with `no_credits` when the LinkedIn-side balance is empty.
 
-use super::{SendFuture, Upstream};
+use super::{EventSource, FetchFuture, SendFuture, Upstream};
 use crate::clock::Clock;
-use crate::contract::jobfile::EventRecord;
+use crate::contract::events::{page_json, FeedEvent, FetchError, MAX_PAGE_EVENTS};
+use crate::contract::jobfile::{EventRecord, ReplyTo};
 use crate::contract::{Outcome, SendRequest};
 use crate::policy::pacing::{Rng, SplitMix64};
 use crate::policy::{Kind, Tier};
@@ -97,6 +98,7 @@ impl Sim {
         let seed = self.seed;
         let roll = mix(seed, &format!("{}#{}", req.id, req.attempt));
         let prospect_roll = mix(seed, &req.prospect);
+        let mut restricted_now = false;
         let a = self.account(&req.account, now);
         let today = now.date_naive();
         if a.day != Some(today) {
@@ -125,6 +127,8 @@ impl Sim {
             a.rate_limits.push(today);
             if a.rate_limits.len() as u32 >= RESTRICT_AFTER_RATE_LIMITS {
                 a.restricted = true;
+                // Integration services report a restriction as an event too.
+                restricted_now = true;
                 Outcome::Restricted
             } else {
                 Outcome::RateLimited { retry_after_s: None }
@@ -139,6 +143,14 @@ impl Sim {
             Outcome::Sent
         };
         let mut feedback = Vec::new();
+        if restricted_now {
+            feedback.push(Feedback {
+                at: now,
+                event: EventRecord::AccountRestricted {
+                    account: req.account.clone(),
+                },
+            });
+        }
         if outcome == Outcome::Sent {
             a.actions_today += 1;
             let delay = Duration::hours(12 + (roll % 96) as i64);
@@ -162,7 +174,10 @@ impl Sim {
                         feedback.push(Feedback {
                             at: now + delay,
                             event: EventRecord::ReplyReceived {
-                                action: req.id.clone(),
+                                to: ReplyTo::Prospect {
+                                    account: req.account.clone(),
+                                    prospect: req.prospect.clone(),
+                                },
                                 at: Some(now + delay),
                             },
                         });
@@ -191,18 +206,105 @@ fn new_account(seed: u64, id: &str, tier: Tier, created: DateTime<Utc>) -> SimAc
     }
 }
 
-/// The simulator as an [`Upstream`] for `sendgate run` with `upstream.kind = "sim"`.
-/// Its feedback (acceptances, replies) is dropped: the worker learns those from job
-/// files.
+/// The simulator's own event feed (SPEC §9: the `sim` upstream feeds its acceptances,
+/// replies and restrictions the same way as an http service): feedback waits until its
+/// time, then is served as pages of the same JSON as `GET /v1/events`, so it goes
+/// through the same parser and the same page-apply path.
+///
+/// A cursor is `<epoch>-<position>`; events before a position asked after are dropped
+/// (the worker has applied them), so memory holds only what is not yet acknowledged.
+/// A cursor of another epoch (a restarted simulator) is served from the start of what
+/// this one holds; applied ids make any repeat harmless.
+pub struct SimFeed {
+    epoch: u64,
+    pending: BTreeMap<(DateTime<Utc>, u64), Feedback>,
+    seq: u64,
+    /// Released events in release order; `base` is the position of the first.
+    released: std::collections::VecDeque<FeedEvent>,
+    base: u64,
+}
+
+impl SimFeed {
+    pub fn new(epoch: u64) -> SimFeed {
+        SimFeed {
+            epoch,
+            pending: BTreeMap::new(),
+            seq: 0,
+            released: Default::default(),
+            base: 0,
+        }
+    }
+
+    pub fn push(&mut self, f: Feedback) {
+        self.pending.insert((f.at, self.seq), f);
+        self.seq += 1;
+    }
+
+    /// When the next feedback comes due (a poll before then finds nothing new).
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.pending.keys().next().map(|(t, _)| *t)
+    }
+
+    /// Whether anything is due or served but not yet acknowledged at `now`.
+    pub fn has_news(&self, now: DateTime<Utc>) -> bool {
+        !self.released.is_empty() || self.next_due().is_some_and(|t| t <= now)
+    }
+
+    /// The position a cursor of this feed stands for, if it is one of this epoch's and
+    /// not before what is kept.
+    fn position(&self, cursor: &str) -> Option<u64> {
+        let end = self.base + self.released.len() as u64;
+        cursor
+            .split_once('-')
+            .filter(|(e, _)| u64::from_str_radix(e, 16).ok() == Some(self.epoch))
+            .and_then(|(_, p)| p.parse::<u64>().ok())
+            .filter(|p| (self.base..=end).contains(p))
+    }
+
+    fn ack_to(&mut self, position: u64) {
+        while self.base < position && self.released.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+
+    /// Drop what the worker has applied up to `cursor` (the next page would too).
+    pub fn ack(&mut self, cursor: &str) {
+        if let Some(p) = self.position(cursor) {
+            self.ack_to(p);
+        }
+    }
+
+    /// The page after `after` at `now`, as JSON.
+    pub fn page(&mut self, after: Option<&str>, now: DateTime<Utc>) -> Vec<u8> {
+        let due: Vec<_> = self.pending.range(..=(now, u64::MAX)).map(|(k, _)| *k).collect();
+        for k in due {
+            if let Some(f) = self.pending.remove(&k) {
+                let id = format!("sim-{:x}-{}", self.epoch, k.1);
+                self.released.push_back(FeedEvent { id, event: f.event });
+            }
+        }
+        let start = after.and_then(|c| self.position(c)).unwrap_or(self.base);
+        self.ack_to(start);
+        let events: Vec<FeedEvent> = self.released.iter().take(MAX_PAGE_EVENTS).cloned().collect();
+        let cursor = format!("{:x}-{}", self.epoch, start + events.len() as u64);
+        page_json(&events, &cursor)
+    }
+}
+
+/// The simulator as an [`Upstream`] and an [`EventSource`] for `sendgate run` with
+/// `upstream.kind = "sim"`: its feedback is polled like an http service's events.
 pub struct SimUpstream {
-    sim: Mutex<Sim>,
+    sim: Mutex<(Sim, SimFeed)>,
     clock: Arc<dyn Clock>,
 }
 
 impl SimUpstream {
     pub fn new(seed: u64, clock: Arc<dyn Clock>) -> SimUpstream {
+        // A new epoch per process: a cursor kept from an earlier run is not this one's.
+        let epoch = mix(seed, &clock.now().timestamp_nanos_opt().unwrap_or(0).to_string())
+            ^ u64::from(std::process::id());
         SimUpstream {
-            sim: Mutex::new(Sim::new(seed)),
+            sim: Mutex::new((Sim::new(seed), SimFeed::new(epoch))),
             clock,
         }
     }
@@ -212,12 +314,30 @@ impl Upstream for SimUpstream {
     fn send(&self, req: SendRequest) -> SendFuture {
         let now = self.clock.now();
         let outcome = match self.sim.lock() {
-            Ok(mut sim) => sim.answer(&req, now).0,
+            Ok(mut guard) => {
+                let (sim, feed) = &mut *guard;
+                let (outcome, feedback) = sim.answer(&req, now);
+                for f in feedback {
+                    feed.push(f);
+                }
+                outcome
+            }
             Err(_) => Outcome::NotDelivered {
                 reason: "simulator unavailable".into(),
             },
         };
         Box::pin(std::future::ready(outcome))
+    }
+}
+
+impl EventSource for SimUpstream {
+    fn fetch(&self, after: Option<String>) -> FetchFuture {
+        let now = self.clock.now();
+        let page = match self.sim.lock() {
+            Ok(mut guard) => Ok(guard.1.page(after.as_deref(), now)),
+            Err(_) => Err(FetchError::Failed("simulator unavailable".into())),
+        };
+        Box::pin(std::future::ready(page))
     }
 }
 
@@ -259,6 +379,41 @@ mod tests {
             outcomes.contains(&Outcome::Restricted),
             "pushed hard, it restricts"
         );
+    }
+
+    /// The sim's feed serves what is due, again for the same cursor, nothing twice once
+    /// a later cursor is asked after, and everything it holds for a foreign cursor.
+    #[test]
+    fn the_feed_serves_due_feedback_by_cursor() {
+        use crate::contract::events::parse_page;
+        let t = DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+            .expect("t")
+            .with_timezone(&Utc);
+        let mut f = SimFeed::new(7);
+        let accept = |p: &str, at| Feedback {
+            at,
+            event: EventRecord::AccountRestricted { account: p.into() },
+        };
+        f.push(accept("a", t + Duration::hours(1)));
+        f.push(accept("b", t + Duration::hours(2)));
+        let page =
+            |f: &mut SimFeed, after: Option<&str>, at| parse_page(&f.page(after, at)).expect("a valid page");
+        let p0 = page(&mut f, None, t);
+        assert!(p0.events.is_empty());
+        let p1 = page(&mut f, Some(&p0.cursor), t + Duration::hours(1));
+        assert_eq!(p1.events.len(), 1);
+        let again = page(&mut f, Some(&p0.cursor), t + Duration::hours(1));
+        assert_eq!(again, p1, "the same cursor gets the same page");
+        let p2 = page(&mut f, Some(&p1.cursor), t + Duration::hours(3));
+        assert_eq!(p2.events.len(), 1);
+        assert_ne!(p2.events[0].id, p1.events[0].id);
+        let foreign = page(&mut f, Some("ffff-0"), t + Duration::hours(3));
+        assert_eq!(
+            foreign.events, p2.events,
+            "a cursor of another run starts at what is held"
+        );
+        f.ack(&p2.cursor);
+        assert!(!f.has_news(t + Duration::hours(3)));
     }
 
     #[test]

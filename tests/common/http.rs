@@ -1,5 +1,5 @@
 //! The request side of the loopback HTTP upstreams the tests run: just enough HTTP/1.1
-//! to read one `POST` (request line, headers, a `content-length` body) at a time.
+//! to read one request (request line, headers, a `content-length` body) at a time.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
@@ -35,9 +35,10 @@ pub fn read_request(r: &mut BufReader<TcpStream>) -> Option<HttpRequest> {
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).ok()?;
-    Some(HttpRequest {
-        path,
-        key,
-        body: serde_json::from_slice(&body).ok()?,
-    })
+    // A request without a body (a `GET`) has a null one.
+    let body = match len {
+        0 => serde_json::Value::Null,
+        _ => serde_json::from_slice(&body).ok()?,
+    };
+    Some(HttpRequest { path, key, body })
 }

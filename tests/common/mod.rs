@@ -48,6 +48,41 @@ pub fn apply(store: &Store, name: &str, text: &str, now: DateTime<Utc>) {
     }
 }
 
+/// A campaign `c1` (daily limit 1000) and, per account, an account open all day in
+/// UTC (`established` or on the ramp; `invite_cap` when given) with `invites` invite
+/// actions `{account}-{i}` to prospects `https://www.linkedin.com/in/{account}-{i}`.
+pub fn invite_backlog(
+    accounts: &[&str],
+    invites: usize,
+    established: bool,
+    invite_cap: Option<usize>,
+) -> String {
+    let mut text = String::from(r#"{"type":"campaign","id":"c1","daily_limit":1000}"#);
+    text.push('\n');
+    let caps = invite_cap.map_or(String::new(), |c| format!(r#","caps":{{"invites":{c}}}"#));
+    for a in accounts {
+        text += &format!(
+            r#"{{"type":"account","id":"{a}","tier":"sales_navigator_core","timezone":"UTC","established":{established},"window":{{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}}{caps}}}"#
+        );
+        text.push('\n');
+        for i in 0..invites {
+            text += &format!(
+                r#"{{"type":"action","id":"{a}-{i}","campaign":"c1","account":"{a}","kind":"invite","prospect":"https://www.linkedin.com/in/{a}-{i}","payload":{{}}}}"#
+            );
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// Drop a job file the way producers must: write it in `tmp/`, rename it into
+/// `incoming/`.
+pub fn drop_job_file(spool: &Path, name: &str, text: &str) {
+    let tmp = spool.join("tmp").join(name);
+    std::fs::write(&tmp, text).expect("write a job file in tmp/");
+    std::fs::rename(&tmp, spool.join("incoming").join(name)).expect("rename it into incoming/");
+}
+
 /// Send `sig` to a child process with kill(2): no dependence on a `kill` program.
 pub fn signal(child: &std::process::Child, sig: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");

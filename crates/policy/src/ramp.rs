@@ -138,4 +138,17 @@ mod tests {
         assert_eq!(boundaries_passed(100, 142), 6);
         assert_eq!(boundaries_passed(100, 90), 0);
     }
+
+    /// The reasons `ramp_changed` logs.
+    #[test]
+    fn reasons_are_spelled_for_the_log() {
+        let names = [
+            RampReason::Advance,
+            RampReason::Hold,
+            RampReason::StepBack,
+            RampReason::Restricted,
+        ]
+        .map(RampReason::as_str);
+        assert_eq!(names, ["advance", "hold", "step_back", "restricted"]);
+    }
 }

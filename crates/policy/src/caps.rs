@@ -520,4 +520,113 @@ mod tests {
             }
         }
     }
+
+    /// Counter, campaign-type and blocker names are what logs, parking reasons and
+    /// `status` print (SPEC §3, §8).
+    #[test]
+    fn names_are_the_contract_spelling() {
+        let counters = [
+            Counter::Invites,
+            Counter::Messages,
+            Counter::Inmails,
+            Counter::Engagement,
+            Counter::WeeklyInvites,
+            Counter::InmailCredits,
+        ]
+        .map(Counter::as_str);
+        assert_eq!(
+            counters,
+            [
+                "invites",
+                "messages",
+                "inmails",
+                "engagement",
+                "weekly_invites",
+                "inmail_credits"
+            ]
+        );
+        let types = [
+            CampaignType::Invites,
+            CampaignType::Messages,
+            CampaignType::Inmails,
+        ]
+        .map(CampaignType::as_str);
+        assert_eq!(types, ["invites", "messages", "inmails"]);
+        assert_eq!(
+            Blocker::Account(Counter::WeeklyInvites).name(),
+            "account.weekly_invites"
+        );
+        assert_eq!(
+            Blocker::Campaign(CampaignType::Inmails).name(),
+            "campaign.inmails"
+        );
+    }
+
+    /// `take` moves exactly the counters the kind draws from, by one, and spends one
+    /// InMail credit per InMail.
+    #[test]
+    fn take_moves_exactly_the_counters_the_kind_draws_from() {
+        let mut start = budget([10, 10, 10, 10], Some(10), 5, [10, 10, 10]);
+        start.day = AccountDay {
+            invites: 2,
+            messages: 2,
+            inmails: 2,
+            engagement: 2,
+        };
+        start.week_invites = 2;
+        start.campaign_day = CampaignDay {
+            invites: 2,
+            messages: 2,
+            inmails: 2,
+        };
+        for kind in Kind::ALL {
+            let mut b = start;
+            b.take(kind);
+            let mut want = start;
+            match kind {
+                Kind::Invite => {
+                    want.day.invites = 3;
+                    want.week_invites = 3;
+                    want.campaign_day.invites = 3;
+                }
+                Kind::Message => {
+                    want.day.messages = 3;
+                    want.day.engagement = 3;
+                    want.campaign_day.messages = 3;
+                }
+                Kind::Inmail => {
+                    want.day.inmails = 3;
+                    want.credits = 4;
+                    want.campaign_day.inmails = 3;
+                }
+                Kind::ProfileView | Kind::Comment | Kind::Reaction => want.day.engagement = 3,
+            }
+            assert_eq!(b, want, "{kind}");
+        }
+    }
+
+    /// `remaining` is the smallest room left among the account counters drawn.
+    #[test]
+    fn remaining_is_the_smallest_room_among_the_counters_drawn() {
+        let mut b = budget([10, 20, 5, 30], Some(12), 3, [1, 1, 1]);
+        b.day = AccountDay {
+            invites: 4,
+            messages: 15,
+            inmails: 1,
+            engagement: 28,
+        };
+        b.week_invites = 9;
+        assert_eq!(b.remaining(Kind::Invite), 3, "the weekly window is tighter");
+        assert_eq!(b.remaining(Kind::Message), 2, "engagement is tighter");
+        assert_eq!(b.remaining(Kind::Inmail), 3, "the credit balance is tighter");
+        assert_eq!(b.remaining(Kind::Comment), 2);
+        b.limits.weekly_invites = None;
+        assert_eq!(b.remaining(Kind::Invite), 6, "no weekly cap: the daily one");
+        b.day.invites = 12;
+        assert_eq!(
+            b.remaining(Kind::Invite),
+            0,
+            "over the cap is no room, not a wrap"
+        );
+    }
 }

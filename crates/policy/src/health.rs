@@ -162,4 +162,11 @@ mod tests {
             }
         );
     }
+
+    /// The names `status`, the logs and the metrics print (SPEC §3.4).
+    #[test]
+    fn health_names_are_the_contract_spelling() {
+        let names = [Health::Healthy, Health::Watch, Health::AtRisk, Health::Restricted].map(Health::as_str);
+        assert_eq!(names, ["healthy", "watch", "at_risk", "restricted"]);
+    }
 }

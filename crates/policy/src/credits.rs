@@ -1,7 +1,7 @@
 //! InMail credits: monthly refill up to the tier's rollover ceiling, refunds on reply
 //! (SPEC §3.5).
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
 
 /// Refill days past 28 are moved to the month's last day (February has 28 or 29).
 pub const MAX_REFILL_DAY: u32 = 31;
@@ -29,37 +29,32 @@ pub fn give_back(balance: u32, ceiling: u32, refilled_since: bool) -> u32 {
 }
 
 fn last_day_of_month(year: i32, month: u32) -> u32 {
-    let (y, m) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
-    NaiveDate::from_ymd_opt(y, m, 1)
-        .and_then(|d| d.pred_opt())
-        .map_or(28, |d| d.day())
+    NaiveDate::from_ymd_opt(year, month, 1)
+        .and_then(|first| first.checked_add_months(Months::new(1)))
+        .and_then(|next| next.pred_opt())
+        .map_or(28, |last| last.day())
 }
 
-fn refill_instant(year: i32, month: u32, refill_day: u32) -> Option<DateTime<Utc>> {
+fn refill_instant(month: NaiveDate, refill_day: u32) -> Option<DateTime<Utc>> {
     let day = refill_day
         .clamp(1, MAX_REFILL_DAY)
-        .min(last_day_of_month(year, month));
-    let date = NaiveDate::from_ymd_opt(year, month, day)?;
+        .min(last_day_of_month(month.year(), month.month()));
+    let date = month.with_day(day)?;
     Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?))
 }
 
-/// The first refill instant (the refill day at 00:00 UTC) strictly after `t`.
+/// The first refill instant (the refill day at 00:00 UTC) strictly after `t`: this
+/// month's, or else next month's.
 pub fn next_refill_after(t: DateTime<Utc>, refill_day: u32) -> DateTime<Utc> {
-    let (mut y, mut m) = (t.year(), t.month());
-    for _ in 0..3 {
-        if let Some(r) = refill_instant(y, m, refill_day) {
-            if r > t {
-                return r;
-            }
-        }
-        (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    }
-    // Unreachable for any valid date: the refill of the month after next is later.
-    t + chrono::Duration::days(31)
+    let this_month = t.date_naive().with_day(1);
+    let next_month = this_month.and_then(|m| m.checked_add_months(Months::new(1)));
+    [this_month, next_month]
+        .into_iter()
+        .flatten()
+        .filter_map(|m| refill_instant(m, refill_day))
+        .find(|r| *r > t)
+        // Only at the end of chrono's calendar: no refill ever comes.
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]
@@ -125,5 +120,39 @@ mod tests {
             next_refill_after(utc("2028-02-01T00:00:00Z"), 30),
             utc("2028-02-29T00:00:00Z")
         );
+    }
+
+    /// The refill after a day late in the year is in the next year's January, and a
+    /// month shorter than the refill day refills on its last day.
+    #[test]
+    fn next_refill_crosses_the_year_and_short_months() {
+        assert_eq!(
+            next_refill_after(utc("2026-12-15T08:00:00Z"), 1),
+            utc("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            next_refill_after(utc("2026-12-31T23:59:59Z"), 31),
+            utc("2027-01-31T00:00:00Z")
+        );
+        assert_eq!(
+            next_refill_after(utc("2026-12-01T00:00:00Z"), 1),
+            utc("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            next_refill_after(utc("2026-11-30T00:00:00Z"), 31),
+            utc("2026-12-31T00:00:00Z")
+        );
+        assert_eq!(
+            next_refill_after(utc("2028-02-01T00:00:00Z"), 30),
+            utc("2028-02-29T00:00:00Z")
+        );
+        assert_eq!(
+            next_refill_after(utc("2027-02-28T00:00:00Z"), 30),
+            utc("2027-03-30T00:00:00Z")
+        );
+        assert_eq!(last_day_of_month(2026, 12), 31);
+        assert_eq!(last_day_of_month(2026, 11), 30);
+        assert_eq!(last_day_of_month(2100, 2), 28);
+        assert_eq!(last_day_of_month(2000, 2), 29);
     }
 }

@@ -198,7 +198,7 @@ fn secs(s: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::pacing::SplitMix64;
+    use crate::pacing::SplitMix64;
     use proptest::prelude::*;
 
     fn t0() -> DateTime<Utc> {
@@ -339,5 +339,73 @@ mod tests {
                 prop_assert_eq!(b.is_open(), (was_open && !up) || matches!(t, Some(Transition::Opened { .. })));
             }
         }
+    }
+
+    /// A source whose draws are always the low end of the range.
+    struct Lowest;
+
+    impl crate::pacing::Rng for Lowest {
+        fn next_u64(&mut self) -> u64 {
+            0
+        }
+    }
+
+    /// A probe wait can be as short as three quarters of its bound, never shorter.
+    #[test]
+    fn probe_waits_reach_down_to_three_quarters_of_their_bound() {
+        assert_eq!(probe_wait_s(0, 300, &mut Lowest), 4, "5 s bound: 5 - 5/4");
+        assert_eq!(probe_wait_s(3, 300, &mut Lowest), 30, "40 s bound");
+        assert_eq!(probe_wait_s(20, 300, &mut Lowest), 225, "capped at breaker_max_s");
+        assert_eq!(probe_wait_s(40, 1, &mut Lowest), 1);
+    }
+
+    /// Waits of any length survive the conversion to a duration.
+    #[test]
+    fn long_waits_are_kept_whole() {
+        assert_eq!(secs(3_600), Duration::seconds(3_600));
+        assert_eq!(secs(86_400 * 30), Duration::days(30));
+        assert!(
+            secs(u64::MAX) > Duration::days(365 * 1_000),
+            "saturates, never wraps"
+        );
+        let mut b = Breaker::new(BreakerConfig {
+            failures: 1,
+            max_s: 86_400,
+        });
+        b.answer(Signal::Down, false, t0(), &mut Lowest);
+        for _ in 0..20 {
+            let Permit::Wait(Some(at)) = b.permit(t0()) else {
+                panic!("open: {:?}", b.permit(t0()));
+            };
+            b.probe_sent();
+            b.answer(Signal::Down, true, at, &mut Lowest);
+        }
+        let Permit::Wait(Some(at)) = b.permit(t0()) else {
+            panic!("still open");
+        };
+        assert!(
+            at > t0() + Duration::hours(18),
+            "a day-long cap is honoured: {at}"
+        );
+    }
+
+    /// A reloaded `breaker_failures` applies from the next answer on.
+    #[test]
+    fn a_reloaded_config_applies_to_the_next_answer() {
+        let mut b = Breaker::new(cfg());
+        let mut rng = SplitMix64(5);
+        b.answer(Signal::Down, false, t0(), &mut rng);
+        b.set_config(BreakerConfig {
+            failures: 2,
+            max_s: 60,
+        });
+        assert_eq!(
+            b.answer(Signal::Down, false, t0(), &mut rng),
+            Some(Transition::Opened { failures: 2 })
+        );
+        let Permit::Wait(Some(at)) = b.permit(t0()) else {
+            panic!("open");
+        };
+        assert!(at <= t0() + Duration::seconds(5));
     }
 }

@@ -66,3 +66,32 @@ impl std::fmt::Display for Kind {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds' names are the job files' and the logs' spelling (SPEC §2, §6).
+    #[test]
+    fn kind_names_are_the_contract_spelling_and_parse_back() {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "invite",
+                "message",
+                "inmail",
+                "profile_view",
+                "comment",
+                "reaction"
+            ]
+        );
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+            assert_eq!(k.to_string(), k.as_str());
+        }
+        for bad in ["", "Invite", "invites", "profile-view"] {
+            assert_eq!(Kind::parse(bad), None, "{bad:?}");
+        }
+    }
+}

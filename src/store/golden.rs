@@ -1,0 +1,272 @@
+//! Golden bytes: the exact encoding of every stored record, pinned. Records are
+//! postcard-encoded by position, enums by variant index, so reordering a field or a
+//! variant of a stored type (`Tier`, `Health`, `Kind`, `State`, ...) changes the bytes a
+//! store already holds. These tests make such a change fail loudly: a stored type may
+//! only grow through a new `Stored` layout, never change in place.
+
+use super::codec;
+use super::records::{
+    Account, AccountCaps, AccountDayRec, Action, Campaign, LedgerEntry, LedgerLimits, LedgerRelease,
+    PendingZone, State,
+};
+use crate::policy::caps::{AccountDay, CampaignDay};
+use crate::policy::{Health, Kind, Tier, Window};
+use chrono::{NaiveDate, NaiveTime};
+
+fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).expect("a valid test date")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn account() -> Account {
+    Account {
+        id: "acct-1".into(),
+        tier: Tier::SalesNavigatorCore,
+        timezone: "Europe/Berlin".into(),
+        window: Window {
+            days: [true, true, true, true, true, false, true],
+            start: NaiveTime::from_hms_opt(9, 30, 0).expect("time"),
+            end: NaiveTime::from_hms_opt(17, 0, 0).expect("time"),
+        },
+        ramp_start: day(2026, 11, 2),
+        established: false,
+        proxy: Some("http://p:3128".into()),
+        caps: AccountCaps {
+            invites: Some(40),
+            messages: None,
+            inmails: Some(3),
+            engagement: None,
+            weekly_invites: Some(150),
+        },
+        credits: 47,
+        refill_day: 5,
+        last_refill_ms: 1_700_000_000_000,
+        ramp_ceiling: 15,
+        ramp_history: vec![(day(2026, 11, 2), 10), (day(2026, 11, 9), 15)],
+        last_reserved_ms: Some(1_764_000_000_123),
+        ramp_steps: 2,
+        health: Health::Watch,
+        restricted: false,
+        held_until_ms: None,
+        maintained_day: day(2026, 11, 28),
+        pending_zone: Some(PendingZone {
+            timezone: "Pacific/Kiritimati".into(),
+            from_ms: 1_764_460_800_000,
+            last_old_day: day(2026, 11, 29),
+        }),
+        summarised_day: Some(day(2026, 11, 27)),
+    }
+}
+
+fn a_campaign() -> Campaign {
+    Campaign {
+        id: "q4".into(),
+        timezone: "UTC".into(),
+        daily_limit: 20,
+        split_invites: Some(30),
+        split_messages: None,
+        split_inmails: Some(2),
+        accounts: vec!["acct-1".into(), "acct-2".into()],
+        paused: true,
+    }
+}
+
+fn action() -> Action {
+    Action {
+        id: "q4/jane/inmail".into(),
+        campaign: "q4".into(),
+        account: "acct-1".into(),
+        kind: Kind::Inmail,
+        prospect: "https://www.linkedin.com/in/jane".into(),
+        payload: "{\"note\":\"hi\"}".into(),
+        priority: -2,
+        seq: 300,
+        state: State::Parked,
+        attempts: 1,
+        retries: 1,
+        reason: Some("inmails".into()),
+        until_ms: Some(1_764_403_200_000),
+        updated_ms: 1_764_400_000_000,
+        sent_day: None,
+        accepted: false,
+        refunded: true,
+    }
+}
+
+fn limits() -> LedgerLimits {
+    LedgerLimits {
+        invites: 15,
+        messages: 80,
+        inmails: 5,
+        engagement: 100,
+        weekly_invites: None,
+        campaign: 20,
+    }
+}
+
+/// Encodes `value`, compares with `golden`, and decodes `golden` back to `value`.
+fn pin<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    value: &T,
+    encode: impl Fn(&T) -> Vec<u8>,
+    decode: impl Fn(&[u8]) -> T,
+    golden: &str,
+) {
+    let bytes = encode(value);
+    assert_eq!(
+        hex(&bytes),
+        golden,
+        "the stored encoding of {what} changed: existing stores would misread it. Add a new \
+         `Stored` layout (and a migration) instead of changing the type in place"
+    );
+    assert_eq!(
+        &decode(&unhex(golden)),
+        value,
+        "{what} no longer reads its pinned bytes"
+    );
+}
+
+#[test]
+fn account_layout_2() {
+    pin(
+        "Account",
+        &account(),
+        Account::encode,
+        |b| Account::decode(b).expect("decodes"),
+        "0106616363742d31030d4575726f70652f4265726c696e010101010100010830393a33303a30300831373a30303a30300a323032362d31312d303200010d687474703a2f2f703a333132380128000103000196012f0580a0abfef9620f020a323032362d31312d30320a0a323032362d31312d30390f01f6a1bfe9d666040100000a323032362d31312d32380112506163696669632f4b69726974696d61746980a0f9a0da660a323032362d31312d3239010a323032362d31312d3237",
+    );
+}
+
+#[test]
+fn campaign_layout_1() {
+    pin(
+        "Campaign",
+        &a_campaign(),
+        codec::encode,
+        |b| codec::decode("campaign", b).expect("decodes"),
+        "000271340355544314011e0001020206616363742d3106616363742d3201",
+    );
+}
+
+#[test]
+fn action_and_its_states() {
+    pin(
+        "Action",
+        &action(),
+        codec::encode,
+        |b| codec::decode("action", b).expect("decodes"),
+        "000e71342f6a616e652f696e6d61696c02713406616363742d31022068747470733a2f2f7777772e6c696e6b6564696e2e636f6d2f696e2f6a616e650d7b226e6f7465223a226869227d03ac020101010107696e6d61696c7301808082ead96680b0fbe6d966000001",
+    );
+    // Every state by its variant index.
+    let states: Vec<String> = State::ALL.iter().map(|s| hex(&codec::encode(s))).collect();
+    assert_eq!(states, ["0000", "0001", "0002", "0003", "0004", "0005", "0006"]);
+}
+
+#[test]
+fn enums_keep_their_variant_indexes() {
+    let tiers: Vec<String> = [
+        Tier::Free,
+        Tier::PremiumCareer,
+        Tier::PremiumBusiness,
+        Tier::SalesNavigatorCore,
+        Tier::SalesNavigatorAdvanced,
+        Tier::RecruiterLite,
+        Tier::Recruiter,
+    ]
+    .iter()
+    .map(|t| hex(&codec::encode(t)))
+    .collect();
+    assert_eq!(tiers, ["0000", "0001", "0002", "0003", "0004", "0005", "0006"]);
+    let health: Vec<String> = [Health::Healthy, Health::Watch, Health::AtRisk, Health::Restricted]
+        .iter()
+        .map(|h| hex(&codec::encode(h)))
+        .collect();
+    assert_eq!(health, ["0000", "0001", "0002", "0003"]);
+    let kinds: Vec<String> = Kind::ALL.iter().map(|k| hex(&codec::encode(k))).collect();
+    assert_eq!(kinds, ["0000", "0001", "0002", "0003", "0004", "0005"]);
+}
+
+#[test]
+fn day_counters() {
+    let rec = AccountDayRec {
+        reserved: AccountDay {
+            invites: 12,
+            messages: 3,
+            inmails: 1,
+            engagement: 200,
+        },
+        invites_sent: 11,
+        invites_accepted: 4,
+        rate_limits: 1,
+        sent_by_kind: [11, 3, 1, 100, 60, 40],
+    };
+    pin(
+        "AccountDayRec",
+        &rec,
+        codec::encode,
+        |b| codec::decode("account day", b).expect("decodes"),
+        "000c0301c8010b04010b0301643c28",
+    );
+    let camp = CampaignDay {
+        invites: 9,
+        messages: 300,
+        inmails: 0,
+    };
+    pin(
+        "CampaignDay",
+        &camp,
+        codec::encode,
+        |b| codec::decode("campaign day", b).expect("decodes"),
+        "0009ac0200",
+    );
+}
+
+#[test]
+fn ledger_records() {
+    let entry = LedgerEntry {
+        action: "q4/jane/inmail".into(),
+        account: "acct-1".into(),
+        campaign: "q4".into(),
+        kind: Kind::Invite,
+        attempt: 2,
+        at_ms: 1_764_400_000_000,
+        account_day: day(2026, 11, 29),
+        campaign_day: day(2026, 11, 28),
+        limits: limits(),
+    };
+    pin(
+        "LedgerEntry",
+        &entry,
+        codec::encode,
+        |b| codec::decode("ledger entry", b).expect("decodes"),
+        "000e71342f6a616e652f696e6d61696c06616363742d31027134000280b0fbe6d9660a323032362d31312d32390a323032362d31312d32380f5005640014",
+    );
+    let release = LedgerRelease {
+        action: "q4/jane/inmail".into(),
+        account: "acct-1".into(),
+        campaign: "q4".into(),
+        kind: Kind::Message,
+        attempt: 1,
+        at_ms: 1_764_400_000_999,
+        account_day: day(2026, 11, 29),
+        campaign_day: day(2026, 11, 29),
+        reservation: 77,
+    };
+    pin(
+        "LedgerRelease",
+        &release,
+        codec::encode,
+        |b| codec::decode("ledger release", b).expect("decodes"),
+        "000e71342f6a616e652f696e6d61696c06616363742d310271340101cebffbe6d9660a323032362d31312d32390a323032362d31312d32394d",
+    );
+}

@@ -1,0 +1,219 @@
+//! Poison files (SPEC 6): a job file whose apply kills the worker is not tried a third
+//! time. The worker runs the real binary under an address-space limit (`setrlimit`,
+//! as `prlimit --as` or a small VPS would impose) that a big, valid file exceeds while
+//! it is applied: the worker aborts on allocation, the file stays in `processing/`, and
+//! without the quarantine every restart would abort again.
+
+mod common;
+
+use common::worker::{wait_until, Worker};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn write_config(dir: &Path) -> PathBuf {
+    let config = dir.join("sendgate.toml");
+    let text = format!(
+        "[store]\npath = \"{d}/store\"\nfsync = false\ncache_mb = 8\n[spool]\ndir = \"{d}/spool\"\nrescan_s = 1\n\
+         [upstream]\nkind = \"sim\"\n[status]\npath = \"{d}/status.json\"\nevery_s = 1\n",
+        d = dir.display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
+/// `sendgate run` with its address space limited to `limit` bytes (none: no limit).
+fn worker(dir: &Path, config: &Path, limit: Option<u64>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendgate"));
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env_remove("NOTIFY_SOCKET")
+        // Fewer malloc arenas: the limit then measures the heap, not reserved arenas.
+        .env("MALLOC_ARENA_MAX", "2");
+    if let Some(limit) = limit {
+        // SAFETY: only setrlimit(2) runs between fork and exec; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd
+}
+
+fn spool(dir: &Path, sub: &str) -> PathBuf {
+    dir.join("spool").join(sub)
+}
+
+fn drop_file(dir: &Path, name: &str, text: &str) {
+    let tmp = spool(dir, "tmp").join(".dropping");
+    std::fs::write(&tmp, text).expect("write job file");
+    std::fs::rename(&tmp, spool(dir, "incoming").join(name)).expect("rename into incoming");
+}
+
+/// Peak virtual memory of a running process, in bytes.
+fn vm_peak(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmPeak:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmPeak in /proc/PID/status");
+    kb * 1024
+}
+
+/// A valid file of `n` actions for one account and campaign of its own.
+fn big_file(n: usize) -> String {
+    let mut text = String::with_capacity(n * 260);
+    text.push_str(&common::account_line("poison-acct", ""));
+    text.push('\n');
+    text.push_str(&common::campaign_line("poison-camp", 20, ""));
+    text.push('\n');
+    for i in 0..n {
+        text.push_str(&common::action_line(
+            &format!("p{i:07}"),
+            "poison-camp",
+            "poison-acct",
+            "message",
+        ));
+        text.push('\n');
+    }
+    text
+}
+
+fn status_json(dir: &Path, config: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .output()
+        .expect("run status");
+    assert!(
+        out.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
+#[test]
+fn a_file_that_kills_the_worker_twice_is_quarantined_and_the_worker_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+
+    // How much address space an idle worker takes on this machine; the limit leaves it
+    // 192 MiB of room, far less than applying the big file needs today.
+    let idle = Worker::start(&mut worker(dir.path(), &config, None));
+    drop_file(
+        dir.path(),
+        "0-setup.jsonl",
+        &format!("{}\n", common::account_line("calm", "")),
+    );
+    wait_until("the setup file applied", || {
+        spool(dir.path(), "done").join("0-setup.jsonl").exists()
+    });
+    let limit = vm_peak(idle.child.id()) + (192 << 20);
+    let (code, log) = idle.stop();
+    assert_eq!(code, 0, "{log}");
+
+    drop_file(dir.path(), "1-big.jsonl", &big_file(60_000));
+    let processing = spool(dir.path(), "processing").join("1-big.jsonl");
+    let mut killed = 0;
+    for start in 1..=2 {
+        let w = Worker::spawn(&mut worker(dir.path(), &config, Some(limit)));
+        let (code, log) = w.wait_exit();
+        assert_ne!(code, 0, "start {start}: the limit did not stop the apply:\n{log}");
+        assert!(
+            processing.exists(),
+            "start {start}: the file left processing/ although the worker died:\n{log}"
+        );
+        assert!(
+            !log.contains("file_quarantined"),
+            "start {start} quarantined too early:\n{log}"
+        );
+        killed += 1;
+    }
+    assert_eq!(killed, 2);
+
+    // The third start quarantines it and goes on: a later file is applied.
+    let w = Worker::start(&mut worker(dir.path(), &config, Some(limit)));
+    w.wait_for_log("file_quarantined");
+    let rejected = spool(dir.path(), "rejected");
+    assert!(rejected.join("1-big.jsonl").exists(), "{}", w.log());
+    assert!(!processing.exists());
+    let error = std::fs::read_to_string(rejected.join("1-big.jsonl.error")).expect("an .error beside it");
+    assert!(error.starts_with("1-big.jsonl:"), "{error}");
+    assert!(error.contains("2 start-ups in a row"), "{error}");
+    drop_file(
+        dir.path(),
+        "2-after.jsonl",
+        &format!("{}\n", common::account_line("later", "")),
+    );
+    wait_until("a later file applied", || {
+        spool(dir.path(), "done").join("2-after.jsonl").exists()
+    });
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("file_quarantined"))
+        .expect("the quarantine is logged");
+    assert!(line.contains("1-big.jsonl"), "{line}");
+
+    // Nothing of it was applied: its account is unknown, no action is queued.
+    let status = status_json(dir.path(), &config);
+    let accounts: Vec<&str> = status["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .map(|a| a["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(accounts, ["calm", "later"], "{status}");
+    assert_eq!(status["states"]["queued"], 0, "{status}");
+}
+
+#[test]
+fn a_file_interrupted_once_is_applied_at_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    // The state a crash leaves: a claimed file in processing/, never applied.
+    let w = Worker::start(&mut worker(dir.path(), &config, None));
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    std::fs::write(
+        spool(dir.path(), "processing").join("1-once.jsonl"),
+        format!("{}\n", common::account_line("once", "")),
+    )
+    .expect("write into processing/");
+
+    let w = Worker::start(&mut worker(dir.path(), &config, None));
+    wait_until("the leftover applied", || {
+        spool(dir.path(), "done").join("1-once.jsonl").exists()
+    });
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("file_quarantined"), "{log}");
+
+    // A namesake interrupted later starts counting afresh: one crash is not two.
+    std::fs::write(
+        spool(dir.path(), "processing").join("1-once.jsonl"),
+        format!("{}\n", common::account_line("twice", "")),
+    )
+    .expect("write into processing/");
+    let w = Worker::start(&mut worker(dir.path(), &config, None));
+    wait_until("the namesake applied", || {
+        !spool(dir.path(), "processing").join("1-once.jsonl").exists()
+    });
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("file_quarantined"), "{log}");
+    assert!(!spool(dir.path(), "rejected").join("1-once.jsonl").exists());
+}
