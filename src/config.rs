@@ -79,6 +79,17 @@ pub enum UpstreamKind {
     Sim,
 }
 
+impl UpstreamKind {
+    /// The spelling of the configuration (`"upstream":"http"` in logs too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamKind::Http => "http",
+            UpstreamKind::Exec => "exec",
+            UpstreamKind::Sim => "sim",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
@@ -273,7 +284,16 @@ pub struct Config {
     pub log: LogConfig,
     pub status: StatusConfig,
     pub metrics: MetricsConfig,
+    pub admin: AdminConfig,
     pub clock: ClockConfig,
+}
+
+/// `[admin]` (SPEC §7): the control socket; unset, `admin.sock` beside the status file
+/// (`admin::server::socket_path`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub socket: Option<PathBuf>,
 }
 
 /// The accepted range of every integer key, inclusive; `tiers.*` stands for each tier.

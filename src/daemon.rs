@@ -15,7 +15,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::spool::{Claimed, ReadError, Spool};
 use crate::store::{ApplyOutcome, OpenOptions, Reservation, Settings, Store, StoreError};
 use crate::upstream::{events::HttpEvents, exec::Exec, http::Http, sim::SimUpstream, EventSource, Upstream};
-use crate::{exit, log};
+use crate::{admin, exit, log};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -42,9 +42,14 @@ const QUARANTINE_AFTER_STARTS: u32 = 2;
 /// Finished actions and old ledger entries are pruned this often, in bounded batches.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PRUNE_BATCH: usize = 10_000;
+/// Actions the status file's detail reads each time it is written (`status.every_s`):
+/// bounded so that a big queue costs the engine thread little.
+const STATUS_FILE_SCAN_MAX: usize = 100_000;
 
 enum Msg {
     Spool,
+    /// An operator request from the admin socket, answered between ticks.
+    Admin(admin::server::Call),
     Done(Box<Reservation>, Outcome),
     /// What a poll of the event feed brought (at most one poll is under way).
     Page(Result<Vec<u8>, FetchError>),
@@ -147,6 +152,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         }
     };
     let clock = build_clock(&config);
+    if config.clock.start.is_some() || config.clock.speed.is_some() {
+        // SPEC §11: under a virtual clock every line carries the worker's own time.
+        crate::logline::set_vtime(Arc::clone(&clock));
+    }
     let spool = match Spool::open(&config.spool.dir, config.spool.max_file_bytes) {
         Ok(s) => s,
         Err(e) => {
@@ -205,6 +214,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         None => None,
     };
     let (tx, rx) = sync_channel(INBOX);
+    let socket = admin::server::socket_path(&config);
+    if let Err(e) = start_admin(&runtime, &socket, tx.clone()) {
+        tracing::error!(event = "worker_failed", error = %e);
+        return exit::FAILURE;
+    }
     if let Err(e) = watch_signals(tx.clone()) {
         tracing::error!(event = "worker_failed", error = %e);
         return exit::FAILURE;
@@ -232,7 +246,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         metrics,
     };
     worker.set_events(events);
-    match worker.run() {
+    let result = worker.run();
+    // The socket file goes with the worker (a crash leaves it; the next start replaces it).
+    let _ = std::fs::remove_file(&socket);
+    match result {
         Ok(()) => {
             notify(&[sd_notify::NotifyState::Stopping]);
             exit::OK
@@ -243,6 +260,16 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
             exit::FAILURE
         }
     }
+}
+
+/// Listen on the admin socket; requests reach the engine through its inbox with
+/// `try_send`, so a flood of clients can only be told "busy".
+fn start_admin(runtime: &tokio::runtime::Runtime, path: &Path, tx: SyncSender<Msg>) -> Result<(), String> {
+    let _guard = runtime.enter();
+    let listener = admin::server::bind(path)?;
+    let submit: admin::server::Submit = Arc::new(move |call| tx.try_send(Msg::Admin(call)).is_ok());
+    runtime.spawn(admin::server::serve(listener, submit));
+    Ok(())
 }
 
 fn store_failed(e: &StoreError, path: &Path) -> i32 {
@@ -317,7 +344,7 @@ impl Worker {
             event = "worker_started",
             store = %c.store.path.display(),
             spool = %c.spool.dir.display(),
-            upstream = ?c.upstream.kind,
+            upstream = c.upstream.kind.as_str(),
             pid = std::process::id()
         );
         notify(&[
@@ -419,6 +446,7 @@ impl Worker {
                         }
                     }
                     Msg::Reload => self.reload(),
+                    Msg::Admin(call) => self.admin(call)?,
                 }
             }
             if !done.is_empty() {
@@ -713,6 +741,31 @@ impl Worker {
         }
     }
 
+    /// Answer an operator request between ticks: the engine thread owns the store, so
+    /// a pause is in force before the next dispatch (in-flight calls finish).
+    fn admin(&mut self, call: admin::server::Call) -> Result<(), Fatal> {
+        let now = self.clock.now();
+        let ctx = self.admin_context();
+        let mut events = Vec::new();
+        let reply = admin::ops::execute(self.engine.store(), &call.request, now, &ctx, &mut events)?;
+        for e in &events {
+            log::event(e);
+        }
+        if call.request.mutates() {
+            self.engine.operator_changed(now)?;
+        }
+        // The client may be gone: its loss, not the worker's.
+        let _ = call.reply.send(reply);
+        Ok(())
+    }
+
+    fn admin_context(&self) -> admin::ops::Context {
+        admin::ops::Context {
+            upstream: self.engine.upstream_status(),
+            min_gap_s: self.config.pacing.min_gap_s,
+        }
+    }
+
     /// SIGHUP: re-read the configuration; an invalid one is logged and ignored.
     fn reload(&mut self) {
         let Some(path) = self.config_path.clone() else {
@@ -760,6 +813,7 @@ impl Worker {
             ("log.format", new.log.format != self.config.log.format),
             ("metrics.listen", new.metrics != self.config.metrics),
             ("clock", new.clock != self.config.clock),
+            ("admin.socket", new.admin != self.config.admin),
         ] {
             if changed {
                 tracing::warn!(event = "config_restart_needed", key);
@@ -816,9 +870,12 @@ impl Worker {
 
     /// The status of SPEC §8 as the running worker sees it.
     fn status_report(&self) -> Result<crate::store::StatusReport, StoreError> {
-        let mut report = self.engine.store().status(self.clock.now())?;
-        report.upstream = self.engine.upstream_status();
-        Ok(report)
+        admin::ops::status_report(
+            self.engine.store(),
+            self.clock.now(),
+            &self.admin_context(),
+            STATUS_FILE_SCAN_MAX,
+        )
     }
 
     /// Hand a new snapshot to the metrics listener (with `metrics.listen` set).

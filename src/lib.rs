@@ -3,7 +3,8 @@
 //!
 //! The map, from the outside in:
 //!
-//! - `cli`      — one file per command (`run`, `check`, `status`, `audit`, `simulate`).
+//! - `admin`    — the running worker's control socket and the operator's requests.
+//! - `cli`      — one file per command (`run`, `check`, `status`, `list`, `audit`, ...).
 //! - `config`   — the TOML configuration: defaults, validation, unknown keys rejected.
 //! - `contract` — the outside formats: job-file records and events, upstream request
 //!   and outcomes.
@@ -12,6 +13,7 @@
 //!
 //! See ARCHITECTURE.md for the invariants and the path data travels.
 
+pub mod admin;
 pub mod chart;
 pub mod cli;
 pub mod clock;
@@ -20,6 +22,7 @@ pub mod contract;
 pub mod daemon;
 pub mod engine;
 pub mod log;
+pub mod logline;
 pub mod metrics;
 /// The pure policy core, a crate of its own (`crates/policy`).
 pub use sendgate_policy as policy;

@@ -7,8 +7,12 @@ use crate::engine::Event;
 
 /// Install the global subscriber. Logs go to standard error (journald takes them).
 pub fn init(format: LogFormat) {
+    // Lines go through `logline`: `vtime` under a virtual clock, a syslog priority
+    // prefix when standard error is the journal.
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logline::MakeLine {
+            json: format == LogFormat::Json,
+        })
         .with_target(false)
         .with_ansi(false);
     let _ = match format {
@@ -78,7 +82,7 @@ pub fn event(ev: &Event) {
             campaign,
             kind = kind.as_str(),
             counter,
-            until = until.map(|t| t.to_rfc3339())
+            until = until.map(crate::logline::rfc3339)
         ),
         Event::ActionRetry {
             action,
@@ -94,7 +98,7 @@ pub fn event(ev: &Event) {
             campaign,
             kind = kind.as_str(),
             reason,
-            until = until.map(|t| t.to_rfc3339())
+            until = until.map(crate::logline::rfc3339)
         ),
         Event::ActionFailed {
             action,
@@ -136,7 +140,9 @@ pub fn event(ev: &Event) {
             campaign,
             kind,
         } => warn!(event = name, action, account, campaign, kind = kind.as_str()),
-        Event::AccountHeld { account, until } => warn!(event = name, account, until = %until.to_rfc3339()),
+        Event::AccountHeld { account, until } => {
+            warn!(event = name, account, until = %crate::logline::rfc3339(*until))
+        }
         Event::RampChanged {
             account,
             old,
@@ -148,12 +154,14 @@ pub fn event(ev: &Event) {
             old,
             new,
             reason,
+            health_reason,
         } => warn!(
             event = name,
             account,
             old = old.as_str(),
             new = new.as_str(),
-            reason
+            reason,
+            health_reason
         ),
         Event::FeedbackMissing { accounts } => warn!(event = name, accounts),
         Event::EventsPolled {
@@ -183,12 +191,59 @@ pub fn event(ev: &Event) {
             since,
             failures,
             reason,
-        } => warn!(event = name, since = %since.to_rfc3339(), failures, reason),
+        } => warn!(event = name, since = %crate::logline::rfc3339(*since), failures, reason),
         Event::UpstreamUp {
             down_since,
             down_s,
             probes,
-        } => info!(event = name, down_since = %down_since.to_rfc3339(), down_s, probes),
+        } => info!(event = name, down_since = %crate::logline::rfc3339(*down_since), down_s, probes),
+        Event::Paused { scope, changed } => warn!(event = name, scope, changed),
+        Event::Resumed { scope, changed } => warn!(event = name, scope, changed),
+        Event::ActionCancelled {
+            action,
+            account,
+            campaign,
+            kind,
+            by,
+        }
+        | Event::ActionRequeued {
+            action,
+            account,
+            campaign,
+            kind,
+            by,
+        } => info!(event = name, action, account, campaign, kind = kind.as_str(), by),
+        Event::RecordApplied {
+            file,
+            line,
+            account,
+            campaign,
+            action,
+            effect,
+            ..
+        } => info!(
+            event = name,
+            file,
+            line,
+            account = account.as_deref(),
+            campaign = campaign.as_deref(),
+            action = action.as_deref(),
+            effect
+        ),
+        Event::EventIgnored {
+            source,
+            line,
+            kind,
+            action,
+            reason,
+        } => warn!(
+            event = name,
+            source,
+            line,
+            kind,
+            action = action.as_deref(),
+            reason
+        ),
         Event::DaySummary {
             account,
             day,

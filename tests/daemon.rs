@@ -539,7 +539,7 @@ fn a_second_worker_on_the_same_store_exits_74() {
     );
     assert!(start.elapsed() < Duration::from_secs(10), "exits at once");
     assert!(String::from_utf8_lossy(&out.stderr).contains("store_failed"));
-    // `status` reads the running worker's status file instead.
+    // `status` asks the running worker through its admin socket instead.
     let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
         .args(["status", "--config"])
         .arg(&cfg)
@@ -551,7 +551,7 @@ fn a_second_worker_on_the_same_store_exits_74() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("worker status file"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("status at"));
     assert_eq!(w.stop().0, 0);
 }
 
@@ -987,12 +987,14 @@ fn status_json_has_one_schema_whether_the_worker_runs_or_not() {
     assert_eq!(code, 0, "{err}");
     let running = check(&running, "running worker");
     assert_eq!(w.stop().0, 0);
-    let (code, stopped, err) = command("status", &cfg, &["--json"]);
+    // A stopped worker's status is of the real clock unless `--at` names the time.
+    let at = running["now"].as_str().expect("now").to_string();
+    let (code, stopped, err) = command("status", &cfg, &["--json", "--at", &at]);
     assert_eq!(code, 0, "{err}");
     let stopped = check(&stopped, "store");
     assert_eq!(shape(&running), shape(&stopped), "one schema");
     // The text output reads the same report, from the store.
-    let (code, text, err) = command("status", &cfg, &[]);
+    let (code, text, err) = command("status", &cfg, &["--at", &at]);
     assert_eq!(code, 0, "{err}");
     assert!(text.contains(&format!("{sent}/3")), "{text}");
 }

@@ -584,13 +584,17 @@ fn ramp_over_six_weeks_and_a_step_back_after_three_rate_limits() {
         })
         .last();
     assert_eq!(last, Some((32, 22, "step_back".to_string())));
-    assert!(run.events("health_changed").any(|(_, e)| matches!(
-        e,
-        Event::HealthChanged {
-            new: Health::AtRisk,
-            ..
-        }
-    )));
+    assert!(
+        run.events("health_changed").any(|(_, e)| matches!(
+            e,
+            Event::HealthChanged {
+                new: Health::AtRisk,
+                health_reason,
+                ..
+            } if health_reason.contains("3 rate limits in 7 days")
+        )),
+        "health_changed carries what it judged on (SPEC §11)"
+    );
 }
 
 // ---- SPEC §3.4: unknown acceptance is not zero ----

@@ -1,10 +1,9 @@
 //! `sendgate audit` (SPEC §8): recompute every counter from the ledger and compare it
-//! with the caps in force at each reservation; exit 0 if there is no overshoot. It never
-//! creates a store.
+//! with the caps in force at each reservation; exit 0 if there is no overshoot. It asks
+//! the running worker through its admin socket, else opens the store (never creating one).
 
-use super::load_config;
 use crate::exit;
-use crate::store::{OpenOptions, Settings, Store, StoreError};
+use crate::store::AuditReport;
 use chrono::NaiveDate;
 use std::path::Path;
 
@@ -19,63 +18,33 @@ fn day(flag: &str, s: Option<&str>) -> Result<Option<NaiveDate>, i32> {
 }
 
 pub fn run(config: Option<&Path>, from: Option<&str>, to: Option<&str>, json: bool) -> i32 {
-    let config = match load_config(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
     let (from, to) = match (day("--from", from), day("--to", to)) {
         (Ok(f), Ok(t)) => (f, t),
         (Err(c), _) | (_, Err(c)) => return c,
     };
-    let opts = OpenOptions {
-        cache_mb: config.store.cache_mb,
-        fail_from_op: None,
-    };
-    let path = &config.store.path;
-    // Never creates a store: a missing or empty path is an error naming it (exit 1).
-    let store = match Store::open_existing(path, Settings::from_config(&config), opts) {
-        Ok(s) => s,
-        Err(e @ StoreError::Locked { .. }) => {
-            eprintln!(
-                "sendgate: {} (audit needs the store: stop the worker first)",
-                e.describe(path)
-            );
-            return e.exit_code();
-        }
-        Err(e) => {
-            eprintln!("sendgate: {}", e.describe(path));
-            return e.exit_code();
-        }
-    };
-    let report = match store.audit(from, to) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sendgate: {}", e.describe(path));
-            return e.exit_code();
-        }
-    };
+    // Through the running worker's admin socket, else on the store (never created).
+    super::operator::run(config, crate::admin::Request::Audit { from, to }, json)
+}
+
+/// Print an audit report (exit status is the caller's).
+pub fn print(report: &AuditReport, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-    } else {
-        println!("audit: {} reservations in the ledger", report.entries);
-        for o in &report.overshoots {
-            println!(
-                "OVERSHOOT {} {} {}: {} > {}",
-                o.owner, o.day, o.counter, o.count, o.limit
-            );
-        }
-        for m in &report.mismatches {
-            println!("MISMATCH {m}");
-        }
+        println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
+        return;
+    }
+    println!("audit: {} reservations in the ledger", report.entries);
+    for o in &report.overshoots {
         println!(
-            "overshoots: {}, counter mismatches: {}",
-            report.overshoots.len(),
-            report.mismatches.len()
+            "OVERSHOOT {} {} {}: {} > {}",
+            o.owner, o.day, o.counter, o.count, o.limit
         );
     }
-    if report.clean() {
-        exit::OK
-    } else {
-        exit::FAILURE
+    for m in &report.mismatches {
+        println!("MISMATCH {m}");
     }
+    println!(
+        "overshoots: {}, counter mismatches: {}",
+        report.overshoots.len(),
+        report.mismatches.len()
+    );
 }

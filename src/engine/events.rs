@@ -93,6 +93,8 @@ pub enum Event {
         old: Health,
         new: Health,
         reason: String,
+        /// Acceptance and its sample, rate limits in 7 days, restriction.
+        health_reason: String,
     },
     /// No `invite_accepted` has ever reached the worker: acceptance is unknown and the
     /// ramp holds (SPEC §3.4). Logged once per UTC day.
@@ -136,6 +138,52 @@ pub enum Event {
         /// Probes sent while it was down.
         probes: u32,
     },
+    /// An operator hold was set (SPEC §8 `pause`); `scope` is `all`, `account ID` or
+    /// `campaign ID`; `changed` is false when it was already in force.
+    Paused {
+        scope: String,
+        changed: bool,
+    },
+    Resumed {
+        scope: String,
+        changed: bool,
+    },
+    /// An action cancelled, `by` the operator or a job file.
+    ActionCancelled {
+        action: String,
+        account: String,
+        campaign: String,
+        kind: Kind,
+        by: String,
+    },
+    ActionRequeued {
+        action: String,
+        account: String,
+        campaign: String,
+        kind: Kind,
+        by: String,
+    },
+    /// A job-file event record applied (SPEC §6): logged under the record's own kind
+    /// (`campaign_paused`, `tier_changed`, `invite_accepted`, ...) with what it did.
+    RecordApplied {
+        kind: &'static str,
+        file: String,
+        line: usize,
+        account: Option<String>,
+        campaign: Option<String>,
+        action: Option<String>,
+        effect: String,
+    },
+    /// A job-file event or an operator request that changed nothing, and why (SPEC §6).
+    EventIgnored {
+        /// The job file, or `operator`.
+        source: String,
+        line: Option<usize>,
+        /// The event kind (`cancel_action`, ...).
+        kind: String,
+        action: Option<String>,
+        reason: String,
+    },
     DaySummary {
         account: String,
         day: NaiveDate,
@@ -175,6 +223,12 @@ impl Event {
             Event::DaySummary { .. } => "day_summary",
             Event::UpstreamDown { .. } => "upstream_down",
             Event::UpstreamUp { .. } => "upstream_up",
+            Event::Paused { .. } => "paused",
+            Event::Resumed { .. } => "resumed",
+            Event::ActionCancelled { .. } => "action_cancelled",
+            Event::ActionRequeued { .. } => "action_requeued",
+            Event::EventIgnored { .. } => "event_ignored",
+            Event::RecordApplied { kind, .. } => kind,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod events;
 mod feed;
+mod operator;
 mod outage;
 pub mod virtual_run;
 
@@ -126,11 +127,13 @@ fn change_event(c: Change) -> Event {
             old,
             new,
             reason,
+            health_reason,
         } => Event::HealthChanged {
             account,
             old,
             new,
             reason: reason.to_string(),
+            health_reason,
         },
         Change::CreditsRefilled { account, old, new } => Event::CreditsRefilled { account, old, new },
         Change::AccountHeld { account, until } => Event::AccountHeld { account, until },
@@ -320,6 +323,8 @@ impl Engine {
                     events: a.events,
                 });
                 self.events.extend(a.changes.iter().cloned().map(change_event));
+                self.events
+                    .extend(a.effects.iter().map(|e| operator::effect_event(name, e)));
                 self.sync_accounts(now)?;
             }
             ApplyOutcome::AlreadyApplied => {}
@@ -433,6 +438,12 @@ impl Engine {
     /// Pick the next action of every account that may send now, and reserve them in
     /// batches.
     fn dispatch(&mut self, now: DateTime<Utc>) -> Result<Vec<Reservation>, StoreError> {
+        if self.store.paused_all()? {
+            // The kill switch: nothing is dispatched, and nothing waits to be
+            // (`operator_changed` wakes every account with work when it is lifted).
+            self.sleep_all();
+            return Ok(Vec::new());
+        }
         let max_inflight = match self.breaker.permit(now) {
             Permit::Dispatch { max_inflight } => self.max_inflight(max_inflight),
             Permit::Probe => return self.dispatch_probe(now),
@@ -487,6 +498,9 @@ impl Engine {
         };
         if a.restricted {
             return Ok(None); // `account_resumed` (a job file) wakes it again
+        }
+        if self.store.account_paused(account)? {
+            return Ok(None); // `resume` wakes it again
         }
         let zones = a.zones();
         if let Some(h) = a

@@ -28,6 +28,24 @@ pub struct Applied {
     pub duplicates: u32,
     pub events: u32,
     pub changes: Vec<Change>,
+    /// What each event record did, in file order (SPEC §6: every record has a
+    /// visible effect).
+    pub effects: Vec<EventEffect>,
+}
+
+/// The effect of one event record, for the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventEffect {
+    pub line: usize,
+    /// The record's `kind` (`cancel_action`, `invite_accepted`, ...).
+    pub kind: &'static str,
+    pub account: Option<String>,
+    pub campaign: Option<String>,
+    pub action: Option<String>,
+    /// The kind of the action a cancel or requeue moved.
+    pub action_kind: Option<Kind>,
+    /// `Ok(what it did)`, or `Err(why it changed nothing)` (`event_ignored`).
+    pub result: Result<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -399,6 +417,10 @@ pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult
     let tx = c.tx;
     let st = c.st;
     let mut effect = true;
+    // What the log says the record did (SPEC §6), or why it changed nothing.
+    let (kind, done): (&'static str, String);
+    let mut why = String::new();
+    let (mut account_id, mut campaign_id, mut action_id, mut action_kind) = (None, None, None, None);
     match e {
         EventRecord::InviteAccepted {
             account, prospect, ..
@@ -418,8 +440,13 @@ pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult
                         d.invites_accepted += 1;
                         tx.put_account_day(account, day, &d)?;
                     }
+                    action_id = Some(id);
                 }
             }
+            kind = "invite_accepted";
+            account_id = Some(account.clone());
+            done = "the acceptance was counted".into();
+            why = "no sent invite to this prospect from this account, or it was accepted before".into();
         }
         EventRecord::ReplyReceived { to, .. } => {
             let action = match to {
@@ -433,10 +460,20 @@ pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult
                     }
                 }
             };
+            if let Some(a) = &action {
+                (account_id, campaign_id, action_id) = (
+                    Some(a.account.clone()),
+                    Some(a.campaign.clone()),
+                    Some(a.id.clone()),
+                );
+            }
             effect = match action {
                 Some(a) => refund_reply(tx, st, a)?,
                 None => false,
             };
+            kind = "reply_received";
+            done = "the InMail credit was returned".into();
+            why = "no sent InMail whose credit is still out".into();
         }
         EventRecord::AccountRestricted { account } | EventRecord::AccountResumed { account } => {
             let mut a = need_account(tx, line, account)?;
@@ -449,11 +486,27 @@ pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult
             if !restricted {
                 c.resumed.push((false, account.clone()));
             }
+            account_id = Some(account.clone());
+            (kind, done, why) = if restricted {
+                (
+                    "account_restricted",
+                    "the account sends nothing until account_resumed".into(),
+                    "already restricted".into(),
+                )
+            } else {
+                (
+                    "account_resumed",
+                    "the account sends again".into(),
+                    "not restricted".into(),
+                )
+            };
         }
         EventRecord::TierChanged { account, tier } => {
             let mut a = need_account(tx, line, account)?;
+            done = format!("tier {} -> {}", a.tier.as_str(), tier.as_str());
             a.tier = *tier;
             tx.put_account(&a)?;
+            (kind, account_id) = ("tier_changed", Some(account.clone()));
         }
         EventRecord::CampaignPaused { campaign } | EventRecord::CampaignResumed { campaign } => {
             let Some(mut camp) = tx.campaign(campaign)? else {
@@ -465,31 +518,47 @@ pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult
             if !camp.paused {
                 c.resumed.push((true, campaign.clone()));
             }
+            campaign_id = Some(campaign.clone());
+            (kind, done) = if camp.paused {
+                (
+                    "campaign_paused",
+                    "the campaign sends nothing until campaign_resumed".into(),
+                )
+            } else {
+                ("campaign_resumed", "the campaign sends again".into())
+            };
         }
-        EventRecord::CancelAction { action } => {
+        EventRecord::CancelAction { action } | EventRecord::RequeueAction { action } => {
+            // The same rules as the operator's `cancel` / `requeue` (SPEC §5, §6, §8).
+            let op;
+            (op, kind) = match e {
+                EventRecord::CancelAction { .. } => (super::Move::Cancel, "cancel_action"),
+                _ => (super::Move::Requeue, "requeue_action"),
+            };
             let old = need_action(tx, line, action)?;
-            if matches!(old.state, State::Queued | State::Parked) {
-                let mut a = old.clone();
-                a.state = State::Cancelled;
-                a.reason = Some("cancelled".into());
-                a.until_ms = None;
-                a.updated_ms = ms(c.now);
-                tx.transition(&old, &a, None)?;
+            effect = op.movable(old.state);
+            if effect {
+                tx.transition(&old, &op.apply(&old, c.now), None)?;
             }
-        }
-        EventRecord::RequeueAction { action } => {
-            let old = need_action(tx, line, action)?;
-            if matches!(old.state, State::Unknown | State::Failed) {
-                let mut a = old.clone();
-                a.state = State::Queued;
-                a.reason = None;
-                a.until_ms = None;
-                a.retries = 0;
-                a.updated_ms = ms(c.now);
-                tx.transition(&old, &a, None)?;
-            }
+            done = kind.to_string();
+            why = op.refusal(old.state);
+            (account_id, campaign_id, action_id, action_kind) = (
+                Some(old.account),
+                Some(old.campaign),
+                Some(action.clone()),
+                Some(old.kind),
+            );
         }
     }
+    c.out.effects.push(EventEffect {
+        line,
+        kind,
+        account: account_id,
+        campaign: campaign_id,
+        action: action_id,
+        action_kind,
+        result: if effect { Ok(done) } else { Err(why) },
+    });
     c.out.events += 1;
     Ok(effect)
 }

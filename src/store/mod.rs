@@ -19,6 +19,7 @@ mod apply;
 pub mod codec;
 mod feed;
 pub mod identity;
+mod operator;
 mod outcome;
 mod query;
 pub mod records;
@@ -29,13 +30,14 @@ mod tx;
 #[cfg(test)]
 mod golden;
 
-pub use apply::Applied;
 pub use apply::ApplyOutcome;
+pub use apply::{Applied, EventEffect};
 pub use feed::{PageApplied, PageOutcome};
+pub use operator::{ActionRow, Filter, History, Move, MoveReport, Pauses, Scope};
 pub use outcome::{Attempt, Recorded};
 pub use query::{
-    AccountStatus, AuditReport, DaySummary, DayTurn, Overshoot, StatusReport, UpstreamStatus, Use,
-    TOMBSTONE_DAYS,
+    AccountCampaign, AccountStatus, AuditReport, CampaignStatus, CampaignToday, DaySummary, DayTurn,
+    Overshoot, StatusReport, UpstreamStatus, Use, Waiting, TOMBSTONE_DAYS,
 };
 pub use records::{Account, Action, Campaign, State};
 pub use reserve::{kinds_blocked_by, Change, Hold, ParkedAction, Reservation, ReserveResult};

@@ -215,6 +215,7 @@ impl Store {
                         old: acct.health,
                         new: Health::Restricted,
                         reason: crate::policy::health::REASON_RESTRICTED,
+                        health_reason: "restricted: the upstream answered `restricted`".into(),
                     });
                     acct.health = Health::Restricted;
                 }

@@ -73,15 +73,18 @@ pub struct AccountStatus {
     pub ramp_ceiling: u32,
     /// The warm-up week of today: 1 from `ramp_start`, one more per 7 days.
     pub ramp_week: u32,
-    /// An operator pause (none exists yet: always `false`).
+    /// Paused by the operator (`sendgate pause --account`); `paused_all` stops it too.
     pub paused: bool,
     pub held_until: Option<DateTime<Utc>>,
     pub inmail_credits: u32,
-    /// When the next send is planned (`null`: not known from the store).
+    /// When the next send is due, judged from the store (`null`: paused, restricted,
+    /// or no work that comes due by itself). Filled by `Store::status_detail`.
     pub next_send: Option<DateTime<Utc>>,
     pub today: AccountToday,
-    /// Waiting actions by reason. Empty for now: the store keeps no per-account index
-    /// of waiting actions, and counting them means reading every parked action.
+    /// Waiting actions by reason with the earliest until: parked ones by their reason,
+    /// queued ones by `not_before` / `retry`, and due ones by why they wait now
+    /// (`due`, `window`, `held`, `paused`, `account_restricted`). Filled by
+    /// `Store::status_detail`.
     pub waiting: Vec<Waiting>,
     pub tier: String,
     /// The zone in force now.
@@ -90,6 +93,17 @@ pub struct AccountStatus {
     pub timezone_next: Option<(String, DateTime<Utc>)>,
     pub local_day: NaiveDate,
     pub sent_today: u32,
+    /// The campaigns this account draws from (listing it, or holding its waiting
+    /// actions), with their use today against their caps.
+    #[serde(default)]
+    pub campaigns: Vec<AccountCampaign>,
+}
+
+/// One campaign cap set an account draws from (`accounts[].campaigns`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountCampaign {
+    pub id: String,
+    pub today: CampaignToday,
 }
 
 /// A campaign's counters on its local day, per type (SPEC §8: `invite`, `message`,
@@ -108,11 +122,13 @@ pub struct CampaignStatus {
     /// Paused by its job file (`status: paused`, `campaign_paused`).
     pub paused: bool,
     pub today: CampaignToday,
-    /// Actions per state. Empty for now: the store counts states only in total, and
-    /// counting per campaign means reading every action.
+    /// Actions per state (only states it has). Filled by `Store::status_detail`.
     pub states: BTreeMap<String, u64>,
     pub timezone: String,
     pub local_day: NaiveDate,
+    /// Paused by the operator (`sendgate pause --campaign`); `paused` is the job file's.
+    #[serde(default)]
+    pub operator_paused: bool,
 }
 
 /// The upstream circuit breaker (SPEC §8 `upstream`): `state` is `up` or `down`, and
@@ -137,16 +153,24 @@ impl Default for UpstreamStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub now: DateTime<Utc>,
-    /// The operator kill switch (none exists yet: always `false`).
+    /// The operator kill switch (`sendgate pause --all`).
     pub paused_all: bool,
     pub upstream: UpstreamStatus,
     /// Action counts per state, every state present.
     pub states: BTreeMap<String, u64>,
     pub accounts: Vec<AccountStatus>,
     pub campaigns: Vec<CampaignStatus>,
+    /// False when the actions were too many to read for `waiting` and campaign
+    /// `states` (`admin::ops::STATUS_SCAN_MAX`); those are then partial.
+    #[serde(default = "yes")]
+    pub detail_complete: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Overshoot {
     pub owner: String,
     pub day: NaiveDate,
@@ -155,7 +179,7 @@ pub struct Overshoot {
     pub limit: u32,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditReport {
     pub entries: u64,
     /// Reservations given back because their attempt was not delivered (SPEC §3).
@@ -173,7 +197,7 @@ impl AuditReport {
 
 /// SPEC §8 `health_reason`: what `policy::health::assess` judged, e.g.
 /// `acceptance 0.31 over 42 invites; 0 rate limits in 7 days`.
-fn health_reason(
+pub(super) fn health_reason(
     restricted: bool,
     feedback_seen: bool,
     sample: u32,
@@ -406,6 +430,7 @@ impl Store {
                 timezone_next: zones.pending.map(|p| (p.zone.name().to_string(), p.from)),
                 local_day: day,
                 sent_today: rec.sent(),
+                campaigns: Vec::new(),
                 id: a.id,
             });
         }
@@ -427,6 +452,7 @@ impl Store {
                 states: BTreeMap::new(),
                 timezone: c.tz().name().to_string(),
                 local_day: day,
+                operator_paused: false,
                 id: c.id,
             });
         }
@@ -442,6 +468,7 @@ impl Store {
             states,
             accounts,
             campaigns,
+            detail_complete: true,
         })
     }
 
@@ -670,6 +697,7 @@ impl Store {
                     .map(|v| codec::decode::<super::Campaign>("campaign", &v))
                     .transpose()?
                     .is_some_and(|c| !c.paused)
+                    && !self.pauses()?.campaigns.contains(&owner)
             } else {
                 self.trees[ACCOUNTS]
                     .get(owner.as_bytes())?

@@ -64,6 +64,9 @@ pub enum Change {
         old: Health,
         new: Health,
         reason: &'static str,
+        /// What health was judged on (SPEC §11 `health_reason`): acceptance and its
+        /// sample, rate limits in 7 days, restriction.
+        health_reason: String,
     },
     CreditsRefilled {
         account: String,
@@ -120,14 +123,21 @@ pub(super) fn refresh_health(
     st: &Settings,
     out: &mut Vec<Change>,
 ) -> TxResult<()> {
-    let health::Assessment { health: new, reason } =
-        health::assess(signals(tx, a, today)?, &st.policy.health);
+    let sig = signals(tx, a, today)?;
+    let health::Assessment { health: new, reason } = health::assess(sig, &st.policy.health);
     if new != a.health {
         out.push(Change::HealthChanged {
             account: a.id.clone(),
             old: a.health,
             new,
             reason,
+            health_reason: super::query::health_reason(
+                a.restricted,
+                feedback_seen(tx)?,
+                sig.invites_sent,
+                sig.invites_accepted,
+                sig.rate_limits,
+            ),
         });
         a.health = new;
     }
@@ -266,6 +276,9 @@ fn reserve_one(
     if acct.held(now) {
         return Ok(skipped(id, "account held"));
     }
+    if super::operator::account_held_by_operator(tx, &acct.id)? {
+        return Ok(skipped(id, "paused by the operator"));
+    }
     if !acct.zones().is_open(&acct.window, now) {
         return Ok(skipped(id, "outside the sending window"));
     }
@@ -275,7 +288,7 @@ fn reserve_one(
     let mut parked = action.clone();
     parked.state = State::Parked;
     parked.updated_ms = ms(now);
-    if campaign.paused {
+    if campaign.paused || super::operator::campaign_held_by_operator(tx, &campaign.id)? {
         parked.reason = Some("campaign_paused".into());
         parked.until_ms = None;
         tx.transition(&action, &parked, Some((b"c", &campaign.id)))?;

@@ -1,0 +1,166 @@
+//! The operator's commands (SPEC §8): `status`, `list`, `show`, `pause`, `resume`,
+//! `cancel`, `requeue` and `audit` ask the running worker through its admin socket;
+//! when none runs they open the store themselves (never creating one) and run the same
+//! request with the same code (`admin::ops`), so both paths print the same thing.
+
+use super::load_config;
+use crate::admin::client::{self, ClientError};
+use crate::admin::{ops, Reply, Request};
+use crate::config::Config;
+use crate::exit;
+use crate::store::{OpenOptions, Settings, State, Store, StoreError};
+use chrono::Utc;
+use std::path::Path;
+
+/// `--state` of `list`, `cancel` and `requeue`.
+pub fn parse_state(s: &str) -> Result<State, String> {
+    State::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+        let names: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+        format!("`{s}` is not a state (one of {})", names.join(", "))
+    })
+}
+
+/// `--kind` of `list`, `cancel` and `requeue`.
+pub fn parse_kind(s: &str) -> Result<crate::policy::Kind, String> {
+    crate::policy::Kind::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = crate::policy::Kind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("`{s}` is not a kind (one of {})", names.join(", "))
+    })
+}
+
+/// Ask the worker, or the store when no worker runs. `Err` is the exit code (the
+/// message is printed).
+pub fn ask(config: Option<&Path>, req: &Request) -> Result<Reply, i32> {
+    let config = load_config(config)?;
+    let socket = crate::admin::server::socket_path(&config);
+    let reply = match client::call(&socket, req) {
+        Ok(reply) => reply,
+        Err(ClientError::Failed(e)) => {
+            eprintln!("sendgate: admin socket {e}");
+            return Err(exit::FAILURE);
+        }
+        Err(ClientError::NoWorker) => from_store(&config, &socket, req)?,
+    };
+    match reply {
+        Reply::Error { message, exit } => {
+            eprintln!("sendgate: {message}");
+            Err(exit)
+        }
+        reply => Ok(reply),
+    }
+}
+
+fn from_store(config: &Config, socket: &Path, req: &Request) -> Result<Reply, i32> {
+    let path = &config.store.path;
+    let opts = OpenOptions {
+        cache_mb: config.store.cache_mb,
+        fail_from_op: None,
+    };
+    let fail = |e: StoreError| {
+        eprintln!("sendgate: {}", e.describe(path));
+        e.exit_code()
+    };
+    // Never creates a store: a missing or empty path is an error naming it (exit 1).
+    let store = match Store::open_existing(path, Settings::from_config(config), opts) {
+        Ok(s) => s,
+        Err(e @ StoreError::Locked { .. }) => {
+            eprintln!(
+                "sendgate: {}; and its admin socket {} does not answer (check admin.socket)",
+                e.describe(path),
+                socket.display()
+            );
+            return Err(exit::FAILURE);
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    if req.mutates() {
+        // `paused`, `action_cancelled` and the rest are logged as the worker would.
+        crate::log::init(config.log.format);
+    }
+    // A stopped worker's status is of now, on the real clock, unless `--at` is given:
+    // never `clock.start`, which would show a past day.
+    let now = Utc::now();
+    let ctx = ops::Context {
+        upstream: Default::default(),
+        min_gap_s: config.pacing.min_gap_s,
+    };
+    let mut events = Vec::new();
+    let reply = ops::execute(&store, req, now, &ctx, &mut events).map_err(fail)?;
+    for e in &events {
+        crate::log::event(e);
+    }
+    Ok(reply)
+}
+
+/// Run a request and print its reply; returns the exit code.
+pub fn run(config: Option<&Path>, req: Request, json: bool) -> i32 {
+    match ask(config, &req) {
+        Ok(reply) => print(&reply, json),
+        Err(code) => code,
+    }
+}
+
+fn print(reply: &Reply, json: bool) -> i32 {
+    match reply {
+        Reply::Status(r) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
+            } else {
+                print!("{}", super::status::table(r));
+            }
+        }
+        Reply::List { actions } => {
+            if json {
+                for a in actions {
+                    println!("{}", serde_json::to_string(a).unwrap_or_default());
+                }
+            } else {
+                print!("{}", super::list::table(actions));
+            }
+        }
+        Reply::Show(h) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(h).unwrap_or_default());
+            } else {
+                print!("{}", super::list::show(h));
+            }
+        }
+        Reply::Pause {
+            scope,
+            paused,
+            changed,
+        } => {
+            if json {
+                println!("{}", serde_json::to_string(reply).unwrap_or_default());
+            } else {
+                let what = if *paused { "paused" } else { "resumed" };
+                let note = if *changed { "" } else { " (it already was)" };
+                println!("{what}: {}{note}", scope.describe());
+            }
+        }
+        Reply::Moved(m) => {
+            if json {
+                println!("{}", serde_json::to_string(m).unwrap_or_default());
+            } else {
+                println!("moved: {}, not movable: {}", m.moved, m.not_movable);
+                for (id, why) in &m.refused {
+                    println!("  {id}: {why}");
+                }
+                if m.not_movable > m.refused.len() as u64 {
+                    println!("  ... and {} more", m.not_movable - m.refused.len() as u64);
+                }
+            }
+        }
+        Reply::Audit(report) => {
+            super::audit::print(report, json);
+            if !report.clean() {
+                return exit::FAILURE;
+            }
+        }
+        Reply::Error { message, exit } => {
+            eprintln!("sendgate: {message}");
+            return *exit;
+        }
+    }
+    exit::OK
+}

@@ -1,0 +1,436 @@
+//! Operator control as an operator uses it (SPEC §8, P9): the real binary, a loopback
+//! HTTP upstream this test runs itself and counts, a virtual clock, and the commands
+//! `status`, `list`, `show`, `audit`, `pause`, `resume`, `cancel`, `requeue` both
+//! through the running worker's admin socket and on a stopped worker's store.
+
+mod common;
+
+use common::http::read_request;
+use common::worker::{wait_until, Worker, DEADLINE};
+use common::{account_line, action_line, campaign_line};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A loopback upstream that counts requests, answers `status` after `delay`.
+struct Upstream {
+    url: String,
+    count: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    fn start(status: u16, delay: Duration) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let count = Arc::new(AtomicUsize::new(0));
+        let c2 = Arc::clone(&count);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let count = Arc::clone(&c2);
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().expect("clone");
+                    let mut r = BufReader::new(conn);
+                    while read_request(&mut r).is_some() {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(delay);
+                        let body = if status == 200 { "{}" } else { r#"{"error":"bad"}"# };
+                        let reply = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if w.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Upstream { url, count }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+const START: &str = "2026-11-25T09:10:00Z";
+
+fn config(dir: &Path, url: &str) -> PathBuf {
+    let path = dir.join("sendgate.toml");
+    let text = format!(
+        r#"[store]
+path = "{d}/store"
+fsync = false
+[spool]
+dir = "{d}/spool"
+rescan_s = 1
+[upstream]
+kind = "http"
+url = "{url}"
+timeout_s = 5
+[pacing]
+min_gap_s = 1
+max_gap_s = 2
+[status]
+path = "{d}/status.json"
+every_s = 1
+[clock]
+start = "{START}"
+speed = 600.0
+"#,
+        d = dir.display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn start(dir: &Path, config: &Path) -> Worker {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendgate"));
+    cmd.args(["run", "--config"]).arg(config).current_dir(dir);
+    Worker::start(&mut cmd)
+}
+
+fn drop_file(dir: &Path, name: &str, text: &str) {
+    let spool = dir.join("spool");
+    wait_until("the spool", || spool.join("incoming").is_dir());
+    let tmp = spool.join("tmp").join(name);
+    std::fs::write(&tmp, text).expect("write job file");
+    std::fs::rename(&tmp, spool.join("incoming").join(name)).expect("rename");
+}
+
+/// `sendgate ARGS --config CONFIG`: (exit code, stdout, stderr).
+fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run sendgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(config: &Path, args: &[&str]) -> String {
+    let (code, out, err) = cli(config, args);
+    assert_eq!(code, 0, "sendgate {args:?}: {err}");
+    out
+}
+
+fn json(config: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(config, args)).expect("JSON")
+}
+
+fn lines(config: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    ok(config, args)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn setup(n_invites: usize, kind: &str) -> String {
+    let mut s = account_line("acct-1", "") + "\n" + &campaign_line("q4", 3, "") + "\n";
+    for i in 0..n_invites {
+        s += &action_line(&format!("q4/{i}"), "q4", "acct-1", kind);
+        s.push('\n');
+    }
+    s
+}
+
+#[test]
+fn status_list_show_and_audit_agree_with_the_upstream_running_and_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(200, Duration::ZERO);
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    drop_file(dir.path(), "a.jsonl", &setup(5, "invite"));
+    // The campaign allows 3 invites a day: 3 go out, 2 park until the next UTC day.
+    wait_until("2 parked", || {
+        cli(&cfg, &["list", "--state", "parked", "--json"])
+            .1
+            .lines()
+            .count()
+            == 2
+    });
+    let parked = lines(&cfg, &["list", "--state", "parked", "--json"]);
+    for p in &parked {
+        assert_eq!(p["reason"], "campaign.invites", "{p}");
+        assert_eq!(p["until"], "2026-11-26T00:00:00Z", "{p}");
+        assert_eq!(p["state"], "parked");
+    }
+    assert_eq!(up.count(), 3, "the upstream counted 3 invites");
+    let s = json(&cfg, &["status", "--json"]);
+    let a = &s["accounts"][0];
+    assert_eq!(a["today"]["invites"]["used"], 3, "{s}");
+    assert_eq!(a["campaigns"][0]["id"], "q4", "{s}");
+    assert_eq!(a["campaigns"][0]["today"]["invite"]["used"], 3, "{s}");
+    assert_eq!(a["campaigns"][0]["today"]["invite"]["cap"], 3, "{s}");
+    assert_eq!(a["waiting"][0]["reason"], "campaign.invites", "{s}");
+    assert_eq!(a["waiting"][0]["count"], 2, "{s}");
+    assert_eq!(a["waiting"][0]["until"], "2026-11-26T00:00:00Z", "{s}");
+    assert_eq!(a["next_send"], "2026-11-26T00:00:00Z", "{s}");
+    assert_eq!(s["campaigns"][0]["states"]["sent"], 3, "{s}");
+    assert_eq!(s["campaigns"][0]["states"]["parked"], 2, "{s}");
+    assert_eq!(s["states"]["sent"], 3, "{s}");
+    // The human table fits 100 columns.
+    let table = ok(&cfg, &["status"]);
+    assert!(table.contains("campaign.invites"), "{table}");
+    for l in table.lines() {
+        assert!(l.chars().count() <= 100, "longer than 100 columns: {l}");
+    }
+    // Filters.
+    let only = json(&cfg, &["status", "--json", "--campaign", "q4"]);
+    assert_eq!(only["campaigns"].as_array().map(Vec::len), Some(1));
+    let (code, _, err) = cli(&cfg, &["status", "--account", "nobody"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nobody"), "{err}");
+    // show: one reservation with the campaign limit in force.
+    let h = json(&cfg, &["show", "q4/0", "--json"]);
+    assert_eq!(h["reservations"].as_array().map(Vec::len), Some(1), "{h}");
+    assert_eq!(h["reservations"][0]["limits"]["campaign"], 3, "{h}");
+    // audit while the worker runs (through the socket).
+    let audit = ok(&cfg, &["audit"]);
+    assert!(audit.contains("3 reservations"), "{audit}");
+    // The same report from the running worker and from its store once stopped.
+    let at = "2026-11-25T12:00:00Z";
+    let running = ok(&cfg, &["status", "--json", "--at", at]);
+    let listed = ok(&cfg, &["list", "--json", "--limit", "0"]);
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        !dir.path().join("admin.sock").exists(),
+        "a clean stop removes the socket"
+    );
+    // SPEC §11: under `[clock]` every line carries `vtime`; one spelling of the upstream.
+    for l in log.lines().filter(|l| l.starts_with('{')) {
+        assert!(l.contains(r#""vtime":"2026-11-2"#), "no vtime: {l}");
+    }
+    assert!(log.contains(r#""upstream":"http""#), "{log}");
+    assert!(log.contains(r#""until":"2026-11-26T00:00:00Z""#), "{log}");
+    assert_eq!(ok(&cfg, &["status", "--json", "--at", at]), running);
+    assert_eq!(ok(&cfg, &["list", "--json", "--limit", "0"]), listed);
+    assert!(ok(&cfg, &["audit"]).contains("3 reservations"));
+    // A stopped worker's status is of now on the real clock, not `clock.start`.
+    let now = json(&cfg, &["status", "--json"]);
+    let t = chrono::DateTime::parse_from_rfc3339(now["now"].as_str().expect("now")).expect("time");
+    assert!(
+        (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+            .num_seconds()
+            .abs()
+            < 60
+    );
+    // `list --limit`: oldest first.
+    let two = lines(&cfg, &["list", "--json", "--limit", "2"]);
+    let ids: Vec<&str> = two.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, ["q4/0", "q4/1"]);
+}
+
+#[test]
+fn the_kill_switch_stops_requests_and_holds_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A slow upstream: at most one call of the single account is in flight at a time.
+    let up = Upstream::start(200, Duration::from_millis(40));
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    drop_file(dir.path(), "a.jsonl", &setup(90, "profile_view"));
+    wait_until("5 requests", || up.count() >= 5);
+    let out = ok(&cfg, &["pause", "--all"]);
+    let at_return = up.count();
+    assert!(out.contains("paused: all"), "{out}");
+    std::thread::sleep(Duration::from_millis(800));
+    // One account: at most the one call already in flight arrives after the return.
+    let after = up.count();
+    assert!(after <= at_return + 1, "{at_return} at the return, {after} later");
+    let s = json(&cfg, &["status", "--json"]);
+    assert_eq!(s["paused_all"], true, "{s}");
+    assert_eq!(s["accounts"][0]["waiting"][0]["reason"], "paused", "{s}");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains(r#""event":"paused""#) && log.contains(r#""scope":"all""#),
+        "{log}"
+    );
+    // Kept in the store: a restarted worker sends nothing.
+    let w = start(dir.path(), &cfg);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(up.count(), after, "a paused worker sent after a restart");
+    assert_eq!(json(&cfg, &["status", "--json"])["paused_all"], true);
+    // An account pause under the lifted kill switch still holds it.
+    ok(&cfg, &["pause", "--account", "acct-1"]);
+    ok(&cfg, &["resume", "--all"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(up.count(), after, "a paused account sent");
+    let s = json(&cfg, &["status", "--json", "--account", "acct-1"]);
+    assert_eq!(s["accounts"][0]["paused"], true, "{s}");
+    ok(&cfg, &["resume", "--account", "acct-1"]);
+    wait_until("sending again", || up.count() > after);
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains(r#""event":"resumed""#), "{log}");
+}
+
+#[test]
+fn bulk_cancel_and_requeue_count_what_moved_and_log_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(400, Duration::ZERO);
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    drop_file(dir.path(), "a.jsonl", &setup(3, "message"));
+    wait_until("3 failed", || {
+        cli(&cfg, &["list", "--state", "failed", "--json"])
+            .1
+            .lines()
+            .count()
+            == 3
+    });
+    ok(&cfg, &["pause", "--all"]);
+    // Usage: a filter names a state, an account or a campaign; ids or a filter.
+    assert_eq!(cli(&cfg, &["cancel", "--kind", "message"]).0, 2);
+    assert_eq!(cli(&cfg, &["cancel"]).0, 2);
+    assert_eq!(cli(&cfg, &["requeue", "q4/0", "--state", "failed"]).0, 2);
+    assert_eq!(cli(&cfg, &["pause"]).0, 2);
+    // Failed actions cannot be cancelled: none moves, each is said.
+    let out = ok(&cfg, &["cancel", "--campaign", "q4"]);
+    assert!(out.contains("moved: 0, not movable: 3"), "{out}");
+    let out = ok(&cfg, &["requeue", "--campaign", "q4", "--state", "failed"]);
+    assert!(out.contains("moved: 3, not movable: 0"), "{out}");
+    let out = ok(&cfg, &["cancel", "q4/0", "q4/1", "nope"]);
+    assert!(out.contains("moved: 2, not movable: 1"), "{out}");
+    assert!(out.contains("nope: unknown action"), "{out}");
+    let s = json(&cfg, &["status", "--json"]);
+    assert_eq!(s["states"]["cancelled"], 2, "{s}");
+    assert_eq!(s["states"]["queued"], 1, "{s}");
+    // A job-file cancel that cannot apply is not silent (SPEC §6).
+    drop_file(
+        dir.path(),
+        "b.jsonl",
+        "{\"type\":\"event\",\"kind\":\"cancel_action\",\"action\":\"q4/0\"}\n",
+    );
+    w.wait_for_log("cannot cancel an action that is cancelled");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(log.matches(r#""event":"action_requeued""#).count(), 3, "{log}");
+    assert_eq!(log.matches(r#""event":"action_cancelled""#).count(), 2, "{log}");
+    assert!(log.matches(r#""event":"event_ignored""#).count() >= 4, "{log}");
+    // Without a worker, the same commands on the store.
+    let out = ok(&cfg, &["cancel", "--state", "queued", "--campaign", "q4"]);
+    assert!(out.contains("moved: 1, not movable: 0"), "{out}");
+}
+
+#[test]
+fn hostile_admin_clients_leave_the_worker_sending() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(200, Duration::from_millis(20));
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    let sock = dir.path().join("admin.sock");
+    wait_until("the socket", || sock.exists());
+    // Garbage gets an error line, and the connection ends.
+    let mut g = UnixStream::connect(&sock).expect("connect");
+    g.write_all(b"\x00\xffnot json\n").expect("write");
+    let mut reply = String::new();
+    BufReader::new(&g).read_line(&mut reply).expect("reply");
+    assert!(reply.contains(r#""reply":"error""#), "{reply}");
+    // A line longer than the bound is refused without being read whole.
+    let mut h = UnixStream::connect(&sock).expect("connect");
+    h.set_write_timeout(Some(DEADLINE)).expect("timeout");
+    let _ = h.write_all(&vec![b'x'; 1 << 20]);
+    let mut reply = String::new();
+    let _ = BufReader::new(&h).read_line(&mut reply);
+    assert!(reply.contains("longer than"), "{reply}");
+    // Clients that connect and never write nor read hold every slot.
+    let idle: Vec<UnixStream> = (0..8)
+        .map(|_| UnixStream::connect(&sock).expect("connect"))
+        .collect();
+    // And one that asks for a long list and never reads it.
+    let mut quiet = UnixStream::connect(&sock).expect("connect");
+    let _ = quiet.write_all(b"{\"cmd\":\"list\",\"limit\":0}\n");
+    drop_file(dir.path(), "a.jsonl", &setup(60, "profile_view"));
+    let before = up.count();
+    let t = Instant::now();
+    wait_until("sending while clients misbehave", || up.count() >= before + 10);
+    assert!(t.elapsed() < DEADLINE);
+    // The slots are full: a further client is told so at once, not left hanging.
+    let (code, _, err) = cli(&cfg, &["status"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("busy"), "{err}");
+    drop(idle);
+    let mut rest = Vec::new();
+    let _ = quiet.read_to_end(&mut rest);
+    wait_until("a free slot", || cli(&cfg, &["status", "--json"]).0 == 0);
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn without_a_worker_no_store_is_created_and_usage_errors_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), "http://127.0.0.1:9");
+    for args in [
+        &["status"][..],
+        &["list"],
+        &["show", "x"],
+        &["pause", "--all"],
+        &["requeue", "--state", "failed"],
+        &["audit"],
+    ] {
+        let (code, _, err) = cli(&cfg, args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains(&dir.path().join("store").display().to_string()),
+            "{err}"
+        );
+    }
+    assert!(!dir.path().join("store").exists(), "no store was created");
+    assert_eq!(cli(&cfg, &["list", "--state", "lost"]).0, 2);
+    assert_eq!(cli(&cfg, &["list", "--kind", "poke"]).0, 2);
+    assert_eq!(cli(&cfg, &["status", "--at", "yesterday"]).0, 2);
+    assert_eq!(cli(&cfg, &["pause", "--all", "--account", "a"]).0, 2);
+}
+
+#[test]
+fn a_paused_campaign_waits_while_the_others_send() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(200, Duration::ZERO);
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    let mut setup = account_line("acct-1", "") + "\n";
+    setup += &(campaign_line("q4", 10, "") + "\n" + &campaign_line("q5", 10, "") + "\n");
+    drop_file(dir.path(), "a.jsonl", &setup);
+    wait_until("the campaign", || {
+        cli(&cfg, &["pause", "--campaign", "q4"]).0 == 0
+    });
+    let mut actions = String::new();
+    for i in 0..3 {
+        actions += &(action_line(&format!("q4/{i}"), "q4", "acct-1", "message") + "\n");
+        actions += &(action_line(&format!("q5/{i}"), "q5", "acct-1", "message") + "\n");
+    }
+    drop_file(dir.path(), "b.jsonl", &actions);
+    wait_until("q5 sent", || up.count() == 3);
+    wait_until("q4 parked", || {
+        cli(&cfg, &["list", "--campaign", "q4", "--state", "parked", "--json"])
+            .1
+            .lines()
+            .count()
+            == 3
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(up.count(), 3, "a paused campaign sent");
+    let s = json(&cfg, &["status", "--json", "--campaign", "q4"]);
+    assert_eq!(s["campaigns"][0]["operator_paused"], true, "{s}");
+    assert_eq!(s["accounts"][0]["waiting"][0]["reason"], "campaign_paused", "{s}");
+    assert_eq!(cli(&cfg, &["pause", "--campaign", "nope"]).0, 1);
+    ok(&cfg, &["resume", "--campaign", "q4"]);
+    wait_until("q4 sent after resume", || up.count() == 6);
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains(r#""scope":"campaign q4""#), "{log}");
+}
