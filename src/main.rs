@@ -9,5 +9,15 @@ fn main() {
         report(info);
         std::process::abort();
     }));
+    // A reader that stops early ends a command's output quietly (`sendgate list | head`),
+    // as for any Unix tool. The worker keeps SIGPIPE ignored: a peer that goes away is
+    // an error it handles, not a reason to die.
+    if std::env::args().nth(1).as_deref() != Some("run") {
+        // SAFETY: restoring the default disposition of one signal, before any thread
+        // starts; no handler function is involved.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     std::process::exit(sendgate::cli::main());
 }

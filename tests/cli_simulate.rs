@@ -126,3 +126,30 @@ fn zero_config_run_starts_creates_its_data_and_stops_on_sigterm() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+/// `sendgate simulate | head` (or `list | head`): a reader that stops early ends the
+/// command quietly, as for any Unix tool, never with a panic or an abort.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = sendgate()
+        .args(["simulate", "--days", "3", "--accounts", "1", "--seed", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run simulate");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("a first line");
+    assert!(first.contains("sendgate simulate"), "{first}");
+    drop(out); // the reader goes away, like `head -1`
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let status = output.status;
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGPIPE),
+        "ends by SIGPIPE or cleanly, not {status:?}: {stderr}"
+    );
+}
