@@ -7,7 +7,7 @@
 mod common;
 
 use chrono::{DateTime, Utc};
-use common::http::{read_request, HttpRequest};
+use common::http::{read_request, reply, HttpRequest};
 use common::worker::{wait_until, Worker, DEADLINE};
 use std::io::{BufReader, Write};
 use std::net::TcpListener;
@@ -56,10 +56,7 @@ impl Upstream {
                             s.len()
                         };
                         let (status, headers, body) = respond(n);
-                        let reply = format!(
-                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
+                        let reply = reply(status, &headers, &body);
                         if w.write_all(reply.as_bytes()).is_err() {
                             return;
                         }

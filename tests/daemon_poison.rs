@@ -54,9 +54,7 @@ fn spool(dir: &Path, sub: &str) -> PathBuf {
 }
 
 fn drop_file(dir: &Path, name: &str, text: &str) {
-    let tmp = spool(dir, "tmp").join(".dropping");
-    std::fs::write(&tmp, text).expect("write job file");
-    std::fs::rename(&tmp, spool(dir, "incoming").join(name)).expect("rename into incoming");
+    common::drop_job_file(&dir.join("spool"), name, text);
 }
 
 /// Peak virtual memory of a running process, in bytes.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::http::read_request;
+use common::http::{read_request, reply};
 use common::worker::{wait_until, Worker, DEADLINE};
 use common::{account_line, action_line, campaign_line};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,10 +40,7 @@ impl Upstream {
                         count.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(delay);
                         let body = if status == 200 { "{}" } else { r#"{"error":"bad"}"# };
-                        let reply = format!(
-                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
+                        let reply = reply(status, "", body);
                         if w.write_all(reply.as_bytes()).is_err() {
                             return;
                         }
@@ -99,9 +96,7 @@ fn start(dir: &Path, config: &Path) -> Worker {
 fn drop_file(dir: &Path, name: &str, text: &str) {
     let spool = dir.join("spool");
     wait_until("the spool", || spool.join("incoming").is_dir());
-    let tmp = spool.join("tmp").join(name);
-    std::fs::write(&tmp, text).expect("write job file");
-    std::fs::rename(&tmp, spool.join("incoming").join(name)).expect("rename");
+    common::drop_job_file(&spool, name, text);
 }
 
 /// `sendgate ARGS --config CONFIG`: (exit code, stdout, stderr).
