@@ -176,6 +176,7 @@ struct Host {
     dir: PathBuf,
     cfg: PathBuf,
     upstream: Upstream,
+    metrics: u16,
 }
 
 impl Host {
@@ -183,6 +184,7 @@ impl Host {
         let dir = root.join(node);
         std::fs::create_dir_all(&dir).expect("host dir");
         let upstream = Upstream::start();
+        let metrics = free_port();
         let d = dir.display();
         let cfg = dir.join("sendgate.toml");
         std::fs::write(
@@ -206,6 +208,8 @@ path = "{d}/status.json"
 every_s = 1
 [admin]
 socket = "{d}/admin.sock"
+[metrics]
+listen = "127.0.0.1:{metrics}"
 [cluster]
 endpoints = ["{endpoint}"]
 node = "{node}"
@@ -220,7 +224,39 @@ speed = {SPEED:.1}
             ),
         )
         .expect("write config");
-        Host { dir, cfg, upstream }
+        Host {
+            dir,
+            cfg,
+            upstream,
+            metrics,
+        }
+    }
+
+    /// `sendgate ARGS --config <this host's>`: (exit code, stdout).
+    fn cli(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.cfg)
+            .output()
+            .expect("run sendgate");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// `sendgate_cluster_up` from `GET /metrics`, once the listener answers.
+    fn cluster_up_metric(&self) -> Option<f64> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut s, &mut text).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("sendgate_cluster_up "))
+            .and_then(|v| v.trim().parse().ok())
     }
 
     fn start(&self) -> Worker {
@@ -306,9 +342,30 @@ fn two_workers_share_a_campaign_limit_and_one_account() {
         "one host at a time sends for the shared account"
     );
     no_id_twice(&[&h1, &h2]);
+    // status --json, through the running worker: the cluster is up and h1 owns a1.
+    let (code, text) = h1.cli(&["status", "--json"]);
+    assert_eq!(code, 0, "{text}");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("status JSON");
+    assert_eq!(doc["cluster"]["state"], "up", "{doc}");
+    assert_eq!(doc["cluster"]["node"], "h1");
+    let owned: Vec<&str> = doc["cluster"]["owned"]
+        .as_array()
+        .expect("owned")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(owned.contains(&"a1"), "{owned:?}");
+    wait_until("sendgate_cluster_up 1", || h2.cluster_up_metric() == Some(1.0));
     let (c1, l1) = w1.stop();
     let (c2, l2) = w2.stop();
     assert_eq!((c1, c2), (0, 0), "{l1}\n{l2}");
+    // Each host's ledger against the fleet's counters.
+    for h in [&h1, &h2] {
+        let (code, text) = h.cli(&["audit", "--cluster"]);
+        assert_eq!(code, 0, "{text}");
+        assert!(text.contains(", 0 behind this host"), "{text}");
+        assert!(!text.contains("fleet: 0 counters"), "{text}");
+    }
     let owned: usize = [&l1, &l2]
         .iter()
         .map(|l| l.matches("\"event\":\"account_owned\"").count())
@@ -336,6 +393,7 @@ fn etcd_down_stops_sending_within_the_lease_and_it_resumes_when_back() {
     let killed = Instant::now();
     etcd.kill();
     w1.wait_for_log("\"event\":\"cluster_unavailable\"");
+    wait_until("sendgate_cluster_up 0", || h1.cluster_up_metric() == Some(0.0));
     let lease = Duration::from_secs(LEASE_TTL_S);
     std::thread::sleep(lease + Duration::from_millis(500));
     let late: Vec<_> = h1
@@ -407,4 +465,6 @@ fn a_killed_owner_hands_its_account_over_after_the_lease_with_the_days_counts() 
     let (code, log) = w2.stop();
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("\"event\":\"account_owned\""));
+    // The ids h1 sent are on h2 too: h2 fails them instead of sending them again.
+    assert!(log.contains("duplicate_in_fleet"), "{log}");
 }
