@@ -228,6 +228,130 @@ fn status_list_show_and_audit_agree_with_the_upstream_running_and_stopped() {
     assert_eq!(ids, ["q4/0", "q4/1"]);
 }
 
+/// An exec upstream that answers by attempt: 1 rate limited, 2 not delivered, then sent.
+fn attempt_script(dir: &Path) -> PathBuf {
+    let script = dir.join("li-send.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nreq=$(cat)\ncase \"$req\" in\n\
+         *'\"attempt\":1'*) echo '{\"outcome\":\"rate_limited\",\"detail\":\"slow down\"}' ;;\n\
+         *'\"attempt\":2'*) echo '{\"outcome\":\"not_delivered\",\"detail\":\"connection refused\"}' ;;\n\
+         *) echo '{\"outcome\":\"sent\",\"detail\":\"\"}' ;;\nesac\n",
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    script
+}
+
+#[test]
+fn show_lists_every_attempt_reservation_release_and_outcome_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = attempt_script(dir.path());
+    let cfg = config(dir.path(), "http://127.0.0.1:9");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    // A fast clock: the rate limit holds the account to the next day.
+    let text = text
+        .replace(
+            "kind = \"http\"\nurl = \"http://127.0.0.1:9\"",
+            &format!("kind = \"exec\"\ncommand = [\"{}\"]", script.display()),
+        )
+        .replace("speed = 600.0", "speed = 20000.0");
+    assert!(
+        text.contains("kind = \"exec\"") && text.contains("speed = 20000.0"),
+        "{text}"
+    );
+    std::fs::write(&cfg, text).expect("write config");
+    let w = start(dir.path(), &cfg);
+    drop_file(dir.path(), "a.jsonl", &setup(1, "message"));
+    wait_until("q4/0 sent", || {
+        let (_, out, _) = cli(&cfg, &["show", "q4/0", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&out).is_ok_and(|h| h["action"]["state"] == "sent")
+    });
+    let check = |h: &serde_json::Value| {
+        let n = |k: &str| h[k].as_array().map_or(0, Vec::len);
+        assert_eq!(
+            (n("reservations"), n("releases"), n("outcomes")),
+            (3, 1, 3),
+            "{h}"
+        );
+        let attempts: Vec<u64> = (0..3)
+            .map(|i| h["reservations"][i]["attempt"].as_u64().unwrap_or(0))
+            .collect();
+        assert_eq!(attempts, [1, 2, 3], "{h}");
+        let o = &h["outcomes"];
+        let got: Vec<(u64, &str, &str, bool)> = (0..3)
+            .map(|i| {
+                (
+                    o[i]["attempt"].as_u64().unwrap_or(0),
+                    o[i]["outcome"].as_str().unwrap_or(""),
+                    o[i]["state"].as_str().unwrap_or(""),
+                    o[i]["released"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "rate_limited", "parked", false),
+                (2, "not_delivered", "queued", true),
+                (3, "sent", "sent", false)
+            ],
+            "{h}"
+        );
+        assert_eq!(o[0]["reason"], "rate_limited", "{h}");
+        assert_eq!(o[1]["reason"], "not_delivered: connection refused", "{h}");
+        assert_eq!(h["releases"][0]["attempt"], 2, "{h}");
+        // Each outcome comes after its reservation, and before the next one.
+        for i in 0..3 {
+            let at = |v: &serde_json::Value| {
+                chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or("")).map(|t| t.timestamp_millis())
+            };
+            let reserved = h["reservations"][i]["at_ms"].as_i64().unwrap_or(i64::MAX);
+            let answered = at(&o[i]["at"]).expect("an RFC 3339 time");
+            assert!(reserved <= answered, "{h}");
+            if i < 2 {
+                assert!(
+                    answered <= h["reservations"][i + 1]["at_ms"].as_i64().unwrap_or(0),
+                    "{h}"
+                );
+            }
+        }
+    };
+    let running = json(&cfg, &["show", "q4/0", "--json"]);
+    check(&running);
+    let human = ok(&cfg, &["show", "q4/0"]);
+    // The human form: reservation, (release,) outcome per attempt, in order.
+    let order: Vec<&str> = human
+        .lines()
+        .filter(|l| l.starts_with("  attempt "))
+        .map(|l| l.split_whitespace().nth(2).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "reserved",
+            "rate_limited",
+            "reserved",
+            "released",
+            "not_delivered",
+            "reserved",
+            "sent"
+        ],
+        "{human}"
+    );
+    // The outcome records move no counter: the audit still agrees.
+    let audit = ok(&cfg, &["audit", "--json"]);
+    let a: serde_json::Value = serde_json::from_str(&audit).expect("JSON");
+    assert_eq!(a["entries"], 3, "{a}");
+    assert_eq!(a["releases"], 1, "{a}");
+    assert_eq!(a["mismatches"].as_array().map(Vec::len), Some(0), "{a}");
+    assert_eq!(a["overshoots"].as_array().map(Vec::len), Some(0), "{a}");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    // The same history from the stopped worker's store.
+    assert_eq!(json(&cfg, &["show", "q4/0", "--json"]), running);
+}
+
 #[test]
 fn the_kill_switch_stops_requests_and_holds_across_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -233,6 +233,17 @@ fn inflight_actions_become_unknown_at_open() {
         1,
         "slot stays used"
     );
+    // `show` lists the lost attempt's outcome after its reservation; the audit, which
+    // sums reservations and releases only, still agrees.
+    let h = store.history("x").expect("history").expect("the action");
+    assert_eq!((h.reservations.len(), h.outcomes.len()), (1, 1), "{h:?}");
+    let o = &h.outcomes[0];
+    assert_eq!(
+        (o.attempt, o.outcome.as_str(), o.state, o.released),
+        (1, "lost_to_crash", State::Unknown, false)
+    );
+    assert_eq!(o.reason.as_deref(), Some("outcome lost to a crash"));
+    assert!(store.audit(None, None).expect("audit").clean());
 }
 
 #[test]
@@ -257,7 +268,8 @@ fn retention_prunes_finished_actions_and_old_ledger_entries() {
         .record(&[("old".to_string(), Outcome::Sent, 0)], then)
         .expect("record");
     // 29 days later nothing is old enough; 31 days later the sent action and its ledger
-    // entry go, the still-queued action stays.
+    // records (its reservation and the batch of outcomes) go, the still-queued action
+    // stays.
     assert_eq!(
         store
             .prune(then + chrono::Duration::days(29), 100)
@@ -268,7 +280,7 @@ fn retention_prunes_finished_actions_and_old_ledger_entries() {
         store
             .prune(then + chrono::Duration::days(31), 100)
             .expect("prune"),
-        2
+        3
     );
     assert!(store.action("old").expect("read").is_none());
     assert_eq!(
@@ -760,7 +772,8 @@ fn a_pruned_action_id_is_never_new_again() {
         .record(&[("old".to_string(), Outcome::Sent, 0)], then)
         .expect("record");
     let pruned_at = then + chrono::Duration::days(31);
-    assert_eq!(store.prune(pruned_at, 100).expect("prune"), 2);
+    // The action, its reservation and its batch of outcomes.
+    assert_eq!(store.prune(pruned_at, 100).expect("prune"), 3);
     assert!(store.action("old").expect("read").is_none());
     // The same id again, in another file, a month and then a year later: a duplicate.
     for (name, days) in [("again.jsonl", 60), ("year.jsonl", 31 + 365)] {

@@ -44,9 +44,10 @@ pub fn table(rows: &[ActionRow]) -> String {
     out
 }
 
-/// `show ACTION`: the action, then every reservation with the limits in force and
-/// every release, in ledger order.
+/// `show ACTION`: the action, then its attempts in order: each reservation with the
+/// limits in force, the release of its slots if it was not delivered, and its outcome.
 pub fn show(h: &History) -> String {
+    use crate::store::codec::from_ms;
     let a = &h.action;
     let mut out = String::new();
     let _ = writeln!(out, "action    {}", a.id);
@@ -59,31 +60,70 @@ pub fn show(h: &History) -> String {
     let _ = writeln!(out, "until     {}", time(a.until));
     let _ = writeln!(out, "attempts  {}", a.attempts);
     let _ = writeln!(out, "updated   {}", time(Some(a.updated)));
-    let _ = writeln!(out, "reservations: {}", h.reservations.len());
-    for e in &h.reservations {
+    let _ = writeln!(
+        out,
+        "history: {} reservations, {} releases, {} outcomes",
+        h.reservations.len(),
+        h.releases.len(),
+        h.outcomes.len()
+    );
+    // Per attempt: reserved, then released, then its outcome (the release and the
+    // outcome are committed together). Each list is already in ledger order.
+    let mut lines: Vec<(u32, u8, usize, String)> = Vec::new();
+    for (i, e) in h.reservations.iter().enumerate() {
         let l = &e.limits;
-        let _ = writeln!(
-            out,
-            "  attempt {} at {} (account day {}, campaign day {}): limits invites {} messages {} inmails {} engagement {} weekly {} campaign {}",
+        lines.push((
             e.attempt,
-            time(Some(crate::store::codec::from_ms(e.at_ms))),
-            e.account_day,
-            e.campaign_day,
-            l.invites,
-            l.messages,
-            l.inmails,
-            l.engagement,
-            l.weekly_invites.map_or("-".into(), |w| w.to_string()),
-            if l.campaign == u32::MAX { "-".into() } else { l.campaign.to_string() }
-        );
+            0,
+            i,
+            format!(
+                "  attempt {} reserved at {} (account day {}, campaign day {}): limits invites {} messages {} inmails {} engagement {} weekly {} campaign {}",
+                e.attempt,
+                time(Some(from_ms(e.at_ms))),
+                e.account_day,
+                e.campaign_day,
+                l.invites,
+                l.messages,
+                l.inmails,
+                l.engagement,
+                l.weekly_invites.map_or("-".into(), |w| w.to_string()),
+                if l.campaign == u32::MAX { "-".into() } else { l.campaign.to_string() }
+            ),
+        ));
     }
-    for r in &h.releases {
-        let _ = writeln!(
-            out,
-            "  released attempt {} at {} (not delivered: its slots were given back)",
+    for (i, r) in h.releases.iter().enumerate() {
+        lines.push((
             r.attempt,
-            time(Some(crate::store::codec::from_ms(r.at_ms)))
-        );
+            1,
+            i,
+            format!(
+                "  attempt {} released at {} (not delivered: its slots were given back)",
+                r.attempt,
+                time(Some(from_ms(r.at_ms)))
+            ),
+        ));
+    }
+    for (i, o) in h.outcomes.iter().enumerate() {
+        lines.push((
+            o.attempt,
+            2,
+            i,
+            format!(
+                "  attempt {} {} at {} -> {}{}{}{}",
+                o.attempt,
+                o.outcome,
+                time(Some(o.at)),
+                o.state.as_str(),
+                o.reason.as_deref().map_or(String::new(), |r| format!(" ({r})")),
+                o.until
+                    .map_or(String::new(), |u| format!(" until {}", time(Some(u)))),
+                if o.released { ", slots released" } else { "" }
+            ),
+        ));
+    }
+    lines.sort_by_key(|l| (l.0, l.1, l.2));
+    for (_, _, _, l) in lines {
+        let _ = writeln!(out, "{l}");
     }
     out
 }

@@ -10,7 +10,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The on-disk format this build writes; a store with a larger one is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format 2 added a record kind (`LedgerOutcomes`, under `outcome_key`) that a
+/// format-1 build cannot read; every format-1 record reads as it is, so a format-1
+/// store is upgraded by writing the new number (`Store::check_format`).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The versioned envelope of every value. Append variants; never reorder or remove.
 #[derive(Serialize, Deserialize)]
@@ -246,6 +249,34 @@ pub fn release_key(id: u64) -> [u8; 9] {
 
 pub fn is_release_key(k: &[u8]) -> bool {
     k.len() == 9 && k[8] == b'r'
+}
+
+/// `ledger` tree: the outcomes recorded by one transaction, keyed by their own id and
+/// `o` (after the reservations and releases committed before them).
+pub fn outcome_key(id: u64) -> [u8; 9] {
+    let mut k = [b'o'; 9];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The kinds of `ledger` records, told apart by their keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LedgerKind {
+    /// `LedgerEntry`: 8 bytes.
+    Reservation,
+    /// `LedgerRelease`: 8 bytes and `r`.
+    Release,
+    /// `LedgerOutcomes`: 8 bytes and `o`.
+    Outcomes,
+}
+
+pub fn ledger_kind(k: &[u8]) -> Option<LedgerKind> {
+    match (k.len(), k.last()) {
+        (8, _) => Some(LedgerKind::Reservation),
+        (9, Some(b'r')) => Some(LedgerKind::Release),
+        (9, Some(b'o')) => Some(LedgerKind::Outcomes),
+        _ => None,
+    }
 }
 
 /// The id at the start of a `ledger` key (reservation or release).

@@ -6,8 +6,8 @@
 
 use super::codec;
 use super::records::{
-    Account, AccountCaps, AccountDayRec, Action, Campaign, LedgerEntry, LedgerLimits, LedgerRelease,
-    PendingZone, State,
+    Account, AccountCaps, AccountDayRec, Action, Campaign, LedgerEntry, LedgerLimits, LedgerOutcome,
+    LedgerOutcomes, LedgerRelease, PendingZone, State,
 };
 use crate::policy::caps::{AccountDay, CampaignDay};
 use crate::policy::{Health, Kind, Tier, Window};
@@ -269,4 +269,51 @@ fn ledger_records() {
         |b| codec::decode("ledger release", b).expect("decodes"),
         "000e71342f6a616e652f696e6d61696c06616363742d310271340101cebffbe6d9660a323032362d31312d32390a323032362d31312d32394d",
     );
+}
+
+#[test]
+fn ledger_outcomes() {
+    let outcomes = LedgerOutcomes {
+        at_ms: 1_764_400_001_000,
+        outcomes: vec![
+            LedgerOutcome {
+                action: "q4/jane/inmail".into(),
+                attempt: 1,
+                outcome: "rate_limited".into(),
+                state: State::Parked,
+                reason: Some("rate_limited".into()),
+                until_ms: Some(1_764_403_200_000),
+                released: false,
+            },
+            LedgerOutcome {
+                action: "q4/joe".into(),
+                attempt: 3,
+                outcome: "not_delivered".into(),
+                state: State::Queued,
+                reason: Some("not_delivered: connection refused".into()),
+                until_ms: None,
+                released: true,
+            },
+        ],
+    };
+    pin(
+        "LedgerOutcomes",
+        &outcomes,
+        codec::encode,
+        |b| codec::decode("ledger outcomes", b).expect("decodes"),
+        "00d0bffbe6d966020e71342f6a616e652f696e6d61696c010c726174655f6c696d6974656401010c726174655f6c696d6974656401808082ead966000671342f6a6f65030d6e6f745f64656c6976657265640001216e6f745f64656c6976657265643a20636f6e6e656374696f6e20726566757365640001",
+    );
+    assert_eq!(
+        codec::ledger_kind(&codec::outcome_key(7)),
+        Some(codec::LedgerKind::Outcomes)
+    );
+    assert_eq!(
+        codec::ledger_kind(&codec::release_key(7)),
+        Some(codec::LedgerKind::Release)
+    );
+    assert_eq!(
+        codec::ledger_kind(&7u64.to_be_bytes()),
+        Some(codec::LedgerKind::Reservation)
+    );
+    assert_eq!(codec::ledger_kind(b"0123456789"), None);
 }

@@ -35,7 +35,7 @@ pub use apply::ApplyOutcome;
 pub use apply::{Applied, EventEffect};
 pub use feed::{PageApplied, PageOutcome};
 pub use fleet::{Route, DUPLICATE_IN_FLEET, OWNED_ELSEWHERE, OWNED_ELSEWHERE_BATCH};
-pub use operator::{ActionRow, Filter, History, Move, MoveReport, Pauses, Scope};
+pub use operator::{ActionRow, Filter, History, Move, MoveReport, OutcomeRow, Pauses, Scope};
 pub use outcome::{Attempt, Recorded};
 pub use query::{
     AccountCampaign, AccountStatus, AuditReport, CampaignStatus, CampaignToday, DaySummary, DayTurn,
@@ -403,6 +403,14 @@ impl Store {
                         supported: FORMAT_VERSION,
                     });
                 }
+                if found < FORMAT_VERSION {
+                    // Format 1 -> 2 only adds a record kind: nothing stored changes
+                    // but the number, one atomic insert made durable before this
+                    // build writes anything a format-1 build could not read.
+                    debug_assert_eq!((found, FORMAT_VERSION), (1, 2), "add this upgrade's steps");
+                    meta.insert(META_FORMAT, codec::encode(&FORMAT_VERSION))?;
+                    self.make_durable()?;
+                }
                 Ok(())
             }
             None if creating => {
@@ -524,17 +532,13 @@ impl Store {
 
     /// One more than the highest ledger id the data holds or held (0: none).
     fn data_mark(&self) -> Result<u64, StoreError> {
-        // The last key is a reservation (8 bytes) or a release of one (9 bytes, see
-        // `codec::release_key`); either names the reservation id it follows.
+        // Every ledger key starts with its own id (`codec::ledger_kind`): a
+        // reservation, a release or a batch of outcomes.
         let last = match self.trees[LEDGER].last()? {
-            Some((k, _)) if k.len() == 8 || codec::is_release_key(&k) => codec::ledger_id(&k)
+            Some((k, _)) if codec::ledger_kind(&k).is_some() => codec::ledger_id(&k)
                 .ok_or_else(|| StoreError::Corrupt("a ledger key is too short".into()))?
                 .saturating_add(1),
-            Some(_) => {
-                return Err(StoreError::Corrupt(
-                    "a ledger key is neither 8 nor 9 bytes".into(),
-                ))
-            }
+            Some(_) => return Err(StoreError::Corrupt("a ledger key names no known record".into())),
             None => 0,
         };
         let kept = match self.trees[META].get(META_LEDGER_MARK)? {

@@ -10,7 +10,7 @@
 
 use super::codec::{self, from_ms, ms};
 use super::query::{CampaignToday, StatusReport, Use, Waiting};
-use super::records::{Action, LedgerEntry, LedgerRelease, State};
+use super::records::{Action, LedgerEntry, LedgerOutcomes, LedgerRelease, State};
 use super::tx::Tx;
 use super::{Store, StoreError, ACTIONS, CAMPAIGNS, LEDGER, META};
 use crate::policy::caps::CampaignDay;
@@ -190,13 +190,30 @@ pub struct MoveReport {
     pub refused_rows: Vec<(String, String)>,
 }
 
-/// `show ACTION`: the action, and its ledger history.
+/// `show ACTION`: the action, and its ledger history: every reservation, release and
+/// outcome, each list in ledger (commit) order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub action: ActionRow,
     pub prospect: String,
     pub reservations: Vec<LedgerEntry>,
     pub releases: Vec<LedgerRelease>,
+    #[serde(default)]
+    pub outcomes: Vec<OutcomeRow>,
+}
+
+/// What became of one attempt (`show`): the outcome, when it was recorded, the
+/// action's state after it with its reason and until, and whether its slots were
+/// given back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeRow {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub outcome: String,
+    pub state: State,
+    pub reason: Option<String>,
+    pub until: Option<DateTime<Utc>>,
+    pub released: bool,
 }
 
 /// Waiting actions of one (account, reason): how many, and the earliest until.
@@ -386,26 +403,47 @@ impl Store {
         Ok(())
     }
 
-    /// `show ACTION`: the action and every reservation and release of it in the
-    /// ledger (one pass over the ledger).
+    /// `show ACTION`: the action and every reservation, release and outcome of it in
+    /// the ledger (one pass over the ledger).
     pub fn history(&self, id: &str) -> Result<Option<History>, StoreError> {
         let Some(a) = self.action(id)? else {
             return Ok(None);
         };
         self.op("scan ledger")?;
-        let (mut reservations, mut releases) = (Vec::new(), Vec::new());
+        let (mut reservations, mut releases, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
         for kv in self.trees[LEDGER].iter() {
             let (k, v) = kv?;
-            if codec::is_release_key(&k) {
-                let r: LedgerRelease = codec::decode("ledger release", &v)?;
-                if r.action == id {
-                    releases.push(r);
+            match codec::ledger_kind(&k) {
+                Some(codec::LedgerKind::Release) => {
+                    let r: LedgerRelease = codec::decode("ledger release", &v)?;
+                    if r.action == id {
+                        releases.push(r);
+                    }
                 }
-            } else {
-                let e: LedgerEntry = codec::decode("ledger entry", &v)?;
-                if e.action == id {
-                    reservations.push(e);
+                Some(codec::LedgerKind::Outcomes) => {
+                    let o: LedgerOutcomes = codec::decode("ledger outcomes", &v)?;
+                    outcomes.extend(
+                        o.outcomes
+                            .into_iter()
+                            .filter(|x| x.action == id)
+                            .map(|x| OutcomeRow {
+                                attempt: x.attempt,
+                                at: from_ms(o.at_ms),
+                                outcome: x.outcome,
+                                state: x.state,
+                                reason: x.reason,
+                                until: x.until_ms.map(from_ms),
+                                released: x.released,
+                            }),
+                    );
                 }
+                Some(codec::LedgerKind::Reservation) => {
+                    let e: LedgerEntry = codec::decode("ledger entry", &v)?;
+                    if e.action == id {
+                        reservations.push(e);
+                    }
+                }
+                None => return Err(StoreError::Corrupt("a ledger key names no known record".into())),
             }
         }
         Ok(Some(History {
@@ -413,6 +451,7 @@ impl Store {
             prospect: a.prospect,
             reservations,
             releases,
+            outcomes,
         }))
     }
 

@@ -2,7 +2,7 @@
 //! left `inflight`.
 
 use super::codec::{self, from_ms, ms};
-use super::records::{Account, Action, LedgerEntry, LedgerRelease, State};
+use super::records::{Account, Action, LedgerEntry, LedgerOutcome, LedgerOutcomes, LedgerRelease, State};
 use super::reserve::{refresh_health, Change};
 use super::tx::{Abort, Tx, TxResult};
 use super::{Recovery, Settings, Store, StoreError, INFLIGHT, LEDGER, LINKS};
@@ -91,14 +91,20 @@ impl Store {
                 _ => None,
             });
         }
+        // One ledger record holds every outcome of the batch (`show` lists them).
+        self.op("generate ledger id")?;
+        let outcomes_id = self.db.generate_id()?;
         let result = self.transact(|tx| {
             let mut changes = Vec::new();
             let mut out = Vec::with_capacity(attempts.len());
+            let mut ledger = Vec::with_capacity(attempts.len());
             for (at, rid) in attempts.iter().zip(&release_ids) {
-                if let Some(r) = self.record_one(tx, at, *rid, now, &mut changes)? {
+                if let Some((r, attempt)) = self.record_one(tx, at, *rid, now, &mut changes)? {
+                    ledger.push(outcome_of(&r, attempt, at.outcome.name()));
                     out.push(r);
                 }
             }
+            put_outcomes(tx, outcomes_id, now, ledger)?;
             tx.flush_counts()?;
             Ok((out, changes))
         })?;
@@ -128,7 +134,7 @@ impl Store {
         release_id: Option<u64>,
         now: DateTime<Utc>,
         changes: &mut Vec<Change>,
-    ) -> TxResult<Option<Recorded>> {
+    ) -> TxResult<Option<(Recorded, u32)>> {
         let (id, outcome, backoff_s) = (attempt.action.as_str(), &attempt.outcome, attempt.backoff_s);
         let st = &self.settings;
         let Some(old) = tx.action(id)? else {
@@ -260,7 +266,7 @@ impl Store {
             tx.put_account(&acct)?;
         }
         tx.transition(&old, &a, waiting_on)?;
-        Ok(Some(recorded(&a, released)))
+        Ok(Some((recorded(&a, released), old.attempts)))
     }
 
     /// At open: actions a crash left `inflight` become `unknown`, or are queued again
@@ -277,8 +283,11 @@ impl Store {
             return Ok(Recovery::default());
         }
         let idempotent = self.settings.idempotent;
+        self.op("generate ledger id")?;
+        let outcomes_id = self.db.generate_id()?;
         let result = self.transact(|tx| {
             let mut rec = Recovery::default();
+            let mut ledger = Vec::with_capacity(ids.len());
             for id in &ids {
                 let Some(old) = tx.action(id)? else { continue };
                 if old.state != State::Inflight {
@@ -296,7 +305,9 @@ impl Store {
                     rec.unknown.push(a.id.clone());
                 }
                 tx.transition(&old, &a, None)?;
+                ledger.push(outcome_of(&recorded(&a, false), old.attempts, LOST_TO_CRASH));
             }
+            put_outcomes(tx, outcomes_id, now, ledger)?;
             tx.flush_counts()?;
             Ok(rec)
         })?;
@@ -365,6 +376,33 @@ fn release(
     };
     tx.put(LEDGER, &codec::release_key(release_id), &rel)?;
     Ok((true, credit_back))
+}
+
+/// The outcome name of an attempt a crash left in flight, found at start-up.
+pub const LOST_TO_CRASH: &str = "lost_to_crash";
+
+fn outcome_of(r: &Recorded, attempt: u32, outcome: &str) -> LedgerOutcome {
+    LedgerOutcome {
+        action: r.action.clone(),
+        attempt,
+        outcome: outcome.to_string(),
+        state: r.state,
+        reason: r.reason.clone(),
+        until_ms: r.until.map(ms),
+        released: r.released,
+    }
+}
+
+/// Write the batch's outcomes as one ledger record (none when nothing was recorded).
+fn put_outcomes(tx: &Tx, id: u64, now: DateTime<Utc>, outcomes: Vec<LedgerOutcome>) -> TxResult<()> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let rec = LedgerOutcomes {
+        at_ms: ms(now),
+        outcomes,
+    };
+    tx.put(LEDGER, &codec::outcome_key(id), &rec)
 }
 
 fn corrupt(msg: String) -> ConflictableTransactionError<Abort> {

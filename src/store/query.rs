@@ -563,6 +563,10 @@ impl Store {
         let mut latest: BTreeMap<String, (NaiveDate, i64)> = BTreeMap::new();
         for kv in self.trees[LEDGER].iter() {
             let (k, v) = kv?;
+            // Outcomes move no counter: nothing to sum.
+            if codec::ledger_kind(&k) == Some(codec::LedgerKind::Outcomes) {
+                continue;
+            }
             if codec::is_release_key(&k) {
                 let r: LedgerRelease = codec::decode("ledger release", &v)?;
                 if r.reservation >= first_id {
@@ -713,8 +717,10 @@ impl Store {
         let result = self.transact(|tx| {
             for (k, e) in &old_ledger {
                 tx.del(LEDGER, k)?;
-                tx.del(DAYS, &codec::account_day_key(&e.account, e.account_day))?;
-                tx.del(DAYS, &codec::campaign_day_key(&e.campaign, e.campaign_day))?;
+                for d in &e.days {
+                    tx.del(DAYS, &codec::account_day_key(&d.account, d.account_day))?;
+                    tx.del(DAYS, &codec::campaign_day_key(&d.campaign, d.campaign_day))?;
+                }
             }
             for (k, tomb) in &expired {
                 tx.del(LINKS, k)?;

@@ -414,37 +414,91 @@ pub struct LedgerRelease {
     pub reservation: u64,
 }
 
-/// What retention needs of any ledger record, reservation or release.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LedgerItem {
+/// What became of one attempt (SPEC §5), as `show` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerOutcome {
+    pub action: String,
+    /// The attempt answered (the `attempt` of its reservation).
+    pub attempt: u32,
+    /// The outcome's name (`Outcome::name`: `sent`, `rate_limited`, ...), or
+    /// `lost_to_crash` for an attempt a crash left in flight (found at start-up).
+    pub outcome: String,
+    /// The action's state after it, with its reason (redacted as every stored reason)
+    /// and until.
+    pub state: State,
+    pub reason: Option<String>,
+    pub until_ms: Option<i64>,
+    /// The attempt was not delivered and its slots were given back (a `LedgerRelease`
+    /// in the same transaction).
+    pub released: bool,
+}
+
+/// Every outcome recorded by one transaction: one ledger record per recorded batch,
+/// under `codec::outcome_key`. It moves no counter: `audit` skips it, retention prunes
+/// it by `at_ms` like any ledger record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerOutcomes {
     pub at_ms: i64,
+    pub outcomes: Vec<LedgerOutcome>,
+}
+
+/// The day counters a ledger record holds slots of: pruned with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerDays {
     pub account: String,
     pub campaign: String,
     pub account_day: NaiveDate,
     pub campaign_day: NaiveDate,
 }
 
+/// What retention needs of any ledger record: when it was written, and the day
+/// counters it names (none for outcomes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerItem {
+    pub at_ms: i64,
+    pub days: Vec<LedgerDays>,
+}
+
 impl LedgerItem {
     /// Decode a `ledger` value by the kind its key names.
     pub fn decode(key: &[u8], value: &[u8]) -> Result<LedgerItem, super::StoreError> {
-        if super::codec::is_release_key(key) {
-            let r: LedgerRelease = super::codec::decode("ledger release", value)?;
-            Ok(LedgerItem {
-                at_ms: r.at_ms,
-                account: r.account,
-                campaign: r.campaign,
-                account_day: r.account_day,
-                campaign_day: r.campaign_day,
-            })
-        } else {
-            let e: LedgerEntry = super::codec::decode("ledger entry", value)?;
-            Ok(LedgerItem {
-                at_ms: e.at_ms,
-                account: e.account,
-                campaign: e.campaign,
-                account_day: e.account_day,
-                campaign_day: e.campaign_day,
-            })
+        use super::codec::{ledger_kind, LedgerKind};
+        match ledger_kind(key) {
+            Some(LedgerKind::Release) => {
+                let r: LedgerRelease = super::codec::decode("ledger release", value)?;
+                Ok(LedgerItem {
+                    at_ms: r.at_ms,
+                    days: vec![LedgerDays {
+                        account: r.account,
+                        campaign: r.campaign,
+                        account_day: r.account_day,
+                        campaign_day: r.campaign_day,
+                    }],
+                })
+            }
+            Some(LedgerKind::Outcomes) => {
+                let o: LedgerOutcomes = super::codec::decode("ledger outcomes", value)?;
+                Ok(LedgerItem {
+                    at_ms: o.at_ms,
+                    days: Vec::new(),
+                })
+            }
+            Some(LedgerKind::Reservation) => {
+                let e: LedgerEntry = super::codec::decode("ledger entry", value)?;
+                Ok(LedgerItem {
+                    at_ms: e.at_ms,
+                    days: vec![LedgerDays {
+                        account: e.account,
+                        campaign: e.campaign,
+                        account_day: e.account_day,
+                        campaign_day: e.campaign_day,
+                    }],
+                })
+            }
+            None => Err(super::StoreError::Corrupt(format!(
+                "a ledger key of {} bytes names no known record",
+                key.len()
+            ))),
         }
     }
 }
