@@ -55,22 +55,64 @@ fn free_port() -> u16 {
 struct Etcd {
     bin: PathBuf,
     dir: PathBuf,
+    name: String,
     client: u16,
     peer: u16,
+    /// `--initial-cluster`: every member's name and peer URL.
+    cluster: String,
     child: Option<Child>,
 }
 
 impl Etcd {
     fn start(bin: PathBuf, dir: &Path) -> Etcd {
-        let mut e = Etcd {
-            bin,
-            dir: dir.join("etcd"),
-            client: free_port(),
-            peer: free_port(),
-            child: None,
-        };
-        e.spawn();
-        e
+        Etcd::start_members(bin, dir, 1).pop().expect("one member")
+    }
+
+    /// `n` members of one cluster, started together.
+    fn start_members(bin: PathBuf, dir: &Path, n: usize) -> Vec<Etcd> {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("n{}=http://127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Etcd> = ports
+            .into_iter()
+            .enumerate()
+            .map(|(i, (client, peer))| Etcd {
+                bin: bin.clone(),
+                dir: dir.join(format!("etcd-n{}", i + 1)),
+                name: format!("n{}", i + 1),
+                client,
+                peer,
+                cluster: cluster.clone(),
+                child: None,
+            })
+            .collect();
+        for m in &mut members {
+            m.spawn();
+        }
+        members
+    }
+
+    /// Whether this member leads, by `etcdctl endpoint status` (`None`: no answer).
+    fn is_leader(&self) -> Option<bool> {
+        let out = Command::new(self.bin.with_file_name("etcdctl"))
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.endpoint(),
+                "endpoint",
+                "status",
+                "-w",
+                "json",
+            ])
+            .output()
+            .ok()?;
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let s = &doc[0]["Status"];
+        Some(s["leader"].as_u64()? == s["header"]["member_id"].as_u64()?)
     }
 
     fn endpoint(&self) -> String {
@@ -81,11 +123,11 @@ impl Etcd {
         let c = self.endpoint();
         let p = format!("http://127.0.0.1:{}", self.peer);
         let child = Command::new(&self.bin)
-            .args(["--name", "n1", "--data-dir"])
+            .args(["--name", &self.name, "--data-dir"])
             .arg(&self.dir)
             .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
             .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
-            .args(["--initial-cluster", &format!("n1={p}")])
+            .args(["--initial-cluster", &self.cluster])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -181,6 +223,15 @@ struct Host {
 
 impl Host {
     fn new(root: &Path, node: &str, etcd: &Etcd) -> Host {
+        Host::with_endpoints(root, node, &[etcd])
+    }
+
+    fn with_endpoints(root: &Path, node: &str, members: &[&Etcd]) -> Host {
+        let endpoints = members
+            .iter()
+            .map(|m| format!("\"{}\"", m.endpoint()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let dir = root.join(node);
         std::fs::create_dir_all(&dir).expect("host dir");
         let upstream = Upstream::start();
@@ -211,7 +262,7 @@ socket = "{d}/admin.sock"
 [metrics]
 listen = "127.0.0.1:{metrics}"
 [cluster]
-endpoints = ["{endpoint}"]
+endpoints = [{endpoints}]
 node = "{node}"
 prefix = "/fleet-test"
 lease_ttl_s = {LEASE_TTL_S}
@@ -220,7 +271,6 @@ start = "2026-11-25T01:00:00Z"
 speed = {SPEED:.1}
 "#,
                 port = upstream.port,
-                endpoint = etcd.endpoint(),
             ),
         )
         .expect("write config");
@@ -467,4 +517,45 @@ fn a_killed_owner_hands_its_account_over_after_the_lease_with_the_days_counts() 
     assert!(log.contains("\"event\":\"account_owned\""));
     // The ids h1 sent are on h2 too: h2 fails them instead of sending them again.
     assert!(log.contains("duplicate_in_fleet"), "{log}");
+}
+
+#[test]
+fn three_members_lose_their_leader_during_reservations_and_the_caps_hold() {
+    let Some(bin) = etcd_binary("three_members_lose_their_leader_during_reservations_and_the_caps_hold")
+    else {
+        return;
+    };
+    // Room for 50 of the three accounts' 60: the leader dies while the fleet sends.
+    const LIMIT: usize = 50;
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut members = Etcd::start_members(bin, root.path(), 3);
+    let all: Vec<&Etcd> = members.iter().collect();
+    let h1 = Host::with_endpoints(root.path(), "h1", &all);
+    let h2 = Host::with_endpoints(root.path(), "h2", &all);
+    let w1 = h1.start();
+    let w2 = h2.start();
+    h1.drop_jobs("001.jsonl", &jobs(&["a1", "a3"], 40, LIMIT));
+    h2.drop_jobs("001.jsonl", &jobs(&["a2", "a3"], 40, LIMIT));
+    let total = || h1.upstream.requests().len() + h2.upstream.requests().len();
+    wait_until("reservations under way", || total() >= 8);
+    let mut leader = None;
+    wait_until("a leader", || {
+        leader = members.iter().position(|m| m.is_leader() == Some(true));
+        leader.is_some()
+    });
+    let at_kill = total();
+    members[leader.expect("a leader")].kill();
+    wait_until("the fleet reaches the campaign's limit", || total() >= LIMIT);
+    std::thread::sleep(Duration::from_millis(3_000));
+    println!(
+        "leader n{} killed after {at_kill} sends; the fleet went on to {}",
+        leader.unwrap_or(0) + 1,
+        total()
+    );
+    assert_eq!(total(), LIMIT, "P1 over the fleet");
+    assert!(total() > at_kill, "sending resumed on the new leader");
+    no_id_twice(&[&h1, &h2]);
+    let (c1, l1) = w1.stop();
+    let (c2, l2) = w2.stop();
+    assert_eq!((c1, c2), (0, 0), "{l1}\n{l2}");
 }
