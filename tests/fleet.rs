@@ -527,6 +527,7 @@ fn three_members_lose_their_leader_during_reservations_and_the_caps_hold() {
     };
     // Room for 50 of the three accounts' 60: the leader dies while the fleet sends.
     const LIMIT: usize = 50;
+    let t0 = Instant::now();
     let root = tempfile::tempdir().expect("tempdir");
     let mut members = Etcd::start_members(bin, root.path(), 3);
     let all: Vec<&Etcd> = members.iter().collect();
@@ -544,11 +545,13 @@ fn three_members_lose_their_leader_during_reservations_and_the_caps_hold() {
         leader.is_some()
     });
     let at_kill = total();
+    let t_kill = t0.elapsed();
     members[leader.expect("a leader")].kill();
     wait_until("the fleet reaches the campaign's limit", || total() >= LIMIT);
+    let t_limit = t0.elapsed();
     std::thread::sleep(Duration::from_millis(3_000));
     println!(
-        "leader n{} killed after {at_kill} sends; the fleet went on to {}",
+        "leader n{} killed after {at_kill} sends ({t_kill:?}); the fleet went on to {} ({t_limit:?})",
         leader.unwrap_or(0) + 1,
         total()
     );

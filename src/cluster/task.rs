@@ -60,6 +60,7 @@ pub fn spawn(
         fresh: Freshness::new(cfg.lease_ttl_s),
         started: Instant::now(),
         conn: None,
+        endpoint: 0,
         last_lease: None,
         owned: BTreeSet::new(),
         elsewhere: BTreeMap::new(),
@@ -90,6 +91,8 @@ struct Task {
     fresh: Freshness,
     started: Instant,
     conn: Option<Conn>,
+    /// The index (modulo their number) of the endpoint to connect to.
+    endpoint: usize,
     /// The lease of the last connection: kept on reconnect while etcd still has it
     /// (an etcd restart keeps leases), so the accounts under it stay ours.
     last_lease: Option<i64>,
@@ -177,6 +180,7 @@ impl Task {
     }
 
     fn drop_conn(&mut self) {
+        self.endpoint = self.endpoint.wrapping_add(1);
         if self.conn.take().is_some() {
             // Ownership lasts no longer than we can vouch for the lease: the engine
             // stops dispatching through `Up(false)`, and the owner keys are compared
@@ -223,7 +227,11 @@ impl Task {
         let opts = ConnectOptions::new()
             .with_connect_timeout(self.call_timeout())
             .with_timeout(self.call_timeout());
-        let mut client = Client::connect(&self.endpoints, Some(opts)).await?;
+        // One member at a time, the next one after a failure: a dead member of a live
+        // cluster costs one reconnect, not a failed request in every few (any live
+        // member forwards to the leader).
+        let endpoint = &self.endpoints[self.endpoint % self.endpoints.len()];
+        let mut client = Client::connect([endpoint.as_str()], Some(opts)).await?;
         let mut kept = None;
         if let Some(id) = self.last_lease {
             let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
