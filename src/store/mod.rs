@@ -19,6 +19,7 @@ mod apply;
 pub mod codec;
 mod feed;
 pub mod identity;
+mod ingest;
 mod operator;
 mod outcome;
 mod query;
@@ -33,6 +34,7 @@ mod golden;
 pub use apply::ApplyOutcome;
 pub use apply::{Applied, EventEffect};
 pub use feed::{PageApplied, PageOutcome};
+pub use ingest::{Begin, Ingest, CHUNK_RECORDS};
 pub use operator::{ActionRow, Filter, History, Move, MoveReport, Pauses, Scope};
 pub use outcome::{Attempt, Recorded};
 pub use query::{
@@ -65,7 +67,10 @@ const FILES: usize = 8;
 const LINKS: usize = 9;
 const INFLIGHT: usize = 10;
 const META: usize = 11;
-const TREE_NAMES: [&str; 12] = [
+/// Actions and links of a job file being ingested, invisible until it is committed and
+/// published (`ingest.rs`).
+const STAGED: usize = 12;
+const TREE_NAMES: [&str; 13] = [
     "accounts",
     "campaigns",
     "actions",
@@ -78,6 +83,7 @@ const TREE_NAMES: [&str; 12] = [
     "links",
     "inflight",
     "meta",
+    "staged",
 ];
 
 const META_FORMAT: &[u8] = b"format_version";
@@ -386,6 +392,11 @@ impl Store {
                 written: Instant::now(),
             })
         });
+        if mode == Mode::Create {
+            // A file staged but not committed by a process that died is dropped (it is
+            // still in `processing/`); a committed one is published (`ingest.rs`).
+            store.recover_ingest()?;
+        }
         Ok(store)
     }
 
@@ -649,9 +660,21 @@ impl Store {
         &self,
         f: impl Fn(&Tx) -> tx::TxResult<T>,
     ) -> Result<Result<T, tx::Rejection>, StoreError> {
+        self.transact_mode(tx::Mode::Live, f)
+    }
+
+    /// `transact`, reading and writing as `mode` says (`ingest.rs`).
+    fn transact_mode<T>(
+        &self,
+        mode: tx::Mode,
+        f: impl Fn(&Tx) -> tx::TxResult<T>,
+    ) -> Result<Result<T, tx::Rejection>, StoreError> {
         use sled::transaction::{TransactionError, Transactional};
         self.op("transaction")?;
-        let result = self.trees.as_slice().transaction(|trees| f(&Tx::new(trees)));
+        let result = self
+            .trees
+            .as_slice()
+            .transaction(|trees| f(&Tx::with_mode(trees, mode)));
         match result {
             Ok(v) => Ok(Ok(v)),
             Err(TransactionError::Abort(Abort::Reject(r))) => Ok(Err(r)),
