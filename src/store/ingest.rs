@@ -304,7 +304,7 @@ impl Store {
                     if let Some(a) = a {
                         debug_assert_eq!(a.id.as_bytes(), key);
                         if tx.get_raw(ACTIONS, key)?.is_none() {
-                            tx.insert_action(a)?;
+                            tx.insert_encoded(a, v)?;
                         }
                     } else if tx.get_raw(LINKS, key)?.is_none() {
                         tx.put_raw(LINKS, key, v)?;

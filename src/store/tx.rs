@@ -165,6 +165,9 @@ impl<'a> Tx<'a> {
 
     pub fn get_raw(&self, tree: usize, key: &[u8]) -> TxResult<Option<sled::IVec>> {
         if let Mode::Dry { overlay, .. } = self.mode {
+            if overlay.is_empty() && self.delta.borrow().is_empty() {
+                return self.staged_or_live(tree, key);
+            }
             let k = (tree, key.to_vec());
             if let Some(v) = self.delta.borrow().get(&k) {
                 return Ok(v.clone());
@@ -173,6 +176,10 @@ impl<'a> Tx<'a> {
                 return Ok(v.clone());
             }
         }
+        self.staged_or_live(tree, key)
+    }
+
+    fn staged_or_live(&self, tree: usize, key: &[u8]) -> TxResult<Option<sled::IVec>> {
         if let Some(v) = self.staged(tree, key)? {
             return Ok(Some(v));
         }
@@ -292,13 +299,24 @@ impl<'a> Tx<'a> {
 
     /// Store a new action and index it.
     pub fn insert_action(&self, a: &Action) -> TxResult<()> {
-        if let Mode::Dry { .. } = self.mode {
-            // Staged: indexed and counted when the committed file is published.
+        if let Mode::Dry { token, .. } = self.mode {
+            // Staged: indexed and counted when the committed file is published. The
+            // caller checked that the id is new (`apply::apply_action`).
             debug_assert!(self.get_raw(ACTIONS, a.id.as_bytes())?.is_none());
-            return self.put(ACTIONS, a.id.as_bytes(), a);
+            self.t[STAGED].insert(stage_key(token, ACTIONS, a.id.as_bytes()), codec::encode(a))?;
+            return Ok(());
         }
         self.index(a, None)?;
         self.put(ACTIONS, a.id.as_bytes(), a)?;
+        self.counts.borrow_mut()[a.state.index()] += 1;
+        Ok(())
+    }
+
+    /// `insert_action` of an action already encoded as `bytes` (publishing a staged one).
+    pub fn insert_encoded(&self, a: &Action, bytes: &[u8]) -> TxResult<()> {
+        debug_assert!(matches!(self.mode, Mode::Live));
+        self.index(a, None)?;
+        self.put_raw(ACTIONS, a.id.as_bytes(), bytes)?;
         self.counts.borrow_mut()[a.state.index()] += 1;
         Ok(())
     }
