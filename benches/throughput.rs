@@ -122,16 +122,19 @@ struct Ingest {
     total_per_s: f64,
 }
 
-/// Ingest: one file of `n` actions, parsed and applied (one transaction, durable).
+/// Ingest: one file of `n` actions, parsed and applied (in chunks, durable).
+/// `Store::apply` parses as it goes: `parse_per_s` times the parse alone, for scale;
+/// `apply_per_s` and `total_per_s` are both parse + apply.
 fn ingest(dir: &Path, n: usize, accounts: usize) -> Ingest {
     let store = setup(dir, accounts);
     let (text, _) = common::actions_file("in-", n, accounts, "bench");
     let t0 = Instant::now();
     let records = parse_file("01-actions.jsonl", text.as_bytes()).expect("valid job file");
     let parse_s = t0.elapsed().as_secs_f64();
+    drop(records);
     let t1 = Instant::now();
     let out = store
-        .apply("01-actions.jsonl", text.as_bytes(), &records, common::bench_now())
+        .apply("01-actions.jsonl", text.as_bytes(), common::bench_now())
         .expect("store works");
     let apply_s = t1.elapsed().as_secs_f64();
     match out {
@@ -141,7 +144,7 @@ fn ingest(dir: &Path, n: usize, accounts: usize) -> Ingest {
     Ingest {
         parse_per_s: n as f64 / parse_s,
         apply_per_s: n as f64 / apply_s,
-        total_per_s: n as f64 / (parse_s + apply_s),
+        total_per_s: n as f64 / apply_s,
     }
 }
 

@@ -9,11 +9,10 @@
 use crate::clock::{Clock, ScaledClock, SystemClock};
 use crate::config::{Config, UpstreamKind};
 use crate::contract::events::FetchError;
-use crate::contract::jobfile::parse_file;
 use crate::contract::Outcome;
 use crate::engine::{Engine, EngineConfig};
 use crate::spool::{Claimed, ReadError, Spool};
-use crate::store::{ApplyOutcome, OpenOptions, Reservation, Settings, Store, StoreError};
+use crate::store::{ApplyOutcome, Begin, OpenOptions, Reservation, Settings, Store, StoreError};
 use crate::upstream::{events::HttpEvents, exec::Exec, http::Http, sim::SimUpstream, EventSource, Upstream};
 use crate::{admin, exit, log};
 use chrono::Utc;
@@ -259,6 +258,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         config,
         config_path,
         started: Instant::now(),
+        watchdog: None,
+        last_ping: Instant::now(),
+        last_status: None,
+        deferred: Vec::new(),
         metrics,
     };
     worker.set_events(events);
@@ -353,6 +356,13 @@ struct Worker {
     started: Instant,
     /// Snapshots for the metrics listener, with `metrics.listen` set.
     metrics: Option<crate::metrics::Publisher>,
+    /// Half the systemd watchdog interval, when systemd asks for pings.
+    watchdog: Option<Duration>,
+    last_ping: Instant,
+    /// When the status file was last written.
+    last_status: Option<Instant>,
+    /// Messages that arrived while a file was being applied, for the main loop.
+    deferred: Vec<Msg>,
 }
 
 impl Worker {
@@ -371,15 +381,14 @@ impl Worker {
         ]);
         let mut usec = 0u64;
         let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+        self.watchdog = watchdog;
         let mut spool_due = true;
         let mut leftovers = true;
-        let (mut last_rescan, mut last_status, mut last_ping, mut last_prune) =
-            (Instant::now(), None::<Instant>, Instant::now(), Instant::now());
+        let (mut last_rescan, mut last_prune) = (Instant::now(), Instant::now());
         let mut stop_deadline: Option<Instant> = None;
         loop {
-            // Read every turn: SIGHUP may have changed them.
+            // Read every turn: SIGHUP may have changed it.
             let rescan = Duration::from_secs(self.config.spool.rescan_s);
-            let status_every = Duration::from_secs(self.config.status.every_s);
             if stop_deadline.is_none() {
                 if spool_due || last_rescan.elapsed() >= rescan {
                     self.take_files(leftovers)?;
@@ -401,25 +410,16 @@ impl Worker {
                 }
             }
             self.flush_log();
-            if last_status.is_none_or(|t| t.elapsed() >= status_every) {
-                self.write_status()?;
-                last_status = Some(Instant::now());
-            } else if self
-                .metrics
-                .as_ref()
-                .and_then(|m| m.due_at())
-                .is_some_and(|t| t <= Instant::now())
+            if !self.status_due()?
+                && self
+                    .metrics
+                    .as_ref()
+                    .and_then(|m| m.due_at())
+                    .is_some_and(|t| t <= Instant::now())
             {
                 self.publish_metrics(self.status_report()?)?;
             }
-            if let Some(every) = watchdog {
-                if last_ping.elapsed() >= every {
-                    // A successful store round trip, then the ping: a hung store stops it.
-                    self.engine.store().ping()?;
-                    notify(&[sd_notify::NotifyState::Watchdog]);
-                    last_ping = Instant::now();
-                }
-            }
+            self.ping_watchdog()?;
             if let Some(deadline) = stop_deadline {
                 if self.engine.inflight() == 0 || Instant::now() >= deadline {
                     if let Some(c) = &self.cluster {
@@ -441,12 +441,16 @@ impl Worker {
                 rescan.saturating_sub(last_rescan.elapsed()),
                 watchdog,
             )?;
-            let first = match self.rx.recv_timeout(wait) {
+            let mut msgs = std::mem::take(&mut self.deferred);
+            let first = match self
+                .rx
+                .recv_timeout(if msgs.is_empty() { wait } else { Duration::ZERO })
+            {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return Err(Fatal::Other("inbox closed".into())),
             };
-            let mut msgs: Vec<Msg> = first.into_iter().collect();
+            msgs.extend(first);
             while let Ok(m) = self.rx.try_recv() {
                 msgs.push(m);
             }
@@ -485,6 +489,60 @@ impl Worker {
                 self.engine.complete_many(done, self.clock.now())?;
             }
         }
+    }
+
+    /// Write the status file when `status.every_s` has passed: true when it did.
+    fn status_due(&mut self) -> Result<bool, Fatal> {
+        let every = Duration::from_secs(self.config.status.every_s);
+        if self.last_status.is_some_and(|t| t.elapsed() < every) {
+            return Ok(false);
+        }
+        self.write_status()?;
+        self.last_status = Some(Instant::now());
+        Ok(true)
+    }
+
+    /// A successful store round trip, then `WATCHDOG=1`, when one is due: a hung store
+    /// stops the pings.
+    fn ping_watchdog(&mut self) -> Result<(), Fatal> {
+        if let Some(every) = self.watchdog {
+            if self.last_ping.elapsed() >= every {
+                self.engine.store().ping()?;
+                notify(&[sd_notify::NotifyState::Watchdog]);
+                self.last_ping = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Between two chunks of a big file (SPEC §6): send what is due, record the answers
+    /// that came back, write the status file and feed the watchdog. Other messages wait for the main loop.
+    fn between_chunks(&mut self) -> Result<(), Fatal> {
+        let now = self.clock.now();
+        for r in self.engine.tick(now)? {
+            self.send(r);
+        }
+        let mut done = Vec::new();
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                Msg::Done(res, outcome) => {
+                    if let Some(m) = &mut self.metrics {
+                        m.count(&res, &outcome);
+                    }
+                    done.push((*res, outcome));
+                }
+                Msg::Page(fetched) => {
+                    self.engine.feed_result(fetched, now)?;
+                }
+                other => self.deferred.push(other),
+            }
+        }
+        if !done.is_empty() {
+            self.engine.complete_many(done, self.clock.now())?;
+        }
+        self.flush_log();
+        self.status_due()?;
+        self.ping_watchdog()
     }
 
     fn wait_time(
@@ -676,14 +734,16 @@ impl Worker {
                 return Ok(());
             }
         };
-        let records = match parse_file(&c.name, &bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                self.reject(c, e.line, &e.field, &e.reason);
-                return Ok(());
-            }
+        let outcome = match self.engine.begin_file(&c.name, bytes, now)? {
+            Begin::Finished(o) => o,
+            Begin::Started(mut job) => loop {
+                if let Some(o) = self.engine.file_step(&mut job, self.clock.now())? {
+                    break o;
+                }
+                self.between_chunks()?;
+            },
         };
-        match self.engine.apply_file(&c.name, &bytes, &records, now)? {
+        match outcome {
             ApplyOutcome::Applied(_) => self.finish(c, Move::Done),
             ApplyOutcome::AlreadyApplied => {
                 // SPEC 6: the same name and content were applied before.
@@ -702,8 +762,8 @@ impl Worker {
     /// Whether a leftover's content was applied before (the worker died between the
     /// apply and the move to `done/`). Unreadable: not applied.
     fn applied_before(&self, c: &Claimed) -> Result<bool, Fatal> {
-        match self.spool.read(c) {
-            Ok(bytes) => Ok(self.engine.store().file_applied(&c.name, &bytes)?),
+        match self.spool.content_hash(c) {
+            Ok(hash) => Ok(self.engine.store().file_hash_applied(&c.name, hash)?),
             Err(_) => Ok(false),
         }
     }

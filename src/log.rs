@@ -48,6 +48,7 @@ pub fn event(ev: &Event) {
             field,
             reason,
         } => warn!(event = name, file, line, field, reason),
+        Event::FileProgress { file, done, total } => info!(event = name, file, done, total),
         Event::ActionReserved {
             action,
             account,

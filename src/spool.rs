@@ -200,11 +200,10 @@ impl Spool {
         Ok(names.iter().map(|n| n.to_string_lossy().into_owned()).collect())
     }
 
-    /// Reads a claimed file whole. Refuses what is not a regular file (without
-    /// following a symbolic link or blocking on a fifo), a file larger than
-    /// `max_file_bytes` (reading at most one byte more, in case it grew), and a
-    /// name that is not UTF-8.
-    pub fn read(&self, c: &Claimed) -> Result<Vec<u8>, ReadError> {
+    /// Opens a claimed file for reading: the file and its size. Refuses what is not a
+    /// regular file (without following a symbolic link or blocking on a fifo), a file
+    /// larger than `max_file_bytes`, and a name that is not UTF-8.
+    fn open_claimed(&self, c: &Claimed) -> Result<(fs::File, u64), ReadError> {
         if std::str::from_utf8(c.os_name().as_bytes()).is_err() {
             return Err(ReadError::NameNotUtf8);
         }
@@ -233,7 +232,15 @@ impl Spool {
                 max,
             });
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        Ok((file, meta.len()))
+    }
+
+    /// Reads a claimed file whole (`open_claimed`'s refusals; reading at most one byte
+    /// more than `max_file_bytes`, in case it grew).
+    pub fn read(&self, c: &Claimed) -> Result<Vec<u8>, ReadError> {
+        let (file, len) = self.open_claimed(c)?;
+        let max = self.max_file_bytes;
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         file.take(max.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(ReadError::Io)?;
@@ -242,6 +249,23 @@ impl Spool {
             return Err(ReadError::TooLarge { size, max });
         }
         Ok(bytes)
+    }
+
+    /// The content hash of a claimed file (`store::codec::content_hash`), read in small
+    /// blocks: deciding about a file never needs it whole in memory (a poison file may
+    /// be one too big to read at all).
+    pub fn content_hash(&self, c: &Claimed) -> Result<u64, ReadError> {
+        let (mut file, _) = self.open_claimed(c)?;
+        let mut h = crate::store::codec::ContentHash::default();
+        let mut block = vec![0u8; 64 * 1024];
+        loop {
+            match file.read(&mut block) {
+                Ok(0) => return Ok(h.finish()),
+                Ok(n) => h.update(&block[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
     }
 
     /// Moves a claimed file into `done/`, as `<name>`, or `<name>.1`, `<name>.2`, …

@@ -859,7 +859,7 @@ fn check_states(store: &Store, accepted: &BTreeSet<String>, what: &str) -> Check
 fn apply_text(engine: &mut Engine, model: &mut Model, name: &str, text: &str, now: DateTime<Utc>) -> Check {
     let records = parse_file(name, text.as_bytes()).map_err(|e| format!("{name}: {e:?}"))?;
     match engine
-        .apply_file(name, text.as_bytes(), &records, now)
+        .apply_file(name, text.as_bytes(), now)
         .map_err(|e| e.to_string())?
     {
         ApplyOutcome::Applied(_) => {

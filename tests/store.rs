@@ -74,11 +74,9 @@ fn a_file_is_applied_once_and_a_bad_one_not_at_all() {
     let now = utc(NOW);
     let text = format!("{}\n{}\n", account_line("a1", ""), campaign_line("c1", 10, ""));
     apply(&store, "f.jsonl", &text, now);
-    let records = parse_file("f.jsonl", text.as_bytes()).expect("valid");
+    parse_file("f.jsonl", text.as_bytes()).expect("valid");
     assert_eq!(
-        store
-            .apply("f.jsonl", text.as_bytes(), &records, now)
-            .expect("ok"),
+        store.apply("f.jsonl", text.as_bytes(), now).expect("ok"),
         ApplyOutcome::AlreadyApplied
     );
     // Line 2 is fine, line 3 names an unknown campaign: nothing of the file applies.
@@ -88,9 +86,9 @@ fn a_file_is_applied_once_and_a_bad_one_not_at_all() {
         action_line("y1", "c1", "a1", "message"),
         action_line("y2", "nope", "a1", "message")
     );
-    let records = parse_file("bad.jsonl", bad.as_bytes()).expect("parses");
+    parse_file("bad.jsonl", bad.as_bytes()).expect("parses");
     match store
-        .apply("bad.jsonl", bad.as_bytes(), &records, now)
+        .apply("bad.jsonl", bad.as_bytes(), now)
         .expect("store works")
     {
         ApplyOutcome::Rejected(r) => assert_eq!((r.line, r.field.as_str()), (3, "campaign")),
@@ -104,11 +102,8 @@ fn a_file_is_applied_once_and_a_bad_one_not_at_all() {
         action_line("z", "c1", "a1", "message"),
         action_line("z", "c1", "a1", "message")
     );
-    let records = parse_file("dup.jsonl", dup.as_bytes()).expect("parses");
-    match store
-        .apply("dup.jsonl", dup.as_bytes(), &records, now)
-        .expect("ok")
-    {
+    parse_file("dup.jsonl", dup.as_bytes()).expect("parses");
+    match store.apply("dup.jsonl", dup.as_bytes(), now).expect("ok") {
         ApplyOutcome::Applied(a) => assert_eq!((a.actions, a.duplicates), (1, 1)),
         other => panic!("{other:?}"),
     }
@@ -741,11 +736,8 @@ fn applied(
     text: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> sendgate::store::Applied {
-    let records = parse_file(name, text.as_bytes()).expect("valid job file");
-    match store
-        .apply(name, text.as_bytes(), &records, now)
-        .expect("store works")
-    {
+    parse_file(name, text.as_bytes()).expect("valid job file");
+    match store.apply(name, text.as_bytes(), now).expect("store works") {
         ApplyOutcome::Applied(a) => a,
         other => panic!("{name} did not apply: {other:?}"),
     }
@@ -906,11 +898,8 @@ fn picking_an_account_skips_restricted_and_held_ones() {
         now,
     );
     let text = unnamed("p3");
-    let records = parse_file("p3.jsonl", text.as_bytes()).expect("valid");
-    match store
-        .apply("p3.jsonl", text.as_bytes(), &records, now)
-        .expect("store")
-    {
+    parse_file("p3.jsonl", text.as_bytes()).expect("valid");
+    match store.apply("p3.jsonl", text.as_bytes(), now).expect("store") {
         ApplyOutcome::Rejected(r) => {
             assert_eq!((r.line, r.field.as_str()), (1, "account"));
             assert!(r.reason.contains("restricted"), "{}", r.reason);

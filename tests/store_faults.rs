@@ -186,8 +186,8 @@ fn drive(
 
 fn apply(engine: &mut Engine, now: DateTime<Utc>) -> Result<(), StoreError> {
     let text = job_file();
-    let records = parse_file(FILE, text.as_bytes()).expect("the job file is valid");
-    match engine.apply_file(FILE, text.as_bytes(), &records, now)? {
+    parse_file(FILE, text.as_bytes()).expect("the job file is valid");
+    match engine.apply_file(FILE, text.as_bytes(), now)? {
         ApplyOutcome::Applied(_) | ApplyOutcome::AlreadyApplied => Ok(()),
         ApplyOutcome::Rejected(r) => panic!("job file rejected: {r:?}"),
     }

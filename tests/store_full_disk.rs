@@ -99,8 +99,8 @@ fn a_full_disk_fails_closed_and_recovers_consistent() {
             );
             text.push('\n');
         }
-        let records = parse_file("f.jsonl", text.as_bytes()).expect("valid");
-        match store.apply(&format!("f{f}.jsonl"), text.as_bytes(), &records, now) {
+        parse_file("f.jsonl", text.as_bytes()).expect("valid");
+        match store.apply(&format!("f{f}.jsonl"), text.as_bytes(), now) {
             Ok(ApplyOutcome::Applied(_)) => {}
             Ok(other) => panic!("unexpected {other:?}"),
             Err(e) => {

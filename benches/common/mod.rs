@@ -173,9 +173,9 @@ pub fn setup_text(accounts: usize) -> String {
 
 /// Parse and apply a job file at `bench_now()`; panics unless it applied.
 pub fn apply_ok(store: &sendgate::store::Store, name: &str, text: &str) {
-    let records = sendgate::contract::parse_file(name, text.as_bytes()).expect("valid job file");
+    sendgate::contract::parse_file(name, text.as_bytes()).expect("valid job file");
     match store
-        .apply(name, text.as_bytes(), &records, bench_now())
+        .apply(name, text.as_bytes(), bench_now())
         .expect("store works")
     {
         sendgate::store::ApplyOutcome::Applied(_) => {}

@@ -752,6 +752,30 @@ type ParsedLine = (usize, Result<Record, FieldError>);
 /// Split a file into its records, each parsed on its own. An error here (not UTF-8, a
 /// broken document) spoils the whole file.
 fn split(name: &str, bytes: &[u8]) -> Result<Vec<ParsedLine>, FileError> {
+    let spans = record_spans(name, bytes)?;
+    let text = text_of(bytes);
+    Ok(spans
+        .into_iter()
+        .map(|s| (s.line, parse_record(&text[s.range])))
+        .collect())
+}
+
+/// Where one record of a file is: the line it starts on and its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub line: usize,
+    pub range: std::ops::Range<usize>,
+}
+
+/// The text of a file `record_spans` accepted (valid UTF-8).
+pub fn text_of(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// Where every record of a file is, without parsing any: a big file is then parsed
+/// one chunk at a time (`store::ingest`), never held parsed whole. An error here (not
+/// UTF-8, a broken document) spoils the whole file.
+pub fn record_spans(name: &str, bytes: &[u8]) -> Result<Vec<Span>, FileError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = line_of(
             &String::from_utf8_lossy(&bytes[..e.valid_up_to()]),
@@ -780,21 +804,36 @@ fn split(name: &str, bytes: &[u8]) -> Result<Vec<ParsedLine>, FileError> {
                 field_err(field, format!("bad JSON document: {e}")),
             )
         })?;
+        // Lines counted once, in order, not from the start for every record.
+        let (mut line, mut at) = (1, 0);
         Ok(doc
             .records
             .into_iter()
             .map(|raw| {
-                let offset = raw.get().as_ptr() as usize - text.as_ptr() as usize;
-                (line_of(text, offset), parse_record(raw.get()))
+                let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+                line += text.as_bytes()[at..start].iter().filter(|&&b| b == b'\n').count();
+                at = start;
+                Span {
+                    line,
+                    range: start..start + raw.get().len(),
+                }
             })
             .collect())
     } else {
-        Ok(text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| (i + 1, parse_record(l)))
-            .collect())
+        let mut spans = Vec::new();
+        let mut start = 0;
+        for (i, l) in text.split('\n').enumerate() {
+            let end = start + l.len();
+            let body = l.strip_suffix('\r').unwrap_or(l);
+            if !body.trim().is_empty() {
+                spans.push(Span {
+                    line: i + 1,
+                    range: start..start + body.len(),
+                });
+            }
+            start = end + 1;
+        }
+        Ok(spans)
     }
 }
 

@@ -23,6 +23,12 @@ pub enum Event {
         field: String,
         reason: String,
     },
+    /// A big file being applied: records done so far, of `total` (SPEC §6).
+    FileProgress {
+        file: String,
+        done: usize,
+        total: usize,
+    },
     ActionReserved {
         action: String,
         account: String,
@@ -205,6 +211,7 @@ impl Event {
         match self {
             Event::FileApplied { .. } => "file_applied",
             Event::FileRejected { .. } => "file_rejected",
+            Event::FileProgress { .. } => "file_progress",
             Event::ActionReserved { .. } => "action_reserved",
             Event::ActionSent { .. } => "action_sent",
             Event::ActionParked { .. } => "action_parked",

@@ -17,16 +17,18 @@ pub mod virtual_run;
 pub use events::Event;
 pub use feed::{FetchError, PollCounts, MAX_FEED_BACKOFF_S};
 
-use crate::contract::jobfile::{Line, Record};
 use crate::contract::Outcome;
 use crate::policy::breaker::{Breaker, Permit};
 use crate::policy::caps::Blocker;
 use crate::policy::pacing::{backoff_s, next_gap_s, SplitMix64};
 use crate::policy::zone::Zones;
 use crate::store::Change;
-use crate::store::{ApplyOutcome, Attempt, Hold, Reservation, ReserveResult, State, Store, StoreError};
+use crate::store::{
+    ApplyOutcome, Attempt, Begin, Hold, Ingest, Reservation, ReserveResult, State, Store, StoreError,
+};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 /// Reservations taken in one store transaction (group commit).
 pub const MAX_RESERVE_BATCH: usize = 64;
@@ -39,6 +41,10 @@ pub const MAX_PARK_BATCH: usize = 4096;
 /// When a reservation is skipped for a reason the engine did not foresee (a race with
 /// an event), the account is looked at again after this long.
 const RECHECK_S: i64 = 60;
+/// A file of more records than this logs `file_progress`, at most every
+/// `PROGRESS_EVERY` (SPEC §6).
+pub const PROGRESS_RECORDS: usize = 10_000;
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineConfig {
@@ -110,6 +116,8 @@ pub struct Engine {
     feed: Option<feed::Feed>,
     /// Fleet mode (SPEC §12): claims through the cluster task before reserving.
     fleet: Option<fleet::Fleet>,
+    /// When the file being applied last logged `file_progress`.
+    progress_at: Instant,
 }
 
 fn change_event(c: Change) -> Event {
@@ -178,6 +186,7 @@ impl Engine {
             probes_sent: 0,
             feed: None,
             fleet: None,
+            progress_at: Instant::now(),
         };
         let rec = e.store.recover(now)?;
         for id in rec.unknown.iter().chain(&rec.requeued) {
@@ -307,16 +316,71 @@ impl Engine {
         }
     }
 
-    /// Apply a parsed job file (one transaction) and log the result.
+    /// Apply a job file whole (every chunk at once) and log the result.
     pub fn apply_file(
         &mut self,
         name: &str,
         bytes: &[u8],
-        records: &[Line<Record>],
         now: DateTime<Utc>,
     ) -> Result<ApplyOutcome, StoreError> {
-        let outcome = self.store.apply(name, bytes, records, now)?;
+        let mut job = match self.begin_file(name, bytes.to_vec(), now)? {
+            Begin::Finished(o) => return Ok(o),
+            Begin::Started(job) => job,
+        };
+        loop {
+            if let Some(o) = self.file_step(&mut job, now)? {
+                return Ok(o);
+            }
+        }
+    }
+
+    /// Start applying a job file: `Begin::Started` is stepped with `file_step`, and
+    /// the engine may tick between two steps (SPEC §6, big files).
+    pub fn begin_file(
+        &mut self,
+        name: &str,
+        bytes: Vec<u8>,
+        now: DateTime<Utc>,
+    ) -> Result<Begin, StoreError> {
+        let begin = self.store.begin_ingest(name, bytes, now)?;
+        if let Begin::Finished(o) = &begin {
+            self.file_outcome(name, o, now)?;
+        }
+        self.progress_at = Instant::now();
+        Ok(begin)
+    }
+
+    /// One bounded step of a file (a chunk staged, the commit, or a chunk published):
+    /// its outcome once it is done, logged.
+    pub fn file_step(
+        &mut self,
+        job: &mut Ingest,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ApplyOutcome>, StoreError> {
+        let outcome = self.store.ingest_step(job)?;
+        let (done, total) = job.progress();
         match &outcome {
+            Some(o) => self.file_outcome(job.name(), o, now)?,
+            None if total > PROGRESS_RECORDS && self.progress_at.elapsed() >= PROGRESS_EVERY => {
+                self.progress_at = Instant::now();
+                self.events.push(Event::FileProgress {
+                    file: job.name().to_string(),
+                    done,
+                    total,
+                });
+            }
+            None => {}
+        }
+        Ok(outcome)
+    }
+
+    fn file_outcome(
+        &mut self,
+        name: &str,
+        outcome: &ApplyOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match outcome {
             ApplyOutcome::Applied(a) => {
                 self.events.push(Event::FileApplied {
                     file: name.to_string(),
@@ -339,7 +403,7 @@ impl Engine {
                 reason: r.reason.clone(),
             }),
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// The earliest instant the engine has something to do, if any.

@@ -75,21 +75,7 @@ impl VirtualRun {
 
     /// Apply a job file's text at the current time.
     pub fn apply_text(&mut self, name: &str, text: &str) -> Result<(), StoreError> {
-        match crate::contract::parse_file(name, text.as_bytes()) {
-            Ok(records) => {
-                self.engine
-                    .apply_file(name, text.as_bytes(), &records, self.now)?;
-            }
-            Err(e) => self.log.push((
-                self.now,
-                Event::FileRejected {
-                    file: name.to_string(),
-                    line: e.line,
-                    field: e.field,
-                    reason: e.reason,
-                },
-            )),
-        }
+        self.engine.apply_file(name, text.as_bytes(), self.now)?;
         self.collect();
         Ok(())
     }

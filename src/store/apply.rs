@@ -1,5 +1,5 @@
-//! Apply a parsed job file in one transaction (SPEC §6, P6): every record or none, the
-//! file recorded by name and content hash so it is never applied twice.
+//! The job-file record rules (SPEC §6): what each record does to the store, through a
+//! `Tx`. `ingest.rs` runs them chunk by chunk, all or nothing per file.
 
 use super::codec::{self, content_hash, file_key, ms};
 use super::records::{Account, AccountCaps, Action, Campaign, State};
@@ -374,23 +374,61 @@ fn need_action(tx: &Tx, line: usize, id: &str) -> TxResult<Action> {
     }
 }
 
+/// What a `Ctx` learns while applying records, carried from one chunk of a file to
+/// the next (`ingest.rs`).
+#[derive(Clone, Default)]
+pub(super) struct Carry {
+    assigned: BTreeMap<(String, Kind), u32>,
+    pub(super) out: Applied,
+    pub(super) resumed: Vec<(bool, String)>,
+    campaign_cache: BTreeMap<String, Campaign>,
+    known_accounts: std::collections::BTreeSet<String>,
+}
+
 impl<'a> Ctx<'a> {
     pub(super) fn new(tx: &'a Tx<'a>, st: &'a Settings, now: DateTime<Utc>, seqs: &'a [u64]) -> Ctx<'a> {
+        Ctx::resume(tx, st, now, seqs, Carry::default())
+    }
+
+    /// A context that goes on from what earlier chunks of the same file learnt.
+    pub(super) fn resume(
+        tx: &'a Tx<'a>,
+        st: &'a Settings,
+        now: DateTime<Utc>,
+        seqs: &'a [u64],
+        carry: Carry,
+    ) -> Ctx<'a> {
         Ctx {
             tx,
             st,
             now,
-            assigned: BTreeMap::new(),
+            assigned: carry.assigned,
             seqs: seqs.iter(),
-            out: Applied::default(),
-            resumed: Vec::new(),
-            campaign_cache: BTreeMap::new(),
-            known_accounts: Default::default(),
+            out: carry.out,
+            resumed: carry.resumed,
+            campaign_cache: carry.campaign_cache,
+            known_accounts: carry.known_accounts,
         }
     }
 
-    pub(super) fn into_parts(self) -> (Applied, Vec<(bool, String)>) {
-        (self.out, self.resumed)
+    pub(super) fn into_carry(self) -> Carry {
+        Carry {
+            assigned: self.assigned,
+            out: self.out,
+            resumed: self.resumed,
+            campaign_cache: self.campaign_cache,
+            known_accounts: self.known_accounts,
+        }
+    }
+
+    /// Apply one record of a job file.
+    pub(super) fn record(&mut self, l: &Line<Record>) -> TxResult<()> {
+        match &l.record {
+            Record::Account(r) => apply_account(self, l.line, r),
+            Record::Campaign(r) => apply_campaign(self, l.line, r),
+            Record::Action(r) => apply_action(self, l.line, r),
+            Record::Event(e) => apply_event(self, l.line, e).map(|_| ()),
+        }
     }
 }
 
@@ -565,7 +603,7 @@ pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult
 
 /// `meta` key counting the start-ups that found job file `name` in `processing/`
 /// without it being applied (SPEC §6, poison files).
-fn leftover_key(name: &str) -> Vec<u8> {
+pub(super) fn leftover_key(name: &str) -> Vec<u8> {
     [b"leftover/".as_slice(), name.as_bytes()].concat()
 }
 
@@ -600,62 +638,13 @@ impl Store {
 
     /// Whether a file of this name and content was applied.
     pub fn file_applied(&self, name: &str, bytes: &[u8]) -> Result<bool, StoreError> {
-        self.op("read files")?;
-        Ok(self.trees[FILES].contains_key(file_key(name, content_hash(bytes)))?)
+        self.file_hash_applied(name, content_hash(bytes))
     }
 
-    /// Apply a parsed job file whole, or reject it whole with the line and field.
-    pub fn apply(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        records: &[Line<Record>],
-        now: DateTime<Utc>,
-    ) -> Result<ApplyOutcome, StoreError> {
-        let fkey = file_key(name, content_hash(bytes));
+    /// Whether a file of this name and content hash (`codec::content_hash`) was applied.
+    pub fn file_hash_applied(&self, name: &str, hash: u64) -> Result<bool, StoreError> {
         self.op("read files")?;
-        if self.trees[FILES].contains_key(&fkey)? {
-            return Ok(ApplyOutcome::AlreadyApplied);
-        }
-        let n_actions = records
-            .iter()
-            .filter(|l| matches!(l.record, Record::Action(_)))
-            .count();
-        let mut seqs = Vec::with_capacity(n_actions);
-        for _ in 0..n_actions {
-            seqs.push(self.db.generate_id()?);
-        }
-        let result = self.transact(|tx| {
-            if tx.get_raw(FILES, &fkey)?.is_some() {
-                return Ok(None);
-            }
-            let mut c = Ctx::new(tx, &self.settings, now, &seqs);
-            for l in records {
-                match &l.record {
-                    Record::Account(r) => apply_account(&mut c, l.line, r)?,
-                    Record::Campaign(r) => apply_campaign(&mut c, l.line, r)?,
-                    Record::Action(r) => apply_action(&mut c, l.line, r)?,
-                    Record::Event(e) => {
-                        apply_event(&mut c, l.line, e)?;
-                    }
-                }
-            }
-            tx.put(FILES, &fkey, &ms(now))?;
-            // Applied: it is no poison file, whatever start-ups found it before.
-            tx.del(META, &leftover_key(name))?;
-            tx.flush_counts()?;
-            Ok(Some(c.into_parts()))
-        })?;
-        let (applied, resumed) = match result {
-            Ok(Some(v)) => v,
-            Ok(None) => return Ok(ApplyOutcome::AlreadyApplied),
-            Err(r) => return Ok(ApplyOutcome::Rejected(r)),
-        };
-        self.make_durable()?;
-        for (is_campaign, owner) in resumed {
-            self.release(if is_campaign { b"c" } else { b"a" }, &owner, now)?;
-        }
-        Ok(ApplyOutcome::Applied(applied))
+        Ok(self.trees[FILES].contains_key(file_key(name, hash))?)
     }
 
     /// Move actions parked on an event of `owner` (a campaign `c` or account `a`) back
@@ -699,7 +688,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::jobfile::parse_file;
     use crate::store::OpenOptions;
     use chrono::NaiveTime;
 
@@ -707,8 +695,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
             .expect("time")
             .with_timezone(&Utc);
-        let records = parse_file(name, text.as_bytes()).expect("valid file");
-        store.apply(name, text.as_bytes(), &records, now).expect("apply")
+        store.apply(name, text.as_bytes(), now).expect("apply")
     }
 
     fn hm(h: u32, m: u32) -> NaiveTime {

@@ -293,12 +293,31 @@ pub fn file_key(name: &str, hash: u64) -> Vec<u8> {
 /// FNV-1a, 64 bit: a content fingerprint for applied files (not a security boundary;
 /// the name is part of the key too).
 pub fn content_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = ContentHash::default();
+    h.update(bytes);
+    h.finish()
+}
+
+/// `content_hash` fed block by block.
+pub struct ContentHash(u64);
+
+impl Default for ContentHash {
+    fn default() -> Self {
+        ContentHash(0xcbf2_9ce4_8422_2325)
     }
-    h
+}
+
+impl ContentHash {
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[cfg(test)]

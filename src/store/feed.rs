@@ -76,7 +76,8 @@ impl Store {
             }
             tx.put_raw(META, META_EVENTS_CURSOR, page.cursor.as_bytes())?;
             tx.flush_counts()?;
-            let (applied, resumed) = c.into_parts();
+            let carry = c.into_carry();
+            let (applied, resumed) = (carry.out, carry.resumed);
             // Feed kinds never resume anything (SPEC §9: acceptances, replies,
             // restrictions), so nothing waits for a release after the commit.
             debug_assert!(resumed.is_empty(), "a feed event resumed {resumed:?}");

@@ -20,6 +20,7 @@ pub mod codec;
 mod feed;
 mod fleet;
 pub mod identity;
+mod ingest;
 mod operator;
 mod outcome;
 mod query;
@@ -35,6 +36,7 @@ pub use apply::ApplyOutcome;
 pub use apply::{Applied, EventEffect};
 pub use feed::{PageApplied, PageOutcome};
 pub use fleet::{Route, DUPLICATE_IN_FLEET, OWNED_ELSEWHERE, OWNED_ELSEWHERE_BATCH};
+pub use ingest::{Begin, Ingest, CHUNK_RECORDS};
 pub use operator::{ActionRow, Filter, History, Move, MoveReport, OutcomeRow, Pauses, Scope};
 pub use outcome::{Attempt, Recorded};
 pub use query::{
@@ -67,7 +69,10 @@ const FILES: usize = 8;
 const LINKS: usize = 9;
 const INFLIGHT: usize = 10;
 const META: usize = 11;
-const TREE_NAMES: [&str; 12] = [
+/// Actions and links of a job file being ingested, invisible until it is committed and
+/// published (`ingest.rs`).
+const STAGED: usize = 12;
+const TREE_NAMES: [&str; 13] = [
     "accounts",
     "campaigns",
     "actions",
@@ -80,6 +85,7 @@ const TREE_NAMES: [&str; 12] = [
     "links",
     "inflight",
     "meta",
+    "staged",
 ];
 
 const META_FORMAT: &[u8] = b"format_version";
@@ -388,6 +394,11 @@ impl Store {
                 written: Instant::now(),
             })
         });
+        if mode == Mode::Create {
+            // A file staged but not committed by a process that died is dropped (it is
+            // still in `processing/`); a committed one is published (`ingest.rs`).
+            store.recover_ingest()?;
+        }
         Ok(store)
     }
 
@@ -655,9 +666,21 @@ impl Store {
         &self,
         f: impl Fn(&Tx) -> tx::TxResult<T>,
     ) -> Result<Result<T, tx::Rejection>, StoreError> {
+        self.transact_mode(tx::Mode::Live, f)
+    }
+
+    /// `transact`, reading and writing as `mode` says (`ingest.rs`).
+    fn transact_mode<T>(
+        &self,
+        mode: tx::Mode,
+        f: impl Fn(&Tx) -> tx::TxResult<T>,
+    ) -> Result<Result<T, tx::Rejection>, StoreError> {
         use sled::transaction::{TransactionError, Transactional};
         self.op("transaction")?;
-        let result = self.trees.as_slice().transaction(|trees| f(&Tx::new(trees)));
+        let result = self
+            .trees
+            .as_slice()
+            .transaction(|trees| f(&Tx::with_mode(trees, mode)));
         match result {
             Ok(v) => Ok(Ok(v)),
             Err(TransactionError::Abort(Abort::Reject(r))) => Ok(Err(r)),

@@ -3,12 +3,15 @@
 
 use super::codec::{self, account_day_key, campaign_day_key};
 use super::records::{Account, AccountDayRec, Action, Campaign, CampaignDayRec, State};
-use super::{ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, INFLIGHT, META, META_COUNTS, READY, TIMED, WAITING};
+use super::{
+    ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, INFLIGHT, LINKS, META, META_COUNTS, READY, STAGED, TIMED, WAITING,
+};
 use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 /// Why a transaction stopped on purpose.
 #[derive(Debug)]
@@ -37,22 +40,114 @@ pub fn reject<T>(line: usize, field: &str, reason: impl Into<String>) -> TxResul
     })))
 }
 
+/// Writes a staging pass keeps in memory instead of the store: `None` deletes.
+pub type Overlay = BTreeMap<(usize, Vec<u8>), Option<sled::IVec>>;
+
+/// Where a transaction's reads and writes go (see `ingest.rs`).
+#[derive(Clone, Copy)]
+pub enum Mode<'a> {
+    /// The live trees.
+    Live,
+    /// A staging pass of job file `token`: new actions and their sticky links go to
+    /// `staged`; every other write stays in memory (the overlay of earlier chunks plus
+    /// this attempt's delta), so nothing a reader sees changes.
+    Dry { token: u64, overlay: &'a Overlay },
+    /// The commit of job file `token`: writes go to the live trees, except to actions
+    /// and links staged by the file, which stay staged until published.
+    Commit { token: u64 },
+}
+
+/// The `staged` key of `key` of `tree` for job file `token`.
+pub fn stage_key(token: u64, tree: usize, key: &[u8]) -> Vec<u8> {
+    debug_assert!(
+        tree == ACTIONS || tree == LINKS,
+        "only actions and links are staged"
+    );
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.extend_from_slice(&token.to_be_bytes());
+    k.push(tree as u8);
+    k.extend_from_slice(key);
+    k
+}
+
 pub struct Tx<'a> {
     t: &'a [TransactionalTree],
     /// State-count changes, written once when the closure finishes (`flush_counts`).
     counts: RefCell<[i64; 7]>,
+    mode: Mode<'a>,
+    /// `Mode::Dry`: this attempt's writes, merged into the overlay once it commits.
+    delta: RefCell<Overlay>,
 }
 
 impl<'a> Tx<'a> {
-    pub fn new(t: &'a [TransactionalTree]) -> Tx<'a> {
+    pub fn with_mode(t: &'a [TransactionalTree], mode: Mode<'a>) -> Tx<'a> {
         Tx {
             t,
             counts: RefCell::new([0; 7]),
+            mode,
+            delta: RefCell::new(Overlay::new()),
         }
     }
 
+    /// `Mode::Dry`: the writes this attempt kept in memory.
+    pub fn take_delta(&self) -> Overlay {
+        std::mem::take(&mut *self.delta.borrow_mut())
+    }
+
+    /// The staged value of `key`, if the file being ingested staged it.
+    fn staged(&self, tree: usize, key: &[u8]) -> TxResult<Option<sled::IVec>> {
+        match self.mode {
+            Mode::Dry { token, .. } | Mode::Commit { token } if tree == ACTIONS || tree == LINKS => {
+                Ok(self.t[STAGED].get(stage_key(token, tree, key))?)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether action `id` is one the file being ingested staged (it is not live yet:
+    /// it has no index entries and is not counted).
+    pub fn is_staged(&self, id: &str) -> TxResult<bool> {
+        Ok(self.staged(ACTIONS, id.as_bytes())?.is_some())
+    }
+
+    fn write(&self, tree: usize, key: &[u8], value: Option<&[u8]>) -> TxResult<()> {
+        match self.mode {
+            Mode::Live => {}
+            Mode::Dry { token, .. } => {
+                // A new action or link goes to `staged`; everything else only changes
+                // what this pass reads.
+                let new = (tree == ACTIONS || tree == LINKS)
+                    && value.is_some()
+                    && self.get_raw(tree, key)?.is_none();
+                if new {
+                    self.t[STAGED].insert(stage_key(token, tree, key), value.unwrap_or_default())?;
+                } else {
+                    self.delta
+                        .borrow_mut()
+                        .insert((tree, key.to_vec()), value.map(sled::IVec::from));
+                }
+                return Ok(());
+            }
+            Mode::Commit { token } => {
+                if self.staged(tree, key)?.is_some() {
+                    let k = stage_key(token, tree, key);
+                    match value {
+                        Some(v) => self.t[STAGED].insert(k, v)?,
+                        None => self.t[STAGED].remove(k)?,
+                    };
+                    return Ok(());
+                }
+            }
+        }
+        match value {
+            Some(v) => self.t[tree].insert(key, v)?,
+            None => self.t[tree].remove(key)?,
+        };
+        Ok(())
+    }
+
     pub fn get<T: DeserializeOwned>(&self, tree: usize, key: &[u8], what: &str) -> TxResult<Option<T>> {
-        match self.t[tree].get(key)? {
+        match self.get_raw(tree, key)? {
             None => Ok(None),
             Some(v) => codec::decode(what, &v)
                 .map(Some)
@@ -61,26 +156,42 @@ impl<'a> Tx<'a> {
     }
 
     pub fn put<T: Serialize>(&self, tree: usize, key: &[u8], value: &T) -> TxResult<()> {
-        self.t[tree].insert(key, codec::encode(value))?;
-        Ok(())
+        self.write(tree, key, Some(&codec::encode(value)))
     }
 
     pub fn put_raw(&self, tree: usize, key: &[u8], value: &[u8]) -> TxResult<()> {
-        self.t[tree].insert(key, value)?;
-        Ok(())
+        self.write(tree, key, Some(value))
     }
 
     pub fn get_raw(&self, tree: usize, key: &[u8]) -> TxResult<Option<sled::IVec>> {
+        if let Mode::Dry { overlay, .. } = self.mode {
+            if overlay.is_empty() && self.delta.borrow().is_empty() {
+                return self.staged_or_live(tree, key);
+            }
+            let k = (tree, key.to_vec());
+            if let Some(v) = self.delta.borrow().get(&k) {
+                return Ok(v.clone());
+            }
+            if let Some(v) = overlay.get(&k) {
+                return Ok(v.clone());
+            }
+        }
+        self.staged_or_live(tree, key)
+    }
+
+    fn staged_or_live(&self, tree: usize, key: &[u8]) -> TxResult<Option<sled::IVec>> {
+        if let Some(v) = self.staged(tree, key)? {
+            return Ok(Some(v));
+        }
         Ok(self.t[tree].get(key)?)
     }
 
     pub fn del(&self, tree: usize, key: &[u8]) -> TxResult<()> {
-        self.t[tree].remove(key)?;
-        Ok(())
+        self.write(tree, key, None)
     }
 
     pub fn account(&self, id: &str) -> TxResult<Option<Account>> {
-        match self.t[ACCOUNTS].get(id.as_bytes())? {
+        match self.get_raw(ACCOUNTS, id.as_bytes())? {
             None => Ok(None),
             Some(v) => Account::decode(&v)
                 .map(Some)
@@ -169,6 +280,14 @@ impl<'a> Tx<'a> {
 
     /// Move an action to a new state (and index), counting the change.
     pub fn transition(&self, old: &Action, new: &Action, waiting_on: Option<(&[u8], &str)>) -> TxResult<()> {
+        if !matches!(self.mode, Mode::Live) && self.is_staged(&old.id)? {
+            // Not live yet: it gets its index entry and count when it is published.
+            debug_assert!(
+                waiting_on.is_none(),
+                "a staged action is never parked on an event"
+            );
+            return self.put(ACTIONS, new.id.as_bytes(), new);
+        }
         self.unindex(old)?;
         self.index(new, waiting_on)?;
         self.put(ACTIONS, new.id.as_bytes(), new)?;
@@ -180,8 +299,24 @@ impl<'a> Tx<'a> {
 
     /// Store a new action and index it.
     pub fn insert_action(&self, a: &Action) -> TxResult<()> {
+        if let Mode::Dry { token, .. } = self.mode {
+            // Staged: indexed and counted when the committed file is published. The
+            // caller checked that the id is new (`apply::apply_action`).
+            debug_assert!(self.get_raw(ACTIONS, a.id.as_bytes())?.is_none());
+            self.t[STAGED].insert(stage_key(token, ACTIONS, a.id.as_bytes()), codec::encode(a))?;
+            return Ok(());
+        }
         self.index(a, None)?;
         self.put(ACTIONS, a.id.as_bytes(), a)?;
+        self.counts.borrow_mut()[a.state.index()] += 1;
+        Ok(())
+    }
+
+    /// `insert_action` of an action already encoded as `bytes` (publishing a staged one).
+    pub fn insert_encoded(&self, a: &Action, bytes: &[u8]) -> TxResult<()> {
+        debug_assert!(matches!(self.mode, Mode::Live));
+        self.index(a, None)?;
+        self.put_raw(ACTIONS, a.id.as_bytes(), bytes)?;
         self.counts.borrow_mut()[a.state.index()] += 1;
         Ok(())
     }

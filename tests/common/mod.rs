@@ -38,11 +38,8 @@ pub fn open(dir: &Path, settings: Settings) -> Store {
 
 /// Parse and apply a job file; panics unless it applied.
 pub fn apply(store: &Store, name: &str, text: &str, now: DateTime<Utc>) {
-    let records = parse_file(name, text.as_bytes()).expect("valid job file");
-    match store
-        .apply(name, text.as_bytes(), &records, now)
-        .expect("store works")
-    {
+    parse_file(name, text.as_bytes()).expect("valid job file");
+    match store.apply(name, text.as_bytes(), now).expect("store works") {
         ApplyOutcome::Applied(_) => {}
         other => panic!("{name} did not apply: {other:?}"),
     }
@@ -90,4 +87,15 @@ pub fn signal(child: &std::process::Child, sig: libc::c_int) {
     // caller holds its `Child`), so it cannot name another process.
     let rc = unsafe { libc::kill(pid, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+}
+
+/// A `/proc/PID/status` field in bytes (`VmPeak`, `VmHWM`, ...) of a running process.
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    kb * 1024
 }

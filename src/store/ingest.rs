@@ -1,0 +1,387 @@
+//! Ingest a job file in bounded chunks, all or nothing (SPEC §6 "Big files", P6, P8).
+//!
+//! 1. **Stage.** The file's records are parsed and applied in file order, a chunk of
+//!    `CHUNK_RECORDS` per sled transaction, in `tx::Mode::Dry`: a new action (and the
+//!    sticky link of a new prospect) goes to the `staged` tree under the file's token;
+//!    every other write (accounts, campaigns, event effects) only changes what the pass
+//!    itself reads (an in-memory overlay), so later records see earlier ones exactly as
+//!    in one transaction. Nothing a reader of the live trees sees changes: staged
+//!    actions are in no index, no count, no listing. A bad record anywhere rejects the
+//!    file and drops what was staged.
+//! 2. **Commit.** One transaction (`Mode::Commit`) re-applies the file's account,
+//!    campaign and event records in file order to the live state (they are few, and kept
+//!    parsed), writes the `files` record, and marks the file committed. From here on
+//!    the file counts as applied, and a crash cannot undo it.
+//! 3. **Publish.** Bounded transactions move staged actions into the live trees (the
+//!    record, its index entry, its state count) and staged links after them, then drop
+//!    the marker. Each move is one transaction, so a crash repeats none and loses none.
+//!
+//! A marker `ingest/<token>` in `meta` exists from the first chunk until the file is
+//! published or dropped. Recovery at open drops a staged, uncommitted file (it is still
+//! in `processing/`, and is applied again or quarantined by the spool rules) and
+//! publishes the rest of a committed one.
+//!
+//! Between two chunks the caller runs the engine (sends, timers, watchdog).
+
+use super::apply::{leftover_key, ApplyOutcome, Carry, Ctx};
+use super::codec::{self, content_hash, file_key, ms};
+use super::records::Action;
+use super::tx::{stage_key, Mode, Overlay, Rejection, Tx};
+use super::{Store, StoreError, ACTIONS, FILES, LINKS, META, STAGED};
+use crate::contract::jobfile::{self, Line, Record, Span};
+use chrono::{DateTime, Utc};
+
+/// Records parsed and applied per staging transaction, and actions moved per publish
+/// transaction: bounds the memory of one transaction and the time between two engine
+/// turns.
+pub const CHUNK_RECORDS: usize = 2048;
+
+const MARKER_PREFIX: &[u8] = b"ingest/";
+
+/// The token of a file that staged nothing (no record): no staged key carries it.
+const NO_TOKEN: u64 = u64::MAX;
+
+fn marker_key(token: u64) -> Vec<u8> {
+    [MARKER_PREFIX, &token.to_be_bytes()].concat()
+}
+
+/// The marker's value: the file's name, and whether it was committed.
+type Marker = (String, bool);
+
+enum Phase {
+    Staging,
+    Publishing,
+}
+
+/// A job file being ingested: `Store::ingest_step` until it returns an outcome.
+pub struct Ingest {
+    name: String,
+    bytes: Vec<u8>,
+    spans: Vec<Span>,
+    /// Records done so far.
+    next: usize,
+    now: DateTime<Utc>,
+    fkey: Vec<u8>,
+    token: Option<u64>,
+    overlay: Overlay,
+    carry: Carry,
+    /// Account, campaign and event records, re-applied by the commit.
+    rest: Vec<Line<Record>>,
+    phase: Phase,
+    /// Set by the commit: what the file did, and the owners to release after publishing.
+    applied: Option<Carry>,
+}
+
+impl Ingest {
+    /// (records done, records in the file), for `file_progress`.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.next, self.spans.len())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// How `Store::begin_ingest` starts.
+pub enum Begin {
+    /// Step it with `Store::ingest_step`.
+    Started(Box<Ingest>),
+    /// Decided at once: applied before, or not a readable file.
+    Finished(ApplyOutcome),
+}
+
+fn rejection(line: usize, field: &str, reason: String) -> ApplyOutcome {
+    ApplyOutcome::Rejected(Rejection {
+        line,
+        field: field.to_string(),
+        reason,
+    })
+}
+
+impl Store {
+    /// Start ingesting job file `name` (its whole content).
+    pub fn begin_ingest(&self, name: &str, bytes: Vec<u8>, now: DateTime<Utc>) -> Result<Begin, StoreError> {
+        let fkey = file_key(name, content_hash(&bytes));
+        self.op("read files")?;
+        if self.trees[FILES].contains_key(&fkey)? {
+            return Ok(Begin::Finished(ApplyOutcome::AlreadyApplied));
+        }
+        let spans = match jobfile::record_spans(name, &bytes) {
+            Ok(s) => s,
+            Err(e) => return Ok(Begin::Finished(rejection(e.line, &e.field, e.reason))),
+        };
+        Ok(Begin::Started(Box::new(Ingest {
+            name: name.to_string(),
+            bytes,
+            spans,
+            next: 0,
+            now,
+            fkey,
+            token: None,
+            overlay: Overlay::new(),
+            carry: Carry::default(),
+            rest: Vec::new(),
+            phase: Phase::Staging,
+            applied: None,
+        })))
+    }
+
+    /// One bounded step of an ingest: `None` while there is more to do.
+    pub fn ingest_step(&self, job: &mut Ingest) -> Result<Option<ApplyOutcome>, StoreError> {
+        match job.phase {
+            Phase::Staging if job.next < job.spans.len() => self.stage_chunk(job),
+            Phase::Staging => self.commit(job),
+            Phase::Publishing => {
+                let token = job.token.unwrap_or(NO_TOKEN);
+                if self.publish_chunk(token)? {
+                    return Ok(None);
+                }
+                self.make_durable()?;
+                let carry = job.applied.take().unwrap_or_default();
+                for (is_campaign, owner) in &carry.resumed {
+                    self.release(if *is_campaign { b"c" } else { b"a" }, owner, job.now)?;
+                }
+                Ok(Some(ApplyOutcome::Applied(carry.out)))
+            }
+        }
+    }
+
+    /// Apply a job file whole, or reject it whole with the line and field.
+    pub fn apply(&self, name: &str, bytes: &[u8], now: DateTime<Utc>) -> Result<ApplyOutcome, StoreError> {
+        let mut job = match self.begin_ingest(name, bytes.to_vec(), now)? {
+            Begin::Finished(o) => return Ok(o),
+            Begin::Started(job) => job,
+        };
+        loop {
+            if let Some(o) = self.ingest_step(&mut job)? {
+                return Ok(o);
+            }
+        }
+    }
+
+    fn stage_chunk(&self, job: &mut Ingest) -> Result<Option<ApplyOutcome>, StoreError> {
+        let text = jobfile::text_of(&job.bytes);
+        let end = (job.next + CHUNK_RECORDS).min(job.spans.len());
+        let mut records = Vec::with_capacity(end - job.next);
+        for s in &job.spans[job.next..end] {
+            match jobfile::parse_record(&text[s.range.clone()]) {
+                Ok(record) => records.push(Line { line: s.line, record }),
+                Err(e) => {
+                    let line = s.line;
+                    self.drop_staged(job)?;
+                    return Ok(Some(rejection(line, &e.field, e.reason)));
+                }
+            }
+        }
+        let token = match job.token {
+            Some(t) => t,
+            None => {
+                let t = self.db.generate_id()?;
+                // Before anything is staged under it: recovery finds every staged key.
+                self.op("write ingest marker")?;
+                let marker: Marker = (job.name.clone(), false);
+                self.trees[META].insert(marker_key(t), codec::encode(&marker))?;
+                job.token = Some(t);
+                t
+            }
+        };
+        let n_actions = records
+            .iter()
+            .filter(|l| matches!(l.record, Record::Action(_)))
+            .count();
+        let mut seqs = Vec::with_capacity(n_actions);
+        for _ in 0..n_actions {
+            seqs.push(self.db.generate_id()?);
+        }
+        let (st, now, overlay, carry) = (&self.settings, job.now, &job.overlay, &job.carry);
+        let result = self.transact_mode(Mode::Dry { token, overlay }, |tx: &Tx| {
+            let mut c = Ctx::resume(tx, st, now, &seqs, carry.clone());
+            for l in &records {
+                c.record(l)?;
+            }
+            Ok((c.into_carry(), tx.take_delta()))
+        })?;
+        match result {
+            Ok((carry, delta)) => {
+                job.carry = carry;
+                job.overlay.extend(delta);
+                job.rest.extend(
+                    records
+                        .into_iter()
+                        .filter(|l| !matches!(l.record, Record::Action(_))),
+                );
+                job.next = end;
+                Ok(None)
+            }
+            Err(r) => {
+                self.drop_staged(job)?;
+                Ok(Some(ApplyOutcome::Rejected(r)))
+            }
+        }
+    }
+
+    fn commit(&self, job: &mut Ingest) -> Result<Option<ApplyOutcome>, StoreError> {
+        let token = job.token.unwrap_or(NO_TOKEN);
+        let (st, now, rest, name, fkey) = (&self.settings, job.now, &job.rest, &job.name, &job.fkey);
+        let marker: Marker = (name.clone(), true);
+        let result = self.transact_mode(Mode::Commit { token }, |tx: &Tx| {
+            if tx.get_raw(FILES, fkey)?.is_some() {
+                return Ok(None);
+            }
+            let mut c = Ctx::new(tx, st, now, &[]);
+            for l in rest {
+                c.record(l)?;
+            }
+            tx.put(FILES, fkey, &ms(now))?;
+            // Applied: it is no poison file, whatever start-ups found it before.
+            tx.del(META, &leftover_key(name))?;
+            if job.token.is_some() {
+                tx.put(META, &marker_key(token), &marker)?;
+            }
+            tx.flush_counts()?;
+            Ok(Some(c.into_carry()))
+        })?;
+        let mut carry = match result {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                self.drop_staged(job)?;
+                return Ok(Some(ApplyOutcome::AlreadyApplied));
+            }
+            Err(r) => {
+                self.drop_staged(job)?;
+                return Ok(Some(ApplyOutcome::Rejected(r)));
+            }
+        };
+        // The file is applied once this is durable; publishing only moves what it staged.
+        self.make_durable()?;
+        let mut out = std::mem::take(&mut carry.out);
+        out.actions = job.carry.out.actions;
+        out.duplicates = job.carry.out.duplicates;
+        debug_assert_eq!(
+            (out.accounts, out.campaigns, out.events),
+            (
+                job.carry.out.accounts,
+                job.carry.out.campaigns,
+                job.carry.out.events
+            ),
+            "the commit re-applies what the staging pass applied"
+        );
+        let mut applied = carry;
+        applied.out = out;
+        job.applied = Some(applied);
+        job.overlay = Overlay::new();
+        job.rest = Vec::new();
+        job.phase = Phase::Publishing;
+        Ok(None)
+    }
+
+    /// Move up to a chunk of the staged actions of committed file `token` into the live
+    /// trees, or else of its staged links; when nothing is left, drop its marker and
+    /// return false.
+    fn publish_chunk(&self, token: u64) -> Result<bool, StoreError> {
+        for tree in [ACTIONS, LINKS] {
+            let prefix = stage_key(token, tree, b"");
+            self.op("scan staged")?;
+            let batch = self.trees[STAGED]
+                .scan_prefix(&prefix)
+                .take(CHUNK_RECORDS)
+                .collect::<Result<Vec<_>, _>>()?;
+            if batch.is_empty() {
+                continue;
+            }
+            let actions = if tree == ACTIONS {
+                batch
+                    .iter()
+                    .map(|(_, v)| codec::decode::<Action>("staged action", v).map(Some))
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                vec![None; batch.len()]
+            };
+            let result = self.transact(|tx| {
+                for ((k, v), a) in batch.iter().zip(&actions) {
+                    let key = &k[prefix.len()..];
+                    if let Some(a) = a {
+                        debug_assert_eq!(a.id.as_bytes(), key);
+                        if tx.get_raw(ACTIONS, key)?.is_none() {
+                            tx.insert_encoded(a, v)?;
+                        }
+                    } else if tx.get_raw(LINKS, key)?.is_none() {
+                        tx.put_raw(LINKS, key, v)?;
+                    }
+                    tx.del(STAGED, k)?;
+                }
+                tx.flush_counts()?;
+                Ok(())
+            })?;
+            result.map_err(|r| StoreError::Corrupt(r.reason))?;
+            return Ok(true);
+        }
+        self.op("drop ingest marker")?;
+        self.trees[META].remove(marker_key(token))?;
+        Ok(false)
+    }
+
+    /// Forget what an uncommitted file staged (a rejection, or recovery).
+    fn drop_staged(&self, job: &mut Ingest) -> Result<(), StoreError> {
+        if let Some(token) = job.token.take() {
+            self.drop_token(token)?;
+        }
+        Ok(())
+    }
+
+    fn drop_token(&self, token: u64) -> Result<(), StoreError> {
+        let prefix = token.to_be_bytes();
+        loop {
+            self.op("drop staged")?;
+            let keys = self.trees[STAGED]
+                .scan_prefix(prefix)
+                .keys()
+                .take(CHUNK_RECORDS)
+                .collect::<Result<Vec<_>, _>>()?;
+            if keys.is_empty() {
+                break;
+            }
+            let mut batch = sled::Batch::default();
+            for k in keys {
+                batch.remove(k);
+            }
+            self.trees[STAGED].apply_batch(batch)?;
+        }
+        self.trees[META].remove(marker_key(token))?;
+        Ok(())
+    }
+
+    /// Recovery at open: drop every staged, uncommitted file, and publish the rest of
+    /// every committed one. Returns the names of the files dropped.
+    pub fn recover_ingest(&self) -> Result<Vec<String>, StoreError> {
+        self.op("scan ingest markers")?;
+        let markers = self.trees[META]
+            .scan_prefix(MARKER_PREFIX)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut dropped = Vec::new();
+        let had_markers = !markers.is_empty();
+        for (k, v) in markers {
+            let token = k
+                .get(MARKER_PREFIX.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt("an ingest marker key is not 8 bytes".into()))?;
+            let (name, committed): Marker = codec::decode("ingest marker", &v)?;
+            if committed {
+                while self.publish_chunk(token)? {}
+            } else {
+                self.drop_token(token)?;
+                dropped.push(name);
+            }
+        }
+        debug_assert!(
+            self.trees[STAGED].is_empty(),
+            "every staged key belongs to a marked file"
+        );
+        if had_markers {
+            self.make_durable()?;
+        }
+        Ok(dropped)
+    }
+}

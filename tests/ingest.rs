@@ -1,0 +1,185 @@
+//! Chunked ingest (SPEC §6 "Big files", P6): a file bigger than one chunk is staged,
+//! committed and published; until the commit nothing of it is visible, and a process
+//! that dies before the commit leaves nothing of it behind.
+
+mod common;
+
+use common::*;
+use sendgate::store::{ApplyOutcome, Begin, Filter, Ingest, Settings, State, Store, CHUNK_RECORDS};
+
+const NOW: &str = "2026-11-25T12:00:00Z";
+
+/// An account and a campaign, then `n` invites `big-{i}`.
+fn big_file(n: usize) -> String {
+    let mut text = format!("{}\n{}\n", account_line("a1", ""), campaign_line("c1", 1000, ""));
+    for i in 0..n {
+        text.push_str(&action_line(&format!("big-{i}"), "c1", "a1", "invite"));
+        text.push('\n');
+    }
+    text
+}
+
+fn begin(store: &Store, name: &str, text: &str) -> Box<Ingest> {
+    match store
+        .begin_ingest(name, text.as_bytes().to_vec(), utc(NOW))
+        .expect("store works")
+    {
+        Begin::Started(job) => job,
+        Begin::Finished(o) => panic!("{name} finished at once: {o:?}"),
+    }
+}
+
+fn queued(store: &Store) -> u64 {
+    store.status(utc(NOW)).expect("status").states["queued"]
+}
+
+fn listed(store: &Store) -> usize {
+    store.list(&Filter::default(), usize::MAX).expect("list").len()
+}
+
+/// What a reader sees of a store: the listing, the queued count, one action, and the
+/// account the file creates.
+fn visible(store: &Store, id: &str) -> (usize, u64, bool, bool) {
+    (
+        listed(store),
+        queued(store),
+        store.action(id).expect("read").is_some(),
+        store.account("a1").expect("read").is_some(),
+    )
+}
+
+#[test]
+fn a_staged_file_is_invisible_and_recovery_at_open_drops_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = CHUNK_RECORDS * 3;
+    let text = big_file(n);
+    {
+        let store = open(dir.path(), Settings::default());
+        let mut job = begin(&store, "big.jsonl", &text);
+        for _ in 0..2 {
+            assert!(store.ingest_step(&mut job).expect("stage").is_none());
+        }
+        assert_eq!(job.progress(), (2 * CHUNK_RECORDS, n + 2));
+        // Staged, not committed: no reader sees any of it, the account included.
+        assert_eq!(visible(&store, "big-0"), (0, 0, false, false));
+        assert!(store.audit(None, None).expect("audit").clean());
+        store.make_durable().expect("flush");
+        // The process dies here (the store is dropped without another step).
+    }
+    let store = open(dir.path(), Settings::default());
+    assert_eq!(
+        visible(&store, "big-0"),
+        (0, 0, false, false),
+        "recovery dropped it"
+    );
+    assert!(!store.file_applied("big.jsonl", text.as_bytes()).expect("read"));
+    // The same file (still in `processing/`) is applied afresh, all of it.
+    match store
+        .apply("big.jsonl", text.as_bytes(), utc(NOW))
+        .expect("apply")
+    {
+        ApplyOutcome::Applied(a) => assert_eq!((a.actions, a.duplicates), (n as u32, 0)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(visible(&store, "big-0"), (n, n as u64, true, true));
+    assert!(store.audit(None, None).expect("audit").clean());
+}
+
+#[test]
+fn a_committed_file_is_published_whole_at_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = CHUNK_RECORDS * 2 + 10;
+    let text = big_file(n);
+    {
+        let store = open(dir.path(), Settings::default());
+        let mut job = begin(&store, "big.jsonl", &text);
+        // Stage every chunk, commit, and publish one chunk.
+        while job.progress().0 < job.progress().1 {
+            assert!(store.ingest_step(&mut job).expect("stage").is_none());
+        }
+        assert!(store.ingest_step(&mut job).expect("commit").is_none());
+        assert!(store.file_applied("big.jsonl", text.as_bytes()).expect("read"));
+        assert!(store.ingest_step(&mut job).expect("publish").is_none());
+        let partial = listed(&store);
+        assert!(0 < partial && partial < n, "{partial}");
+        assert_eq!(queued(&store), partial as u64, "counts follow what is published");
+        assert!(store.audit(None, None).expect("audit").clean());
+        store.make_durable().expect("flush");
+    }
+    let store = open(dir.path(), Settings::default());
+    assert_eq!(visible(&store, "big-0"), (n, n as u64, true, true));
+    assert!(store.audit(None, None).expect("audit").clean());
+    // Applied once: the same file again is a no-op.
+    assert_eq!(
+        store
+            .apply("big.jsonl", text.as_bytes(), utc(NOW))
+            .expect("apply"),
+        ApplyOutcome::AlreadyApplied
+    );
+}
+
+#[test]
+fn a_bad_line_in_a_late_chunk_rejects_the_whole_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Settings::default());
+    let n = CHUNK_RECORDS * 2;
+    for (bad, field) in [
+        (r#"{"type":"action","id":"x"}"#, "campaign"),
+        (
+            &action_line("late", "no-such-campaign", "a1", "invite") as &str,
+            "campaign",
+        ),
+    ] {
+        let text = format!("{}{bad}\n", big_file(n));
+        match store
+            .apply("bad.jsonl", text.as_bytes(), utc(NOW))
+            .expect("apply")
+        {
+            ApplyOutcome::Rejected(r) => assert_eq!((r.line, r.field.as_str()), (n + 3, field), "{r:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(visible(&store, "big-0"), (0, 0, false, false));
+    }
+    // Nothing was left staged: a reopen finds nothing to drop or publish.
+    drop(store);
+    let store = open(dir.path(), Settings::default());
+    assert_eq!(visible(&store, "big-0"), (0, 0, false, false));
+}
+
+/// Records later in a file see earlier ones across chunks, as in one transaction:
+/// duplicates within the file, and events on actions the file itself added.
+#[test]
+fn later_chunks_see_earlier_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Settings::default());
+    let n = CHUNK_RECORDS * 2;
+    let mut text = big_file(n);
+    text.push_str(&action_line("big-1", "c1", "a1", "invite"));
+    text.push('\n');
+    text.push_str(r#"{"type":"event","kind":"cancel_action","action":"big-0"}"#);
+    text.push('\n');
+    match store.apply("f.jsonl", text.as_bytes(), utc(NOW)).expect("apply") {
+        ApplyOutcome::Applied(a) => {
+            assert_eq!((a.actions, a.duplicates, a.events), (n as u32, 1, 1));
+            assert_eq!(a.effects.len(), 1);
+            assert!(a.effects[0].result.is_ok(), "{:?}", a.effects[0]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let cancelled = store.action("big-0").expect("read").expect("big-0");
+    assert_eq!(cancelled.state, State::Cancelled);
+    let status = store.status(utc(NOW)).expect("status");
+    assert_eq!(
+        (status.states["queued"], status.states["cancelled"]),
+        (n as u64 - 1, 1)
+    );
+    assert!(store.audit(None, None).expect("audit").clean());
+    // The cancelled action is in no queue: every action handed out is another one.
+    let ids: Vec<String> = (0..5).map(|i| format!("big-{i}")).collect();
+    let (results, _) = store.reserve(&ids, utc(NOW)).expect("reserve");
+    assert!(
+        !format!("{:?}", results[0]).contains("Reserved"),
+        "{:?}",
+        results[0]
+    );
+}
