@@ -285,6 +285,8 @@ pub struct Config {
     pub status: StatusConfig,
     pub metrics: MetricsConfig,
     pub admin: AdminConfig,
+    /// `[cluster]` (SPEC §7, §12): unset, a single host.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     pub clock: ClockConfig,
 }
 
@@ -328,6 +330,7 @@ pub const INT_RANGES: &[(&str, u64, u64)] = &[
     ("pacing.min_gap_s", 0, 86_400),
     ("pacing.max_gap_s", 0, 86_400),
     ("status.every_s", 1, 3_600),
+    ("cluster.lease_ttl_s", 2, 3_600),
 ];
 
 /// `clock.speed`, virtual seconds per real second, inclusive. Below, a wait of one
@@ -539,6 +542,11 @@ impl Config {
             ("pacing.max_gap_s".into(), self.pacing.max_gap_s),
             ("status.every_s".into(), self.status.every_s),
         ];
+        v.extend(
+            self.cluster
+                .as_ref()
+                .map(|c| ("cluster.lease_ttl_s".into(), c.lease_ttl_s)),
+        );
         let c = &self.caps;
         for (key, value) in [
             ("caps.invites", c.invites),
@@ -595,6 +603,9 @@ impl Config {
             if !(0.0..=1.0).contains(&v) {
                 return fail(key, "must be between 0 and 1");
             }
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         if let Some(speed) = self.clock.speed {
             let (lo, hi) = CLOCK_SPEED_RANGE;
@@ -712,6 +723,12 @@ mod tests {
                 inmail_ceiling: Some(1),
             },
         );
+        c.cluster = Some(crate::cluster::ClusterConfig {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            node: None,
+            prefix: "/sendgate".into(),
+            lease_ttl_s: 10,
+        });
         let keys: Vec<String> = c.int_values().into_iter().map(|(k, _)| k).collect();
         for key in &keys {
             let pattern = key.replace("tiers.free.", "tiers.*.");

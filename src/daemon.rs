@@ -39,6 +39,8 @@ const MAX_READ_ATTEMPTS: u32 = 5;
 /// A job file found in `processing/` at this many start-ups in a row without being
 /// applied is quarantined (SPEC 6, poison files).
 const QUARANTINE_AFTER_STARTS: u32 = 2;
+/// How long a clean stop waits for the cluster task to revoke its lease.
+const CLUSTER_STOP_WAIT: Duration = Duration::from_secs(2);
 /// Finished actions and old ledger entries are pruned this often, in bounded batches.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PRUNE_BATCH: usize = 10_000;
@@ -55,6 +57,8 @@ enum Msg {
     Page(Result<Vec<u8>, FetchError>),
     Stop,
     Reload,
+    /// What the cluster task said (SPEC §12), with `[cluster]`.
+    Cluster(crate::cluster::Notice),
 }
 
 /// Where a claimed file goes once it is read and applied (or refused).
@@ -228,7 +232,19 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     let watcher = watch_spool(&spool, tx.clone());
     let watched = incoming_id(&spool);
     let store_path = config.store.path.clone();
+    let mut engine = engine;
+    let cluster = config.cluster.as_ref().map(|c| {
+        engine.enable_fleet();
+        let inbox = tx.clone();
+        // At most one claim is out, and ownership and up/down notices come one pass of
+        // the task at a time: the inbox has room for them beside the completions.
+        let notify = Arc::new(move |n| {
+            let _ = inbox.send(Msg::Cluster(n));
+        });
+        crate::cluster::task::spawn(&runtime, c, config.store.retention_days, notify)
+    });
     let mut worker = Worker {
+        cluster,
         engine,
         spool,
         watcher,
@@ -316,6 +332,8 @@ fn incoming_id(spool: &Spool) -> Option<(u64, u64)> {
 }
 
 struct Worker {
+    /// The cluster task, with `[cluster]` (SPEC §12).
+    cluster: Option<crate::cluster::task::Handle>,
     engine: Engine,
     spool: Spool,
     watcher: Option<notify::RecommendedWatcher>,
@@ -373,6 +391,7 @@ impl Worker {
                 for r in self.engine.tick(now)? {
                     self.send(r);
                 }
+                self.fleet_io(now)?;
                 if let Some(after) = self.engine.feed_poll_due(now)? {
                     self.fetch_events(after);
                 }
@@ -403,6 +422,13 @@ impl Worker {
             }
             if let Some(deadline) = stop_deadline {
                 if self.engine.inflight() == 0 || Instant::now() >= deadline {
+                    if let Some(c) = &self.cluster {
+                        // Revoke the lease: the accounts pass to another worker at once.
+                        let (done, wait) = std::sync::mpsc::sync_channel(1);
+                        if c.send(crate::cluster::task::Request::Stop(done)) {
+                            let _ = wait.recv_timeout(CLUSTER_STOP_WAIT);
+                        }
+                    }
                     self.engine.store().make_durable()?;
                     // A clean stop carries the ledger mark to the store's identity file.
                     self.engine.store().checkpoint()?;
@@ -446,6 +472,11 @@ impl Worker {
                         }
                     }
                     Msg::Reload => self.reload(),
+                    Msg::Cluster(n) => {
+                        for r in self.engine.fleet_notice(n, self.clock.now())? {
+                            self.send(r);
+                        }
+                    }
                     Msg::Admin(call) => self.admin(call)?,
                 }
             }
@@ -476,6 +507,25 @@ impl Worker {
             wait = wait.min(self.clock.real_until(t));
         }
         Ok(wait.max(Duration::from_millis(1)))
+    }
+
+    /// Hand the engine's claim and wanted accounts to the cluster task.
+    fn fleet_io(&mut self, now: chrono::DateTime<Utc>) -> Result<(), Fatal> {
+        use crate::cluster::task::Request;
+        let Some(c) = self.cluster.clone() else {
+            return Ok(());
+        };
+        if let Some(w) = self.engine.fleet_wanted() {
+            c.send(Request::Want(w));
+        }
+        if let Some(claim) = self.engine.fleet_take_claim() {
+            if !c.send(Request::Claim(claim.clone())) {
+                for r in self.engine.fleet_claim_lost(claim, now)? {
+                    self.send(r);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn send(&self, res: Reservation) {
@@ -763,6 +813,11 @@ impl Worker {
         admin::ops::Context {
             upstream: self.engine.upstream_status(),
             min_gap_s: self.config.pacing.min_gap_s,
+            cluster: self
+                .config
+                .cluster
+                .as_ref()
+                .and_then(|c| self.engine.cluster_status(c.node_name())),
         }
     }
 

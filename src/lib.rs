@@ -17,6 +17,7 @@ pub mod admin;
 pub mod chart;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod contract;
 pub mod daemon;

@@ -19,6 +19,8 @@ pub struct Context {
     pub upstream: UpstreamStatus,
     /// `pacing.min_gap_s`, for the next send.
     pub min_gap_s: u64,
+    /// The fleet's state, with `[cluster]`.
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 /// The full status report at `now`: counters, detail, the upstream breaker.
@@ -30,6 +32,7 @@ pub fn status_report(
 ) -> Result<StatusReport, StoreError> {
     let mut report = store.status(now)?;
     report.upstream = ctx.upstream.clone();
+    report.cluster = ctx.cluster.clone();
     report.detail_complete = store.status_detail(&mut report, now, ctx.min_gap_s, scan_max)?;
     Ok(report)
 }

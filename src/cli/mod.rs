@@ -98,6 +98,10 @@ pub enum Command {
         /// Last local day to check (YYYY-MM-DD).
         #[arg(long)]
         to: Option<String>,
+        /// Also compare this host's ledger totals with the fleet's counters in etcd
+        /// (needs `[cluster]`).
+        #[arg(long)]
+        cluster: bool,
         #[arg(long)]
         json: bool,
     },
@@ -294,8 +298,16 @@ pub fn main() -> i32 {
             config,
             from,
             to,
+            cluster: false,
             json,
         } => audit::run(config.as_deref(), from.as_deref(), to.as_deref(), json),
+        Command::Audit {
+            config,
+            from,
+            to,
+            cluster: true,
+            json,
+        } => audit::run_cluster(config.as_deref(), from.as_deref(), to.as_deref(), json),
         Command::Simulate {
             days,
             accounts,

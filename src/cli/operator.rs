@@ -83,6 +83,12 @@ fn from_store(config: &Config, socket: &Path, req: &Request) -> Result<Reply, i3
     let ctx = ops::Context {
         upstream: Default::default(),
         min_gap_s: config.pacing.min_gap_s,
+        // No worker runs: nothing is dispatched, nothing owned.
+        cluster: config.cluster.as_ref().map(|c| crate::cluster::ClusterStatus {
+            state: "down".into(),
+            node: c.node_name(),
+            owned: Vec::new(),
+        }),
     };
     let mut events = Vec::new();
     let reply = ops::execute(&store, req, now, &ctx, &mut events).map_err(fail)?;

@@ -31,6 +31,15 @@ pub fn table(v: &StatusReport) -> String {
         v.upstream.state,
         if v.paused_all { "ON (pause --all)" } else { "off" }
     );
+    if let Some(c) = &v.cluster {
+        let _ = writeln!(
+            out,
+            "cluster {} as {}   owns {} account(s)",
+            c.state,
+            fit(&c.node, 40),
+            c.owned.len()
+        );
+    }
     let counts: Vec<String> = v.states.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let _ = writeln!(out, "actions: {}", counts.join(", "));
     if !v.detail_complete {

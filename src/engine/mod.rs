@@ -9,6 +9,7 @@
 
 pub mod events;
 mod feed;
+mod fleet;
 mod operator;
 mod outage;
 pub mod virtual_run;
@@ -107,6 +108,8 @@ pub struct Engine {
     probes_sent: u32,
     /// The upstream's event feed, when polled (SPEC §9 "events").
     feed: Option<feed::Feed>,
+    /// Fleet mode (SPEC §12): claims through the cluster task before reserving.
+    fleet: Option<fleet::Fleet>,
 }
 
 fn change_event(c: Change) -> Event {
@@ -174,6 +177,7 @@ impl Engine {
             probes: BTreeSet::new(),
             probes_sent: 0,
             feed: None,
+            fleet: None,
         };
         let rec = e.store.recover(now)?;
         for id in rec.unknown.iter().chain(&rec.requeued) {
@@ -345,7 +349,10 @@ impl Engine {
         }
         let candidates = [
             // The breaker may hold the wake queue back (an outage, a probe in flight).
-            self.wake.first().and_then(|(t, _)| self.wake_gate(*t)),
+            self.wake
+                .first()
+                .and_then(|(t, _)| self.wake_gate(*t))
+                .filter(|_| self.fleet_open()),
             self.turns.first().map(|(t, _)| *t),
             self.store.next_timed()?,
             self.feed_wake(),
@@ -450,6 +457,10 @@ impl Engine {
             // Open: every waiting action stays exactly as it is.
             Permit::Wait(_) => return Ok(Vec::new()),
         };
+        if !self.fleet_open() {
+            // A fleet whose cluster is down, or a claim out: `fleet_notice` wakes.
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         let mut attempts = 0;
         loop {
@@ -470,6 +481,13 @@ impl Engine {
                 return Ok(out);
             }
             attempts += batch.len();
+            if self.fleet.is_some() {
+                self.fleet_dispatch(batch, now, &mut out)?;
+                if !self.fleet_open() {
+                    return Ok(out); // one claim at a time
+                }
+                continue;
+            }
             let (results, changes) = self.store.reserve(&batch, now)?;
             self.events.extend(changes.into_iter().map(change_event));
             for r in results {
@@ -501,6 +519,9 @@ impl Engine {
         }
         if self.store.account_paused(account)? {
             return Ok(None); // `resume` wakes it again
+        }
+        if !self.fleet_may_send(account, now)? {
+            return Ok(None); // `Notice::Owned` wakes it
         }
         let zones = a.zones();
         if let Some(h) = a

@@ -162,6 +162,15 @@ pub fn render(s: &Snapshot) -> String {
         "1 while the upstream circuit breaker is closed, 0 while it is open (SPEC 5).",
         up,
     );
+    if let Some(c) = &r.cluster {
+        let cluster = Gauge::<i64>::default();
+        cluster.set(i64::from(c.state == "up"));
+        reg.register(
+            "sendgate_cluster_up",
+            "1 while the worker may dispatch in its fleet (etcd reachable, lease fresh), 0 otherwise (SPEC 12).",
+            cluster,
+        );
+    }
     let paused = Gauge::<i64>::default();
     paused.set(i64::from(r.paused_all));
     reg.register(

@@ -18,6 +18,7 @@
 mod apply;
 pub mod codec;
 mod feed;
+mod fleet;
 pub mod identity;
 mod operator;
 mod outcome;
@@ -35,11 +36,12 @@ mod writes;
 pub use apply::ApplyOutcome;
 pub use apply::{Applied, EventEffect};
 pub use feed::{PageApplied, PageOutcome};
+pub use fleet::{Route, DUPLICATE_IN_FLEET, OWNED_ELSEWHERE, OWNED_ELSEWHERE_BATCH};
 pub use operator::{ActionRow, Filter, History, Move, MoveReport, OutcomeRow, Pauses, Scope};
 pub use outcome::{Attempt, Recorded};
 pub use query::{
     AccountCampaign, AccountStatus, AuditReport, CampaignStatus, CampaignToday, DaySummary, DayTurn,
-    Overshoot, StatusReport, UpstreamStatus, Use, Waiting, TOMBSTONE_DAYS,
+    LedgerSum, Overshoot, StatusReport, UpstreamStatus, Use, Waiting, TOMBSTONE_DAYS,
 };
 pub use records::{Account, Action, Campaign, State};
 pub use reserve::{kinds_blocked_by, Change, Hold, ParkedAction, Reservation, ReserveResult};

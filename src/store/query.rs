@@ -166,6 +166,9 @@ pub struct StatusReport {
     /// `states` (`admin::ops::STATUS_SCAN_MAX`); those are then partial.
     #[serde(default = "yes")]
     pub detail_complete: bool,
+    /// The fleet (SPEC §12), with `[cluster]` only; a running worker's view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 fn yes() -> bool {
@@ -189,6 +192,20 @@ pub struct AuditReport {
     pub overshoots: Vec<Overshoot>,
     /// Stored counters that differ from the ledger's totals.
     pub mismatches: Vec<String>,
+    /// The ledger's totals per owner, local day and counter (reservations less
+    /// releases), for `audit --cluster` to compare with the fleet's counters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sums: Vec<LedgerSum>,
+}
+
+/// One counter's total in this store's ledger: `owner` is `account` or `campaign`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerSum {
+    pub owner: String,
+    pub id: String,
+    pub day: NaiveDate,
+    pub counter: String,
+    pub count: u32,
 }
 
 impl AuditReport {
@@ -264,6 +281,47 @@ pub struct DaySummary {
 #[derive(Default)]
 struct Tally {
     day: AccountDayRec,
+}
+
+/// The non-zero totals of the ledger's days in range (`AuditReport::sums`).
+fn ledger_sums(
+    acct: &BTreeMap<(String, NaiveDate), Tally>,
+    camp: &BTreeMap<(String, NaiveDate), CampaignDay>,
+    in_range: impl Fn(NaiveDate) -> bool,
+) -> Vec<LedgerSum> {
+    let mut out = Vec::new();
+    let mut push = |owner: &str, id: &str, day: NaiveDate, counter: &str, count: u32| {
+        if count > 0 && in_range(day) {
+            out.push(LedgerSum {
+                owner: owner.into(),
+                id: id.into(),
+                day,
+                counter: counter.into(),
+                count,
+            });
+        }
+    };
+    for ((a, day), t) in acct {
+        let r = &t.day.reserved;
+        for (c, n) in [
+            (Counter::Invites, r.invites),
+            (Counter::Messages, r.messages),
+            (Counter::Inmails, r.inmails),
+            (Counter::Engagement, r.engagement),
+        ] {
+            push("account", a, *day, c.as_str(), n);
+        }
+    }
+    for ((c, day), d) in camp {
+        for t in [
+            CampaignType::Invites,
+            CampaignType::Messages,
+            CampaignType::Inmails,
+        ] {
+            push("campaign", c, *day, t.as_str(), d.get(t));
+        }
+    }
+    out
 }
 
 /// Take a release off the running counts of the reservation's days (P1 is judged on
@@ -471,6 +529,7 @@ impl Store {
             accounts,
             campaigns,
             detail_complete: true,
+            cluster: None,
         })
     }
 
@@ -596,6 +655,7 @@ impl Store {
         report.releases = releases;
         report.mismatches.extend(bad_releases);
         report.overshoots.retain(|o| in_range(o.day));
+        report.sums = ledger_sums(&acct, &camp, in_range);
         // Stored counters must equal the ledger's totals (a day fully pruned from the
         // ledger is pruned from the counters too).
         for ((account, day), t) in &acct {

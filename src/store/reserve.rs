@@ -248,7 +248,7 @@ fn skipped(action: &str, why: &'static str) -> ReserveResult {
     }
 }
 
-fn reserve_one(
+pub(super) fn reserve_one(
     tx: &Tx,
     id: &str,
     now: DateTime<Utc>,

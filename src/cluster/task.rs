@@ -1,0 +1,481 @@
+//! The only code that talks to etcd. One task on the send runtime owns the client, the
+//! worker's lease (kept alive every `ttl / 6`), the accounts it owns, and runs the
+//! claims the engine asks for, one at a time. It tells the engine what happened through
+//! a callback that posts into the engine's inbox; the engine never waits on it.
+//!
+//! Fail closed (SPEC §12): every claim is refused (`Verdict::Retry`) while the lease is
+//! not fresh (`plan::Freshness`), and every claim transaction compares the owner keys'
+//! revisions, so a lease that expired in between fails the transaction in etcd itself.
+
+use super::plan::{self, Freshness};
+use super::{Claim, ClusterConfig, Draw, Notice, Verdict};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Compare-and-swap rounds for one transaction before the claim is answered `Retry`.
+const MAX_CAS_ROUNDS: usize = 8;
+/// Accounts tried for ownership per pass.
+const MAX_OWNER_TRIES_PER_PASS: usize = 256;
+/// Requests waiting for the task (the engine sends one claim at a time).
+const QUEUE: usize = 16;
+
+pub enum Request {
+    Claim(Claim),
+    /// The accounts this worker has work for: it tries to own each.
+    Want(BTreeSet<String>),
+    /// Release every account (revoke the lease) and stop; the sender hears when done.
+    Stop(std::sync::mpsc::SyncSender<()>),
+}
+
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Handle {
+    /// Queue a request; `false` when the task's queue is full or gone (the caller
+    /// treats it as "no answer", and tries again later).
+    pub fn send(&self, r: Request) -> bool {
+        self.tx.try_send(r).is_ok()
+    }
+}
+
+/// Start the task on `runtime`. `notify` posts a notice to the engine.
+pub fn spawn(
+    runtime: &tokio::runtime::Runtime,
+    cfg: &ClusterConfig,
+    retention_days: u32,
+    notify: Arc<dyn Fn(Notice) + Send + Sync>,
+) -> Handle {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let t = Task {
+        endpoints: cfg.endpoints.clone(),
+        node: cfg.node_name(),
+        prefix: cfg.prefix.clone(),
+        ttl_s: cfg.lease_ttl_s,
+        retention_s: (i64::from(retention_days) + 1) * 86_400,
+        fresh: Freshness::new(cfg.lease_ttl_s),
+        started: Instant::now(),
+        conn: None,
+        last_lease: None,
+        owned: BTreeSet::new(),
+        elsewhere: BTreeMap::new(),
+        wanted: BTreeSet::new(),
+        up: None,
+        notify,
+    };
+    runtime.spawn(t.run(rx));
+    Handle { tx }
+}
+
+struct Conn {
+    client: Client,
+    lease: i64,
+    /// Counters and action keys live under this long lease (`retention_days` + 1 day),
+    /// so etcd forgets them after the store does.
+    retention: i64,
+    keeper: etcd_client::LeaseKeeper,
+    stream: etcd_client::LeaseKeepAliveStream,
+}
+
+struct Task {
+    endpoints: Vec<String>,
+    node: String,
+    prefix: String,
+    ttl_s: u64,
+    retention_s: i64,
+    fresh: Freshness,
+    started: Instant,
+    conn: Option<Conn>,
+    /// The lease of the last connection: kept on reconnect while etcd still has it
+    /// (an etcd restart keeps leases), so the accounts under it stay ours.
+    last_lease: Option<i64>,
+    owned: BTreeSet<String>,
+    /// Accounts seen held by another worker, and by whom (logged once per change).
+    elsewhere: BTreeMap<String, String>,
+    wanted: BTreeSet<String>,
+    up: Option<bool>,
+    notify: Arc<dyn Fn(Notice) + Send + Sync>,
+}
+
+type EtcdResult<T> = Result<T, etcd_client::Error>;
+
+impl Task {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn call_timeout(&self) -> Duration {
+        Duration::from_millis((self.ttl_s * 1000 / 4).max(200))
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let every = Duration::from_millis(self.fresh.renew_every_ms());
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.maintain().await;
+                }
+                r = rx.recv() => match r {
+                    Some(Request::Claim(c)) => {
+                        let answer = self.claim(c.draws).await;
+                        (self.notify)(Notice::Answer(answer));
+                    }
+                    Some(Request::Want(w)) => {
+                        self.wanted = w;
+                        self.take_ownership().await;
+                    }
+                    Some(Request::Stop(done)) => {
+                        self.stop().await;
+                        let _ = done.try_send(());
+                        return;
+                    }
+                    None => {
+                        self.stop().await;
+                        return;
+                    }
+                },
+            }
+            self.report_up("");
+        }
+    }
+
+    /// Tell the engine (and the log) when dispatching may go on or must stop.
+    fn report_up(&mut self, reason: &str) {
+        let up = self.conn.is_some() && self.fresh.fresh(self.now_ms());
+        if self.up == Some(up) {
+            return;
+        }
+        if up {
+            tracing::info!(event = "cluster_available", node = %self.node, owned = self.owned.len());
+        } else {
+            let reason = if reason.is_empty() {
+                "the lease was not renewed in time"
+            } else {
+                reason
+            };
+            tracing::warn!(event = "cluster_unavailable", node = %self.node, reason = %reason);
+        }
+        self.up = Some(up);
+        (self.notify)(Notice::Up(up));
+    }
+
+    /// Connect, grant, renew; then try to own what is wanted.
+    async fn maintain(&mut self) {
+        if let Err(e) = self.renew().await {
+            self.drop_conn();
+            self.report_up(&format!("etcd: {e}"));
+            return;
+        }
+        self.report_up("");
+        self.take_ownership().await;
+    }
+
+    fn drop_conn(&mut self) {
+        if self.conn.take().is_some() {
+            // Ownership lasts no longer than we can vouch for the lease: the engine
+            // stops dispatching through `Up(false)`, and the owner keys are compared
+            // again by every claim.
+            self.fresh.lost();
+        }
+    }
+
+    async fn renew(&mut self) -> EtcdResult<()> {
+        let limit = self.call_timeout();
+        if self.conn.is_none() {
+            let sent = self.now_ms();
+            let conn = tokio::time::timeout(limit * 2, self.connect())
+                .await
+                .map_err(|_| timeout())??;
+            self.conn = Some(conn);
+            self.fresh.renewed(sent);
+            return Ok(());
+        }
+        let sent = self.now_ms();
+        let Some(c) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let answer = tokio::time::timeout(limit, async {
+            c.keeper.keep_alive().await?;
+            c.stream.message().await
+        })
+        .await
+        .map_err(|_| timeout())??;
+        match answer {
+            Some(r) if r.ttl() > 0 => {
+                self.fresh.renewed(sent);
+                Ok(())
+            }
+            _ => {
+                // The lease is gone: every owner key under it went with it.
+                self.release_all("lease expired");
+                Err(etcd_client::Error::LeaseKeepAliveError("lease expired".into()))
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> EtcdResult<Conn> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(self.call_timeout())
+            .with_timeout(self.call_timeout());
+        let mut client = Client::connect(&self.endpoints, Some(opts)).await?;
+        let mut kept = None;
+        if let Some(id) = self.last_lease {
+            let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            if stream.message().await?.is_some_and(|r| r.ttl() > 0) {
+                kept = Some((id, keeper, stream));
+            }
+        }
+        let (lease, keeper, stream) = match kept {
+            Some(k) => k,
+            None => {
+                let lease = client.lease_grant(self.ttl_s as i64, None).await?.id();
+                let (keeper, stream) = client.lease_keep_alive(lease).await?;
+                // A new lease owns nothing yet.
+                self.release_all("lease expired");
+                (lease, keeper, stream)
+            }
+        };
+        self.last_lease = Some(lease);
+        let retention = client.lease_grant(self.retention_s, None).await?.id();
+        Ok(Conn {
+            client,
+            lease,
+            retention,
+            keeper,
+            stream,
+        })
+    }
+
+    fn release_all(&mut self, why: &str) {
+        for a in std::mem::take(&mut self.owned) {
+            tracing::warn!(event = "account_released", account = %a, node = %self.node, reason = why);
+            (self.notify)(Notice::Elsewhere {
+                account: a,
+                owner: None,
+            });
+        }
+    }
+
+    fn may_dispatch(&self) -> bool {
+        self.conn.is_some() && self.fresh.fresh(self.now_ms())
+    }
+
+    /// Create-only: `<prefix>/owner/<account>` under our lease, for every wanted
+    /// account not yet ours.
+    async fn take_ownership(&mut self) {
+        if !self.may_dispatch() {
+            return;
+        }
+        let todo: Vec<String> = self
+            .wanted
+            .iter()
+            .filter(|a| !self.owned.contains(*a))
+            .take(MAX_OWNER_TRIES_PER_PASS)
+            .cloned()
+            .collect();
+        for account in todo {
+            if let Err(e) = self.try_own(&account).await {
+                tracing::debug!(error = %e, "ownership attempt failed");
+                return;
+            }
+        }
+    }
+
+    async fn try_own(&mut self, account: &str) -> EtcdResult<()> {
+        let limit = self.call_timeout();
+        let key = plan::owner_key(&self.prefix, account);
+        let Some(c) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                self.node.clone(),
+                Some(PutOptions::new().with_lease(c.lease)),
+            )])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let r = tokio::time::timeout(limit, c.client.txn(txn))
+            .await
+            .map_err(|_| timeout())??;
+        let holder = if r.succeeded() {
+            None
+        } else {
+            let mut holder = Some(String::new());
+            for op in r.op_responses() {
+                if let TxnOpResponse::Get(g) = op {
+                    if let Some(kv) = g.kvs().first() {
+                        if kv.lease() == c.lease {
+                            holder = None; // ours already
+                        } else {
+                            holder = Some(String::from_utf8_lossy(kv.value()).into_owned());
+                        }
+                    }
+                }
+            }
+            holder
+        };
+        match holder {
+            None => {
+                self.elsewhere.remove(account);
+                if self.owned.insert(account.to_string()) {
+                    tracing::info!(event = "account_owned", account = %account, node = %self.node);
+                    (self.notify)(Notice::Owned(account.to_string()));
+                }
+            }
+            Some(owner) => {
+                if self.elsewhere.get(account) != Some(&owner) {
+                    tracing::info!(event = "account_elsewhere", account = %account, owner = %owner);
+                    self.elsewhere.insert(account.to_string(), owner.clone());
+                    (self.notify)(Notice::Elsewhere {
+                        account: account.to_string(),
+                        owner: Some(owner),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Claim a batch: per transaction-sized chunk, read every key, decide (`plan::admit`),
+    /// and write the new counts and the action keys in one transaction that compares
+    /// every key's revision; on a lost race, read again.
+    async fn claim(&mut self, draws: Vec<Draw>) -> Vec<(Draw, Verdict)> {
+        let mut verdicts = vec![Verdict::Retry; draws.len()];
+        if self.may_dispatch() {
+            for range in plan::chunks(&self.prefix, &draws) {
+                match self.claim_chunk(&draws[range.clone()]).await {
+                    Ok(Some(v)) => verdicts.splice(range, v).for_each(drop),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "claim failed");
+                        self.drop_conn();
+                        self.report_up(&format!("etcd: {e}"));
+                        break;
+                    }
+                }
+                if !self.may_dispatch() {
+                    break;
+                }
+            }
+        }
+        for (d, v) in draws.iter().zip(&verdicts) {
+            if *v == Verdict::NotOwned && self.owned.remove(&d.account) {
+                tracing::warn!(event = "account_released", account = %d.account, node = %self.node, reason = "owner key lost");
+                (self.notify)(Notice::Elsewhere {
+                    account: d.account.clone(),
+                    owner: None,
+                });
+            }
+        }
+        draws.into_iter().zip(verdicts).collect()
+    }
+
+    async fn claim_chunk(&mut self, batch: &[Draw]) -> EtcdResult<Option<Vec<Verdict>>> {
+        let limit = self.call_timeout();
+        let keys: BTreeSet<String> = batch
+            .iter()
+            .flat_map(|d| plan::keys_of(&self.prefix, d))
+            .collect();
+        for _ in 0..MAX_CAS_ROUNDS {
+            if !self.may_dispatch() {
+                return Ok(None);
+            }
+            let Some(c) = self.conn.as_mut() else {
+                return Ok(None);
+            };
+            let read = Txn::new().and_then(
+                keys.iter()
+                    .map(|k| TxnOp::get(k.clone(), None))
+                    .collect::<Vec<_>>(),
+            );
+            let r = tokio::time::timeout(limit, c.client.txn(read))
+                .await
+                .map_err(|_| timeout())??;
+            let mut revs: BTreeMap<String, i64> = keys.iter().map(|k| (k.clone(), 0)).collect();
+            let mut values = BTreeMap::new();
+            let mut exist = BTreeSet::new();
+            let mut mine = BTreeSet::new();
+            let owner_prefix = plan::owner_prefix(&self.prefix);
+            let action_prefix = format!("{}/action/", self.prefix);
+            for op in r.op_responses() {
+                let TxnOpResponse::Get(g) = op else { continue };
+                for kv in g.kvs() {
+                    let k = String::from_utf8_lossy(kv.key()).into_owned();
+                    revs.insert(k.clone(), kv.mod_revision());
+                    if k.starts_with(&owner_prefix) {
+                        if kv.lease() == c.lease {
+                            mine.insert(k);
+                        }
+                    } else if k.starts_with(&action_prefix) {
+                        // Our own key is a retry of ours (or a claim a crash cut off
+                        // before the local commit): only another node's key is a
+                        // duplicate.
+                        if kv.value() != self.node.as_bytes() {
+                            exist.insert(k);
+                        }
+                    } else {
+                        let v = plan::parse_count(&k, kv.value()).map_err(etcd_client::Error::InvalidArgs)?;
+                        values.insert(k, v);
+                    }
+                }
+            }
+            let prefix = self.prefix.clone();
+            let owns = |a: &str| mine.contains(&plan::owner_key(&prefix, a));
+            let (verdicts, writes) = plan::admit(&self.prefix, batch, &values, &exist, &owns);
+            if !verdicts.contains(&Verdict::Claimed) {
+                return Ok(Some(verdicts));
+            }
+            let compares: Vec<Compare> = revs
+                .iter()
+                .map(|(k, rev)| Compare::mod_revision(k.clone(), CompareOp::Equal, *rev))
+                .collect();
+            let keep = PutOptions::new().with_lease(c.retention);
+            let mut puts: Vec<TxnOp> = writes
+                .iter()
+                .map(|(k, v)| TxnOp::put(k.clone(), v.to_string(), Some(keep.clone())))
+                .collect();
+            for (d, v) in batch.iter().zip(&verdicts) {
+                if *v == Verdict::Claimed {
+                    puts.push(TxnOp::put(
+                        plan::action_key(&self.prefix, &d.action),
+                        self.node.clone(),
+                        Some(keep.clone()),
+                    ));
+                }
+            }
+            debug_assert!(compares.len() <= plan::MAX_TXN_OPS && puts.len() <= plan::MAX_TXN_OPS);
+            let r = tokio::time::timeout(limit, c.client.txn(Txn::new().when(compares).and_then(puts)))
+                .await
+                .map_err(|_| timeout())??;
+            if r.succeeded() {
+                return Ok(Some(verdicts));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A clean stop: revoke the lease, so the accounts pass to another worker at once.
+    async fn stop(&mut self) {
+        let limit = self.call_timeout();
+        if let Some(mut c) = self.conn.take() {
+            let _ = tokio::time::timeout(limit, c.client.lease_revoke(c.lease)).await;
+        }
+        self.last_lease = None;
+        self.release_all("worker stopping");
+    }
+}
+
+fn timeout() -> etcd_client::Error {
+    etcd_client::Error::IoError(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "etcd did not answer in time",
+    ))
+}

@@ -1,0 +1,182 @@
+//! Fleets (SPEC §12), the store's side: what a reservation would draw from, decided by
+//! the store's own check (`reserve_one`) in a transaction that is then aborted, so the
+//! fleet is asked exactly for what the local reservation will take; and the fleet's
+//! verdicts that move an action without a reservation (parked, failed).
+
+use super::codec::{ms, waiting_prefix};
+use super::records::State;
+use super::reserve::{maintain, reserve_one, ParkedAction, ReserveResult};
+use super::tx::{reject, Tx, TxResult};
+use super::{Settings, Store, StoreError, READY};
+use crate::cluster::Draw;
+use crate::policy::window::{local_day, start_of_next_day};
+use chrono::{DateTime, Duration, Utc};
+use std::cell::RefCell;
+
+/// Where a candidate goes in a fleet.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Route {
+    /// The store would admit it: the fleet must claim it first.
+    Fleet(Draw),
+    /// The store would not admit it (parked, skipped): reserve locally as usual, which
+    /// takes no slot and sends nothing.
+    Local,
+}
+
+/// Actions parked for an account held elsewhere, per call.
+pub const OWNED_ELSEWHERE_BATCH: usize = 4096;
+/// The parking reason of an account held by another worker (SPEC §12).
+pub const OWNED_ELSEWHERE: &str = "owned_elsewhere";
+/// The failure reason of an action id already sent in the fleet (SPEC §12).
+pub const DUPLICATE_IN_FLEET: &str = "duplicate_in_fleet";
+
+fn draw_of(tx: &Tx, id: &str, now: DateTime<Utc>, st: &Settings) -> TxResult<Option<Draw>> {
+    let Some(action) = tx.action(id)? else {
+        return Ok(None);
+    };
+    let Some(mut acct) = tx.account(&action.account)? else {
+        return Ok(None);
+    };
+    maintain(tx, &mut acct, now, st, &mut Vec::new())?;
+    let Some(campaign) = tx.campaign(&action.campaign)? else {
+        return Ok(None);
+    };
+    let account_day = acct.day_at(now);
+    let zones = acct.zones();
+    let later = now + Duration::days(1);
+    Ok(Some(Draw {
+        action: action.id.clone(),
+        account: acct.id.clone(),
+        campaign: campaign.id.clone(),
+        kind: action.kind,
+        account_day,
+        campaign_day: local_day(campaign.tz(), now),
+        limits: acct.limits(&st.policy, campaign.limits(), account_day),
+        account_until: zones.next_open_on_later_day(&acct.window, now).unwrap_or(later),
+        campaign_until: zones
+            .next_open(&acct.window, start_of_next_day(campaign.tz(), now))
+            .unwrap_or(later),
+    }))
+}
+
+impl Store {
+    /// For each candidate, whether the local reservation would admit it and, if so,
+    /// what it draws from. Writes nothing (the transaction is aborted).
+    pub fn fleet_routes(&self, ids: &[String], now: DateTime<Utc>) -> Result<Vec<Route>, StoreError> {
+        let st = &self.settings;
+        let mut routes = Vec::with_capacity(ids.len());
+        // One dry run per candidate: a verdict that leans on another candidate of the
+        // batch (the last slot of a shared campaign) would not hold for the batch the
+        // local reservation actually takes.
+        for id in ids {
+            let route = RefCell::new(Route::Local);
+            let result = self.transact(|tx| {
+                let draw = draw_of(tx, id, now, st)?;
+                let r = reserve_one(tx, id, now, st, 0, &mut Vec::new())?;
+                *route.borrow_mut() = match (r, draw) {
+                    (ReserveResult::Reserved(_), Some(d)) => Route::Fleet(d),
+                    _ => Route::Local,
+                };
+                reject::<()>(0, "", "dry run")
+            })?;
+            debug_assert!(result.is_err(), "the dry run never commits");
+            routes.push(route.into_inner());
+        }
+        Ok(routes)
+    }
+
+    /// Move a queued action on the fleet's word: parked with `reason` (until `until`, or
+    /// waiting on its account when `None`), or failed (`park = false`). `false` when the
+    /// action was no longer queued.
+    pub fn fleet_settle(
+        &self,
+        id: &str,
+        park: bool,
+        reason: &str,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = self.transact(|tx| {
+            let Some(old) = tx.action(id)? else {
+                return Ok(false);
+            };
+            if old.state != State::Queued {
+                return Ok(false);
+            }
+            let mut a = old.clone();
+            a.state = if park { State::Parked } else { State::Failed };
+            a.reason = Some(reason.to_string());
+            a.until_ms = if park { until.map(ms) } else { None };
+            a.updated_ms = ms(now);
+            let waiting = (park && until.is_none()).then_some((&b"a"[..], old.account.as_str()));
+            tx.transition(&old, &a, waiting)?;
+            tx.flush_counts()?;
+            Ok(true)
+        })?;
+        let moved = result.map_err(|r| StoreError::Corrupt(r.reason))?;
+        if moved {
+            self.make_durable()?;
+        }
+        Ok(moved)
+    }
+
+    /// Park every ready action of `account` (at most `max`) with reason
+    /// `owned_elsewhere`, waiting on the account: `fleet_release_account` brings them
+    /// back when this worker owns it.
+    pub fn fleet_park_account(
+        &self,
+        account: &str,
+        now: DateTime<Utc>,
+        max: usize,
+    ) -> Result<Vec<ParkedAction>, StoreError> {
+        self.op("scan ready")?;
+        let ids: Vec<String> = self.trees[READY]
+            .scan_prefix(super::codec::account_prefix(account))
+            .values()
+            .take(max)
+            .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = self.transact(|tx| {
+            let mut out = Vec::new();
+            for id in &ids {
+                let Some(old) = tx.action(id)? else { continue };
+                if old.state != State::Queued || old.until_ms.is_some() {
+                    continue;
+                }
+                let mut a = old.clone();
+                a.state = State::Parked;
+                a.reason = Some(OWNED_ELSEWHERE.into());
+                a.updated_ms = ms(now);
+                tx.transition(&old, &a, Some((b"a", account)))?;
+                out.push(ParkedAction {
+                    action: a.id,
+                    campaign: a.campaign,
+                    kind: a.kind,
+                });
+            }
+            tx.flush_counts()?;
+            Ok(out)
+        })?;
+        let out = result.map_err(|r| StoreError::Corrupt(r.reason))?;
+        if !out.is_empty() {
+            self.make_durable()?;
+        }
+        Ok(out)
+    }
+
+    /// Queue again the actions parked while `account` was held elsewhere.
+    pub fn fleet_release_account(&self, account: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.op("scan waiting")?;
+        let any = self.trees[super::WAITING]
+            .scan_prefix(waiting_prefix(b"a", account))
+            .next()
+            .is_some();
+        if any {
+            self.release(b"a", account, now)?;
+        }
+        Ok(any)
+    }
+}
