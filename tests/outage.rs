@@ -409,7 +409,7 @@ fn a_refused_attempt_returns_its_slots_on_the_reservation_day() {
 #[test]
 fn audit_with_releases_still_finds_an_overshoot_and_a_mismatch() {
     use sendgate::store::codec::{decode, encode};
-    use sendgate::store::records::{AccountDayRec, LedgerEntry};
+    use sendgate::store::records::{AccountDayRec, LedgerReservations};
     let dir = tempfile::tempdir().expect("tempdir");
     let now = utc("2026-11-25T12:00:00Z");
     {
@@ -475,7 +475,8 @@ fn audit_with_releases_still_finds_an_overshoot_and_a_mismatch() {
         d.reserved.invites = 3;
         days.insert(key, encode(&d)).expect("write");
         let (k, v) = ledger.first().expect("read").expect("an entry");
-        let e: LedgerEntry = decode("ledger entry", &v).expect("decodes");
+        let b: LedgerReservations = decode("ledger reservations", &v).expect("decodes");
+        let e = b.entries.into_iter().next().expect("an entry");
         let bogus = sendgate::store::records::LedgerRelease {
             action: e.action,
             account: e.account,

@@ -294,7 +294,7 @@ fn retention_prunes_finished_actions_and_old_ledger_entries() {
 #[test]
 fn audit_reports_an_overshoot_and_a_counter_mismatch() {
     use sendgate::store::codec::{decode, encode};
-    use sendgate::store::records::{AccountDayRec, LedgerEntry};
+    use sendgate::store::records::{AccountDayRec, LedgerReservations};
     let dir = tempfile::tempdir().expect("tempdir");
     let now = utc(NOW);
     {
@@ -319,9 +319,10 @@ fn audit_reports_an_overshoot_and_a_counter_mismatch() {
         let db = sled::open(dir.path().join("store")).expect("raw open");
         let ledger = db.open_tree("ledger").expect("ledger");
         let (k, v) = ledger.last().expect("read").expect("an entry");
-        let mut e: LedgerEntry = decode("ledger entry", &v).expect("decodes");
+        let mut b: LedgerReservations = decode("ledger reservations", &v).expect("decodes");
+        let e = b.entries.last_mut().expect("an entry");
         e.limits.invites = 1;
-        ledger.insert(k, encode(&e)).expect("write");
+        ledger.insert(k, encode(&b)).expect("write");
         let days = db.open_tree("days").expect("days");
         let key = sendgate::store::codec::account_day_key("a1", now.date_naive());
         let mut d: AccountDayRec =
@@ -1014,7 +1015,7 @@ fn every_tier_row_of_the_spec() {
 #[test]
 fn audit_reports_days_that_overlap_in_real_time() {
     use sendgate::store::codec::{decode, encode};
-    use sendgate::store::records::LedgerEntry;
+    use sendgate::store::records::LedgerReservations;
     let dir = tempfile::tempdir().expect("tempdir");
     let now = utc(NOW);
     {
@@ -1038,9 +1039,10 @@ fn audit_reports_days_that_overlap_in_real_time() {
         let db = sled::open(dir.path().join("store")).expect("raw open");
         let ledger = db.open_tree("ledger").expect("ledger");
         let (k, v) = ledger.last().expect("read").expect("an entry");
-        let mut e: LedgerEntry = decode("ledger entry", &v).expect("decodes");
+        let mut b: LedgerReservations = decode("ledger reservations", &v).expect("decodes");
+        let e = b.entries.last_mut().expect("an entry");
         e.account_day = e.account_day.pred_opt().expect("a day before");
-        ledger.insert(k, encode(&e)).expect("write");
+        ledger.insert(k, encode(&b)).expect("write");
         db.flush().expect("flush");
     }
     let store = open(dir.path(), Settings::default());

@@ -10,9 +10,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The on-disk format this build writes; a store with a larger one is refused.
-/// Format 2 added a record kind (`LedgerOutcomes`, under `outcome_key`) that a
-/// format-1 build cannot read; every format-1 record reads as it is, so a format-1
-/// store is upgraded by writing the new number (`Store::check_format`).
+/// Format 2 added two ledger record kinds that a format-1 build cannot read: the
+/// outcomes of a recording transaction (`LedgerOutcomes`, `outcome_key`) and the
+/// reservations of a reserve transaction (`LedgerReservations`, `reservations_key`,
+/// with 12-byte `inflight` values). Every format-1 record still reads as it is, so a
+/// format-1 store is upgraded by writing the new number (`Store::check_format`).
 pub const FORMAT_VERSION: u32 = 2;
 
 /// The versioned envelope of every value. Append variants; never reorder or remove.
@@ -259,11 +261,37 @@ pub fn outcome_key(id: u64) -> [u8; 9] {
     k
 }
 
+/// `ledger` tree: every reservation of one reserve transaction, keyed by its own id
+/// and `b`.
+pub fn reservations_key(id: u64) -> [u8; 9] {
+    let mut k = [b'b'; 9];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The `inflight` value of an action reserved in a batch: the batch's ledger id and
+/// the entry's index in it (12 bytes). A format-1 store holds the 8-byte id of a
+/// single `LedgerEntry` instead.
+pub fn inflight_value(batch: u64, index: u32) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..8].copy_from_slice(&batch.to_be_bytes());
+    v[8..].copy_from_slice(&index.to_be_bytes());
+    v
+}
+
+/// The index in its batch that an `inflight` value names (`None`: a single entry).
+pub fn inflight_index(v: &[u8]) -> Option<u32> {
+    let b: [u8; 4] = v.get(8..12)?.try_into().ok()?;
+    Some(u32::from_be_bytes(b))
+}
+
 /// The kinds of `ledger` records, told apart by their keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LedgerKind {
-    /// `LedgerEntry`: 8 bytes.
+    /// `LedgerEntry`: 8 bytes (format 1; format 2 writes batches).
     Reservation,
+    /// `LedgerReservations`: 8 bytes and `b`.
+    Reservations,
     /// `LedgerRelease`: 8 bytes and `r`.
     Release,
     /// `LedgerOutcomes`: 8 bytes and `o`.
@@ -275,6 +303,7 @@ pub fn ledger_kind(k: &[u8]) -> Option<LedgerKind> {
         (8, _) => Some(LedgerKind::Reservation),
         (9, Some(b'r')) => Some(LedgerKind::Release),
         (9, Some(b'o')) => Some(LedgerKind::Outcomes),
+        (9, Some(b'b')) => Some(LedgerKind::Reservations),
         _ => None,
     }
 }

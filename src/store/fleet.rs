@@ -72,7 +72,7 @@ impl Store {
             let route = RefCell::new(Route::Local);
             let result = self.transact(|tx| {
                 let draw = draw_of(tx, id, now, st)?;
-                let r = reserve_one(tx, id, now, st, 0, &mut Vec::new())?;
+                let r = reserve_one(tx, id, now, st, 0, &mut Vec::new(), &mut Vec::new())?;
                 *route.borrow_mut() = match (r, draw) {
                     (ReserveResult::Reserved(_), Some(d)) => Route::Fleet(d),
                     _ => Route::Local,

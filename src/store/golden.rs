@@ -7,7 +7,7 @@
 use super::codec;
 use super::records::{
     Account, AccountCaps, AccountDayRec, Action, Campaign, LedgerEntry, LedgerLimits, LedgerOutcome,
-    LedgerOutcomes, LedgerRelease, PendingZone, State,
+    LedgerOutcomes, LedgerRelease, LedgerReservations, PendingZone, State,
 };
 use crate::policy::caps::{AccountDay, CampaignDay};
 use crate::policy::{Health, Kind, Tier, Window};
@@ -308,6 +308,13 @@ fn ledger_outcomes() {
         Some(codec::LedgerKind::Outcomes)
     );
     assert_eq!(
+        codec::ledger_kind(&codec::reservations_key(7)),
+        Some(codec::LedgerKind::Reservations)
+    );
+    assert_eq!(codec::inflight_index(&codec::inflight_value(7, 3)), Some(3));
+    assert_eq!(codec::ledger_id(&codec::inflight_value(7, 3)), Some(7));
+    assert_eq!(codec::inflight_index(&7u64.to_be_bytes()), None);
+    assert_eq!(
         codec::ledger_kind(&codec::release_key(7)),
         Some(codec::LedgerKind::Release)
     );
@@ -316,4 +323,29 @@ fn ledger_outcomes() {
         Some(codec::LedgerKind::Reservation)
     );
     assert_eq!(codec::ledger_kind(b"0123456789"), None);
+}
+
+#[test]
+fn ledger_reservations() {
+    let entry = |action: &str, kind: Kind, attempt: u32| LedgerEntry {
+        action: action.into(),
+        account: "acct-1".into(),
+        campaign: "q4".into(),
+        kind,
+        attempt,
+        at_ms: 1_764_400_000_000,
+        account_day: day(2026, 11, 29),
+        campaign_day: day(2026, 11, 28),
+        limits: limits(),
+    };
+    let batch = LedgerReservations {
+        entries: vec![entry("q4/a", Kind::Invite, 1), entry("q4/b", Kind::Message, 2)],
+    };
+    pin(
+        "LedgerReservations",
+        &batch,
+        codec::encode,
+        |b| codec::decode("ledger reservations", b).expect("decodes"),
+        "00020471342f6106616363742d31027134000180b0fbe6d9660a323032362d31312d32390a323032362d31312d32380f50056400140471342f6206616363742d31027134010280b0fbe6d9660a323032362d31312d32390a323032362d31312d32380f5005640014",
+    );
 }

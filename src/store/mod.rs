@@ -31,6 +31,8 @@ mod tx;
 
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod writes;
 
 pub use apply::ApplyOutcome;
 pub use apply::{Applied, EventEffect};

@@ -10,7 +10,7 @@
 
 use super::codec::{self, from_ms, ms};
 use super::query::{CampaignToday, StatusReport, Use, Waiting};
-use super::records::{Action, LedgerEntry, LedgerOutcomes, LedgerRelease, State};
+use super::records::{Action, LedgerEntry, LedgerOutcomes, LedgerRelease, LedgerReservations, State};
 use super::tx::Tx;
 use super::{Store, StoreError, ACTIONS, CAMPAIGNS, LEDGER, META};
 use crate::policy::caps::CampaignDay;
@@ -436,6 +436,10 @@ impl Store {
                                 released: x.released,
                             }),
                     );
+                }
+                Some(codec::LedgerKind::Reservations) => {
+                    let b: LedgerReservations = codec::decode("ledger reservations", &v)?;
+                    reservations.extend(b.entries.into_iter().filter(|e| e.action == id));
                 }
                 Some(codec::LedgerKind::Reservation) => {
                     let e: LedgerEntry = codec::decode("ledger entry", &v)?;

@@ -2,7 +2,9 @@
 //! left `inflight`.
 
 use super::codec::{self, from_ms, ms};
-use super::records::{Account, Action, LedgerEntry, LedgerOutcome, LedgerOutcomes, LedgerRelease, State};
+use super::records::{
+    Account, Action, LedgerEntry, LedgerOutcome, LedgerOutcomes, LedgerRelease, LedgerReservations, State,
+};
 use super::reserve::{refresh_health, Change};
 use super::tx::{Abort, Tx, TxResult};
 use super::{Recovery, Settings, Store, StoreError, INFLIGHT, LEDGER, LINKS};
@@ -331,13 +333,21 @@ fn release(
     now: DateTime<Utc>,
     st: &Settings,
 ) -> TxResult<(bool, bool)> {
-    let Some(lid) = tx
-        .get_raw(INFLIGHT, old.id.as_bytes())?
-        .and_then(|raw| codec::ledger_id(&raw))
-    else {
+    let Some(raw) = tx.get_raw(INFLIGHT, old.id.as_bytes())? else {
         return Ok((false, false));
     };
-    let Some(entry) = tx.get::<LedgerEntry>(LEDGER, &lid.to_be_bytes(), "ledger entry")? else {
+    let Some(lid) = codec::ledger_id(&raw) else {
+        return Ok((false, false));
+    };
+    let entry = match codec::inflight_index(&raw) {
+        // Format 2: the entry's place in its batch.
+        Some(index) => tx
+            .get::<LedgerReservations>(LEDGER, &codec::reservations_key(lid), "ledger reservations")?
+            .and_then(|b| b.entries.into_iter().nth(index as usize)),
+        // Format 1: a record of its own.
+        None => tx.get::<LedgerEntry>(LEDGER, &lid.to_be_bytes(), "ledger entry")?,
+    };
+    let Some(entry) = entry else {
         return Ok((false, false));
     };
     if entry.action != old.id || entry.attempt != old.attempts {

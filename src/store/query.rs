@@ -2,7 +2,9 @@
 //! that recomputes every counter from the ledger, and retention.
 
 use super::codec::{self, from_be_i64, from_ms, ms};
-use super::records::{AccountDayRec, Action, LedgerEntry, LedgerItem, LedgerRelease, State};
+use super::records::{
+    AccountDayRec, Action, LedgerEntry, LedgerItem, LedgerRelease, LedgerReservations, State,
+};
 use super::reserve::Change;
 use super::{Store, StoreError, ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, LEDGER, LINKS, READY, TIMED, WAITING};
 use crate::policy::caps::{draws, CampaignDay, Counter};
@@ -577,71 +579,78 @@ impl Store {
                 }
                 continue;
             }
-            let e: LedgerEntry = codec::decode("ledger entry", &v)?;
-            let l = e.limits;
-            match latest.get(&e.account) {
-                Some(&(day, since)) if e.account_day < day && e.at_ms >= since => {
-                    if in_range(e.account_day) {
-                        report.mismatches.push(format!(
-                            "account {} {}: reserved at {} after day {day} began at {} (days overlap)",
-                            e.account,
-                            e.account_day,
-                            from_ms(e.at_ms),
-                            from_ms(since)
-                        ));
+            let entries = match codec::ledger_kind(&k) {
+                Some(codec::LedgerKind::Reservations) => {
+                    codec::decode::<LedgerReservations>("ledger reservations", &v)?.entries
+                }
+                _ => vec![codec::decode::<LedgerEntry>("ledger entry", &v)?],
+            };
+            for e in entries {
+                let l = e.limits;
+                match latest.get(&e.account) {
+                    Some(&(day, since)) if e.account_day < day && e.at_ms >= since => {
+                        if in_range(e.account_day) {
+                            report.mismatches.push(format!(
+                                "account {} {}: reserved at {} after day {day} began at {} (days overlap)",
+                                e.account,
+                                e.account_day,
+                                from_ms(e.at_ms),
+                                from_ms(since)
+                            ));
+                        }
+                    }
+                    Some(&(day, _)) if e.account_day <= day => {}
+                    _ => {
+                        latest.insert(e.account.clone(), (e.account_day, e.at_ms));
                     }
                 }
-                Some(&(day, _)) if e.account_day <= day => {}
-                _ => {
-                    latest.insert(e.account.clone(), (e.account_day, e.at_ms));
+                // Every counter the kind draws from, in the policy's own table; the
+                // running count is checked against the limit recorded with the entry.
+                for &counter in draws(e.kind) {
+                    let d = &mut acct
+                        .entry((e.account.clone(), e.account_day))
+                        .or_default()
+                        .day
+                        .reserved;
+                    let (count, limit) = match counter {
+                        Counter::Invites => bump(&mut d.invites, l.invites),
+                        Counter::Messages => bump(&mut d.messages, l.messages),
+                        Counter::Inmails => bump(&mut d.inmails, l.inmails),
+                        Counter::Engagement => bump(&mut d.engagement, l.engagement),
+                        Counter::WeeklyInvites => {
+                            let Some(w) = l.weekly_invites else { continue };
+                            let week: u32 = (0..7)
+                                .map(|ago| {
+                                    let day = e.account_day - Duration::days(ago);
+                                    acct.get(&(e.account.clone(), day))
+                                        .map_or(0, |t| t.day.reserved.invites)
+                                })
+                                .sum();
+                            (week, w)
+                        }
+                        // A balance, not a daily counter: it cannot go below zero.
+                        Counter::InmailCredits => continue,
+                    };
+                    over(&e.account, e.account_day, counter.as_str(), count, limit);
                 }
+                if let Some(t) = CampaignType::of(e.kind) {
+                    let c = camp.entry((e.campaign.clone(), e.campaign_day)).or_default();
+                    let n = match t {
+                        CampaignType::Invites => &mut c.invites,
+                        CampaignType::Messages => &mut c.messages,
+                        CampaignType::Inmails => &mut c.inmails,
+                    };
+                    *n += 1;
+                    over(
+                        &e.campaign,
+                        e.campaign_day,
+                        &format!("campaign.{}", t.as_str()),
+                        *n,
+                        l.campaign,
+                    );
+                }
+                report.entries += 1;
             }
-            // Every counter the kind draws from, in the policy's own table; the
-            // running count is checked against the limit recorded with the entry.
-            for &counter in draws(e.kind) {
-                let d = &mut acct
-                    .entry((e.account.clone(), e.account_day))
-                    .or_default()
-                    .day
-                    .reserved;
-                let (count, limit) = match counter {
-                    Counter::Invites => bump(&mut d.invites, l.invites),
-                    Counter::Messages => bump(&mut d.messages, l.messages),
-                    Counter::Inmails => bump(&mut d.inmails, l.inmails),
-                    Counter::Engagement => bump(&mut d.engagement, l.engagement),
-                    Counter::WeeklyInvites => {
-                        let Some(w) = l.weekly_invites else { continue };
-                        let week: u32 = (0..7)
-                            .map(|ago| {
-                                let day = e.account_day - Duration::days(ago);
-                                acct.get(&(e.account.clone(), day))
-                                    .map_or(0, |t| t.day.reserved.invites)
-                            })
-                            .sum();
-                        (week, w)
-                    }
-                    // A balance, not a daily counter: it cannot go below zero.
-                    Counter::InmailCredits => continue,
-                };
-                over(&e.account, e.account_day, counter.as_str(), count, limit);
-            }
-            if let Some(t) = CampaignType::of(e.kind) {
-                let c = camp.entry((e.campaign.clone(), e.campaign_day)).or_default();
-                let n = match t {
-                    CampaignType::Invites => &mut c.invites,
-                    CampaignType::Messages => &mut c.messages,
-                    CampaignType::Inmails => &mut c.inmails,
-                };
-                *n += 1;
-                over(
-                    &e.campaign,
-                    e.campaign_day,
-                    &format!("campaign.{}", t.as_str()),
-                    *n,
-                    l.campaign,
-                );
-            }
-            report.entries += 1;
         }
         report.releases = releases;
         report.mismatches.extend(bad_releases);

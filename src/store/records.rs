@@ -396,6 +396,14 @@ pub struct LedgerEntry {
     pub limits: LedgerLimits,
 }
 
+/// Every reservation taken by one reserve transaction (format 2): one ledger record per
+/// batch, under `codec::reservations_key`. An action in flight names its entry by the
+/// batch id and index (`codec::inflight_value`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerReservations {
+    pub entries: Vec<LedgerEntry>,
+}
+
 /// The slots of one reservation given back, because its attempt was certainly never
 /// received (SPEC §3, §5 "not delivered"). Written in the transaction that records the
 /// outcome, under `codec::release_key`; `audit` subtracts it from the day it names.
@@ -410,7 +418,8 @@ pub struct LedgerRelease {
     /// The days of the reservation released (not the day of the release).
     pub account_day: NaiveDate,
     pub campaign_day: NaiveDate,
-    /// The ledger id of the reservation released.
+    /// The ledger id of the reservation released: its `LedgerReservations` batch
+    /// (format 2) or its own `LedgerEntry` (format 1).
     pub reservation: u64,
 }
 
@@ -481,6 +490,22 @@ impl LedgerItem {
                 Ok(LedgerItem {
                     at_ms: o.at_ms,
                     days: Vec::new(),
+                })
+            }
+            Some(LedgerKind::Reservations) => {
+                let b: LedgerReservations = super::codec::decode("ledger reservations", value)?;
+                Ok(LedgerItem {
+                    at_ms: b.entries.iter().map(|e| e.at_ms).max().unwrap_or(i64::MIN),
+                    days: b
+                        .entries
+                        .into_iter()
+                        .map(|e| LedgerDays {
+                            account: e.account,
+                            campaign: e.campaign,
+                            account_day: e.account_day,
+                            campaign_day: e.campaign_day,
+                        })
+                        .collect(),
                 })
             }
             Some(LedgerKind::Reservation) => {

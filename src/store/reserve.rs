@@ -2,8 +2,8 @@
 //! the policy core, takes the slots, moves the action to `inflight` and appends a ledger
 //! entry; then the durability boundary, then permission to send (SPEC P1, P2).
 
-use super::codec::{day_num, from_ms, ms};
-use super::records::{Account, Action, LedgerEntry, LedgerLimits, State};
+use super::codec::{self, day_num, from_ms, ms};
+use super::records::{Account, Action, LedgerEntry, LedgerLimits, LedgerReservations, State};
 use super::tx::{Tx, TxResult};
 use super::{Settings, Store, StoreError, INFLIGHT, LEDGER, META, META_FEEDBACK_SEEN};
 use crate::contract::upstream::redact_proxy;
@@ -253,7 +253,8 @@ pub(super) fn reserve_one(
     id: &str,
     now: DateTime<Utc>,
     st: &Settings,
-    ledger_id: u64,
+    batch_id: u64,
+    entries: &mut Vec<LedgerEntry>,
     out: &mut Vec<Change>,
 ) -> TxResult<ReserveResult> {
     let Some(action) = tx.action(id)? else {
@@ -352,10 +353,17 @@ pub(super) fn reserve_one(
             inflight.until_ms = None;
             inflight.updated_ms = ms(now);
             tx.transition(&action, &inflight, None)?;
-            // The in-flight index remembers the reservation, so that an attempt that is
-            // not delivered gives back exactly these slots (`outcome::release`).
-            tx.put_raw(INFLIGHT, action.id.as_bytes(), &ledger_id.to_be_bytes())?;
-            let entry = LedgerEntry {
+            // The in-flight index remembers the reservation (its batch and place in
+            // it), so that an attempt that is not delivered gives back exactly these
+            // slots (`outcome::release`).
+            let index = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+            debug_assert!(index < u32::MAX, "a reserve batch is far smaller");
+            tx.put_raw(
+                INFLIGHT,
+                action.id.as_bytes(),
+                &codec::inflight_value(batch_id, index),
+            )?;
+            entries.push(LedgerEntry {
                 action: action.id.clone(),
                 account: acct.id.clone(),
                 campaign: campaign.id.clone(),
@@ -365,8 +373,7 @@ pub(super) fn reserve_one(
                 account_day: today,
                 campaign_day: camp_today,
                 limits: LedgerLimits::of(&limits, action.kind),
-            };
-            tx.put(LEDGER, &ledger_id.to_be_bytes(), &entry)?;
+            });
             Ok(ReserveResult::Reserved(request_of(&inflight, &acct)))
         }
     }
@@ -505,17 +512,32 @@ impl Store {
         ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<(Vec<ReserveResult>, Vec<Change>), StoreError> {
-        let mut ledger_ids = Vec::with_capacity(ids.len());
-        for _ in ids {
-            self.op("generate ledger id")?;
-            ledger_ids.push(self.db.generate_id()?);
-        }
+        // One ledger record holds every reservation of the batch, with the limits in
+        // force; its id is taken before the transaction (which may run twice).
+        self.op("generate ledger id")?;
+        let batch_id = self.db.generate_id()?;
         let st = &self.settings;
         let result = self.transact(|tx| {
             let mut changes = Vec::new();
             let mut results = Vec::with_capacity(ids.len());
-            for (id, &lid) in ids.iter().zip(&ledger_ids) {
-                results.push(reserve_one(tx, id, now, st, lid, &mut changes)?);
+            let mut entries = Vec::with_capacity(ids.len());
+            for id in ids {
+                results.push(reserve_one(
+                    tx,
+                    id,
+                    now,
+                    st,
+                    batch_id,
+                    &mut entries,
+                    &mut changes,
+                )?);
+            }
+            if !entries.is_empty() {
+                tx.put(
+                    LEDGER,
+                    &codec::reservations_key(batch_id),
+                    &LedgerReservations { entries },
+                )?;
             }
             tx.flush_counts()?;
             Ok((results, changes))
