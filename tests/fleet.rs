@@ -562,3 +562,71 @@ fn three_members_lose_their_leader_during_reservations_and_the_caps_hold() {
     let (c2, l2) = w2.stop();
     assert_eq!((c1, c2), (0, 0), "{l1}\n{l2}");
 }
+
+/// The InMail balance lives beside the account's counters: a worker that takes a
+/// killed owner's account over continues from the balance the owner left, and the
+/// fleet never sends more InMails than the account had credits.
+#[test]
+fn a_new_owner_continues_from_the_killed_owners_inmail_balance() {
+    let Some(bin) = etcd_binary("a_new_owner_continues_from_the_killed_owners_inmail_balance") else {
+        return;
+    };
+    const CREDITS: usize = 6;
+    let root = tempfile::tempdir().expect("tempdir");
+    let etcd = Etcd::start(bin, root.path());
+    let h1 = Host::new(root.path(), "h1", &etcd);
+    let h2 = Host::new(root.path(), "h2", &etcd);
+    // Both hosts are told the account holds 6 credits: only the fleet knows how many
+    // the first owner used.
+    let mut text = campaign_line("q", 1000, "") + "\n";
+    text += &account_line(
+        "a5",
+        &format!(r#","inmail_credits":{CREDITS},"caps":{{"inmails":50}}"#),
+    );
+    text.push('\n');
+    for i in 0..20 {
+        text += &action_line(&format!("a5-m{i}"), "q", "a5", "inmail");
+        text.push('\n');
+    }
+    let mut w1 = h1.start();
+    h1.drop_jobs("001.jsonl", &text);
+    wait_until("h1 sends InMails for a5", || h1.upstream.count_for("a5") >= 3);
+    let w2 = h2.start();
+    h2.drop_jobs("001.jsonl", &text);
+    w2.wait_for_log("owned_elsewhere");
+    let _ = w1.child.kill(); // SIGKILL: the lease is left to expire
+    let _ = w1.child.wait();
+    let from_h1 = h1.upstream.count_for("a5");
+    assert!(
+        from_h1 < CREDITS,
+        "h1 was killed before using every credit ({from_h1})"
+    );
+    // h2 may find one credit fewer than h1 sent: a claim h1 made but did not send.
+    wait_until("h2 uses what is left", || {
+        from_h1 + h2.upstream.count_for("a5") + 1 >= CREDITS
+    });
+    std::thread::sleep(Duration::from_millis(3_000));
+    let from_h2 = h2.upstream.count_for("a5");
+    println!("InMails: h1 sent {from_h1}, h2 {from_h2}, credits {CREDITS}");
+    assert!(
+        from_h1 + from_h2 <= CREDITS,
+        "the fleet sent {} InMails on {CREDITS} credits ({from_h1} on h1)",
+        from_h1 + from_h2
+    );
+    no_id_twice(&[&h1, &h2]);
+    let (code, log) = w2.stop();
+    assert_eq!(code, 0, "{log}");
+    let adopted = log
+        .lines()
+        .find(|l| l.contains("\"event\":\"account_state_adopted\""))
+        .unwrap_or_else(|| panic!("h2 adopted the fleet's state of a5: {log}"));
+    let v: serde_json::Value = serde_json::from_str(adopted).expect("a JSON log line");
+    let adopted_credits = v["inmail_credits"]
+        .as_u64()
+        .or_else(|| v["fields"]["inmail_credits"].as_u64())
+        .unwrap_or_else(|| panic!("inmail_credits in {adopted}")) as usize;
+    assert!(
+        adopted_credits + from_h1 <= CREDITS && adopted_credits + from_h1 + 1 >= CREDITS,
+        "h2 continued from h1's balance: {adopted}"
+    );
+}

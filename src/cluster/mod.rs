@@ -130,6 +130,9 @@ pub struct Draw {
     /// Where an action blocked by each counter waits (the next day of that counter).
     pub account_until: DateTime<Utc>,
     pub campaign_until: DateTime<Utc>,
+    /// The account's local state (InMail balance, ramp, health) after maintenance:
+    /// what the claim writes beside the counters.
+    pub state: plan::AccountState,
 }
 
 /// What the fleet says of one candidate.
@@ -158,8 +161,9 @@ pub struct Claim {
 pub enum Notice {
     /// The verdicts of a `Claim`, one per draw, in order.
     Answer(Vec<(Draw, Verdict)>),
-    /// The worker holds `<prefix>/owner/<account>` now.
-    Owned(String),
+    /// The worker holds `<prefix>/owner/<account>` now, and the account's state the
+    /// fleet keeps (`None`: none yet), to adopt before its first dispatch.
+    Owned(String, Option<plan::AccountState>),
     /// The account is held elsewhere (or we lost it).
     Elsewhere { account: String, owner: Option<String> },
     /// etcd is reachable and the lease is fresh again, or not.

@@ -5,8 +5,10 @@
 
 use super::{Draw, Verdict};
 use crate::policy::caps::{draws, Blocker, CampaignType, Counter};
+use crate::policy::Health;
 use crate::policy::Kind;
 use chrono::{Duration, NaiveDate};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// etcd's default `--max-txn-ops`: compares, and operations per branch, per transaction.
@@ -23,6 +25,93 @@ pub fn owner_key(prefix: &str, account: &str) -> String {
 
 pub fn owner_prefix(prefix: &str) -> String {
     format!("{prefix}/owner/")
+}
+
+/// The account's state beside its counters: `<prefix>/account/<id>/state`.
+pub fn state_key(prefix: &str, account: &str) -> String {
+    format!("{prefix}/account/{}/state", esc(account))
+}
+
+pub fn state_prefix(prefix: &str) -> String {
+    format!("{prefix}/account/")
+}
+
+/// The version `AccountState::encode` writes; another one is refused, never guessed.
+pub const STATE_VERSION: u32 = 1;
+
+/// What of an account a new owner continues from (SPEC §12): the InMail balance and
+/// its refill instant, the ramp, and the health verdict with its holds. Stored as JSON
+/// under `state_key`, written by the owner in each claim transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountState {
+    pub v: u32,
+    pub credits: u32,
+    pub last_refill_ms: i64,
+    pub ramp_ceiling: u32,
+    pub ramp_history: Vec<(NaiveDate, u32)>,
+    pub ramp_steps: i64,
+    pub health: Health,
+    pub restricted: bool,
+    pub held_until_ms: Option<i64>,
+}
+
+impl AccountState {
+    pub fn encode(&self) -> Vec<u8> {
+        debug_assert_eq!(self.v, STATE_VERSION);
+        serde_json::to_vec(self).expect("plain data serialises")
+    }
+
+    /// A value someone else wrote (or a later version) is an error naming the key.
+    pub fn decode(key: &str, v: &[u8]) -> Result<AccountState, String> {
+        let s: AccountState =
+            serde_json::from_slice(v).map_err(|e| format!("{key}: not an account state: {e}"))?;
+        if s.v != STATE_VERSION {
+            return Err(format!(
+                "{key}: account state version {} (this build reads {STATE_VERSION})",
+                s.v
+            ));
+        }
+        Ok(s)
+    }
+
+    /// The InMail balance the fleet admits against, from the fleet's state (if any)
+    /// and the owner's local one. A refill the owner applied after the fleet's last
+    /// one counts from the local balance (it started from the adopted fleet balance);
+    /// otherwise the lower of the two, so a draw the fleet recorded and the local
+    /// store did not (a crash between the two) is never drawn twice.
+    pub fn balance(fleet: Option<&AccountState>, local: &AccountState) -> u32 {
+        match fleet {
+            None => local.credits,
+            Some(f) if local.last_refill_ms > f.last_refill_ms => local.credits,
+            Some(f) => f.credits.min(local.credits),
+        }
+    }
+
+    /// What a new owner continues from: the fleet's InMail balance and refill instant
+    /// (refills due since are the local maintenance's), the fleet's ramp unless the
+    /// local one has evaluated more boundaries, and the worse health and holds of the
+    /// two. Fail closed: nothing here raises a limit above both.
+    pub fn adopt(local: &AccountState, fleet: &AccountState) -> AccountState {
+        let ramp = if fleet.ramp_steps >= local.ramp_steps {
+            fleet
+        } else {
+            local
+        };
+        let out = AccountState {
+            v: STATE_VERSION,
+            credits: fleet.credits,
+            last_refill_ms: fleet.last_refill_ms,
+            ramp_ceiling: ramp.ramp_ceiling,
+            ramp_history: ramp.ramp_history.clone(),
+            ramp_steps: ramp.ramp_steps,
+            health: local.health.max(fleet.health),
+            restricted: local.restricted || fleet.restricted,
+            held_until_ms: local.held_until_ms.max(fleet.held_until_ms),
+        };
+        debug_assert!(out.health >= fleet.health && out.restricted >= fleet.restricted);
+        out
+    }
 }
 
 pub fn action_key(prefix: &str, action: &str) -> String {
@@ -111,13 +200,15 @@ pub fn needs(prefix: &str, d: &Draw) -> (Vec<Need>, Vec<String>) {
     (needs, incs)
 }
 
-/// Every key a draw reads (its counters, its action key, its account's owner key).
+/// Every key a draw reads (its counters, its action key, its account's owner and
+/// state keys).
 pub fn keys_of(prefix: &str, d: &Draw) -> BTreeSet<String> {
     let (needs, incs) = needs(prefix, d);
     let mut keys: BTreeSet<String> = needs.into_iter().flat_map(|n| n.keys).collect();
     keys.extend(incs);
     keys.insert(action_key(prefix, &d.action));
     keys.insert(owner_key(prefix, &d.account));
+    keys.insert(state_key(prefix, &d.account));
     keys
 }
 
@@ -145,19 +236,33 @@ pub fn chunks(prefix: &str, draws: &[Draw]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// What `admit` decided: a verdict per draw, the new value of every counter that
+/// changed, and the state to write for every account with a claimed draw (keyed by
+/// `state_key`).
+#[derive(Debug, PartialEq)]
+pub struct Admitted {
+    pub verdicts: Vec<Verdict>,
+    pub writes: BTreeMap<String, u64>,
+    pub states: BTreeMap<String, AccountState>,
+}
+
 /// The fleet's decision for a batch, given the counters' current `values` (absent = 0),
-/// the action keys that `exist`, and the accounts this worker `owns` (under its lease).
-/// Admits in order, each against the counters as the earlier ones left them. Returns
-/// a verdict per draw and the new value of every counter that changed.
+/// the accounts' fleet `states` (by `state_key`), the action keys that `exist`, and
+/// the accounts this worker `owns` (under its lease). Admits in order, each against
+/// the counters and InMail balances as the earlier ones left them; an InMail never
+/// takes the fleet balance below zero.
 pub fn admit(
     prefix: &str,
     batch: &[Draw],
     values: &BTreeMap<String, u64>,
+    states: &BTreeMap<String, AccountState>,
     exist: &BTreeSet<String>,
     owns: &dyn Fn(&str) -> bool,
-) -> (Vec<Verdict>, BTreeMap<String, u64>) {
+) -> Admitted {
     let mut cur = values.clone();
     let mut writes = BTreeMap::new();
+    let mut balances: BTreeMap<String, u32> = BTreeMap::new();
+    let mut out_states = BTreeMap::new();
     let mut taken = BTreeSet::new();
     let mut out = Vec::with_capacity(batch.len());
     for d in batch {
@@ -186,17 +291,42 @@ pub fn admit(
             });
             continue;
         }
+        let sk = state_key(prefix, &d.account);
+        let balance = balances
+            .entry(d.account.clone())
+            .or_insert_with(|| AccountState::balance(states.get(&sk), &d.state));
+        let credit = draws(d.kind).contains(&Counter::InmailCredits);
+        if credit && *balance == 0 {
+            out.push(Verdict::Blocked {
+                blocker: Blocker::Account(Counter::InmailCredits),
+                until: d.account_until,
+            });
+            continue;
+        }
+        if credit {
+            *balance -= 1;
+        }
         for k in incs {
             let v = cur.entry(k.clone()).or_insert(0);
             *v += 1;
             writes.insert(k, *v);
         }
+        let mut s = d.state.clone();
+        s.credits = *balance;
+        out_states.insert(sk, s);
         out.push(Verdict::Claimed);
     }
     debug_assert!(writes
         .iter()
         .all(|(k, v)| values.get(k).copied().unwrap_or(0) < *v));
-    (out, writes)
+    debug_assert!(out_states.iter().all(|(k, s)| states
+        .get(k)
+        .is_none_or(|f| { s.last_refill_ms > f.last_refill_ms || s.credits <= f.credits })));
+    Admitted {
+        verdicts: out,
+        writes,
+        states: out_states,
+    }
 }
 
 /// A counter's value as stored in etcd: decimal text. Anything else is an error (a key
@@ -288,6 +418,21 @@ mod tests {
             limits: l,
             account_until: Utc.with_ymd_and_hms(2026, 3, 7, 9, 0, 0).unwrap(),
             campaign_until: Utc.with_ymd_and_hms(2026, 3, 7, 0, 0, 0).unwrap(),
+            state: state(3, 100),
+        }
+    }
+
+    fn state(credits: u32, refill: i64) -> AccountState {
+        AccountState {
+            v: STATE_VERSION,
+            credits,
+            last_refill_ms: refill,
+            ramp_ceiling: 10,
+            ramp_history: vec![(NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(), 10)],
+            ramp_steps: 1,
+            health: Health::Healthy,
+            restricted: false,
+            held_until_ms: None,
         }
     }
 
@@ -330,7 +475,9 @@ mod tests {
             campaign_key(P, "q4", batch[0].campaign_day, CampaignType::Invites),
             1,
         );
-        let (v, writes) = admit(P, &batch, &values, &BTreeSet::new(), &|_| true);
+        let Admitted {
+            verdicts: v, writes, ..
+        } = admit(P, &batch, &values, &BTreeMap::new(), &BTreeSet::new(), &|_| true);
         let claimed = v.iter().filter(|v| **v == Verdict::Claimed).count();
         assert_eq!(claimed, 2, "1 used + 2 = cap 3: {v:?}");
         assert!(matches!(
@@ -363,7 +510,7 @@ mod tests {
             draw("x3", "c", Kind::Invite, l),
         ];
         let exist: BTreeSet<String> = [action_key(P, "x2")].into();
-        let (v, _) = admit(P, &batch, &values, &exist, &|a| a != "c");
+        let v = admit(P, &batch, &values, &BTreeMap::new(), &exist, &|a| a != "c").verdicts;
         assert_eq!(v[0], Verdict::Claimed);
         assert!(matches!(
             v[1],
@@ -375,6 +522,91 @@ mod tests {
         assert_eq!(v[2], Verdict::Duplicate);
         assert_eq!(v[3], Verdict::Duplicate, "the same id twice in one batch");
         assert_eq!(v[4], Verdict::NotOwned);
+    }
+
+    #[test]
+    fn inmails_draw_the_fleet_balance_never_below_zero() {
+        let l = limits(20, None, 30);
+        let mut d = draw("m0", "a", Kind::Inmail, l);
+        d.state = state(5, 100);
+        let batch: Vec<Draw> = (0..4)
+            .map(|i| Draw {
+                action: format!("m{i}"),
+                ..d.clone()
+            })
+            .collect();
+        // The fleet says 2 left (another owner drew 3): the local 5 does not count.
+        let states: BTreeMap<String, AccountState> = [(state_key(P, "a"), state(2, 100))].into();
+        let a = admit(P, &batch, &BTreeMap::new(), &states, &BTreeSet::new(), &|_| true);
+        let claimed = a.verdicts.iter().filter(|v| **v == Verdict::Claimed).count();
+        assert_eq!(claimed, 2, "{:?}", a.verdicts);
+        assert!(matches!(
+            a.verdicts[2],
+            Verdict::Blocked {
+                blocker: Blocker::Account(Counter::InmailCredits),
+                ..
+            }
+        ));
+        assert_eq!(a.states[&state_key(P, "a")].credits, 0);
+        // A refill the owner applied after the fleet's last one counts from local.
+        let refilled: Vec<Draw> = batch
+            .iter()
+            .map(|d| Draw {
+                state: state(5, 200),
+                ..d.clone()
+            })
+            .collect();
+        let a = admit(P, &refilled, &BTreeMap::new(), &states, &BTreeSet::new(), &|_| {
+            true
+        });
+        assert!(a.verdicts.iter().all(|v| *v == Verdict::Claimed));
+        assert_eq!(a.states[&state_key(P, "a")].credits, 1);
+        assert_eq!(a.states[&state_key(P, "a")].last_refill_ms, 200);
+        // No fleet state yet: the owner's balance; an invite writes it unchanged.
+        let inv = draw("x", "a", Kind::Invite, l);
+        let a = admit(
+            P,
+            &[inv],
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+            &|_| true,
+        );
+        assert_eq!(a.states[&state_key(P, "a")], state(3, 100));
+    }
+
+    #[test]
+    fn a_new_owner_adopts_the_fleet_state_and_never_a_higher_limit() {
+        let mut local = state(40, 100);
+        local.ramp_ceiling = 25;
+        local.ramp_steps = 0;
+        let mut fleet = state(7, 100);
+        fleet.health = Health::Watch;
+        fleet.held_until_ms = Some(5);
+        let s = AccountState::adopt(&local, &fleet);
+        assert_eq!((s.credits, s.last_refill_ms), (7, 100));
+        assert_eq!((s.ramp_ceiling, s.ramp_steps), (10, 1), "the fleet's ramp");
+        assert_eq!(s.health, Health::Watch);
+        assert_eq!(s.held_until_ms, Some(5));
+        // A local ramp that evaluated more boundaries stays; restriction is sticky.
+        local.ramp_steps = 2;
+        local.restricted = true;
+        let s = AccountState::adopt(&local, &fleet);
+        assert_eq!((s.ramp_ceiling, s.ramp_steps, s.restricted), (25, 2, true));
+        // Encoding round-trips; another version or shape is refused with the key.
+        let k = state_key(P, "a/1");
+        assert_eq!(k, "/sg/account/a%2F1/state");
+        assert_eq!(AccountState::decode(&k, &fleet.encode()), Ok(fleet.clone()));
+        let mut later = serde_json::to_value(&fleet).unwrap();
+        later["v"] = 2.into();
+        let e = AccountState::decode(&k, &serde_json::to_vec(&later).unwrap()).unwrap_err();
+        assert!(
+            e.starts_with("/sg/account/a%2F1/state: account state version 2"),
+            "{e}"
+        );
+        assert!(AccountState::decode(&k, b"17")
+            .unwrap_err()
+            .contains("not an account state"));
     }
 
     #[test]

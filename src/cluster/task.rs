@@ -302,40 +302,63 @@ impl Task {
         let Some(c) = self.conn.as_mut() else {
             return Ok(());
         };
+        let skey = plan::state_key(&self.prefix, account);
+        // The account's state is read in the same transaction that takes the owner
+        // key: nothing can write it in between but an owner, and that is us now.
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                self.node.clone(),
-                Some(PutOptions::new().with_lease(c.lease)),
-            )])
-            .or_else([TxnOp::get(key.clone(), None)]);
+            .and_then([
+                TxnOp::put(
+                    key.clone(),
+                    self.node.clone(),
+                    Some(PutOptions::new().with_lease(c.lease)),
+                ),
+                TxnOp::get(skey.clone(), None),
+            ])
+            .or_else([TxnOp::get(key.clone(), None), TxnOp::get(skey.clone(), None)]);
         let r = tokio::time::timeout(limit, c.client.txn(txn))
             .await
             .map_err(|_| timeout())??;
-        let holder = if r.succeeded() {
-            None
-        } else {
-            let mut holder = Some(String::new());
-            for op in r.op_responses() {
-                if let TxnOpResponse::Get(g) = op {
-                    if let Some(kv) = g.kvs().first() {
-                        if kv.lease() == c.lease {
-                            holder = None; // ours already
-                        } else {
-                            holder = Some(String::from_utf8_lossy(kv.value()).into_owned());
-                        }
-                    }
+        let mut holder = if r.succeeded() { None } else { Some(String::new()) };
+        let mut state = None;
+        for op in r.op_responses() {
+            let TxnOpResponse::Get(g) = op else { continue };
+            for kv in g.kvs() {
+                if kv.key() == skey.as_bytes() {
+                    state = Some(kv.value().to_vec());
+                } else if !r.succeeded() {
+                    holder = if kv.lease() == c.lease {
+                        None // ours already
+                    } else {
+                        Some(String::from_utf8_lossy(kv.value()).into_owned())
+                    };
                 }
             }
-            holder
-        };
+        }
         match holder {
             None => {
                 self.elsewhere.remove(account);
-                if self.owned.insert(account.to_string()) {
-                    tracing::info!(event = "account_owned", account = %account, node = %self.node);
-                    (self.notify)(Notice::Owned(account.to_string()));
+                if !self.owned.contains(account) {
+                    // Fail closed: a state this build cannot read is never guessed
+                    // at; the account stays unowned here (and is held under our
+                    // lease, so no other worker of this build sends for it either).
+                    let state = match state.map(|v| plan::AccountState::decode(&skey, &v)).transpose() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(event = "account_state_unreadable", account = %account, error = %e);
+                            return Ok(());
+                        }
+                    };
+                    self.owned.insert(account.to_string());
+                    tracing::info!(
+                        event = "account_owned",
+                        account = %account,
+                        node = %self.node,
+                        fleet_state = state.is_some(),
+                        inmail_credits = state.as_ref().map(|s| s.credits),
+                        ramp_ceiling = state.as_ref().map(|s| s.ramp_ceiling),
+                    );
+                    (self.notify)(Notice::Owned(account.to_string(), state));
                 }
             }
             Some(owner) => {
@@ -411,7 +434,9 @@ impl Task {
             let mut values = BTreeMap::new();
             let mut exist = BTreeSet::new();
             let mut mine = BTreeSet::new();
+            let mut states = BTreeMap::new();
             let owner_prefix = plan::owner_prefix(&self.prefix);
+            let state_prefix = plan::state_prefix(&self.prefix);
             let action_prefix = format!("{}/action/", self.prefix);
             for op in r.op_responses() {
                 let TxnOpResponse::Get(g) = op else { continue };
@@ -429,6 +454,10 @@ impl Task {
                         if kv.value() != self.node.as_bytes() {
                             exist.insert(k);
                         }
+                    } else if k.starts_with(&state_prefix) {
+                        let st = plan::AccountState::decode(&k, kv.value())
+                            .map_err(etcd_client::Error::InvalidArgs)?;
+                        states.insert(k, st);
                     } else {
                         let v = plan::parse_count(&k, kv.value()).map_err(etcd_client::Error::InvalidArgs)?;
                         values.insert(k, v);
@@ -437,7 +466,11 @@ impl Task {
             }
             let prefix = self.prefix.clone();
             let owns = |a: &str| mine.contains(&plan::owner_key(&prefix, a));
-            let (verdicts, writes) = plan::admit(&self.prefix, batch, &values, &exist, &owns);
+            let plan::Admitted {
+                verdicts,
+                writes,
+                states: new_states,
+            } = plan::admit(&self.prefix, batch, &values, &states, &exist, &owns);
             if !verdicts.contains(&Verdict::Claimed) {
                 return Ok(Some(verdicts));
             }
@@ -450,6 +483,13 @@ impl Task {
                 .iter()
                 .map(|(k, v)| TxnOp::put(k.clone(), v.to_string(), Some(keep.clone())))
                 .collect();
+            // The account's state lives as long as the account (no lease): a new
+            // owner continues from it whenever it takes over.
+            for (k, st) in &new_states {
+                if states.get(k) != Some(st) {
+                    puts.push(TxnOp::put(k.clone(), st.encode(), None));
+                }
+            }
             for (d, v) in batch.iter().zip(&verdicts) {
                 if *v == Verdict::Claimed {
                     puts.push(TxnOp::put(

@@ -106,7 +106,7 @@ impl Engine {
         let mut draws = Vec::new();
         for (id, r) in batch.into_iter().zip(routes) {
             match r {
-                Route::Fleet(d) => draws.push(d),
+                Route::Fleet(d) => draws.push(*d),
                 Route::Local => local.push(id),
             }
         }
@@ -166,7 +166,25 @@ impl Engine {
                     }
                 }
             }
-            Notice::Owned(account) => {
+            Notice::Owned(account, state) => {
+                // The fleet's state of the account is adopted (durably) before the
+                // account counts as owned, so its first dispatch here continues from it.
+                if let Some(fleet_state) = state {
+                    if let Some((before, after)) = self.store.fleet_adopt(&account, &fleet_state)? {
+                        tracing::info!(
+                            event = "account_state_adopted",
+                            account = %account,
+                            inmail_credits_before = before.credits,
+                            inmail_credits = after.credits,
+                            ramp_ceiling_before = before.ramp_ceiling,
+                            ramp_ceiling = after.ramp_ceiling,
+                            health = ?after.health,
+                        );
+                    }
+                }
+                let Some(f) = self.fleet.as_mut() else {
+                    return Ok(out);
+                };
                 f.elsewhere.remove(&account);
                 f.owned.insert(account.clone());
                 self.store.fleet_release_account(&account, now)?;

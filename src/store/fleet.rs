@@ -4,10 +4,12 @@
 //! verdicts that move an action without a reservation (parked, failed).
 
 use super::codec::{ms, waiting_prefix};
+use super::records::Account;
 use super::records::State;
 use super::reserve::{maintain, reserve_one, ParkedAction, ReserveResult};
 use super::tx::{reject, Tx, TxResult};
 use super::{Settings, Store, StoreError, READY};
+use crate::cluster::plan::{AccountState, STATE_VERSION};
 use crate::cluster::Draw;
 use crate::policy::window::{local_day, start_of_next_day};
 use chrono::{DateTime, Duration, Utc};
@@ -17,7 +19,7 @@ use std::cell::RefCell;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Route {
     /// The store would admit it: the fleet must claim it first.
-    Fleet(Draw),
+    Fleet(Box<Draw>),
     /// The store would not admit it (parked, skipped): reserve locally as usual, which
     /// takes no slot and sends nothing.
     Local,
@@ -56,7 +58,36 @@ fn draw_of(tx: &Tx, id: &str, now: DateTime<Utc>, st: &Settings) -> TxResult<Opt
         campaign_until: zones
             .next_open(&acct.window, start_of_next_day(campaign.tz(), now))
             .unwrap_or(later),
+        state: state_of(&acct),
     }))
+}
+
+/// The part of an account a fleet keeps beside its counters.
+pub fn state_of(a: &Account) -> AccountState {
+    AccountState {
+        v: STATE_VERSION,
+        credits: a.credits,
+        last_refill_ms: a.last_refill_ms,
+        ramp_ceiling: a.ramp_ceiling,
+        ramp_history: a.ramp_history.clone(),
+        ramp_steps: a.ramp_steps,
+        health: a.health,
+        restricted: a.restricted,
+        held_until_ms: a.held_until_ms,
+    }
+}
+
+/// What a new owner adopts from the fleet's state (`AccountState::adopt`), on `a`.
+fn adopt_into(a: &mut Account, fleet: &AccountState) {
+    let s = AccountState::adopt(&state_of(a), fleet);
+    a.credits = s.credits;
+    a.last_refill_ms = s.last_refill_ms;
+    a.ramp_ceiling = s.ramp_ceiling;
+    a.ramp_history = s.ramp_history;
+    a.ramp_steps = s.ramp_steps;
+    a.health = s.health;
+    a.restricted = s.restricted;
+    a.held_until_ms = s.held_until_ms;
 }
 
 impl Store {
@@ -74,7 +105,7 @@ impl Store {
                 let draw = draw_of(tx, id, now, st)?;
                 let r = reserve_one(tx, id, now, st, 0, &mut Vec::new(), &mut Vec::new())?;
                 *route.borrow_mut() = match (r, draw) {
-                    (ReserveResult::Reserved(_), Some(d)) => Route::Fleet(d),
+                    (ReserveResult::Reserved(_), Some(d)) => Route::Fleet(Box::new(d)),
                     _ => Route::Local,
                 };
                 reject::<()>(0, "", "dry run")
@@ -162,6 +193,33 @@ impl Store {
         })?;
         let out = result.map_err(|r| StoreError::Corrupt(r.reason))?;
         if !out.is_empty() {
+            self.make_durable()?;
+        }
+        Ok(out)
+    }
+
+    /// On taking `account` over: adopt the fleet's state of it (one transaction, made
+    /// durable before any dispatch). Returns the local state before and after, or
+    /// `None` when the account is not in this store.
+    pub fn fleet_adopt(
+        &self,
+        account: &str,
+        fleet: &AccountState,
+    ) -> Result<Option<(AccountState, AccountState)>, StoreError> {
+        let result = self.transact(|tx| {
+            let Some(mut a) = tx.account(account)? else {
+                return Ok(None);
+            };
+            let before = state_of(&a);
+            adopt_into(&mut a, fleet);
+            let after = state_of(&a);
+            if after != before {
+                tx.put_account(&a)?;
+            }
+            Ok(Some((before, after)))
+        })?;
+        let out = result.map_err(|r| StoreError::Corrupt(r.reason))?;
+        if out.as_ref().is_some_and(|(b, a)| b != a) {
             self.make_durable()?;
         }
         Ok(out)
