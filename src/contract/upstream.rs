@@ -124,22 +124,42 @@ pub fn redact_reason(reason: &str, proxy: Option<&str>) -> String {
 /// One run of characters without white space, with its URL credentials replaced (see
 /// [`redact_reason`]).
 fn redact_run(run: &str) -> std::borrow::Cow<'_, str> {
-    let Some(at) = run.rfind('@') else {
+    if !run.contains('@') {
         return run.into();
-    };
-    let before = &run[..at];
-    if let Some(i) = before.find("://") {
-        if i + 3 == at {
-            // `scheme://@host`: nothing after the scheme, but what precedes the scheme
-            // may still be `user:password@` (`:pw@://@`).
-            return format!("{}{}", redact_run(&run[..i]), &run[i..]).into();
+    }
+    // Right to left: each `@` ends a possible `user:password@`, and what precedes a
+    // `scheme://` may itself hold one (`:pw@://x@`), so the head is looked at again.
+    // A loop, not recursion: a hostile reason must not grow the stack.
+    let mut pieces: Vec<String> = Vec::new();
+    let mut head = run;
+    while let Some(at) = head.rfind('@') {
+        let before = &head[..at];
+        match before.find("://") {
+            // No scheme holds a `:`: a head like `:pw` (`:pw://@`, `u:pw://x@`) is
+            // a password that happens to contain `://`, so all of it is hidden.
+            Some(i) if head[..i].contains(':') && !head[..i].contains('@') => {
+                pieces.push(format!("***{}", &head[at..]));
+                head = "";
+            }
+            // `scheme://@host`: nothing between the scheme and the `@`.
+            Some(i) if i + 3 == at => {
+                pieces.push(head[i..].to_string());
+                head = &head[..i];
+            }
+            Some(i) => {
+                pieces.push(format!("://***{}", &head[at..]));
+                head = &head[..i];
+            }
+            None if before.contains(':') => {
+                pieces.push(format!("***{}", &head[at..]));
+                head = "";
+            }
+            None => break,
         }
-        return format!("{}***{}", &run[..i + 3], &run[at..]).into();
     }
-    if before.contains(':') {
-        return format!("***{}", &run[at..]).into();
-    }
-    run.into()
+    let mut out = head.to_string();
+    out.extend(pieces.into_iter().rev());
+    out.into()
 }
 
 /// The password of a proxy URL's `user:password@` part, when it is long enough to be
@@ -278,6 +298,24 @@ mod tests {
         assert!(!out.contains("Za0["), "{out:?}");
         assert_eq!(redact_reason("x:Za0[@://@h y", None), "***@://@h y");
         assert_eq!(redact_reason("see http://@host", None), "see http://@host");
+    }
+
+    /// Found by `schemeless_passwords_never_survive`: credentials before a
+    /// `scheme://` whose own authority is not empty were kept whole.
+    #[test]
+    fn credentials_before_a_scheme_with_an_authority_are_hidden() {
+        let out = redact_reason(":ZA!a@://\0@", None);
+        assert!(!out.contains("ZA!a"), "{out:?}");
+        assert_eq!(redact_reason("u:pw@http://x:y@h z", None), "***@http://***@h z");
+        assert_eq!(redact_reason("http://u:secret@host/p", None), "http://***@host/p");
+        assert_eq!(
+            redact_reason("mail jane@example.com", None),
+            "mail jane@example.com"
+        );
+        assert_eq!(redact_reason(":Z://@", None), "***@");
+        assert_eq!(redact_reason("u:Z://x@h", None), "***@h");
+        let deep = "@://".repeat(20_000);
+        assert!(redact_reason(&deep, None).chars().count() <= MAX_REASON_CHARS);
     }
 
     proptest::proptest! {
