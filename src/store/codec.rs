@@ -1,8 +1,10 @@
 //! Keys and values on disk. Keys are big-endian so that byte order is time and sequence
 //! order; ids are separated by 0x00, which ids may not contain (control characters are
-//! rejected by the job-file parser). Values are postcard-encoded `Stored<T>`: an enum
+//! rejected by the job-file parser). Values are postcard-encoded `Stored<W>`: an enum
 //! whose variants are only ever appended, so a record written by this version is read
-//! by every later one.
+//! by every later one. `W` is always a store-owned wire type (`wire.rs`) or a plain
+//! value (a counter, an instant, an id): a [`Value`] is written and read only as one,
+//! and the records that hold policy types convert at the edge (`edge.rs`).
 
 use super::StoreError;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
@@ -15,52 +17,106 @@ use serde::{Deserialize, Serialize};
 /// reservations of a reserve transaction (`LedgerReservations`, `reservations_key`,
 /// with 12-byte `inflight` values). Every format-1 record still reads as it is, so a
 /// format-1 store is upgraded by writing the new number (`Store::check_format`).
+/// Moving the records to their own wire types (`wire.rs`) kept every byte: no new format.
 pub const FORMAT_VERSION: u32 = 2;
 
 /// The versioned envelope of every value. Append variants; never reorder or remove.
 #[derive(Serialize, Deserialize)]
 pub enum Stored<T> {
     V1(T),
-    /// The second layout of a record whose fields grew (so far only `Account`): read
-    /// with [`decode_evolved`], which still reads the first.
+    /// The second layout of a record whose fields grew (so far only `Account`).
     V2(T),
 }
 
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// A value the store keeps: its bytes on disk and back. Implemented by plain values
+/// ([`Plain`]) and, in `edge.rs`, by each in-memory record through its wire type; never
+/// by serde alone, so a policy type cannot reach the disk without a pinned conversion.
+pub trait Value: Sized {
+    fn to_stored(&self) -> Vec<u8>;
+    /// The value, or why the bytes are not one (no context: callers add the record
+    /// and key, see [`decode_at`]).
+    fn from_stored(bytes: &[u8]) -> Result<Self, String>;
+}
+
+/// Data written as it is, in the `Stored::V1` envelope: numbers, text, and the wire
+/// types. Never an in-memory record or a policy type.
+pub trait Plain: Serialize + DeserializeOwned {}
+
+macro_rules! plain {
+    ($($t:ty),+) => { $(impl Plain for $t {})+ };
+}
+
+plain!(bool, u8, u32, u64, i64, String);
+impl<A: Plain, B: Plain> Plain for (A, B) {}
+
+impl<T: Plain> Value for T {
+    fn to_stored(&self) -> Vec<u8> {
+        seal_v1(self)
+    }
+
+    fn from_stored(bytes: &[u8]) -> Result<T, String> {
+        open_v1(bytes)
+    }
+}
+
+pub fn encode<T: Value>(value: &T) -> Vec<u8> {
+    value.to_stored()
+}
+
+pub fn decode<T: Value>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    T::from_stored(bytes).map_err(|e| StoreError::Corrupt(format!("cannot decode {what}: {e}")))
+}
+
+/// `decode`, naming the key the value was read from in the error.
+pub fn decode_at<T: Value>(what: &str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    T::from_stored(bytes).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "cannot decode {what} at key \"{}\": {e}",
+            key.escape_ascii()
+        ))
+    })
+}
+
+/// `value` in the `Stored::V1` envelope. Only for wire types and plain values.
+pub(super) fn seal_v1<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Serializing plain structs into a Vec cannot fail: postcard errors only on
     // unsupported types (none here) or a full fixed buffer (a Vec grows).
     postcard::to_allocvec(&Stored::V1(value)).unwrap_or_default()
 }
 
-pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    match postcard::from_bytes::<Stored<T>>(bytes) {
-        Ok(Stored::V1(v)) => Ok(v),
-        Ok(Stored::V2(_)) => Err(StoreError::Corrupt(format!(
-            "cannot decode {what}: unexpected layout 2"
-        ))),
-        Err(e) => Err(StoreError::Corrupt(format!("cannot decode {what}: {e}"))),
-    }
-}
-
-/// Encode as layout 2 (`Stored::V2`), for records read with [`decode_evolved`].
-pub fn encode_v2<T: Serialize>(value: &T) -> Vec<u8> {
-    // As in `encode`: cannot fail for these types.
+/// `value` in the `Stored::V2` envelope, for records read with [`open_evolved`].
+pub(super) fn seal_v2<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // As in `seal_v1`: cannot fail for these types.
     postcard::to_allocvec(&Stored::V2(value)).unwrap_or_default()
 }
 
-/// Decode a record that has two layouts: `V1` holds `Old` (upgraded with `Into`),
-/// `V2` holds `T`. The envelope's first byte is the variant (postcard varint).
-pub fn decode_evolved<Old: DeserializeOwned + Into<T>, T: DeserializeOwned>(
-    what: &str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    if bytes.first() == Some(&0) {
-        return decode::<Old>(what, bytes).map(Into::into);
-    }
+/// The `Stored::V1` value of `bytes`; layout 2 is refused.
+pub(super) fn open_v1<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match postcard::from_bytes::<Stored<T>>(bytes) {
-        Ok(Stored::V2(v)) => Ok(v),
-        Ok(Stored::V1(_)) => Err(StoreError::Corrupt(format!("cannot decode {what}: bad layout"))),
-        Err(e) => Err(StoreError::Corrupt(format!("cannot decode {what}: {e}"))),
+        Ok(Stored::V1(v)) => Ok(v),
+        Ok(Stored::V2(_)) => Err("unexpected layout 2".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A record read in either of its layouts.
+pub(super) enum Layout<Old, New> {
+    V1(Old),
+    V2(New),
+}
+
+/// Read a record that has two layouts: `V1` holds `Old`, `V2` holds `New`. The
+/// envelope's first byte is the variant (postcard varint).
+pub(super) fn open_evolved<Old: DeserializeOwned, New: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<Layout<Old, New>, String> {
+    if bytes.first() == Some(&0) {
+        return open_v1(bytes).map(Layout::V1);
+    }
+    match postcard::from_bytes::<Stored<New>>(bytes) {
+        Ok(Stored::V2(v)) => Ok(Layout::V2(v)),
+        Ok(Stored::V1(_)) => Err("bad layout".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

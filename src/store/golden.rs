@@ -1,14 +1,17 @@
-//! Golden bytes: the exact encoding of every stored record, pinned. Records are
-//! postcard-encoded by position, enums by variant index, so reordering a field or a
-//! variant of a stored type (`Tier`, `Health`, `Kind`, `State`, ...) changes the bytes a
-//! store already holds. These tests make such a change fail loudly: a stored type may
-//! only grow through a new `Stored` layout, never change in place.
+//! Golden bytes: the exact encoding of every stored record, pinned. Records are written
+//! as their wire types (`wire.rs`, converted in `edge.rs`), postcard-encoded by position,
+//! enums as pinned tags, so reordering a field of a wire type or renumbering a tag
+//! changes the bytes a store already holds. These tests make such a change fail loudly:
+//! a stored type may only grow through a new `Stored` layout, never change in place.
+//! The bytes are those format 1 and 2 stores hold (written when the policy types were
+//! stored as they are): the wire types kept them.
 
 use super::codec;
 use super::records::{
     Account, AccountCaps, AccountDayRec, Action, Campaign, LedgerEntry, LedgerLimits, LedgerOutcome,
-    LedgerOutcomes, LedgerRelease, LedgerReservations, PendingZone, State,
+    LedgerOutcomes, LedgerRelease, LedgerReservations, PendingZone, State, StateCounts,
 };
+use super::wire::{HealthW, KindW, StateW, Tag, TierW, WireEnum};
 use crate::policy::caps::{AccountDay, CampaignDay};
 use crate::policy::{Health, Kind, Tier, Window};
 use chrono::{NaiveDate, NaiveTime};
@@ -198,6 +201,18 @@ fn enums_keep_their_variant_indexes() {
 
 #[test]
 fn day_counters() {
+    // In memory the slots follow `Kind as usize`; on disk, the kind's tag.
+    let mut sent_by_kind = [0; 6];
+    for (k, n) in [
+        (Kind::Invite, 11),
+        (Kind::Message, 3),
+        (Kind::Inmail, 1),
+        (Kind::ProfileView, 100),
+        (Kind::Comment, 60),
+        (Kind::Reaction, 40),
+    ] {
+        sent_by_kind[k as usize] = n;
+    }
     let rec = AccountDayRec {
         reserved: AccountDay {
             invites: 12,
@@ -208,7 +223,7 @@ fn day_counters() {
         invites_sent: 11,
         invites_accepted: 4,
         rate_limits: 1,
-        sent_by_kind: [11, 3, 1, 100, 60, 40],
+        sent_by_kind,
     };
     pin(
         "AccountDayRec",
@@ -348,4 +363,167 @@ fn ledger_reservations() {
         |b| codec::decode("ledger reservations", b).expect("decodes"),
         "00020471342f6106616363742d31027134000180b0fbe6d9660a323032362d31312d32390a323032362d31312d32380f50056400140471342f6206616363742d31027134010280b0fbe6d9660a323032362d31312d32390a323032362d31312d32380f5005640014",
     );
+}
+
+#[test]
+fn account_layout_1_reads() {
+    // Layout 1 is never written again; a store may still hold it.
+    let v1 = "0006616363742d31030d4575726f70652f4265726c696e010101010100010830393a33303a30300831373a30303a30300a323032362d31312d303200010d687474703a2f2f703a333132380128000103000196012f0580a0abfef9620f020a323032362d31312d30320a0a323032362d31312d30390f01f6a1bfe9d666040100000a323032362d31312d3238";
+    let want = Account {
+        pending_zone: None,
+        summarised_day: Some(day(2026, 11, 27)),
+        ..account()
+    };
+    assert_eq!(Account::decode(&unhex(v1)).expect("layout 1 reads"), want);
+}
+
+#[test]
+fn state_counts() {
+    let mut counts = [0u64; 7];
+    for (i, s) in State::ALL.iter().enumerate() {
+        counts[s.index()] = 1 + i as u64;
+    }
+    counts[State::Cancelled.index()] = 300;
+    pin(
+        "StateCounts",
+        &StateCounts(counts),
+        codec::encode,
+        |b| codec::decode("state counts", b).expect("decodes"),
+        "00010203040506ac02",
+    );
+}
+
+/// Every tag of every wire enum, as a stored value holds it (one varint byte).
+#[test]
+fn wire_enum_tags() {
+    fn tags<E: WireEnum>() -> Vec<String> {
+        E::ALL
+            .iter()
+            .map(|e| hex(&codec::seal_v1(&Tag::of(*e))))
+            .collect()
+    }
+    assert_eq!(
+        tags::<TierW>(),
+        ["0000", "0001", "0002", "0003", "0004", "0005", "0006"]
+    );
+    assert_eq!(tags::<HealthW>(), ["0000", "0001", "0002", "0003"]);
+    assert_eq!(tags::<KindW>(), ["0000", "0001", "0002", "0003", "0004", "0005"]);
+    assert_eq!(
+        tags::<StateW>(),
+        ["0000", "0001", "0002", "0003", "0004", "0005", "0006"]
+    );
+    let names: Vec<String> = TierW::ALL.iter().map(|t| format!("{t:?}")).collect();
+    assert_eq!(
+        names,
+        [
+            "Free",
+            "PremiumCareer",
+            "PremiumBusiness",
+            "SalesNavigatorCore",
+            "SalesNavigatorAdvanced",
+            "RecruiterLite",
+            "Recruiter"
+        ]
+    );
+    let names: Vec<String> = HealthW::ALL.iter().map(|t| format!("{t:?}")).collect();
+    assert_eq!(names, ["Healthy", "Watch", "AtRisk", "Restricted"]);
+    let names: Vec<String> = KindW::ALL.iter().map(|t| format!("{t:?}")).collect();
+    assert_eq!(
+        names,
+        [
+            "Invite",
+            "Message",
+            "Inmail",
+            "ProfileView",
+            "Comment",
+            "Reaction"
+        ]
+    );
+    let names: Vec<String> = StateW::ALL.iter().map(|t| format!("{t:?}")).collect();
+    assert_eq!(
+        names,
+        [
+            "Queued",
+            "Parked",
+            "Inflight",
+            "Sent",
+            "Failed",
+            "Unknown",
+            "Cancelled"
+        ]
+    );
+}
+
+/// The plain values of `meta`, `files` and `links`: numbers, text and the ingest marker.
+#[test]
+fn plain_values() {
+    pin(
+        "format_version",
+        &2u32,
+        codec::encode,
+        |b| codec::decode("format", b).expect("decodes"),
+        "0002",
+    );
+    pin(
+        "ledger mark",
+        &300u64,
+        codec::encode,
+        |b| codec::decode("mark", b).expect("decodes"),
+        "00ac02",
+    );
+    pin(
+        "applied at (ms)",
+        &1_764_400_000_000i64,
+        codec::encode,
+        |b| codec::decode("applied", b).expect("decodes"),
+        "0080b0fbe6d966",
+    );
+    pin(
+        "store id",
+        &"s-1".to_string(),
+        codec::encode,
+        |b| codec::decode("store id", b).expect("decodes"),
+        "0003732d31",
+    );
+    pin(
+        "ingest marker",
+        &("in.jsonl".to_string(), true),
+        codec::encode,
+        |b| codec::decode("ingest marker", b).expect("decodes"),
+        "0008696e2e6a736f6e6c01",
+    );
+}
+
+/// A stored value whose tag no wire enum knows is an error naming the record, the key
+/// and the tag, for every record kind that holds one.
+#[test]
+fn an_unknown_tag_is_refused_with_the_record_and_key() {
+    let mut a = account().encode();
+    // The tier tag follows the envelope byte and the id ("acct-1", one length byte).
+    assert_eq!(a[8], 3, "the tier of the pinned account");
+    a[8] = 77;
+    let e = codec::decode_at::<Account>("account", b"acct-1", &a).expect_err("tier 77");
+    assert_eq!(
+        e.to_string(),
+        "store is corrupt: cannot decode account at key \"acct-1\": unknown tier tag 77"
+    );
+    let mut o = codec::encode(&LedgerOutcomes {
+        at_ms: 0,
+        outcomes: vec![LedgerOutcome {
+            action: "x".into(),
+            attempt: 1,
+            outcome: "sent".into(),
+            state: State::Sent,
+            reason: None,
+            until_ms: None,
+            released: false,
+        }],
+    });
+    // envelope, at_ms 0, one outcome, "x", attempt 1, "sent", then the state tag.
+    assert_eq!(o[11], 3, "the state tag of `sent`");
+    o[11] = 7;
+    let e = codec::decode_at::<LedgerOutcomes>("ledger outcomes", &codec::outcome_key(5), &o)
+        .expect_err("state 7");
+    assert!(e.to_string().ends_with("outcome 0: unknown state tag 7"), "{e}");
+    assert!(e.to_string().contains("ledger outcomes at key \"\\x00"), "{e}");
 }

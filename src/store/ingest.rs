@@ -293,7 +293,7 @@ impl Store {
             let actions = if tree == ACTIONS {
                 batch
                     .iter()
-                    .map(|(_, v)| codec::decode::<Action>("staged action", v).map(Some))
+                    .map(|(k, v)| codec::decode_at::<Action>("staged action", k, v).map(Some))
                     .collect::<Result<Vec<_>, _>>()?
             } else {
                 vec![None; batch.len()]

@@ -17,6 +17,7 @@
 
 mod apply;
 pub mod codec;
+mod edge;
 mod feed;
 mod fleet;
 pub mod identity;
@@ -28,6 +29,7 @@ pub mod records;
 mod reserve;
 pub mod timing;
 mod tx;
+pub mod wire;
 
 #[cfg(test)]
 mod golden;
@@ -706,12 +708,12 @@ impl Store {
     pub fn state_counts(&self) -> Result<[u64; 7], StoreError> {
         self.op("read counts")?;
         Ok(match self.trees[META].get(META_COUNTS)? {
-            Some(v) => codec::decode("state counts", &v)?,
+            Some(v) => codec::decode_at::<records::StateCounts>("state counts", META_COUNTS, &v)?.0,
             None => [0; 7],
         })
     }
 
-    fn read<T: serde::de::DeserializeOwned>(
+    fn read<T: codec::Value>(
         &self,
         tree: usize,
         key: &str,
@@ -720,7 +722,7 @@ impl Store {
         self.op(what)?;
         self.trees[tree]
             .get(key.as_bytes())?
-            .map(|v| codec::decode(what, &v))
+            .map(|v| codec::decode_at(what, key.as_bytes(), &v))
             .transpose()
     }
 
@@ -729,11 +731,7 @@ impl Store {
     }
 
     pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        self.op("account")?;
-        self.trees[ACCOUNTS]
-            .get(id.as_bytes())?
-            .map(|v| Account::decode(&v))
-            .transpose()
+        self.read(ACCOUNTS, id, "account")
     }
 
     pub fn campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
@@ -746,8 +744,8 @@ impl Store {
         self.trees[ACCOUNTS]
             .iter()
             .map(|kv| {
-                let (_, v) = kv?;
-                Account::decode(&v)
+                let (k, v) = kv?;
+                codec::decode_at("account", &k, &v)
             })
             .collect()
     }
@@ -758,8 +756,8 @@ impl Store {
         self.trees[ACTIONS]
             .iter()
             .map(|kv| {
-                let (_, v) = kv?;
-                codec::decode("action", &v)
+                let (k, v) = kv?;
+                codec::decode_at("action", &k, &v)
             })
             .collect()
     }

@@ -300,8 +300,8 @@ impl Store {
         let mut heap: BinaryHeap<(BySeq, usize)> = BinaryHeap::new();
         let mut rows: Vec<ActionRow> = Vec::new();
         for kv in self.trees[ACTIONS].iter() {
-            let (_, v) = kv?;
-            let a: Action = codec::decode("action", &v)?;
+            let (k, v) = kv?;
+            let a: Action = codec::decode_at("action", &k, &v)?;
             if !filter.matches(&a) {
                 continue;
             }
@@ -339,8 +339,8 @@ impl Store {
         if let Some(f) = filter {
             self.op("scan actions")?;
             for kv in self.trees[ACTIONS].iter() {
-                let (_, v) = kv?;
-                let a: Action = codec::decode("action", &v)?;
+                let (k, v) = kv?;
+                let a: Action = codec::decode_at("action", &k, &v)?;
                 if f.matches(&a) {
                     batch.push(a.id);
                     if batch.len() >= MOVE_BATCH {
@@ -415,13 +415,13 @@ impl Store {
             let (k, v) = kv?;
             match codec::ledger_kind(&k) {
                 Some(codec::LedgerKind::Release) => {
-                    let r: LedgerRelease = codec::decode("ledger release", &v)?;
+                    let r: LedgerRelease = codec::decode_at("ledger release", &k, &v)?;
                     if r.action == id {
                         releases.push(r);
                     }
                 }
                 Some(codec::LedgerKind::Outcomes) => {
-                    let o: LedgerOutcomes = codec::decode("ledger outcomes", &v)?;
+                    let o: LedgerOutcomes = codec::decode_at("ledger outcomes", &k, &v)?;
                     outcomes.extend(
                         o.outcomes
                             .into_iter()
@@ -438,11 +438,11 @@ impl Store {
                     );
                 }
                 Some(codec::LedgerKind::Reservations) => {
-                    let b: LedgerReservations = codec::decode("ledger reservations", &v)?;
+                    let b: LedgerReservations = codec::decode_at("ledger reservations", &k, &v)?;
                     reservations.extend(b.entries.into_iter().filter(|e| e.action == id));
                 }
                 Some(codec::LedgerKind::Reservation) => {
-                    let e: LedgerEntry = codec::decode("ledger entry", &v)?;
+                    let e: LedgerEntry = codec::decode_at("ledger entry", &k, &v)?;
                     if e.action == id {
                         reservations.push(e);
                     }
@@ -486,8 +486,8 @@ impl Store {
                 complete = false;
                 break;
             }
-            let (_, v) = kv?;
-            let a: Action = codec::decode("action", &v)?;
+            let (k, v) = kv?;
+            let a: Action = codec::decode_at("action", &k, &v)?;
             *states
                 .entry(a.campaign.clone())
                 .or_default()
@@ -525,8 +525,8 @@ impl Store {
         let campaigns: BTreeMap<String, super::Campaign> = self.trees[CAMPAIGNS]
             .iter()
             .map(|kv| {
-                let (_, v) = kv?;
-                let c: super::Campaign = codec::decode("campaign", &v)?;
+                let (k, v) = kv?;
+                let c: super::Campaign = codec::decode_at("campaign", &k, &v)?;
                 Ok((c.id.clone(), c))
             })
             .collect::<Result<_, StoreError>>()?;

@@ -497,8 +497,8 @@ impl Store {
         self.op("scan campaigns")?;
         let mut campaigns = Vec::new();
         for kv in self.trees[CAMPAIGNS].iter() {
-            let (_, v) = kv?;
-            let c: super::Campaign = codec::decode("campaign", &v)?;
+            let (k, v) = kv?;
+            let c: super::Campaign = codec::decode_at("campaign", &k, &v)?;
             let day = local_day(c.tz(), now);
             let used: CampaignDay = self.day_record(&codec::campaign_day_key(&c.id, day), "campaign day")?;
             let caps = c.limits();
@@ -570,7 +570,7 @@ impl Store {
                 continue;
             }
             if codec::is_release_key(&k) {
-                let r: LedgerRelease = codec::decode("ledger release", &v)?;
+                let r: LedgerRelease = codec::decode_at("ledger release", &k, &v)?;
                 if r.reservation >= first_id {
                     releases += 1;
                     if let Err(m) = subtract(&mut acct, &mut camp, &r) {
@@ -581,9 +581,9 @@ impl Store {
             }
             let entries = match codec::ledger_kind(&k) {
                 Some(codec::LedgerKind::Reservations) => {
-                    codec::decode::<LedgerReservations>("ledger reservations", &v)?.entries
+                    codec::decode_at::<LedgerReservations>("ledger reservations", &k, &v)?.entries
                 }
-                _ => vec![codec::decode::<LedgerEntry>("ledger entry", &v)?],
+                _ => vec![codec::decode_at::<LedgerEntry>("ledger entry", &k, &v)?],
             };
             for e in entries {
                 let l = e.limits;
@@ -707,8 +707,8 @@ impl Store {
             if old_actions.len() >= max {
                 break;
             }
-            let (_, v) = kv?;
-            let a: Action = codec::decode("action", &v)?;
+            let (k, v) = kv?;
+            let a: Action = codec::decode_at("action", &k, &v)?;
             if a.state.finished() && a.updated_ms < cutoff {
                 old_actions.push(a);
             }
@@ -769,14 +769,14 @@ impl Store {
             let active = if kind == b"c" {
                 self.trees[CAMPAIGNS]
                     .get(owner.as_bytes())?
-                    .map(|v| codec::decode::<super::Campaign>("campaign", &v))
+                    .map(|v| codec::decode_at::<super::Campaign>("campaign", owner.as_bytes(), &v))
                     .transpose()?
                     .is_some_and(|c| !c.paused)
                     && !self.pauses()?.campaigns.contains(&owner)
             } else {
                 self.trees[ACCOUNTS]
                     .get(owner.as_bytes())?
-                    .map(|v| super::Account::decode(&v))
+                    .map(|v| codec::decode_at::<super::Account>("account", owner.as_bytes(), &v))
                     .transpose()?
                     .is_some_and(|a| !a.restricted)
             };
@@ -877,14 +877,10 @@ impl Store {
     }
 
     /// A `days` record, or zeroes for a day nothing was counted on.
-    fn day_record<T: serde::de::DeserializeOwned + Default>(
-        &self,
-        key: &[u8],
-        what: &str,
-    ) -> Result<T, StoreError> {
+    fn day_record<T: codec::Value + Default>(&self, key: &[u8], what: &str) -> Result<T, StoreError> {
         self.op("read day")?;
         match self.trees[DAYS].get(key)? {
-            Some(v) => codec::decode(what, &v),
+            Some(v) => codec::decode_at(what, key, &v),
             None => Ok(T::default()),
         }
     }

@@ -1,4 +1,7 @@
-//! The records kept in the store, and the policy inputs derived from them.
+//! The records kept in the store, in memory, and the policy inputs derived from them.
+//! On disk each is its own wire type (`wire.rs`), converted in `edge.rs` only; the
+//! serde derives left here serve JSON (`show`, the admin socket) and tests, never the
+//! store (`codec` writes a `Value`, which none of them is by serde alone).
 
 use crate::config::Policy;
 use crate::contract::jobfile::{CampaignStatus, CapSplit, CapsOverride};
@@ -58,61 +61,6 @@ pub struct PendingZone {
     pub last_old_day: NaiveDate,
 }
 
-/// `Account` as layout 1 wrote it (before zone changes and summaries were stored).
-/// Never written again; read by `Account::decode`.
-#[derive(Deserialize)]
-struct AccountV1 {
-    id: String,
-    tier: Tier,
-    timezone: String,
-    window: Window,
-    ramp_start: NaiveDate,
-    established: bool,
-    proxy: Option<String>,
-    caps: AccountCaps,
-    credits: u32,
-    refill_day: u32,
-    last_refill_ms: i64,
-    ramp_ceiling: u32,
-    ramp_history: Vec<(NaiveDate, u32)>,
-    last_reserved_ms: Option<i64>,
-    ramp_steps: i64,
-    health: Health,
-    restricted: bool,
-    held_until_ms: Option<i64>,
-    maintained_day: NaiveDate,
-}
-
-impl From<AccountV1> for Account {
-    fn from(a: AccountV1) -> Account {
-        Account {
-            id: a.id,
-            tier: a.tier,
-            timezone: a.timezone,
-            window: a.window,
-            ramp_start: a.ramp_start,
-            established: a.established,
-            proxy: a.proxy,
-            caps: a.caps,
-            credits: a.credits,
-            refill_day: a.refill_day,
-            last_refill_ms: a.last_refill_ms,
-            ramp_ceiling: a.ramp_ceiling,
-            ramp_history: a.ramp_history,
-            last_reserved_ms: a.last_reserved_ms,
-            ramp_steps: a.ramp_steps,
-            health: a.health,
-            restricted: a.restricted,
-            held_until_ms: a.held_until_ms,
-            // Summaries up to the day before the last maintained one are taken as
-            // emitted: an upgrade repeats at most one.
-            summarised_day: a.maintained_day.pred_opt(),
-            maintained_day: a.maintained_day,
-            pending_zone: None,
-        }
-    }
-}
-
 /// Per-account cap overrides; `None` falls back to the config's `[caps]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountCaps {
@@ -134,14 +82,14 @@ impl AccountCaps {
 }
 
 impl Account {
-    /// Layout 2 on disk (`Stored::V2`).
+    /// Layout 2 on disk (`Stored::V2`, `wire::AccountV2W`, converted in `edge.rs`).
     pub fn encode(&self) -> Vec<u8> {
-        super::codec::encode_v2(self)
+        super::codec::encode(self)
     }
 
     /// Reads layout 1 and layout 2.
     pub fn decode(bytes: &[u8]) -> Result<Account, super::StoreError> {
-        super::codec::decode_evolved::<AccountV1, Account>("account", bytes)
+        super::codec::decode("account", bytes)
     }
 
     /// The zone the account's days started in (before any pending change).
@@ -252,7 +200,7 @@ impl Account {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Campaign {
     pub id: String,
     pub timezone: String,
@@ -338,7 +286,7 @@ impl State {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Action {
     pub id: String,
     pub campaign: String,
@@ -371,7 +319,7 @@ impl AccountDayRec {
 }
 
 /// Counters and signals of one account on one local day.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AccountDayRec {
     pub reserved: AccountDay,
     /// Invites confirmed sent that day, and how many of them were accepted since.
@@ -399,7 +347,7 @@ pub struct LedgerEntry {
 /// Every reservation taken by one reserve transaction (format 2): one ledger record per
 /// batch, under `codec::reservations_key`. An action in flight names its entry by the
 /// batch id and index (`codec::inflight_value`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LedgerReservations {
     pub entries: Vec<LedgerEntry>,
 }
@@ -424,7 +372,7 @@ pub struct LedgerRelease {
 }
 
 /// What became of one attempt (SPEC §5), as `show` lists it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LedgerOutcome {
     pub action: String,
     /// The attempt answered (the `attempt` of its reservation).
@@ -445,7 +393,7 @@ pub struct LedgerOutcome {
 /// Every outcome recorded by one transaction: one ledger record per recorded batch,
 /// under `codec::outcome_key`. It moves no counter: `audit` skips it, retention prunes
 /// it by `at_ms` like any ledger record.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LedgerOutcomes {
     pub at_ms: i64,
     pub outcomes: Vec<LedgerOutcome>,
@@ -474,7 +422,7 @@ impl LedgerItem {
         use super::codec::{ledger_kind, LedgerKind};
         match ledger_kind(key) {
             Some(LedgerKind::Release) => {
-                let r: LedgerRelease = super::codec::decode("ledger release", value)?;
+                let r: LedgerRelease = super::codec::decode_at("ledger release", key, value)?;
                 Ok(LedgerItem {
                     at_ms: r.at_ms,
                     days: vec![LedgerDays {
@@ -486,14 +434,14 @@ impl LedgerItem {
                 })
             }
             Some(LedgerKind::Outcomes) => {
-                let o: LedgerOutcomes = super::codec::decode("ledger outcomes", value)?;
+                let o: LedgerOutcomes = super::codec::decode_at("ledger outcomes", key, value)?;
                 Ok(LedgerItem {
                     at_ms: o.at_ms,
                     days: Vec::new(),
                 })
             }
             Some(LedgerKind::Reservations) => {
-                let b: LedgerReservations = super::codec::decode("ledger reservations", value)?;
+                let b: LedgerReservations = super::codec::decode_at("ledger reservations", key, value)?;
                 Ok(LedgerItem {
                     at_ms: b.entries.iter().map(|e| e.at_ms).max().unwrap_or(i64::MIN),
                     days: b
@@ -509,7 +457,7 @@ impl LedgerItem {
                 })
             }
             Some(LedgerKind::Reservation) => {
-                let e: LedgerEntry = super::codec::decode("ledger entry", value)?;
+                let e: LedgerEntry = super::codec::decode_at("ledger entry", key, value)?;
                 Ok(LedgerItem {
                     at_ms: e.at_ms,
                     days: vec![LedgerDays {
@@ -553,6 +501,11 @@ impl LedgerLimits {
 }
 
 pub type CampaignDayRec = CampaignDay;
+
+/// Actions per state, indexed by `State::index` (`meta/state_counts`; on disk by
+/// `wire::StateW` tag).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts(pub [u64; 7]);
 
 #[cfg(test)]
 mod tests {
@@ -607,7 +560,7 @@ mod tests {
             held_until_ms: None,
             maintained_day: day,
         };
-        let bytes = super::super::codec::encode(&old);
+        let bytes = super::super::codec::seal_v1(&old);
         assert_eq!(bytes[0], 0, "layout 1");
         let a = Account::decode(&bytes).expect("layout 1 reads");
         assert_eq!(
@@ -626,7 +579,10 @@ mod tests {
         let bytes = b.encode();
         assert_eq!(bytes[0], 1, "layout 2");
         assert_eq!(Account::decode(&bytes).expect("layout 2 reads"), b);
-        // The generic decoder refuses layout 2: an account must go through `decode`.
-        assert!(super::super::codec::decode::<Account>("account", &bytes).is_err());
+        // The generic decoder goes through the same wire layouts.
+        assert_eq!(
+            super::super::codec::decode::<Account>("account", &bytes).expect("reads"),
+            b
+        );
     }
 }

@@ -1,14 +1,12 @@
 //! Typed access to the trees inside one sled transaction. Closures that use it must be
 //! pure: sled may run them more than once, and a plain `Tree` call inside one deadlocks.
 
-use super::codec::{self, account_day_key, campaign_day_key};
-use super::records::{Account, AccountDayRec, Action, Campaign, CampaignDayRec, State};
+use super::codec::{self, account_day_key, campaign_day_key, Value};
+use super::records::{Account, AccountDayRec, Action, Campaign, CampaignDayRec, State, StateCounts};
 use super::{
     ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, INFLIGHT, LINKS, META, META_COUNTS, READY, STAGED, TIMED, WAITING,
 };
 use chrono::NaiveDate;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -146,16 +144,18 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    pub fn get<T: DeserializeOwned>(&self, tree: usize, key: &[u8], what: &str) -> TxResult<Option<T>> {
+    /// A stored value, decoded through its wire type; an undecodable one aborts the
+    /// transaction with an error naming `what` and the key.
+    pub fn get<T: Value>(&self, tree: usize, key: &[u8], what: &str) -> TxResult<Option<T>> {
         match self.get_raw(tree, key)? {
             None => Ok(None),
-            Some(v) => codec::decode(what, &v)
+            Some(v) => codec::decode_at(what, key, &v)
                 .map(Some)
                 .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string()))),
         }
     }
 
-    pub fn put<T: Serialize>(&self, tree: usize, key: &[u8], value: &T) -> TxResult<()> {
+    pub fn put<T: Value>(&self, tree: usize, key: &[u8], value: &T) -> TxResult<()> {
         self.write(tree, key, Some(&codec::encode(value)))
     }
 
@@ -191,12 +191,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn account(&self, id: &str) -> TxResult<Option<Account>> {
-        match self.get_raw(ACCOUNTS, id.as_bytes())? {
-            None => Ok(None),
-            Some(v) => Account::decode(&v)
-                .map(Some)
-                .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string()))),
-        }
+        self.get(ACCOUNTS, id.as_bytes(), "account")
     }
 
     pub fn put_account(&self, a: &Account) -> TxResult<()> {
@@ -336,8 +331,8 @@ impl<'a> Tx<'a> {
         if delta.iter().all(|&d| d == 0) {
             return Ok(());
         }
-        let mut counts: [u64; 7] = self.get(META, META_COUNTS, "state counts")?.unwrap_or([0; 7]);
-        for (c, d) in counts.iter_mut().zip(delta) {
+        let mut counts: StateCounts = self.get(META, META_COUNTS, "state counts")?.unwrap_or_default();
+        for (c, d) in counts.0.iter_mut().zip(delta) {
             *c = c.saturating_add_signed(d);
         }
         self.put(META, META_COUNTS, &counts)
