@@ -367,7 +367,7 @@ impl Store {
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| StoreError::Corrupt("an ingest marker key is not 8 bytes".into()))?;
-            let (name, committed): Marker = codec::decode("ingest marker", &v)?;
+            let (name, committed): Marker = codec::decode_at("ingest marker", &k, &v)?;
             if committed {
                 while self.publish_chunk(token)? {}
             } else {

@@ -410,7 +410,7 @@ impl Store {
         let meta = &self.trees[META];
         match meta.get(META_FORMAT)? {
             Some(v) => {
-                let found = codec::decode::<u32>("format_version", &v)?;
+                let found = codec::decode_at::<u32>("format_version", META_FORMAT, &v)?;
                 if found > FORMAT_VERSION {
                     return Err(StoreError::NewerFormat {
                         path: self.path.display().to_string(),
@@ -449,7 +449,7 @@ impl Store {
     fn check_identity(&self, found: Found, mode: Mode) -> Result<Option<identity::Identity>, StoreError> {
         let meta = &self.trees[META];
         let data_id = match meta.get(META_STORE_ID)? {
-            Some(v) => Some(codec::decode::<String>("store id", &v)?),
+            Some(v) => Some(codec::decode_at::<String>("store id", META_STORE_ID, &v)?),
             None => None,
         };
         let data_mark = self.data_mark()?;
@@ -557,7 +557,7 @@ impl Store {
             None => 0,
         };
         let kept = match self.trees[META].get(META_LEDGER_MARK)? {
-            Some(v) => codec::decode::<u64>("ledger mark", &v)?,
+            Some(v) => codec::decode_at::<u64>("ledger mark", META_LEDGER_MARK, &v)?,
             None => 0,
         };
         Ok(last.max(kept))

@@ -597,8 +597,9 @@ impl Store {
     ) -> Result<CampaignToday, StoreError> {
         self.op("read day")?;
         let day = local_day(c.tz(), now);
-        let used: CampaignDay = match self.trees[super::DAYS].get(codec::campaign_day_key(&c.id, day))? {
-            Some(v) => codec::decode("campaign day", &v)?,
+        let key = codec::campaign_day_key(&c.id, day);
+        let used: CampaignDay = match self.trees[super::DAYS].get(&key)? {
+            Some(v) => codec::decode_at("campaign day", &key, &v)?,
             None => CampaignDay::default(),
         };
         let caps = c.limits();

@@ -852,7 +852,7 @@ impl Store {
             let meta = &self.trees[super::META];
             let was: Option<u32> = meta
                 .get(key.as_bytes())?
-                .map(|b| codec::decode("red zone", &b))
+                .map(|b| codec::decode_at("red zone", key.as_bytes(), &b))
                 .transpose()?;
             if crate::policy::caps::red_zone(counter, v) {
                 if was != Some(v) {
