@@ -9,7 +9,8 @@
 //!   counters and the ledger entry) (SPEC §3, §4).
 //! - `maintain` — refills, a zone change coming into force, once per local day the
 //!   health assessment and the ramp step (SPEC §3.3–§3.5).
-//! - `park`     — where a blocked action waits, and which of a backlog park with it.
+//! - `park`     — where a blocked action waits, which of a backlog park with it, and
+//!   an action moved on a fleet's verdict.
 //!
 //! Must never: touch sled or any IO, read the clock, or know how a record is keyed.
 //! Enforced by `tests/policy_purity.rs`. Table tests: `rules::tests` (no store).

@@ -155,3 +155,25 @@ pub fn park_with(a: &Action, b: &Backlog, now: DateTime<Utc>) -> Option<Action> 
     p.updated_ms = ms(now);
     Some(p)
 }
+
+/// A queued action moved on a fleet's word (SPEC §12), without a reservation: parked
+/// with `reason` until `until` (or waiting on its account when `None`), or failed
+/// (`park = false`). `None` when it is no longer queued.
+pub fn settle(
+    a: &Action,
+    park: bool,
+    reason: &str,
+    until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<(Action, Option<WaitOn>)> {
+    if a.state != State::Queued {
+        return None;
+    }
+    let mut s = a.clone();
+    s.state = if park { State::Parked } else { State::Failed };
+    s.reason = Some(reason.to_string());
+    s.until_ms = if park { until.map(ms) } else { None };
+    s.updated_ms = ms(now);
+    let waiting = (park && until.is_none()).then(|| WaitOn::Account(a.account.clone()));
+    Some((s, waiting))
+}

@@ -1131,3 +1131,38 @@ fn only_queued_due_actions_of_a_stopped_kind_park_with_the_backlog() {
         assert_eq!(park::park_with(&a, &plan, t0()), None, "{name}");
     }
 }
+
+#[test]
+fn a_fleet_verdict_parks_or_fails_a_queued_action_only() {
+    let queued = action(Kind::Invite, State::Queued);
+    assert_eq!(
+        park::settle(&queued, true, "owned_elsewhere", None, t0()),
+        Some((
+            moved(&queued, State::Parked, Some("owned_elsewhere"), None),
+            Some(WaitOn::Account("acct-1".into()))
+        )),
+        "no until: waits on its account"
+    );
+    assert_eq!(
+        park::settle(&queued, true, "account.invites", Some(next_window()), t0()),
+        Some((
+            moved(
+                &queued,
+                State::Parked,
+                Some("account.invites"),
+                Some(next_window())
+            ),
+            None
+        ))
+    );
+    assert_eq!(
+        park::settle(&queued, false, "duplicate_in_fleet", Some(next_window()), t0()),
+        Some((
+            moved(&queued, State::Failed, Some("duplicate_in_fleet"), None),
+            None
+        )),
+        "a failure keeps no until"
+    );
+    let inflight = action(Kind::Invite, State::Inflight);
+    assert_eq!(park::settle(&inflight, true, "owned_elsewhere", None, t0()), None);
+}

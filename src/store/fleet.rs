@@ -3,10 +3,9 @@
 //! fleet is asked exactly for what the local reservation will take; and the fleet's
 //! verdicts that move an action without a reservation (parked, failed).
 
-use super::codec::{ms, waiting_prefix};
+use super::codec::waiting_prefix;
 use super::records::Account;
-use super::records::State;
-use super::reserve::{maintain, reserve_one, ParkedAction, ReserveResult};
+use super::reserve::{maintain, reserve_one, waiting_key, ParkedAction, ReserveResult};
 use super::tx::{reject, Tx, TxResult};
 use super::{Settings, Store, StoreError};
 use crate::cluster::plan::{AccountState, STATE_VERSION};
@@ -128,16 +127,10 @@ impl Store {
             let Some(old) = tx.action(id)? else {
                 return Ok(false);
             };
-            if old.state != State::Queued {
+            let Some((a, waiting)) = park::settle(&old, park, reason, until, now) else {
                 return Ok(false);
-            }
-            let mut a = old.clone();
-            a.state = if park { State::Parked } else { State::Failed };
-            a.reason = Some(reason.to_string());
-            a.until_ms = if park { until.map(ms) } else { None };
-            a.updated_ms = ms(now);
-            let waiting = (park && until.is_none()).then_some((&b"a"[..], old.account.as_str()));
-            tx.transition(&old, &a, waiting)?;
+            };
+            tx.transition(&old, &a, waiting.as_ref().map(waiting_key))?;
             tx.flush_counts()?;
             Ok(true)
         })?;
