@@ -107,6 +107,13 @@ struct World {
 
 const DAY_MS: u64 = 86_400_000;
 
+/// The fleet as the daemon runs it: sends leave within two steps of their claim, less
+/// than `TTL / 2` (a send takes at most `upstream.timeout_s`, kept well below it).
+const NORMAL: Knobs = Knobs {
+    broken_store: false,
+    max_send_delay_ms: 2 * STEP_MS,
+};
+
 fn zone(rng: &mut SplitMix64) -> Tz {
     ZONES[rng.between(0, ZONES.len() as u64 - 1) as usize]
         .parse()
@@ -388,6 +395,8 @@ struct Worker {
 }
 
 struct Live {
+    /// Reserved, to be sent at an instant (a slow send); lost in a crash.
+    outbox: Vec<(u64, Reservation)>,
     engine: Engine,
     member: Member<MemConnect>,
     inbox: Arc<Mutex<Vec<Notice>>>,
@@ -432,8 +441,18 @@ impl Counts {
     }
 }
 
+/// What a run changes from the defaults: the stand-in broken on purpose, slow sends.
+#[derive(Clone, Copy, Default)]
+struct Knobs {
+    /// Transactions skip their compares.
+    broken_store: bool,
+    /// Each send leaves up to this long after its reservation (in whole steps).
+    max_send_delay_ms: u64,
+}
+
 struct Run<'a> {
     w: &'a World,
+    knobs: Knobs,
     seed: u64,
     rng: SplitMix64,
     etcd: MemEtcd,
@@ -488,6 +507,7 @@ impl Run<'_> {
         );
         wk.next_renew = self.clock.load(Ordering::SeqCst);
         wk.live = Some(Live {
+            outbox: Vec::new(),
             engine,
             member,
             inbox,
@@ -525,65 +545,91 @@ impl Run<'_> {
         }
     }
 
-    /// Send what the worker reserved: the judge sees every call at the upstream.
+    /// Send what the worker reserved, now or (with `Knobs::max_send_delay_ms`) a few
+    /// steps later.
     fn send(&mut self, wi: usize, rs: Vec<Reservation>) -> Step {
-        let now = self.now();
         let t = self.t();
         for r in rs {
             if chance(&mut self.rng, P_CRASH_BEFORE_SEND) {
-                let back = self.t() + self.rng.between(30_000, 600_000);
+                let back = t + self.rng.between(30_000, 600_000);
                 self.crash(wi, back, "between reserve and send");
                 return Ok(());
             }
-            let Some(live) = self.workers[wi].live.as_mut() else {
-                return Ok(());
-            };
-            self.n.calls += 1;
-            let owner = self
-                .etcd
-                .get(&owner_key(PREFIX, &r.account))
-                .map(|(v, l)| (String::from_utf8_lossy(&v).into_owned(), l));
-            let lease = live.member.lease();
-            let roll = self.rng.between(0, 9999);
-            let outcome = if roll < P_NOT_DELIVERED {
-                Outcome::NotDelivered {
-                    reason: "connection refused".into(),
-                }
-            } else if roll < P_NOT_DELIVERED + P_MAYBE_DELIVERED {
-                if self.rng.between(0, 1) == 0 {
-                    self.sim.answer(&r.request, now);
-                }
-                Outcome::MaybeDelivered {
-                    reason: "timeout".into(),
-                }
-            } else {
-                self.sim.answer(&r.request, now).0
-            };
-            if outcome == Outcome::Sent {
-                self.n.sent += 1;
+            let delay = self.rng.between(0, self.knobs.max_send_delay_ms / STEP_MS) * STEP_MS;
+            if delay == 0 {
+                self.call(wi, r)?;
+            } else if let Some(live) = self.workers[wi].live.as_mut() {
+                live.outbox.push((t + delay, r));
             }
-            let may_deliver = !matches!(outcome, Outcome::NotDelivered { .. });
-            self.judge.on_call(
-                self.w,
-                wi,
-                &r.request,
-                &r.campaign,
-                now,
-                may_deliver,
-                owner,
-                lease,
-            );
-            self.log.push(format!(
-                "{t} w{wi} call {} {} -> {}",
-                r.account,
-                r.request.id,
-                outcome.name()
-            ));
-            live.engine
-                .complete(&r, outcome, now)
-                .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// The sends due from the worker's outbox.
+    fn send_due(&mut self, wi: usize) -> Step {
+        let t = self.t();
+        let Some(live) = self.workers[wi].live.as_mut() else {
+            return Ok(());
+        };
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut live.outbox)
+            .into_iter()
+            .partition(|(at, _)| *at <= t);
+        live.outbox = later;
+        for (_, r) in due {
+            self.call(wi, r)?;
+        }
+        Ok(())
+    }
+
+    /// One call reaches the upstream: the judge sees every one.
+    fn call(&mut self, wi: usize, r: Reservation) -> Step {
+        let now = self.now();
+        let t = self.t();
+        let Some(live) = self.workers[wi].live.as_mut() else {
+            return Ok(());
+        };
+        self.n.calls += 1;
+        let owner = self
+            .etcd
+            .get(&owner_key(PREFIX, &r.account))
+            .map(|(v, l)| (String::from_utf8_lossy(&v).into_owned(), l));
+        let lease = live.member.lease();
+        let roll = self.rng.between(0, 9999);
+        let outcome = if roll < P_NOT_DELIVERED {
+            Outcome::NotDelivered {
+                reason: "connection refused".into(),
+            }
+        } else if roll < P_NOT_DELIVERED + P_MAYBE_DELIVERED {
+            if self.rng.between(0, 1) == 0 {
+                self.sim.answer(&r.request, now);
+            }
+            Outcome::MaybeDelivered {
+                reason: "timeout".into(),
+            }
+        } else {
+            self.sim.answer(&r.request, now).0
+        };
+        if outcome == Outcome::Sent {
+            self.n.sent += 1;
+        }
+        let may_deliver = !matches!(outcome, Outcome::NotDelivered { .. });
+        self.judge.on_call(
+            self.w,
+            wi,
+            &r.request,
+            &r.campaign,
+            now,
+            may_deliver,
+            owner,
+            lease,
+        );
+        self.log.push(format!(
+            "{t} w{wi} call {} {} -> {}",
+            r.account,
+            r.request.id,
+            outcome.name()
+        ));
+        live.engine.complete(&r, outcome, now).map_err(|e| e.to_string())
     }
 
     /// Hand the worker's inbox to its engine; send what that reserves.
@@ -654,6 +700,7 @@ impl Run<'_> {
         let mut wants: Vec<Option<BTreeSet<String>>> = vec![None; WORKERS];
         let mut claims: Vec<Option<Claim>> = vec![None; WORKERS];
         for wi in 0..WORKERS {
+            self.send_due(wi)?;
             self.deliver(wi)?;
             let Some(live) = self.workers[wi].live.as_mut() else {
                 continue;
@@ -711,7 +758,7 @@ impl Run<'_> {
 }
 
 /// One seed: the event log and the counts, or the judge's findings.
-fn run_seed(seed: u64, broken_store: bool) -> Result<(Counts, Vec<String>), String> {
+fn run_seed(seed: u64, knobs: Knobs) -> Result<(Counts, Vec<String>), String> {
     let mut rng = SplitMix64(seed);
     let w = world(&mut rng);
     let shm = Path::new("/dev/shm");
@@ -726,7 +773,7 @@ fn run_seed(seed: u64, broken_store: bool) -> Result<(Counts, Vec<String>), Stri
     let clock = Arc::new(AtomicU64::new(0));
     let c2 = Arc::clone(&clock);
     let etcd = MemEtcd::new(Arc::new(move || c2.load(Ordering::SeqCst)));
-    etcd.skip_compares(broken_store);
+    etcd.skip_compares(knobs.broken_store);
     let mut sim = Sim::new(seed);
     for a in &w.accounts {
         sim.register(
@@ -747,6 +794,7 @@ fn run_seed(seed: u64, broken_store: bool) -> Result<(Counts, Vec<String>), Stri
         .collect();
     let mut run = Run {
         w: &w,
+        knobs,
         seed,
         rng,
         etcd,
@@ -811,7 +859,7 @@ fn a_fleet_under_partitions_lease_expiries_and_crashes_keeps_p1_and_one_sender()
             let (seeds, total) = (&seeds, &total);
             s.spawn(move || {
                 for &seed in seeds.iter().skip(t).step_by(2) {
-                    match run_seed(seed, false) {
+                    match run_seed(seed, NORMAL) {
                         Ok((c, _)) => total.lock().expect("lock").add(&c),
                         Err(msg) => panic!(
                             "fleet simulation seed {seed} failed:\n{msg}\nreplay it with: {}",
@@ -856,9 +904,9 @@ fn a_fleet_under_partitions_lease_expiries_and_crashes_keeps_p1_and_one_sender()
 fn the_same_seed_gives_the_same_fleet_run() {
     let seed = seeds()[0];
     let (c1, log1) =
-        run_seed(seed, false).unwrap_or_else(|e| panic!("{e}\nreplay it with: {}", replay_hint(seed)));
+        run_seed(seed, NORMAL).unwrap_or_else(|e| panic!("{e}\nreplay it with: {}", replay_hint(seed)));
     let (c2, log2) =
-        run_seed(seed, false).unwrap_or_else(|e| panic!("{e}\nreplay it with: {}", replay_hint(seed)));
+        run_seed(seed, NORMAL).unwrap_or_else(|e| panic!("{e}\nreplay it with: {}", replay_hint(seed)));
     assert!(log1.len() > 100, "a short log: {}", log1.len());
     let first_diff = log1.iter().zip(&log2).position(|(a, b)| a != b);
     assert_eq!(
@@ -876,7 +924,11 @@ fn the_same_seed_gives_the_same_fleet_run() {
 fn without_compare_and_swap_the_judge_reports_an_over_cap() {
     let mut found = None;
     for seed in 1..=DEFAULT_SEEDS {
-        match run_seed(seed, true) {
+        let knobs = Knobs {
+            broken_store: true,
+            ..Knobs::default()
+        };
+        match run_seed(seed, knobs) {
             Err(msg) if msg.contains("P1 over cap") => {
                 found = Some((seed, msg));
                 break;
@@ -887,4 +939,25 @@ fn without_compare_and_swap_the_judge_reports_an_over_cap() {
     let (seed, msg) = found.expect("a stand-in without compares never went over a cap in any seed");
     println!("seed {seed} without compare-and-swap:\n{msg}");
     assert!(msg.contains("one sender per account"), "{msg}");
+}
+
+/// The hazard SAFETY.md names for slow sends is real: a send that leaves longer after
+/// its claim than the lease has left can reach the upstream after the lease expired,
+/// when another worker may take the account, and the judge reports it. Keep
+/// `lease_ttl_s` well above `upstream.timeout_s`.
+#[test]
+fn a_send_slower_than_the_lease_can_leave_after_its_lease_expired() {
+    let knobs = Knobs {
+        max_send_delay_ms: 4 * TTL_S * 1000,
+        ..NORMAL
+    };
+    let found = (1..=DEFAULT_SEEDS).find_map(|seed| match run_seed(seed, knobs) {
+        Err(msg) if msg.contains("one sender per account") => Some((seed, msg)),
+        _ => None,
+    });
+    let (seed, msg) = found.expect("sends slower than the lease never left after their lease expired");
+    println!(
+        "seed {seed} with sends up to {} s late:\n{msg}",
+        knobs.max_send_delay_ms / 1000
+    );
 }
