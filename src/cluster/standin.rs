@@ -91,6 +91,14 @@ impl MemEtcd {
         self.lock().expired
     }
 
+    /// How many leases the store holds now (after expiring).
+    pub fn leases(&self) -> usize {
+        let now = (self.now)();
+        let mut s = self.lock();
+        s.expire(now);
+        s.leases.len()
+    }
+
     /// The value of `key` and the lease it is under, if present (after expiring).
     pub fn get(&self, key: &str) -> Option<(Vec<u8>, i64)> {
         let now = (self.now)();
@@ -290,6 +298,17 @@ impl Kv for MemKv {
     }
 }
 
+/// Poll `f` to completion on this thread (the stand-in's calls need no runtime).
+pub fn block_on<T>(f: impl Future<Output = T>) -> T {
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
 /// Poll `futures` to completion on this thread, `pick(n)` choosing which of the `n`
 /// still running goes next: the simulation's scheduler (no runtime, no timers).
 pub fn run_interleaved<'a>(
@@ -309,16 +328,6 @@ pub fn run_interleaved<'a>(
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
-
-    fn block_on<T>(f: impl Future<Output = T>) -> T {
-        let mut f = std::pin::pin!(f);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        loop {
-            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-        }
-    }
 
     fn world() -> (Arc<AtomicU64>, MemEtcd) {
         let t = Arc::new(AtomicU64::new(0));

@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 const MAX_CAS_ROUNDS: usize = 8;
 /// Accounts tried for ownership per pass.
 const MAX_OWNER_TRIES_PER_PASS: usize = 256;
+/// How long a retention lease is put under after its grant (then a new one is).
+const RETENTION_REUSE_MS: u64 = 86_400_000;
 /// Requests waiting for the task (the engine sends one claim at a time).
 const QUEUE: usize = 16;
 
@@ -94,6 +96,8 @@ pub struct Member<C: Connect> {
     /// The lease of the last connection: kept on reconnect while etcd still has it
     /// (an etcd restart keeps leases), so the accounts under it stay ours.
     last_lease: Option<i64>,
+    /// The retention lease and when it was granted (this member's clock).
+    retention: Option<(i64, u64)>,
     owned: BTreeSet<String>,
     /// Accounts seen held by another worker, and by whom (logged once per change).
     elsewhere: BTreeMap<String, String>,
@@ -123,6 +127,7 @@ impl<C: Connect> Member<C> {
             conn: None,
             endpoint: 0,
             last_lease: None,
+            retention: None,
             owned: BTreeSet::new(),
             elsewhere: BTreeMap::new(),
             wanted: BTreeSet::new(),
@@ -259,7 +264,24 @@ impl<C: Connect> Member<C> {
             }
         };
         self.last_lease = Some(lease);
-        let retention = kv.grant(self.retention_s).await?;
+        // The retention lease of the last connection is kept for a day after its
+        // grant (renewing it only lets its keys outlive the store a little longer),
+        // so reconnects do not pile up month-long leases in etcd.
+        let now = self.now_ms();
+        let reuse = match self.retention {
+            Some((id, granted)) if now.saturating_sub(granted) < RETENTION_REUSE_MS => {
+                kv.keep_alive(id).await? > 0
+            }
+            _ => false,
+        };
+        let retention = match self.retention {
+            Some((id, _)) if reuse => id,
+            _ => {
+                let id = kv.grant(self.retention_s).await?;
+                self.retention = Some((id, now));
+                id
+            }
+        };
         Ok(Conn { kv, lease, retention })
     }
 
@@ -514,5 +536,70 @@ impl<C: Connect> Member<C> {
         }
         self.last_lease = None;
         self.release_all("worker stopping");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::standin::{block_on, MemEtcd};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A member over the stand-in, on a virtual clock.
+    fn member(
+        ttl_s: u64,
+    ) -> (
+        Arc<AtomicU64>,
+        MemEtcd,
+        Member<crate::cluster::standin::MemConnect>,
+    ) {
+        let t = Arc::new(AtomicU64::new(0));
+        let (t1, t2) = (Arc::clone(&t), Arc::clone(&t));
+        let etcd = MemEtcd::new(Arc::new(move || t1.load(Ordering::SeqCst)));
+        let cfg = ClusterConfig {
+            endpoints: vec!["http://stand-in:2379".into()],
+            node: Some("w1".into()),
+            prefix: "/t".into(),
+            lease_ttl_s: ttl_s,
+        };
+        let m = Member::new(
+            etcd.connector("w1"),
+            &cfg,
+            30,
+            Arc::new(move || t2.load(Ordering::SeqCst)),
+            Arc::new(|_| {}),
+        );
+        (t, etcd, m)
+    }
+
+    /// Each reconnect used to grant a new retention lease (`retention_days` + 1 days)
+    /// and never revoke the last one: a flapping link piled up leases in etcd for a
+    /// month. A reconnect within a day keeps the one it has.
+    #[test]
+    fn reconnects_keep_the_retention_lease() {
+        let (t, etcd, mut m) = member(60);
+        block_on(m.maintain());
+        assert!(m.may_dispatch());
+        assert_eq!(etcd.leases(), 2, "the worker's lease and the retention lease");
+        for _ in 0..5 {
+            let now = t.load(Ordering::SeqCst);
+            etcd.partition("w1", now + 15_000);
+            t.store(now + 10_000, Ordering::SeqCst);
+            block_on(m.maintain());
+            assert!(!m.may_dispatch(), "cut off");
+            t.store(now + 20_000, Ordering::SeqCst);
+            block_on(m.maintain());
+            assert!(m.may_dispatch(), "back");
+        }
+        assert_eq!(etcd.leases(), 2, "five reconnects, no new lease");
+        // A day later, or once etcd lost it, a new one is granted.
+        let now = t.load(Ordering::SeqCst);
+        etcd.partition("w1", now + 5_000);
+        block_on(m.maintain());
+        t.store(86_400_000 + 10_000, Ordering::SeqCst);
+        block_on(m.maintain());
+        block_on(m.maintain());
+        assert!(m.may_dispatch());
+        assert_eq!(etcd.leases(), 3, "the old retention lease still holds old keys");
     }
 }
