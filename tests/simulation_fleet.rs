@@ -7,8 +7,9 @@
 //! same action ids; every campaign on every worker, its daily limit shared by accounts
 //! on different workers. The driver cuts workers off from the stand-in at random, for
 //! less and for more than the lease's TTL (so leases expire and accounts move), crashes
-//! workers (between reserve and send, too) and restarts them later, and lets the
-//! members' etcd calls of one step interleave in a seeded order.
+//! workers (between reserve and send, too) and restarts them later, loses the answers
+//! of a few stand-in calls after they took effect, and lets the members' etcd calls of
+//! one step interleave in a seeded order.
 //!
 //! The judge sits at the simulated upstream and sees the whole fleet:
 //! - P1: per account and local day, per campaign and day, and the rolling week of
@@ -68,6 +69,8 @@ const P_CRASH_BEFORE_SEND: u64 = 30;
 /// Upstream faults, per ten thousand calls.
 const P_NOT_DELIVERED: u64 = 300;
 const P_MAYBE_DELIVERED: u64 = 200;
+/// Stand-in calls that take effect but whose answer is lost, per ten thousand.
+const P_ANSWER_LOST: u64 = 20;
 
 const ZONES: [&str; 5] = [
     "UTC",
@@ -411,6 +414,7 @@ struct Counts {
     short_cuts: u64,
     long_cuts: u64,
     lease_expiries: u64,
+    answers_lost: u64,
     handovers: u64,
     duplicates_in_fleet: u64,
     parked_elsewhere: u64,
@@ -429,6 +433,7 @@ impl Counts {
             (&mut self.short_cuts, o.short_cuts),
             (&mut self.long_cuts, o.long_cuts),
             (&mut self.lease_expiries, o.lease_expiries),
+            (&mut self.answers_lost, o.answers_lost),
             (&mut self.handovers, o.handovers),
             (&mut self.duplicates_in_fleet, o.duplicates_in_fleet),
             (&mut self.parked_elsewhere, o.parked_elsewhere),
@@ -774,6 +779,7 @@ fn run_seed(seed: u64, knobs: Knobs) -> Result<(Counts, Vec<String>), String> {
     let c2 = Arc::clone(&clock);
     let etcd = MemEtcd::new(Arc::new(move || c2.load(Ordering::SeqCst)));
     etcd.skip_compares(knobs.broken_store);
+    etcd.lose_answers(P_ANSWER_LOST, seed ^ 0x1057);
     let mut sim = Sim::new(seed);
     for a in &w.accounts {
         sim.register(
@@ -827,6 +833,7 @@ fn run_seed(seed: u64, knobs: Knobs) -> Result<(Counts, Vec<String>), String> {
     }
     run.n.actions = ACCOUNTS as u64 * ACTIONS_PER_ACCOUNT_DAY * DAYS as u64;
     run.n.lease_expiries = run.etcd.expired();
+    run.n.answers_lost = run.etcd.answers_lost();
     run.n.handovers = run.judge.handovers;
     if !run.judge.violations.is_empty() {
         return Err(run.judge.violations.join("\n"));
@@ -873,7 +880,7 @@ fn a_fleet_under_partitions_lease_expiries_and_crashes_keeps_p1_and_one_sender()
     let n = total.into_inner().expect("lock");
     println!(
         "fleet simulation: seeds={} workers={WORKERS} account_days={} actions={} steps={} claims={} calls={} sent={} \
-         crashes={} cuts: short={} long={} lease_expiries={} handovers={} duplicate_in_fleet={} owned_elsewhere_parks={} in {:.1} s",
+         crashes={} cuts: short={} long={} lease_expiries={} answers_lost={} handovers={} duplicate_in_fleet={} owned_elsewhere_parks={} in {:.1} s",
         seeds.len(),
         n.account_days,
         n.actions,
@@ -885,6 +892,7 @@ fn a_fleet_under_partitions_lease_expiries_and_crashes_keeps_p1_and_one_sender()
         n.short_cuts,
         n.long_cuts,
         n.lease_expiries,
+        n.answers_lost,
         n.handovers,
         n.duplicates_in_fleet,
         n.parked_elsewhere,
@@ -895,6 +903,7 @@ fn a_fleet_under_partitions_lease_expiries_and_crashes_keeps_p1_and_one_sender()
         assert!(n.sent >= 100 * seeds.len() as u64, "barely sent: {n:?}");
         assert!(n.long_cuts > 0 && n.short_cuts > 0 && n.crashes > 0, "{n:?}");
         assert!(n.lease_expiries > 0, "no lease expired: {n:?}");
+        assert!(n.answers_lost > 0, "no answer was lost: {n:?}");
         assert!(n.handovers > 0, "no account moved between workers: {n:?}");
         assert!(n.duplicates_in_fleet > 0, "no shared id was refused: {n:?}");
     }

@@ -5,11 +5,13 @@
 //! expire `ttl` after their last renewal and delete their keys.
 //!
 //! Time is the caller's (virtual milliseconds). Partitions: a node cut off until an
-//! instant gets an error for every call, as if etcd did not answer. Every call yields
+//! instant gets an error for every call, as if etcd did not answer; a share of calls
+//! can lose their answer after taking effect (a timeout after the commit). Every call yields
 //! once before it is applied, so a driver polling several members' futures decides
 //! how their transactions interleave.
 
 use super::kv::{Compare, Connect, KeyValue, Kv, KvError, Millis, Op, Txn, TxnResponse};
+use crate::policy::pacing::{Rng, SplitMix64};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +43,11 @@ struct State {
     /// Test only: transactions ignore their compares (a broken store).
     skip_compares: bool,
     expired: u64,
+    /// Calls whose effect is applied but whose answer is lost, per ten thousand, and
+    /// the source that decides which.
+    lose_per_10k: u64,
+    lose_state: u64,
+    lost: u64,
 }
 
 /// The stand-in. Clones share one store.
@@ -78,6 +85,19 @@ impl MemEtcd {
     /// show that a judge of the fleet catches a store without compare-and-swap.
     pub fn skip_compares(&self, on: bool) {
         self.lock().skip_compares = on;
+    }
+
+    /// Lose the answer of `per_10k` calls in ten thousand after they took effect (a
+    /// timeout after the commit), chosen by a source seeded with `seed`.
+    pub fn lose_answers(&self, per_10k: u64, seed: u64) {
+        let mut s = self.lock();
+        s.lose_per_10k = per_10k;
+        s.lose_state = seed;
+    }
+
+    /// How many answers were lost so far.
+    pub fn answers_lost(&self) -> u64 {
+        self.lock().lost
     }
 
     /// Expire the leases due at the caller's now (and delete their keys).
@@ -127,7 +147,15 @@ impl MemEtcd {
             return Err(KvError(format!("{node} is cut off from the stand-in")));
         }
         s.expire(now);
-        f(&mut s, now)
+        let r = f(&mut s, now)?;
+        let mut roll = SplitMix64(s.lose_state);
+        let lose = s.lose_per_10k > 0 && roll.between(0, 9999) < s.lose_per_10k;
+        s.lose_state = roll.0;
+        if lose {
+            s.lost += 1;
+            return Err(KvError("the answer was lost after the call took effect".into()));
+        }
+        Ok(r)
     }
 }
 
@@ -395,6 +423,23 @@ mod tests {
         assert_eq!(block_on(kv.keep_alive(lease)), Ok(0), "gone");
         assert!(block_on(kv.txn(put)).is_err(), "a put under a gone lease fails");
         assert_eq!(etcd.expired(), 1);
+    }
+
+    #[test]
+    fn a_lost_answer_still_took_effect() {
+        let (_, etcd) = world();
+        etcd.lose_answers(10_000, 7);
+        let mut kv = MemKv {
+            etcd: etcd.clone(),
+            node: "a".into(),
+        };
+        let put = Txn {
+            then: vec![Op::put("k", "v", None)],
+            ..Txn::default()
+        };
+        assert!(block_on(kv.txn(put)).is_err());
+        assert_eq!(etcd.get("k"), Some((b"v".to_vec(), 0)));
+        assert_eq!(etcd.answers_lost(), 1);
     }
 
     #[test]
