@@ -10,6 +10,8 @@
 //!   and outcomes.
 //! - `policy`   — PURE: caps, tiers, ramp, health, InMail credits, windows, pacing. No
 //!   IO, no clock reads, no tokio, no sled.
+//! - `rules`    — PURE: the business rules the store applies (SPEC §5 outcomes,
+//!   reservations, maintenance, parking), decided from values read beforehand.
 //!
 //! See ARCHITECTURE.md for the invariants and the path data travels.
 
@@ -25,6 +27,7 @@ pub mod engine;
 pub mod log;
 pub mod logline;
 pub mod metrics;
+pub mod rules;
 /// The pure policy core, a crate of its own (`crates/policy`).
 pub use sendgate_policy as policy;
 pub mod spool;

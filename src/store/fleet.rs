@@ -3,16 +3,16 @@
 //! fleet is asked exactly for what the local reservation will take; and the fleet's
 //! verdicts that move an action without a reservation (parked, failed).
 
-use super::codec::{ms, waiting_prefix};
+use super::codec::waiting_prefix;
 use super::records::Account;
-use super::records::State;
-use super::reserve::{maintain, reserve_one, ParkedAction, ReserveResult};
+use super::reserve::{maintain, reserve_one, waiting_key, ParkedAction, ReserveResult};
 use super::tx::{reject, Tx, TxResult};
-use super::{Settings, Store, StoreError, READY};
+use super::{Settings, Store, StoreError};
 use crate::cluster::plan::{AccountState, STATE_VERSION};
 use crate::cluster::Draw;
-use crate::policy::window::{local_day, start_of_next_day};
-use chrono::{DateTime, Duration, Utc};
+use crate::policy::window::local_day;
+use crate::rules::park;
+use chrono::{DateTime, Utc};
 use std::cell::RefCell;
 
 /// Where a candidate goes in a fleet.
@@ -44,8 +44,6 @@ fn draw_of(tx: &Tx, id: &str, now: DateTime<Utc>, st: &Settings) -> TxResult<Opt
         return Ok(None);
     };
     let account_day = acct.day_at(now);
-    let zones = acct.zones();
-    let later = now + Duration::days(1);
     Ok(Some(Draw {
         action: action.id.clone(),
         account: acct.id.clone(),
@@ -54,10 +52,8 @@ fn draw_of(tx: &Tx, id: &str, now: DateTime<Utc>, st: &Settings) -> TxResult<Opt
         account_day,
         campaign_day: local_day(campaign.tz(), now),
         limits: acct.limits(&st.policy, campaign.limits(), account_day),
-        account_until: zones.next_open_on_later_day(&acct.window, now).unwrap_or(later),
-        campaign_until: zones
-            .next_open(&acct.window, start_of_next_day(campaign.tz(), now))
-            .unwrap_or(later),
+        account_until: park::next_account_day(&acct, now),
+        campaign_until: park::next_campaign_day(&acct, campaign.tz(), now),
         state: state_of(&acct),
     }))
 }
@@ -131,16 +127,10 @@ impl Store {
             let Some(old) = tx.action(id)? else {
                 return Ok(false);
             };
-            if old.state != State::Queued {
+            let Some((a, waiting)) = park::settle(&old, park, reason, until, now) else {
                 return Ok(false);
-            }
-            let mut a = old.clone();
-            a.state = if park { State::Parked } else { State::Failed };
-            a.reason = Some(reason.to_string());
-            a.until_ms = if park { until.map(ms) } else { None };
-            a.updated_ms = ms(now);
-            let waiting = (park && until.is_none()).then_some((&b"a"[..], old.account.as_str()));
-            tx.transition(&old, &a, waiting)?;
+            };
+            tx.transition(&old, &a, waiting.as_ref().map(waiting_key))?;
             tx.flush_counts()?;
             Ok(true)
         })?;
@@ -160,42 +150,8 @@ impl Store {
         now: DateTime<Utc>,
         max: usize,
     ) -> Result<Vec<ParkedAction>, StoreError> {
-        self.op("scan ready")?;
-        let ids: Vec<String> = self.trees[READY]
-            .scan_prefix(super::codec::account_prefix(account))
-            .values()
-            .take(max)
-            .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()))
-            .collect::<Result<_, _>>()?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let result = self.transact(|tx| {
-            let mut out = Vec::new();
-            for id in &ids {
-                let Some(old) = tx.action(id)? else { continue };
-                if old.state != State::Queued || old.until_ms.is_some() {
-                    continue;
-                }
-                let mut a = old.clone();
-                a.state = State::Parked;
-                a.reason = Some(OWNED_ELSEWHERE.into());
-                a.updated_ms = ms(now);
-                tx.transition(&old, &a, Some((b"a", account)))?;
-                out.push(ParkedAction {
-                    action: a.id,
-                    campaign: a.campaign,
-                    kind: a.kind,
-                });
-            }
-            tx.flush_counts()?;
-            Ok(out)
-        })?;
-        let out = result.map_err(|r| StoreError::Corrupt(r.reason))?;
-        if !out.is_empty() {
-            self.make_durable()?;
-        }
-        Ok(out)
+        let plan = park::owned_elsewhere(account, OWNED_ELSEWHERE);
+        self.park_ready(&super::codec::account_prefix(account), &plan, now, max)
     }
 
     /// On taking `account` over: adopt the fleet's state of it (one transaction, made

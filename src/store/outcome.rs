@@ -1,16 +1,17 @@
 //! Recording what the upstream answered (SPEC §5), and recovery of actions a crash
-//! left `inflight`.
+//! left `inflight`: the reads and the writes. What an answer does is decided by
+//! `rules::outcome`.
 
 use super::codec::{self, from_ms, ms};
-use super::records::{
-    Account, Action, LedgerEntry, LedgerOutcome, LedgerOutcomes, LedgerRelease, LedgerReservations, State,
-};
-use super::reserve::{refresh_health, Change};
+use super::records::{Action, LedgerEntry, LedgerOutcome, LedgerOutcomes, LedgerReservations, State};
+use super::reserve::{waiting_key, Change};
 use super::tx::{Abort, Tx, TxResult};
-use super::{Recovery, Settings, Store, StoreError, INFLIGHT, LEDGER, LINKS};
+use super::{Recovery, Store, StoreError, INFLIGHT, LEDGER, LINKS};
 use crate::contract::Outcome;
-use crate::policy::{caps, credits, Health, Kind};
-use chrono::{DateTime, Duration, Utc};
+use crate::policy::health::Signals;
+use crate::policy::Kind;
+use crate::rules::outcome::{self, Link};
+use chrono::{DateTime, Utc};
 use sled::transaction::ConflictableTransactionError;
 
 /// What became of an action after its outcome was recorded.
@@ -115,12 +116,7 @@ impl Store {
         // losing it could let the account send again the same day. Any other outcome
         // only needs to survive the process: lost to a power cut, its action reads
         // `unknown` at the next start, its slot still used — never a second send.
-        let binding = attempts.iter().any(|at| {
-            matches!(
-                at.outcome,
-                Outcome::RateLimited { .. } | Outcome::Restricted | Outcome::NoCredits
-            )
-        });
+        let binding = attempts.iter().any(|at| outcome::binding(&at.outcome));
         if binding {
             self.make_durable()?;
         } else {
@@ -129,6 +125,7 @@ impl Store {
         Ok(done)
     }
 
+    /// Record one answer: read what `rules::outcome::effects` needs, write its effects.
     fn record_one(
         &self,
         tx: &Tx,
@@ -137,138 +134,71 @@ impl Store {
         now: DateTime<Utc>,
         changes: &mut Vec<Change>,
     ) -> TxResult<Option<(Recorded, u32)>> {
-        let (id, outcome, backoff_s) = (attempt.action.as_str(), &attempt.outcome, attempt.backoff_s);
         let st = &self.settings;
-        let Some(old) = tx.action(id)? else {
+        let Some(old) = tx.action(&attempt.action)? else {
             return Ok(None);
         };
-        if old.state != State::Inflight {
+        if !outcome::awaits_outcome(&old) {
             return Ok(None);
         }
-        let Some(mut acct) = tx.account(&old.account)? else {
+        let Some(acct) = tx.account(&old.account)? else {
             return Ok(None);
         };
-        let today = acct.day_at(now);
-        let mut a = old.clone();
-        a.updated_ms = ms(now);
-        let mut waiting_on: Option<(&[u8], &str)> = None;
-        let mut released = false;
-        let mut credit_back = false;
-        if attempt.probe {
-            // A probe is not one of the action's attempts (SPEC §5 "Upstream down").
-            debug_assert!(a.retries >= 1, "a probe was reserved, so counted once");
-            a.retries = a.retries.saturating_sub(1);
-        }
-        let retry = |a: &mut Action, why: &str| {
-            if a.retries < st.max_attempts {
-                a.state = State::Queued;
-                a.reason = Some(why.to_string());
-                a.until_ms = Some(ms(now + Duration::seconds(backoff_s as i64)));
-            } else {
-                a.state = State::Failed;
-                a.reason = Some(format!("{why}: {} attempts", a.retries));
-            }
+        let signals = if outcome::needs_signals(&attempt.outcome) {
+            super::reserve::signals(tx, &acct, acct.day_at(now))?
+        } else {
+            Signals::default()
         };
-        match outcome {
-            Outcome::Sent => {
-                a.state = State::Sent;
-                a.reason = None;
-                let mut day = tx.account_day(&acct.id, today)?;
-                day.sent_by_kind[a.kind as usize] += 1;
-                if a.kind == Kind::Invite {
-                    day.invites_sent += 1;
-                    a.sent_day = Some(today);
-                    let k = super::codec::invite_key(&acct.id, &a.prospect);
-                    tx.put_raw(LINKS, &k, a.id.as_bytes())?;
-                }
-                if a.kind == Kind::Inmail {
-                    // The last InMail to this prospect: a reply named by account and
-                    // prospect returns its credit (SPEC §9).
-                    let k = super::codec::inmail_key(&acct.id, &a.prospect);
-                    tx.put_raw(LINKS, &k, a.id.as_bytes())?;
-                }
-                tx.put_account_day(&acct.id, today, &day)?;
-            }
-            Outcome::RateLimited { retry_after_s } => {
-                let next_day = acct.zones().next_open_on_later_day(&acct.window, now);
-                let hint =
-                    retry_after_s.map(|s| now + Duration::seconds(s.min(i64::MAX as u64 / 2000) as i64));
-                let until = match (next_day, hint) {
-                    (Some(d), Some(h)) => d.max(h),
-                    (Some(d), None) => d,
-                    (None, h) => h.unwrap_or(now).max(now + Duration::days(1)),
-                };
-                acct.held_until_ms = Some(acct.held_until_ms.unwrap_or(0).max(ms(until)));
-                let mut day = tx.account_day(&acct.id, today)?;
-                day.rate_limits += 1;
-                tx.put_account_day(&acct.id, today, &day)?;
-                refresh_health(tx, &mut acct, today, st, changes)?;
-                changes.push(Change::AccountHeld {
-                    account: acct.id.clone(),
-                    until,
-                });
-                a.state = State::Parked;
-                a.reason = Some("rate_limited".into());
-                a.until_ms = Some(ms(until));
-            }
-            Outcome::OutOfNetwork => {
-                a.state = State::Failed;
-                a.reason = Some("out_of_network".into());
-            }
-            Outcome::Restricted => {
-                acct.restricted = true;
-                if acct.health != Health::Restricted {
-                    changes.push(Change::HealthChanged {
-                        account: acct.id.clone(),
-                        old: acct.health,
-                        new: Health::Restricted,
-                        reason: crate::policy::health::REASON_RESTRICTED,
-                        health_reason: "restricted: the upstream answered `restricted`".into(),
-                    });
-                    acct.health = Health::Restricted;
-                }
-                a.state = State::Parked;
-                a.reason = Some("account_restricted".into());
-                a.until_ms = None;
-                waiting_on = Some((b"a", &old.account));
-            }
-            Outcome::NoCredits => {
-                acct.credits = 0;
-                let refill = credits::next_refill_after(now, acct.refill_day);
-                let until = acct.zones().next_open(&acct.window, refill).unwrap_or(refill);
-                a.state = State::Parked;
-                a.reason = Some("no_credits".into());
-                a.until_ms = Some(ms(until));
-            }
-            Outcome::Invalid { reason } => {
-                a.state = State::Failed;
-                a.reason = Some(format!("invalid: {reason}"));
-            }
-            Outcome::NotDelivered { reason } => {
-                if let Some(rid) = release_id {
-                    (released, credit_back) = release(tx, &old, &mut acct, rid, now, st)?;
-                }
-                retry(&mut a, &format!("not_delivered: {reason}"));
-            }
-            Outcome::MaybeDelivered { reason } => {
-                if st.idempotent {
-                    retry(&mut a, &format!("maybe_delivered: {reason}"));
-                } else {
-                    a.state = State::Unknown;
-                    a.reason = Some(format!("maybe_delivered: {reason}"));
-                }
-            }
+        let reserved = match (&attempt.outcome, release_id) {
+            (Outcome::NotDelivered { .. }, Some(_)) => reservation_of(tx, &old)?,
+            _ => None,
+        };
+        let fx = outcome::effects(&outcome::OutcomeInput {
+            action: &old,
+            account: &acct,
+            outcome: &attempt.outcome,
+            backoff_s: attempt.backoff_s,
+            probe: attempt.probe,
+            signals,
+            reserved: reserved.as_ref(),
+            now,
+            settings: st,
+        })
+        .map_err(|e| corrupt(e.0))?;
+        if let Some(d) = &fx.counters {
+            let mut day = tx.account_day(&acct.id, d.day)?;
+            d.apply(&mut day);
+            tx.put_account_day(&acct.id, d.day, &day)?;
         }
-        if credit_back
-            || matches!(
-                outcome,
-                Outcome::RateLimited { .. } | Outcome::Restricted | Outcome::NoCredits
-            )
-        {
-            tx.put_account(&acct)?;
+        for link in &fx.links {
+            let (key, action) = match link {
+                Link::Invite {
+                    account,
+                    prospect,
+                    action,
+                } => (codec::invite_key(account, prospect), action),
+                Link::Inmail {
+                    account,
+                    prospect,
+                    action,
+                } => (codec::inmail_key(account, prospect), action),
+            };
+            tx.put_raw(LINKS, &key, action.as_bytes())?;
         }
-        tx.transition(&old, &a, waiting_on)?;
-        Ok(Some((recorded(&a, released), old.attempts)))
+        if let (Some(r), Some(rid)) = (&fx.release, release_id) {
+            let rel = &r.record;
+            tx.put_account_day(&rel.account, rel.account_day, &r.day)?;
+            if let Some(camp) = &r.campaign_day {
+                tx.put_campaign_day(&rel.campaign, rel.campaign_day, camp)?;
+            }
+            tx.put(LEDGER, &codec::release_key(rid), rel)?;
+        }
+        if let Some(a) = &fx.account {
+            tx.put_account(a)?;
+        }
+        tx.transition(&old, &fx.action, fx.waiting_on.as_ref().map(waiting_key))?;
+        changes.extend(fx.changes);
+        Ok(Some((recorded(&fx.action, fx.release.is_some()), old.attempts)))
     }
 
     /// At open: actions a crash left `inflight` become `unknown`, or are queued again
@@ -292,19 +222,13 @@ impl Store {
             let mut ledger = Vec::with_capacity(ids.len());
             for id in &ids {
                 let Some(old) = tx.action(id)? else { continue };
-                if old.state != State::Inflight {
+                if !outcome::awaits_outcome(&old) {
                     continue;
                 }
-                let mut a = old.clone();
-                a.updated_ms = ms(now);
-                if idempotent {
-                    a.state = State::Queued;
-                    a.reason = Some("recovered after a crash".into());
-                    rec.requeued.push(a.id.clone());
-                } else {
-                    a.state = State::Unknown;
-                    a.reason = Some("outcome lost to a crash".into());
-                    rec.unknown.push(a.id.clone());
+                let a = outcome::lost_to_crash(&old, idempotent, now);
+                match a.state {
+                    State::Queued => rec.requeued.push(a.id.clone()),
+                    _ => rec.unknown.push(a.id.clone()),
                 }
                 tx.transition(&old, &a, None)?;
                 ledger.push(outcome_of(&recorded(&a, false), old.attempts, LOST_TO_CRASH));
@@ -319,25 +243,15 @@ impl Store {
     }
 }
 
-/// Give back the slots of the reservation `old` is in flight on (SPEC §3, "not
-/// delivered"): one of every day counter it took, on the reservation's own local days
-/// (not today's: the answer may come after midnight), and its InMail credit; and write
-/// the release to the ledger. Returns (released, the account's balance changed).
-/// An attempt whose reservation is not remembered (reserved by an older build) keeps
-/// its slots: giving back too little is safe, too much is not.
-fn release(
-    tx: &Tx,
-    old: &Action,
-    acct: &mut Account,
-    release_id: u64,
-    now: DateTime<Utc>,
-    st: &Settings,
-) -> TxResult<(bool, bool)> {
+/// The reservation `old` is in flight on, with the counters it took slots of (for a
+/// `not_delivered` answer). `None` when it is not remembered (reserved by an older
+/// build): its slots are then kept, giving back too little is safe, too much is not.
+fn reservation_of(tx: &Tx, old: &Action) -> TxResult<Option<outcome::Reserved>> {
     let Some(raw) = tx.get_raw(INFLIGHT, old.id.as_bytes())? else {
-        return Ok((false, false));
+        return Ok(None);
     };
     let Some(lid) = codec::ledger_id(&raw) else {
-        return Ok((false, false));
+        return Ok(None);
     };
     let entry = match codec::inflight_index(&raw) {
         // Format 2: the entry's place in its batch.
@@ -348,44 +262,14 @@ fn release(
         None => tx.get::<LedgerEntry>(LEDGER, &lid.to_be_bytes(), "ledger entry")?,
     };
     let Some(entry) = entry else {
-        return Ok((false, false));
+        return Ok(None);
     };
-    if entry.action != old.id || entry.attempt != old.attempts {
-        return Err(corrupt(format!(
-            "in-flight {} (attempt {}) points at the reservation of {} (attempt {})",
-            old.id, old.attempts, entry.action, entry.attempt
-        )));
-    }
-    let mut day = tx.account_day(&entry.account, entry.account_day)?;
-    let mut camp = tx.campaign_day(&entry.campaign, entry.campaign_day)?;
-    if !caps::give_back(entry.kind, &mut day.reserved, &mut camp) {
-        return Err(corrupt(format!(
-            "releasing {} attempt {}: the counters of {} {} hold no such slot",
-            old.id, entry.attempt, entry.account, entry.account_day
-        )));
-    }
-    tx.put_account_day(&entry.account, entry.account_day, &day)?;
-    if crate::policy::CampaignType::of(entry.kind).is_some() {
-        tx.put_campaign_day(&entry.campaign, entry.campaign_day, &camp)?;
-    }
-    let credit_back = entry.kind == Kind::Inmail;
-    if credit_back {
-        let ceiling = st.policy.tier(acct.tier).inmail_ceiling;
-        acct.credits = credits::give_back(acct.credits, ceiling, acct.last_refill_ms > entry.at_ms);
-    }
-    let rel = LedgerRelease {
-        action: entry.action,
-        account: entry.account,
-        campaign: entry.campaign,
-        kind: entry.kind,
-        attempt: entry.attempt,
-        at_ms: ms(now),
-        account_day: entry.account_day,
-        campaign_day: entry.campaign_day,
-        reservation: lid,
-    };
-    tx.put(LEDGER, &codec::release_key(release_id), &rel)?;
-    Ok((true, credit_back))
+    Ok(Some(outcome::Reserved {
+        ledger_id: lid,
+        day: tx.account_day(&entry.account, entry.account_day)?,
+        campaign_day: tx.campaign_day(&entry.campaign, entry.campaign_day)?,
+        entry,
+    }))
 }
 
 /// The outcome name of an attempt a crash left in flight, found at start-up.

@@ -10,6 +10,7 @@ use super::{Store, StoreError, ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, LEDGER, LINKS
 use crate::policy::caps::{draws, CampaignDay, Counter};
 use crate::policy::window::local_day;
 use crate::policy::{health, ramp, CampaignType};
+use crate::rules::maintain;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -214,44 +215,6 @@ impl AuditReport {
     }
 }
 
-/// SPEC §8 `health_reason`: what `policy::health::assess` judged, e.g.
-/// `acceptance 0.31 over 42 invites; 0 rate limits in 7 days`.
-pub(super) fn health_reason(
-    restricted: bool,
-    feedback_seen: bool,
-    sample: u32,
-    accepted: u32,
-    rate_limits: u32,
-) -> String {
-    let acceptance = if !feedback_seen {
-        // SPEC §3.4: unknown is not zero; the account is `watch` for this reason.
-        format!(
-            "no acceptance feedback ({sample} invites sent {}-{} days ago)",
-            health::ACCEPTANCE_FROM_DAYS_AGO,
-            health::ACCEPTANCE_TO_DAYS_AGO
-        )
-    } else if sample == 0 {
-        format!(
-            "no invites sent {}-{} days ago",
-            health::ACCEPTANCE_FROM_DAYS_AGO,
-            health::ACCEPTANCE_TO_DAYS_AGO
-        )
-    } else {
-        format!(
-            "acceptance {:.2} over {sample} invites",
-            f64::from(accepted) / f64::from(sample)
-        )
-    };
-    let mut reason = format!(
-        "{acceptance}; {rate_limits} rate limits in {} days",
-        health::RATE_LIMIT_DAYS
-    );
-    if restricted {
-        reason.push_str("; restricted");
-    }
-    reason
-}
-
 /// Count one more and return (the new count, `limit`).
 fn bump(counter: &mut u32, limit: u32) -> (u32, u32) {
     *counter += 1;
@@ -453,21 +416,14 @@ impl Store {
             let rec = days[0];
             let caps = a.caps(policy);
             let week: u32 = days[..7].iter().map(|d| d.reserved.invites).sum();
-            let accept =
-                &days[health::ACCEPTANCE_FROM_DAYS_AGO as usize..=health::ACCEPTANCE_TO_DAYS_AGO as usize];
-            let sample: u32 = accept.iter().map(|d| d.invites_sent).sum();
-            let accepted: u32 = accept.iter().map(|d| d.invites_accepted).sum();
-            let rate_limits: u32 = days[..health::RATE_LIMIT_DAYS as usize]
-                .iter()
-                .map(|d| d.rate_limits)
-                .sum();
+            let signals = maintain::signals(a.restricted, feedback_seen, &days);
             let weeks = ramp::boundaries_passed(
                 i64::from(codec::day_num(a.ramp_start)),
                 i64::from(codec::day_num(day)),
             );
             accounts.push(AccountStatus {
                 health: a.health.as_str().to_string(),
-                health_reason: health_reason(a.restricted, feedback_seen, sample, accepted, rate_limits),
+                health_reason: maintain::health_reason(&signals),
                 ramp_ceiling: a.ramp_ceiling_on(day),
                 ramp_week: u32::try_from(weeks + 1).unwrap_or(u32::MAX),
                 paused: false,

@@ -1,17 +1,22 @@
-//! Reserve: one transaction that re-checks every counter an action draws from through
-//! the policy core, takes the slots, moves the action to `inflight` and appends a ledger
-//! entry; then the durability boundary, then permission to send (SPEC P1, P2).
+//! Reserve: one transaction that reads what an action draws from, asks the rules
+//! (`rules::reserve::decide`), takes the slots, moves the action to `inflight` and
+//! appends a ledger entry; then the durability boundary, then permission to send (SPEC
+//! P1, P2). Also the store's side of maintenance (`rules::maintain`) and backlog parking
+//! (`rules::park`): the reads and the writes, never the rule.
 
-use super::codec::{self, day_num, from_ms, ms};
-use super::records::{Account, Action, LedgerEntry, LedgerLimits, LedgerReservations, State};
+use super::codec;
+use super::records::{Account, AccountDayRec, Action, LedgerEntry, LedgerReservations};
 use super::tx::{Tx, TxResult};
-use super::{Settings, Store, StoreError, INFLIGHT, LEDGER, META, META_FEEDBACK_SEEN};
+use super::{Settings, Store, StoreError, INFLIGHT, LEDGER, META, META_FEEDBACK_SEEN, READY};
 use crate::contract::upstream::redact_proxy;
 use crate::contract::SendRequest;
-use crate::policy::caps::{Blocker, Budget, Counter, Decision};
-use crate::policy::health::{self, Signals};
-use crate::policy::window::{local_day, start_of_next_day};
-use crate::policy::{credits, ramp, Health, Kind};
+use crate::policy::caps::Blocker;
+use crate::policy::health::Signals;
+use crate::policy::Kind;
+pub use crate::rules::park::{kinds_blocked_by, Hold};
+use crate::rules::reserve::{self, ReserveDecision};
+pub use crate::rules::Change;
+use crate::rules::{maintain, park, WaitOn};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 /// Permission to send one attempt: the reservation is durable when this exists.
@@ -50,60 +55,14 @@ pub enum ReserveResult {
     },
 }
 
-/// Something that changed in passing and must be logged.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Change {
-    RampChanged {
-        account: String,
-        old: u32,
-        new: u32,
-        reason: &'static str,
-    },
-    HealthChanged {
-        account: String,
-        old: Health,
-        new: Health,
-        reason: &'static str,
-        /// What health was judged on (SPEC §11 `health_reason`): acceptance and its
-        /// sample, rate limits in 7 days, restriction.
-        health_reason: String,
-    },
-    CreditsRefilled {
-        account: String,
-        old: u32,
-        new: u32,
-    },
-    AccountHeld {
-        account: String,
-        until: DateTime<Utc>,
-    },
-    RedZone {
-        account: Option<String>,
-        counter: &'static str,
-        value: u32,
-    },
-}
-
-/// Refill bound: months caught up in one maintenance pass (a worker down for years
-/// still refills, a month per pass).
-const MAX_REFILLS_PER_PASS: usize = 24;
-
-/// The health signals of an account on local day `today` (SPEC §3.4).
+/// The health signals of an account on local day `today` (SPEC §3.4): its counters
+/// of the days health is judged on, read here and summed by the rule.
 pub(super) fn signals(tx: &Tx, a: &Account, today: NaiveDate) -> TxResult<Signals> {
-    let mut s = Signals {
-        restricted: a.restricted,
-        feedback_seen: feedback_seen(tx)?,
-        ..Signals::default()
-    };
-    for ago in health::ACCEPTANCE_FROM_DAYS_AGO..=health::ACCEPTANCE_TO_DAYS_AGO {
-        let d = tx.account_day(&a.id, today - Duration::days(ago))?;
-        s.invites_sent += d.invites_sent;
-        s.invites_accepted += d.invites_accepted;
+    let mut recent = Vec::with_capacity(maintain::SIGNAL_DAYS);
+    for ago in 0..maintain::SIGNAL_DAYS {
+        recent.push(tx.account_day(&a.id, today - Duration::days(ago as i64))?);
     }
-    for ago in 0..health::RATE_LIMIT_DAYS {
-        s.rate_limits += tx.account_day(&a.id, today - Duration::days(ago))?.rate_limits;
-    }
-    Ok(s)
+    Ok(maintain::signals(a.restricted, feedback_seen(tx)?, &recent))
 }
 
 /// Whether any `invite_accepted` has ever reached the worker (SPEC §3.4), store-wide.
@@ -116,6 +75,7 @@ pub(super) fn mark_feedback_seen(tx: &Tx) -> TxResult<()> {
     tx.put_raw(META, META_FEEDBACK_SEEN, &[1])
 }
 
+/// Judge `a`'s health on its stored signals (`rules::maintain::judge_health`).
 pub(super) fn refresh_health(
     tx: &Tx,
     a: &mut Account,
@@ -124,29 +84,12 @@ pub(super) fn refresh_health(
     out: &mut Vec<Change>,
 ) -> TxResult<()> {
     let sig = signals(tx, a, today)?;
-    let health::Assessment { health: new, reason } = health::assess(sig, &st.policy.health);
-    if new != a.health {
-        out.push(Change::HealthChanged {
-            account: a.id.clone(),
-            old: a.health,
-            new,
-            reason,
-            health_reason: super::query::health_reason(
-                a.restricted,
-                feedback_seen(tx)?,
-                sig.invites_sent,
-                sig.invites_accepted,
-                sig.rate_limits,
-            ),
-        });
-        a.health = new;
-    }
+    maintain::judge_health(a, sig, st, out);
     Ok(())
 }
 
-/// Bring an account up to `now`: InMail refills, and once per local day the health
-/// assessment and any 7-day ramp boundaries passed. A clock that steps backwards finds
-/// the day already maintained and changes nothing.
+/// Bring an account up to `now` (`rules::maintain`): refills and a zone change without
+/// reading anything; the day's signals are read only when the day turn is due.
 pub(super) fn maintain(
     tx: &Tx,
     a: &mut Account,
@@ -154,48 +97,9 @@ pub(super) fn maintain(
     st: &Settings,
     out: &mut Vec<Change>,
 ) -> TxResult<()> {
-    let tier = st.policy.tier(a.tier);
-    for _ in 0..MAX_REFILLS_PER_PASS {
-        let next = credits::next_refill_after(from_ms(a.last_refill_ms), a.refill_day);
-        if next > now {
-            break;
-        }
-        let old = a.credits;
-        a.credits = credits::refill(a.credits, tier.inmail_credits, tier.inmail_ceiling);
-        a.last_refill_ms = ms(next);
-        out.push(Change::CreditsRefilled {
-            account: a.id.clone(),
-            old,
-            new: a.credits,
-        });
-    }
-    // A zone change in force is folded into the account's zone.
-    let zones = a.zones().settled(now);
-    if zones != a.zones() {
-        a.set_zones(zones);
-    }
-    let today = a.day_at(now);
-    if a.maintained_day >= today {
-        return Ok(());
-    }
-    a.maintained_day = today;
-    refresh_health(tx, a, today, st, out)?;
-    let steps = ramp::boundaries_passed(i64::from(day_num(a.ramp_start)), i64::from(day_num(today)));
-    if steps > a.ramp_steps {
-        // One step per evaluation, even after a long stop: an account that sent
-        // nothing for weeks has not earned several steps.
-        a.ramp_steps = steps;
-        let target = a.invite_target(&st.policy);
-        let (new, reason) = ramp::evaluate(a.ramp_ceiling, target, st.policy.ramp, a.health);
-        if new != a.ramp_ceiling {
-            out.push(Change::RampChanged {
-                account: a.id.clone(),
-                old: a.ramp_ceiling,
-                new,
-                reason: reason.as_str(),
-            });
-            a.set_ramp_ceiling(today, new);
-        }
+    if let Some(today) = maintain::catch_up(a, now, st, out) {
+        let sig = signals(tx, a, today)?;
+        maintain::day_turn(a, today, sig, st, out);
     }
     Ok(())
 }
@@ -212,35 +116,6 @@ fn week(tx: &Tx, account: &str, today: NaiveDate) -> TxResult<[u32; 7]> {
     Ok(w)
 }
 
-/// Where a blocked action waits: the next window opening on a later day of the
-/// counter that blocked it; for credits, the next refill; for the rolling week, the
-/// first day the 7-day sum drops below the cap.
-fn park_until(
-    a: &Account,
-    campaign_tz: chrono_tz::Tz,
-    blocker: Blocker,
-    now: DateTime<Utc>,
-    week_counts: [u32; 7],
-    weekly_cap: u32,
-) -> Option<DateTime<Utc>> {
-    let zones = a.zones();
-    let w = &a.window;
-    match blocker {
-        Blocker::Account(Counter::InmailCredits) => {
-            zones.next_open(w, credits::next_refill_after(now, a.refill_day))
-        }
-        Blocker::Account(Counter::WeeklyInvites) => {
-            let today = zones.day_at(now);
-            let k = (1..=7usize)
-                .find(|&k| week_counts[k..].iter().sum::<u32>() < weekly_cap)
-                .unwrap_or(7);
-            zones.next_open(w, zones.start_of_day(today + Duration::days(k as i64)))
-        }
-        Blocker::Account(_) => zones.next_open_on_later_day(w, now),
-        Blocker::Campaign(_) => zones.next_open(w, start_of_next_day(campaign_tz, now)),
-    }
-}
-
 fn skipped(action: &str, why: &'static str) -> ReserveResult {
     ReserveResult::Skipped {
         action: action.to_string(),
@@ -248,6 +123,15 @@ fn skipped(action: &str, why: &'static str) -> ReserveResult {
     }
 }
 
+/// The index key of what a parked action waits on (`Tx::transition`).
+pub(super) fn waiting_key(w: &WaitOn) -> (&'static [u8], &str) {
+    match w {
+        WaitOn::Account(a) => (b"a", a.as_str()),
+        WaitOn::Campaign(c) => (b"c", c.as_str()),
+    }
+}
+
+/// Reserve one action: read what `rules::reserve::decide` needs, then write its verdict.
 pub(super) fn reserve_one(
     tx: &Tx,
     id: &str,
@@ -258,125 +142,112 @@ pub(super) fn reserve_one(
     out: &mut Vec<Change>,
 ) -> TxResult<ReserveResult> {
     let Some(action) = tx.action(id)? else {
-        return Ok(skipped(id, "unknown action"));
+        return Ok(skipped(id, reserve::UNKNOWN_ACTION));
     };
-    if action.state != State::Queued || action.until_ms.is_some_and(|u| u > ms(now)) {
-        return Ok(skipped(id, "not due"));
+    if !reserve::due(&action, now) {
+        return Ok(skipped(id, reserve::NOT_DUE));
     }
     let Some(mut acct) = tx.account(&action.account)? else {
-        return Ok(skipped(id, "unknown account"));
+        return Ok(skipped(id, reserve::UNKNOWN_ACCOUNT));
     };
     let before = acct.clone();
     maintain(tx, &mut acct, now, st, out)?;
-    if acct != before {
-        tx.put_account(&acct)?;
+    let account_hold = super::operator::account_held_by_operator(tx, &acct.id)?;
+    let campaign = tx.campaign(&action.campaign)?;
+    let mut counters = reserve::Counters::default();
+    let mut campaign_hold = false;
+    let mut day_rec = None;
+    if let Some(c) = &campaign {
+        campaign_hold = super::operator::campaign_held_by_operator(tx, &c.id)?;
+        let (today, camp_today) = reserve::days(&acct, c, now);
+        let rec = tx.account_day(&acct.id, today)?;
+        counters.day = rec.reserved;
+        day_rec = Some(rec);
+        counters.campaign_day = tx.campaign_day(&c.id, camp_today)?;
+        if reserve::needs_week(action.kind, &acct, st) {
+            counters.week = week(tx, &acct.id, today)?;
+        }
     }
-    if acct.restricted {
-        return Ok(skipped(id, "account restricted"));
-    }
-    if acct.held(now) {
-        return Ok(skipped(id, "account held"));
-    }
-    if super::operator::account_held_by_operator(tx, &acct.id)? {
-        return Ok(skipped(id, "paused by the operator"));
-    }
-    if !acct.zones().is_open(&acct.window, now) {
-        return Ok(skipped(id, "outside the sending window"));
-    }
-    let Some(campaign) = tx.campaign(&action.campaign)? else {
-        return Ok(skipped(id, "unknown campaign"));
-    };
-    let mut parked = action.clone();
-    parked.state = State::Parked;
-    parked.updated_ms = ms(now);
-    if campaign.paused || super::operator::campaign_held_by_operator(tx, &campaign.id)? {
-        parked.reason = Some("campaign_paused".into());
-        parked.until_ms = None;
-        tx.transition(&action, &parked, Some((b"c", &campaign.id)))?;
-        return Ok(ReserveResult::Parked {
-            action: action.id,
-            account: acct.id,
-            campaign: campaign.id,
-            kind: parked.kind,
-            blocker: "campaign_paused".into(),
-            blocked: None,
-            until: None,
-        });
-    }
-    let today = acct.day_at(now);
-    let camp_today = local_day(campaign.tz(), now);
-    let mut day = tx.account_day(&acct.id, today)?;
-    let mut camp_day = tx.campaign_day(&campaign.id, camp_today)?;
-    let limits = acct.limits(&st.policy, campaign.limits(), today);
-    let week_counts = match (action.kind, limits.weekly_invites) {
-        (Kind::Invite, Some(_)) => week(tx, &acct.id, today)?,
-        _ => [0; 7],
-    };
-    let mut budget = Budget {
-        limits,
-        day: day.reserved,
-        week_invites: week_counts.iter().sum(),
-        credits: acct.credits,
-        campaign_day: camp_day,
-    };
-    match budget.reserve(action.kind) {
-        Decision::Blocked(blocker) => {
-            let weekly_cap = limits.weekly_invites.unwrap_or(u32::MAX);
-            let until = park_until(&acct, campaign.tz(), blocker, now, week_counts, weekly_cap)
-                .unwrap_or(now + Duration::days(1));
-            parked.reason = Some(blocker.name());
-            parked.until_ms = Some(ms(until));
-            tx.transition(&action, &parked, None)?;
+    let decision = reserve::decide(&reserve::ReserveInput {
+        action: &action,
+        account: &acct,
+        account_operator_hold: account_hold,
+        campaign: campaign.as_ref().map(|c| reserve::CampaignInput {
+            campaign: c,
+            operator_hold: campaign_hold,
+        }),
+        counters,
+        now,
+        settings: st,
+    });
+    match decision {
+        ReserveDecision::Skip(why) => {
+            if acct != before {
+                tx.put_account(&acct)?;
+            }
+            Ok(skipped(id, why))
+        }
+        ReserveDecision::Park {
+            action: parked,
+            waiting_on,
+            blocked,
+            until,
+        } => {
+            if acct != before {
+                tx.put_account(&acct)?;
+            }
+            tx.transition(&action, &parked, waiting_on.as_ref().map(waiting_key))?;
             Ok(ReserveResult::Parked {
-                action: action.id,
+                blocker: parked.reason.clone().unwrap_or_default(),
+                action: parked.id,
                 account: acct.id,
-                campaign: campaign.id,
+                campaign: parked.campaign,
                 kind: parked.kind,
-                blocker: blocker.name(),
-                blocked: Some(blocker),
-                until: Some(until),
+                blocked,
+                until,
             })
         }
-        Decision::Admit => {
-            day.reserved = budget.day;
-            camp_day = budget.campaign_day;
-            acct.credits = budget.credits;
-            acct.last_reserved_ms = Some(ms(now));
-            tx.put_account_day(&acct.id, today, &day)?;
-            tx.put_campaign_day(&campaign.id, camp_today, &camp_day)?;
-            tx.put_account(&acct)?;
-            let mut inflight = action.clone();
-            inflight.state = State::Inflight;
-            inflight.attempts += 1;
-            inflight.retries += 1;
-            inflight.reason = None;
-            inflight.until_ms = None;
-            inflight.updated_ms = ms(now);
-            tx.transition(&action, &inflight, None)?;
-            // The in-flight index remembers the reservation (its batch and place in
-            // it), so that an attempt that is not delivered gives back exactly these
-            // slots (`outcome::release`).
-            let index = u32::try_from(entries.len()).unwrap_or(u32::MAX);
-            debug_assert!(index < u32::MAX, "a reserve batch is far smaller");
-            tx.put_raw(
-                INFLIGHT,
-                action.id.as_bytes(),
-                &codec::inflight_value(batch_id, index),
-            )?;
-            entries.push(LedgerEntry {
-                action: action.id.clone(),
-                account: acct.id.clone(),
-                campaign: campaign.id.clone(),
-                kind: action.kind,
-                attempt: inflight.attempts,
-                at_ms: ms(now),
-                account_day: today,
-                campaign_day: camp_today,
-                limits: LedgerLimits::of(&limits, action.kind),
-            });
-            Ok(ReserveResult::Reserved(request_of(&inflight, &acct)))
+        ReserveDecision::Admit(adm) => {
+            let mut rec = day_rec.unwrap_or_default();
+            admit(tx, &action, *adm, &mut rec, batch_id, entries)
         }
     }
+}
+
+/// Write an admitted reservation: the slots, the account, the action in flight and
+/// its place in the batch's ledger record.
+fn admit(
+    tx: &Tx,
+    old: &Action,
+    adm: reserve::Admission,
+    day: &mut AccountDayRec,
+    batch_id: u64,
+    entries: &mut Vec<LedgerEntry>,
+) -> TxResult<ReserveResult> {
+    let reserve::Admission {
+        action: inflight,
+        account,
+        day: reserved,
+        campaign_day,
+        entry,
+    } = adm;
+    day.reserved = reserved;
+    tx.put_account_day(&account.id, entry.account_day, day)?;
+    tx.put_campaign_day(&entry.campaign, entry.campaign_day, &campaign_day)?;
+    tx.put_account(&account)?;
+    tx.transition(old, &inflight, None)?;
+    // The in-flight index remembers the reservation (its batch and place in it), so
+    // that an attempt that is not delivered gives back exactly these slots
+    // (`outcome::release`).
+    let index = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+    debug_assert!(index < u32::MAX, "a reserve batch is far smaller");
+    tx.put_raw(
+        INFLIGHT,
+        inflight.id.as_bytes(),
+        &codec::inflight_value(batch_id, index),
+    )?;
+    entries.push(entry);
+    Ok(ReserveResult::Reserved(request_of(&inflight, &account)))
 }
 
 fn request_of(a: &Action, acct: &Account) -> Reservation {
@@ -394,25 +265,6 @@ fn request_of(a: &Action, acct: &Account) -> Reservation {
         campaign: a.campaign.clone(),
         account: a.account.clone(),
     }
-}
-
-/// The kinds a blocked counter stops: every one that draws from it.
-pub fn kinds_blocked_by(blocker: Blocker) -> Vec<Kind> {
-    Kind::ALL
-        .into_iter()
-        .filter(|&k| match blocker {
-            Blocker::Account(c) => crate::policy::caps::draws(k).contains(&c),
-            Blocker::Campaign(t) => crate::policy::CampaignType::of(k) == Some(t),
-        })
-        .collect()
-}
-
-/// Why a backlog is parked: an exhausted counter (until a time), or a paused campaign
-/// (until it resumes).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Hold {
-    Counter(Blocker, DateTime<Utc>),
-    CampaignPaused,
 }
 
 /// One action parked with the rest of a blocked backlog.
@@ -447,27 +299,32 @@ impl Store {
         now: DateTime<Utc>,
         max: usize,
     ) -> Result<Vec<ParkedAction>, StoreError> {
-        let (kinds, reason, until) = match hold {
-            Hold::Counter(b, until) => (kinds_blocked_by(b), b.name(), Some(ms(until))),
-            Hold::CampaignPaused => (Kind::ALL.to_vec(), "campaign_paused".to_string(), None),
-        };
-        // Parked without an until, an action waits on its campaign's resume.
-        let waiting_on = match (until, campaign) {
-            (None, Some(c)) => Some((&b"c"[..], c)),
-            (None, None) => return Ok(Vec::new()),
-            (Some(_), _) => None,
+        let Some(plan) = park::backlog(hold, campaign) else {
+            return Ok(Vec::new());
         };
         let prefix = match campaign {
             Some(c) => {
-                let mut p = super::codec::key(&[account.as_bytes(), c.as_bytes()]);
+                let mut p = codec::key(&[account.as_bytes(), c.as_bytes()]);
                 p.push(0);
                 p
             }
-            None => super::codec::account_prefix(account),
+            None => codec::account_prefix(account),
         };
+        self.park_ready(&prefix, &plan, now, max)
+    }
+
+    /// Park, in one transaction, the ready actions under `prefix` (at most `max`) that
+    /// `plan` stops (`rules::park::park_with`); durable when any moved.
+    pub(super) fn park_ready(
+        &self,
+        prefix: &[u8],
+        plan: &park::Backlog,
+        now: DateTime<Utc>,
+        max: usize,
+    ) -> Result<Vec<ParkedAction>, StoreError> {
         self.op("scan ready")?;
-        let ids: Vec<String> = self.trees[super::READY]
-            .scan_prefix(&prefix)
+        let ids: Vec<String> = self.trees[READY]
+            .scan_prefix(prefix)
             .values()
             .take(max)
             .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()))
@@ -475,18 +332,14 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let waiting_on = plan.waiting_on.as_ref().map(waiting_key);
         let result = self.transact(|tx| {
             let mut out = Vec::new();
             for id in &ids {
                 let Some(old) = tx.action(id)? else { continue };
-                if old.state != State::Queued || old.until_ms.is_some() || !kinds.contains(&old.kind) {
+                let Some(a) = park::park_with(&old, plan, now) else {
                     continue;
-                }
-                let mut a = old.clone();
-                a.state = State::Parked;
-                a.reason = Some(reason.clone());
-                a.until_ms = until;
-                a.updated_ms = ms(now);
+                };
                 tx.transition(&old, &a, waiting_on)?;
                 out.push(ParkedAction {
                     action: a.id,

@@ -1,0 +1,78 @@
+//! PURE: the business rules the store applies. Each function decides from plain values
+//! read beforehand (an action, an account, day counters, a campaign, operator holds,
+//! health signals, the settings) and `now`, and returns what should change; the store
+//! reads those inputs inside its transaction, calls the rule and writes the effects.
+//!
+//! - `outcome`  — SPEC §5 as a table of effects: what an upstream answer does to the
+//!   action, the account, the day counters, the links, the reservation's slots.
+//! - `reserve`  — a reservation: skip, park (why, until when) or admit (the new
+//!   counters and the ledger entry) (SPEC §3, §4).
+//! - `maintain` — refills, a zone change coming into force, once per local day the
+//!   health assessment and the ramp step (SPEC §3.3–§3.5).
+//! - `park`     — where a blocked action waits, which of a backlog park with it, and
+//!   an action moved on a fleet's verdict.
+//!
+//! Must never: touch sled or any IO, read the clock, or know how a record is keyed.
+//! Enforced by `tests/policy_purity.rs`. Table tests: `rules::tests` (no store).
+//!
+//! Why here and not in `crates/policy`: these rules decide on the store's records
+//! (`Account`, `Action`, `LedgerEntry`) and the `Settings`; the policy crate stays the
+//! layer below them (caps, ramp, health, credits, windows), free of any record type.
+
+pub mod maintain;
+pub mod outcome;
+pub mod park;
+pub mod reserve;
+
+#[cfg(test)]
+mod tests;
+
+use crate::policy::Health;
+use chrono::{DateTime, Utc};
+
+/// Something that changed in passing and must be logged.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    RampChanged {
+        account: String,
+        old: u32,
+        new: u32,
+        reason: &'static str,
+    },
+    HealthChanged {
+        account: String,
+        old: Health,
+        new: Health,
+        reason: &'static str,
+        /// What health was judged on (SPEC §11 `health_reason`): acceptance and its
+        /// sample, rate limits in 7 days, restriction.
+        health_reason: String,
+    },
+    CreditsRefilled {
+        account: String,
+        old: u32,
+        new: u32,
+    },
+    AccountHeld {
+        account: String,
+        until: DateTime<Utc>,
+    },
+    RedZone {
+        account: Option<String>,
+        counter: &'static str,
+        value: u32,
+    },
+}
+
+/// What a parked action without an until waits on: an event about its account
+/// (`account_resumed`, the fleet handing the account over) or its campaign's resume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitOn {
+    Account(String),
+    Campaign(String),
+}
+
+/// Inputs that contradict each other: the store is damaged (a reservation that names
+/// another attempt, counters that hold no slot to give back). Never a business result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inconsistent(pub String);

@@ -1,0 +1,179 @@
+//! Where a blocked action waits (SPEC §4 "Parking", §5), PURE: the next window opening
+//! on a later day of the counter that blocked it; for InMail credits, the next refill;
+//! for the rolling week, the first day its sum drops below the cap. And which actions of
+//! a blocked backlog park with it.
+
+use super::WaitOn;
+use crate::policy::caps::{self, Blocker, Counter};
+use crate::policy::window::start_of_next_day;
+use crate::policy::{credits, CampaignType, Kind};
+use crate::store::codec::ms;
+use crate::store::records::{Account, Action, State};
+use chrono::{DateTime, Duration, Utc};
+
+/// When no window opening is found (a window with no open day): a day later.
+fn or_a_day_later(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    t.unwrap_or(now + Duration::days(1))
+}
+
+/// The account's next window opening on a later local day (an exhausted account counter).
+pub fn next_account_day(a: &Account, now: DateTime<Utc>) -> DateTime<Utc> {
+    or_a_day_later(a.zones().next_open_on_later_day(&a.window, now), now)
+}
+
+/// The account's next window opening from the campaign's next local day (an exhausted
+/// campaign counter).
+pub fn next_campaign_day(a: &Account, campaign_tz: chrono_tz::Tz, now: DateTime<Utc>) -> DateTime<Utc> {
+    or_a_day_later(
+        a.zones()
+            .next_open(&a.window, start_of_next_day(campaign_tz, now)),
+        now,
+    )
+}
+
+/// Where an action blocked by `blocker` waits. `week_counts`: invites reserved on each
+/// of the 7 local days ending today, oldest first (read only for the weekly cap).
+pub fn until(
+    a: &Account,
+    campaign_tz: chrono_tz::Tz,
+    blocker: Blocker,
+    now: DateTime<Utc>,
+    week_counts: [u32; 7],
+    weekly_cap: u32,
+) -> DateTime<Utc> {
+    let zones = a.zones();
+    let w = &a.window;
+    match blocker {
+        Blocker::Account(Counter::InmailCredits) => or_a_day_later(
+            zones.next_open(w, credits::next_refill_after(now, a.refill_day)),
+            now,
+        ),
+        Blocker::Account(Counter::WeeklyInvites) => {
+            let today = zones.day_at(now);
+            let k = (1..=7usize)
+                .find(|&k| week_counts[k..].iter().sum::<u32>() < weekly_cap)
+                .unwrap_or(7);
+            or_a_day_later(
+                zones.next_open(w, zones.start_of_day(today + Duration::days(k as i64))),
+                now,
+            )
+        }
+        Blocker::Account(_) => next_account_day(a, now),
+        Blocker::Campaign(_) => next_campaign_day(a, campaign_tz, now),
+    }
+}
+
+/// A rate limit's hold (SPEC §5): the account's next window on a later day, or the
+/// `Retry-After` hint when that is later (a hint never shortens it).
+pub fn rate_limit_hold(a: &Account, now: DateTime<Utc>, retry_after_s: Option<u64>) -> DateTime<Utc> {
+    let next_day = a.zones().next_open_on_later_day(&a.window, now);
+    let hint = retry_after_s.map(|s| now + Duration::seconds(s.min(i64::MAX as u64 / 2000) as i64));
+    match (next_day, hint) {
+        (Some(d), Some(h)) => d.max(h),
+        (Some(d), None) => d,
+        (None, h) => h.unwrap_or(now).max(now + Duration::days(1)),
+    }
+}
+
+/// After a `no_credits` answer: the first window opening from the next refill.
+pub fn no_credits_until(a: &Account, now: DateTime<Utc>) -> DateTime<Utc> {
+    let refill = credits::next_refill_after(now, a.refill_day);
+    a.zones().next_open(&a.window, refill).unwrap_or(refill)
+}
+
+/// The kinds a blocked counter stops: every one that draws from it.
+pub fn kinds_blocked_by(blocker: Blocker) -> Vec<Kind> {
+    Kind::ALL
+        .into_iter()
+        .filter(|&k| match blocker {
+            Blocker::Account(c) => caps::draws(k).contains(&c),
+            Blocker::Campaign(t) => CampaignType::of(k) == Some(t),
+        })
+        .collect()
+}
+
+/// Why a backlog is parked: an exhausted counter (until a time), or a paused campaign
+/// (until it resumes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Hold {
+    Counter(Blocker, DateTime<Utc>),
+    CampaignPaused,
+}
+
+/// How the ready actions of a backlog park: the kinds that park, with what reason and
+/// until, waiting on what.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backlog {
+    pub kinds: Vec<Kind>,
+    pub reason: String,
+    pub until: Option<DateTime<Utc>>,
+    pub waiting_on: Option<WaitOn>,
+}
+
+/// The backlog of an account (of `campaign` only, when given) that `hold` stops: every
+/// kind drawing from an exhausted counter, or every action of a paused campaign. `None`
+/// when nothing parks (a campaign pause with no campaign named).
+pub fn backlog(hold: Hold, campaign: Option<&str>) -> Option<Backlog> {
+    match hold {
+        Hold::Counter(b, until) => Some(Backlog {
+            kinds: kinds_blocked_by(b),
+            reason: b.name(),
+            until: Some(until),
+            waiting_on: None,
+        }),
+        // Parked without an until, an action waits on its campaign's resume.
+        Hold::CampaignPaused => campaign.map(|c| Backlog {
+            kinds: Kind::ALL.to_vec(),
+            reason: "campaign_paused".to_string(),
+            until: None,
+            waiting_on: Some(WaitOn::Campaign(c.to_string())),
+        }),
+    }
+}
+
+/// The backlog of an account another worker owns (SPEC §12): every kind, waiting on
+/// the account until this worker owns it.
+pub fn owned_elsewhere(account: &str, reason: &str) -> Backlog {
+    Backlog {
+        kinds: Kind::ALL.to_vec(),
+        reason: reason.to_string(),
+        until: None,
+        waiting_on: Some(WaitOn::Account(account.to_string())),
+    }
+}
+
+/// `a` parked with its backlog, or `None` when it does not park (no longer queued
+/// and due, backing off, or of a kind the hold does not stop).
+pub fn park_with(a: &Action, b: &Backlog, now: DateTime<Utc>) -> Option<Action> {
+    if a.state != State::Queued || a.until_ms.is_some() || !b.kinds.contains(&a.kind) {
+        return None;
+    }
+    let mut p = a.clone();
+    p.state = State::Parked;
+    p.reason = Some(b.reason.clone());
+    p.until_ms = b.until.map(ms);
+    p.updated_ms = ms(now);
+    Some(p)
+}
+
+/// A queued action moved on a fleet's word (SPEC §12), without a reservation: parked
+/// with `reason` until `until` (or waiting on its account when `None`), or failed
+/// (`park = false`). `None` when it is no longer queued.
+pub fn settle(
+    a: &Action,
+    park: bool,
+    reason: &str,
+    until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<(Action, Option<WaitOn>)> {
+    if a.state != State::Queued {
+        return None;
+    }
+    let mut s = a.clone();
+    s.state = if park { State::Parked } else { State::Failed };
+    s.reason = Some(reason.to_string());
+    s.until_ms = if park { until.map(ms) } else { None };
+    s.updated_ms = ms(now);
+    let waiting = (park && until.is_none()).then(|| WaitOn::Account(a.account.clone()));
+    Some((s, waiting))
+}

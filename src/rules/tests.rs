@@ -1,0 +1,1168 @@
+//! Table tests of the rules, without a store: one row per SPEC §5 outcome, per
+//! reservation verdict, per maintenance step and per parking rule. Every expected effect
+//! is written out here, never computed by the rule under test.
+//!
+//! The clock of every row: Monday 2026-11-30 10:00 UTC; the account's window is the
+//! default Mon–Fri 09:00–17:00 UTC, so "the next window on a later day" is Tuesday
+//! 2026-12-01 09:00 UTC.
+
+use super::outcome::{self, DayDelta, Link, OutcomeEffects, OutcomeInput, Release, Reserved};
+use super::park::{self, Backlog, Hold};
+use super::reserve::{self, Admission, CampaignInput, Counters, ReserveDecision, ReserveInput};
+use super::{maintain, Change, Inconsistent, WaitOn};
+use crate::contract::Outcome;
+use crate::policy::caps::{AccountDay, Blocker, CampaignDay, CampaignType, Counter};
+use crate::policy::health::{self, Signals};
+use crate::policy::{Health, Kind, Tier, Window};
+use crate::store::codec::ms;
+use crate::store::records::{
+    Account, AccountCaps, AccountDayRec, Action, Campaign, LedgerEntry, LedgerLimits, LedgerRelease, State,
+};
+use crate::store::Settings;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+
+fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+        .single()
+        .expect("a valid instant")
+}
+
+fn day(y: i32, mo: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, mo, d).expect("a valid date")
+}
+
+/// Monday 2026-11-30 10:00 UTC.
+fn t0() -> DateTime<Utc> {
+    at(2026, 11, 30, 10, 0)
+}
+
+/// Tuesday 09:00 UTC: the next window opening on a later day.
+fn next_window() -> DateTime<Utc> {
+    at(2026, 12, 1, 9, 0)
+}
+
+fn account() -> Account {
+    Account {
+        id: "acct-1".into(),
+        tier: Tier::SalesNavigatorCore,
+        timezone: "UTC".into(),
+        window: Window::default(),
+        ramp_start: day(2026, 11, 2),
+        established: true,
+        proxy: None,
+        caps: AccountCaps::default(),
+        credits: 10,
+        refill_day: 1,
+        last_refill_ms: ms(at(2026, 11, 1, 0, 0)),
+        ramp_ceiling: 80,
+        ramp_history: vec![(day(2026, 11, 2), 80)],
+        last_reserved_ms: None,
+        ramp_steps: 4,
+        health: Health::Healthy,
+        restricted: false,
+        held_until_ms: None,
+        maintained_day: day(2026, 11, 30),
+        pending_zone: None,
+        summarised_day: None,
+    }
+}
+
+fn campaign() -> Campaign {
+    Campaign {
+        id: "q4".into(),
+        timezone: "UTC".into(),
+        daily_limit: 20,
+        split_invites: None,
+        split_messages: None,
+        split_inmails: None,
+        accounts: vec!["acct-1".into()],
+        paused: false,
+    }
+}
+
+fn action(kind: Kind, state: State) -> Action {
+    Action {
+        id: "q4/jane".into(),
+        campaign: "q4".into(),
+        account: "acct-1".into(),
+        kind,
+        prospect: "https://www.linkedin.com/in/jane".into(),
+        payload: "{}".into(),
+        priority: 0,
+        seq: 1,
+        state,
+        attempts: 2,
+        retries: 2,
+        reason: None,
+        until_ms: None,
+        updated_ms: 0,
+        sent_day: None,
+        accepted: false,
+        refunded: false,
+    }
+}
+
+/// `a` as a rule leaves it at `t0()`: the given state, reason and until.
+fn moved(a: &Action, state: State, reason: Option<&str>, until: Option<DateTime<Utc>>) -> Action {
+    Action {
+        state,
+        reason: reason.map(str::to_string),
+        until_ms: until.map(ms),
+        updated_ms: ms(t0()),
+        ..a.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// SPEC §5: one row per outcome.
+
+/// The answer's input: an invite in flight, healthy signals with feedback flowing.
+struct Answer {
+    action: Action,
+    account: Account,
+    outcome: Outcome,
+    probe: bool,
+    reserved: Option<Reserved>,
+    settings: Settings,
+}
+
+fn answer(outcome: Outcome) -> Answer {
+    Answer {
+        action: action(Kind::Invite, State::Inflight),
+        account: account(),
+        outcome,
+        probe: false,
+        reserved: None,
+        settings: Settings::default(),
+    }
+}
+
+const BACKOFF_S: u64 = 30;
+
+fn signals() -> Signals {
+    Signals {
+        feedback_seen: true,
+        ..Signals::default()
+    }
+}
+
+fn decide(a: &Answer) -> Result<OutcomeEffects, Inconsistent> {
+    outcome::effects(&OutcomeInput {
+        action: &a.action,
+        account: &a.account,
+        outcome: &a.outcome,
+        backoff_s: BACKOFF_S,
+        probe: a.probe,
+        signals: signals(),
+        reserved: a.reserved.as_ref(),
+        now: t0(),
+        settings: &a.settings,
+    })
+}
+
+/// Nothing but the action changes.
+fn only(action: Action) -> OutcomeEffects {
+    OutcomeEffects::only(action)
+}
+
+fn check(a: Answer, expected: OutcomeEffects) {
+    let got = decide(&a).expect("consistent inputs");
+    assert_eq!(got, expected, "{:?}", a.outcome);
+}
+
+#[test]
+fn sent_invite_counts_the_send_and_links_the_prospect() {
+    let a = answer(Outcome::Sent);
+    let mut after = moved(&a.action, State::Sent, None, None);
+    after.sent_day = Some(day(2026, 11, 30));
+    let expected = OutcomeEffects {
+        counters: Some(DayDelta {
+            day: day(2026, 11, 30),
+            sent: Some(Kind::Invite),
+            invites_sent: 1,
+            rate_limits: 0,
+        }),
+        links: vec![Link::Invite {
+            account: "acct-1".into(),
+            prospect: "https://www.linkedin.com/in/jane".into(),
+            action: "q4/jane".into(),
+        }],
+        ..only(after)
+    };
+    check(a, expected);
+}
+
+#[test]
+fn sent_inmail_links_the_prospect_for_a_reply() {
+    let mut a = answer(Outcome::Sent);
+    a.action.kind = Kind::Inmail;
+    let after = moved(&a.action, State::Sent, None, None);
+    let expected = OutcomeEffects {
+        counters: Some(DayDelta {
+            day: day(2026, 11, 30),
+            sent: Some(Kind::Inmail),
+            invites_sent: 0,
+            rate_limits: 0,
+        }),
+        links: vec![Link::Inmail {
+            account: "acct-1".into(),
+            prospect: "https://www.linkedin.com/in/jane".into(),
+            action: "q4/jane".into(),
+        }],
+        ..only(after)
+    };
+    check(a, expected);
+}
+
+#[test]
+fn sent_message_counts_the_send_and_links_nothing() {
+    let mut a = answer(Outcome::Sent);
+    a.action.kind = Kind::Message;
+    let expected = OutcomeEffects {
+        counters: Some(DayDelta {
+            day: day(2026, 11, 30),
+            sent: Some(Kind::Message),
+            invites_sent: 0,
+            rate_limits: 0,
+        }),
+        ..only(moved(&a.action, State::Sent, None, None))
+    };
+    check(a, expected);
+}
+
+/// A rate limit held until `until`: the account held, the limit counted, health judged
+/// with it (one limit in 7 days: `watch`).
+fn rate_limited(a: &Answer, until: DateTime<Utc>) -> OutcomeEffects {
+    let mut held = account();
+    held.held_until_ms = Some(ms(until));
+    held.health = Health::Watch;
+    OutcomeEffects {
+        account: Some(held),
+        counters: Some(DayDelta {
+            day: day(2026, 11, 30),
+            sent: None,
+            invites_sent: 0,
+            rate_limits: 1,
+        }),
+        changes: vec![
+            Change::HealthChanged {
+                account: "acct-1".into(),
+                old: Health::Healthy,
+                new: Health::Watch,
+                reason: health::REASON_RATE_LIMITS,
+                health_reason: "no invites sent 3-17 days ago; 1 rate limits in 7 days".into(),
+            },
+            Change::AccountHeld {
+                account: "acct-1".into(),
+                until,
+            },
+        ],
+        ..only(moved(&a.action, State::Parked, Some("rate_limited"), Some(until)))
+    }
+}
+
+#[test]
+fn rate_limited_without_retry_after_holds_until_the_next_window_on_a_later_day() {
+    let a = answer(Outcome::RateLimited { retry_after_s: None });
+    let expected = rate_limited(&a, next_window());
+    check(a, expected);
+}
+
+#[test]
+fn rate_limited_with_a_later_retry_after_holds_until_then() {
+    let a = answer(Outcome::RateLimited {
+        retry_after_s: Some(2 * 86_400),
+    });
+    let expected = rate_limited(&a, at(2026, 12, 2, 10, 0));
+    check(a, expected);
+}
+
+#[test]
+fn rate_limited_with_a_short_retry_after_still_waits_for_a_later_day() {
+    let a = answer(Outcome::RateLimited {
+        retry_after_s: Some(60),
+    });
+    let expected = rate_limited(&a, next_window());
+    check(a, expected);
+}
+
+#[test]
+fn rate_limited_never_shortens_an_earlier_longer_hold() {
+    let mut a = answer(Outcome::RateLimited { retry_after_s: None });
+    let longer = at(2026, 12, 5, 0, 0);
+    a.account.held_until_ms = Some(ms(longer));
+    let mut expected = rate_limited(&a, next_window());
+    expected.account.as_mut().expect("held").held_until_ms = Some(ms(longer));
+    check(a, expected);
+}
+
+#[test]
+fn out_of_network_fails_and_keeps_the_slot() {
+    let a = answer(Outcome::OutOfNetwork);
+    let expected = only(moved(&a.action, State::Failed, Some("out_of_network"), None));
+    check(a, expected);
+}
+
+#[test]
+fn restricted_parks_on_the_account_and_marks_it_restricted() {
+    let a = answer(Outcome::Restricted);
+    let mut restricted = account();
+    restricted.restricted = true;
+    restricted.health = Health::Restricted;
+    let expected = OutcomeEffects {
+        waiting_on: Some(WaitOn::Account("acct-1".into())),
+        account: Some(restricted),
+        changes: vec![Change::HealthChanged {
+            account: "acct-1".into(),
+            old: Health::Healthy,
+            new: Health::Restricted,
+            reason: health::REASON_RESTRICTED,
+            health_reason: "restricted: the upstream answered `restricted`".into(),
+        }],
+        ..only(moved(&a.action, State::Parked, Some("account_restricted"), None))
+    };
+    check(a, expected);
+}
+
+#[test]
+fn restricted_again_logs_no_second_health_change() {
+    let mut a = answer(Outcome::Restricted);
+    a.account.restricted = true;
+    a.account.health = Health::Restricted;
+    let expected = OutcomeEffects {
+        waiting_on: Some(WaitOn::Account("acct-1".into())),
+        account: Some(a.account.clone()),
+        ..only(moved(&a.action, State::Parked, Some("account_restricted"), None))
+    };
+    check(a, expected);
+}
+
+#[test]
+fn no_credits_drains_the_balance_and_parks_until_the_refills_window() {
+    let mut a = answer(Outcome::NoCredits);
+    a.action.kind = Kind::Inmail;
+    a.account.refill_day = 3;
+    let mut drained = a.account.clone();
+    drained.credits = 0;
+    // The refill: Thursday 2026-12-03 00:00 UTC; its first window opening, 09:00.
+    let until = at(2026, 12, 3, 9, 0);
+    let expected = OutcomeEffects {
+        account: Some(drained),
+        ..only(moved(&a.action, State::Parked, Some("no_credits"), Some(until)))
+    };
+    check(a, expected);
+}
+
+#[test]
+fn invalid_fails_with_its_reason() {
+    let a = answer(Outcome::Invalid {
+        reason: "bad prospect".into(),
+    });
+    let expected = only(moved(
+        &a.action,
+        State::Failed,
+        Some("invalid: bad prospect"),
+        None,
+    ));
+    check(a, expected);
+}
+
+fn backoff_until() -> DateTime<Utc> {
+    at(2026, 11, 30, 10, 0) + chrono::Duration::seconds(BACKOFF_S as i64)
+}
+
+/// Queued again after the backoff, for a retry.
+fn retried(a: &Action) -> Action {
+    moved(
+        a,
+        State::Queued,
+        Some("not_delivered: refused"),
+        Some(backoff_until()),
+    )
+}
+
+fn not_delivered() -> Outcome {
+    Outcome::NotDelivered {
+        reason: "refused".into(),
+    }
+}
+
+#[test]
+fn not_delivered_without_a_known_reservation_is_queued_and_keeps_its_slots() {
+    let a = answer(not_delivered());
+    let expected = only(retried(&a.action));
+    check(a, expected);
+}
+
+/// The reservation of attempt 2 of `kind`, on Sunday's account day and Monday's
+/// campaign day (the answer came after midnight), with the counters holding its slot.
+fn reservation(kind: Kind) -> Reserved {
+    Reserved {
+        ledger_id: 77,
+        entry: LedgerEntry {
+            action: "q4/jane".into(),
+            account: "acct-1".into(),
+            campaign: "q4".into(),
+            kind,
+            attempt: 2,
+            at_ms: ms(at(2026, 11, 29, 23, 59)),
+            account_day: day(2026, 11, 29),
+            campaign_day: day(2026, 11, 30),
+            limits: LedgerLimits {
+                invites: 80,
+                messages: 80,
+                inmails: 5,
+                engagement: 100,
+                weekly_invites: None,
+                campaign: 20,
+            },
+        },
+        day: day_counters(3, 1),
+        campaign_day: campaign_counters(2, 1),
+    }
+}
+
+/// An account's counters of a day: invites and InMails reserved, one rate limit.
+fn day_counters(invites: u32, inmails: u32) -> AccountDayRec {
+    AccountDayRec {
+        reserved: AccountDay {
+            invites,
+            inmails,
+            ..AccountDay::default()
+        },
+        rate_limits: 1,
+        ..AccountDayRec::default()
+    }
+}
+
+fn campaign_counters(invites: u32, inmails: u32) -> CampaignDay {
+    CampaignDay {
+        invites,
+        inmails,
+        ..CampaignDay::default()
+    }
+}
+
+fn release_record(kind: Kind) -> LedgerRelease {
+    LedgerRelease {
+        action: "q4/jane".into(),
+        account: "acct-1".into(),
+        campaign: "q4".into(),
+        kind,
+        attempt: 2,
+        at_ms: ms(t0()),
+        account_day: day(2026, 11, 29),
+        campaign_day: day(2026, 11, 30),
+        reservation: 77,
+    }
+}
+
+#[test]
+fn not_delivered_gives_back_exactly_its_reservations_slots() {
+    let mut a = answer(not_delivered());
+    a.reserved = Some(reservation(Kind::Invite));
+    let expected = OutcomeEffects {
+        release: Some(Release {
+            day: day_counters(2, 1),
+            campaign_day: Some(campaign_counters(1, 1)),
+            record: release_record(Kind::Invite),
+        }),
+        ..only(retried(&a.action))
+    };
+    check(a, expected);
+}
+
+#[test]
+fn not_delivered_inmail_gives_back_its_credit() {
+    let mut a = answer(not_delivered());
+    a.action.kind = Kind::Inmail;
+    a.reserved = Some(reservation(Kind::Inmail));
+    let mut credited = account();
+    credited.credits = 11;
+    let expected = OutcomeEffects {
+        account: Some(credited),
+        release: Some(Release {
+            day: day_counters(3, 0),
+            campaign_day: Some(campaign_counters(2, 0)),
+            record: release_record(Kind::Inmail),
+        }),
+        ..only(retried(&a.action))
+    };
+    check(a, expected);
+}
+
+#[test]
+fn not_delivered_profile_view_writes_no_campaign_counter() {
+    let mut a = answer(not_delivered());
+    a.action.kind = Kind::ProfileView;
+    let mut r = reservation(Kind::ProfileView);
+    r.day.reserved.engagement = 4;
+    a.reserved = Some(r);
+    let got = decide(&a).expect("consistent");
+    let release = got.release.expect("released");
+    assert_eq!(release.day.reserved.engagement, 3);
+    assert_eq!(
+        release.campaign_day, None,
+        "no campaign counter holds a profile view"
+    );
+}
+
+#[test]
+fn not_delivered_at_max_attempts_fails() {
+    let mut a = answer(not_delivered());
+    a.action.retries = 5;
+    let expected = only(moved(
+        &a.action,
+        State::Failed,
+        Some("not_delivered: refused: 5 attempts"),
+        None,
+    ));
+    check(a, expected);
+}
+
+#[test]
+fn a_probe_is_not_one_of_the_actions_attempts() {
+    // Retries 5 of 5: as an attempt it would fail; as a probe it counts 4 and retries.
+    let mut a = answer(not_delivered());
+    a.action.retries = 5;
+    a.probe = true;
+    let mut after = retried(&a.action);
+    after.retries = 4;
+    check(a, only(after));
+}
+
+#[test]
+fn maybe_delivered_is_unknown_unless_idempotent() {
+    let maybe = || Outcome::MaybeDelivered {
+        reason: "timeout".into(),
+    };
+    let a = answer(maybe());
+    let expected = only(moved(
+        &a.action,
+        State::Unknown,
+        Some("maybe_delivered: timeout"),
+        None,
+    ));
+    check(a, expected);
+
+    let mut a = answer(maybe());
+    a.settings.idempotent = true;
+    a.reserved = Some(reservation(Kind::Invite));
+    // Retried with the same key; its slots stay used (it may have been received).
+    let expected = only(moved(
+        &a.action,
+        State::Queued,
+        Some("maybe_delivered: timeout"),
+        Some(backoff_until()),
+    ));
+    check(a, expected);
+
+    let mut a = answer(maybe());
+    a.settings.idempotent = true;
+    a.action.retries = 5;
+    let expected = only(moved(
+        &a.action,
+        State::Failed,
+        Some("maybe_delivered: timeout: 5 attempts"),
+        None,
+    ));
+    check(a, expected);
+}
+
+#[test]
+fn a_reservation_naming_another_attempt_is_inconsistent() {
+    let mut a = answer(not_delivered());
+    let mut r = reservation(Kind::Invite);
+    r.entry.attempt = 1;
+    a.reserved = Some(r);
+    assert_eq!(
+        decide(&a),
+        Err(Inconsistent(
+            "in-flight q4/jane (attempt 2) points at the reservation of q4/jane (attempt 1)".into()
+        ))
+    );
+}
+
+#[test]
+fn counters_without_the_slot_to_give_back_are_inconsistent() {
+    let mut a = answer(not_delivered());
+    let mut r = reservation(Kind::Invite);
+    r.day.reserved.invites = 0;
+    a.reserved = Some(r);
+    assert!(decide(&a).is_err());
+}
+
+#[test]
+fn only_holding_answers_are_binding_and_only_a_rate_limit_reads_signals() {
+    let all = [
+        (Outcome::Sent, false, false),
+        (Outcome::RateLimited { retry_after_s: None }, true, true),
+        (Outcome::OutOfNetwork, false, false),
+        (Outcome::Restricted, true, false),
+        (Outcome::NoCredits, true, false),
+        (Outcome::Invalid { reason: "x".into() }, false, false),
+        (not_delivered(), false, false),
+        (Outcome::MaybeDelivered { reason: "x".into() }, false, false),
+    ];
+    for (o, binding, signals) in all {
+        assert_eq!(outcome::binding(&o), binding, "{o:?}");
+        assert_eq!(outcome::needs_signals(&o), signals, "{o:?}");
+    }
+}
+
+#[test]
+fn an_attempt_lost_to_a_crash_is_unknown_or_requeued_when_idempotent() {
+    let a = action(Kind::Invite, State::Inflight);
+    assert_eq!(
+        outcome::lost_to_crash(&a, false, t0()),
+        moved(&a, State::Unknown, Some("outcome lost to a crash"), None)
+    );
+    assert_eq!(
+        outcome::lost_to_crash(&a, true, t0()),
+        moved(&a, State::Queued, Some("recovered after a crash"), None)
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Reservations: every refusal, the parks, the admission.
+
+struct Ask {
+    action: Action,
+    account: Account,
+    account_hold: bool,
+    campaign: Option<Campaign>,
+    campaign_hold: bool,
+    counters: Counters,
+    now: DateTime<Utc>,
+    settings: Settings,
+}
+
+/// What a row changes in the plain request.
+type Setup = fn(&mut Ask);
+
+fn ask(kind: Kind) -> Ask {
+    Ask {
+        action: action(kind, State::Queued),
+        account: account(),
+        account_hold: false,
+        campaign: Some(campaign()),
+        campaign_hold: false,
+        counters: Counters::default(),
+        now: t0(),
+        settings: Settings::default(),
+    }
+}
+
+fn verdict(a: &Ask) -> ReserveDecision {
+    reserve::decide(&ReserveInput {
+        action: &a.action,
+        account: &a.account,
+        account_operator_hold: a.account_hold,
+        campaign: a.campaign.as_ref().map(|c| CampaignInput {
+            campaign: c,
+            operator_hold: a.campaign_hold,
+        }),
+        counters: a.counters,
+        now: a.now,
+        settings: &a.settings,
+    })
+}
+
+#[test]
+fn refusals_in_order() {
+    let rows: [(&str, Setup, &str); 9] = [
+        (
+            "backing off",
+            |a| a.action.until_ms = Some(ms(t0()) + 1),
+            reserve::NOT_DUE,
+        ),
+        (
+            "already in flight",
+            |a| a.action.state = State::Inflight,
+            reserve::NOT_DUE,
+        ),
+        ("restricted", |a| a.account.restricted = true, reserve::RESTRICTED),
+        (
+            "held by a rate limit",
+            |a| a.account.held_until_ms = Some(ms(t0()) + 1),
+            reserve::HELD,
+        ),
+        (
+            "operator pause",
+            |a| a.account_hold = true,
+            reserve::OPERATOR_PAUSE,
+        ),
+        (
+            "after hours",
+            |a| a.now = at(2026, 11, 30, 17, 30),
+            reserve::WINDOW_SHUT,
+        ),
+        (
+            "saturday",
+            |a| a.now = at(2026, 12, 5, 10, 0),
+            reserve::WINDOW_SHUT,
+        ),
+        (
+            "unknown campaign",
+            |a| a.campaign = None,
+            reserve::UNKNOWN_CAMPAIGN,
+        ),
+        // A restricted account is refused before a held one: the first refusal wins.
+        (
+            "restricted and held",
+            |a| {
+                a.account.restricted = true;
+                a.account.held_until_ms = Some(ms(t0()) + 1);
+                a.account_hold = true;
+            },
+            reserve::RESTRICTED,
+        ),
+    ];
+    for (name, set, why) in rows {
+        let mut a = ask(Kind::Invite);
+        set(&mut a);
+        assert_eq!(verdict(&a), ReserveDecision::Skip(why), "{name}");
+    }
+}
+
+#[test]
+fn a_backoff_that_ended_and_an_expired_hold_do_not_refuse() {
+    let mut a = ask(Kind::Invite);
+    a.action.until_ms = Some(ms(t0()));
+    a.account.held_until_ms = Some(ms(t0()));
+    assert!(matches!(verdict(&a), ReserveDecision::Admit(_)));
+}
+
+fn paused(a: &Ask) -> ReserveDecision {
+    ReserveDecision::Park {
+        action: Box::new(moved(&a.action, State::Parked, Some("campaign_paused"), None)),
+        waiting_on: Some(WaitOn::Campaign("q4".into())),
+        blocked: None,
+        until: None,
+    }
+}
+
+#[test]
+fn a_paused_campaign_parks_waiting_on_its_resume() {
+    let mut a = ask(Kind::Message);
+    a.campaign.as_mut().expect("campaign").paused = true;
+    assert_eq!(verdict(&a), paused(&a));
+    let mut a = ask(Kind::Message);
+    a.campaign_hold = true;
+    assert_eq!(verdict(&a), paused(&a), "an operator hold on the campaign");
+}
+
+fn blocked(a: &Ask, blocker: Blocker, until: DateTime<Utc>) -> ReserveDecision {
+    ReserveDecision::Park {
+        action: Box::new(moved(
+            &a.action,
+            State::Parked,
+            Some(blocker.name().as_str()),
+            Some(until),
+        )),
+        waiting_on: None,
+        blocked: Some(blocker),
+        until: Some(until),
+    }
+}
+
+#[test]
+fn each_exhausted_counter_parks_until_its_next_day() {
+    let rows: [(Kind, Setup, Blocker, DateTime<Utc>); 8] = [
+        (
+            Kind::Invite,
+            |a| a.counters.day.invites = 80,
+            Blocker::Account(Counter::Invites),
+            next_window(),
+        ),
+        (
+            Kind::Message,
+            |a| a.counters.day.messages = 80,
+            Blocker::Account(Counter::Messages),
+            next_window(),
+        ),
+        (
+            Kind::Inmail,
+            |a| a.counters.day.inmails = 5,
+            Blocker::Account(Counter::Inmails),
+            next_window(),
+        ),
+        (
+            Kind::ProfileView,
+            |a| a.counters.day.engagement = 100,
+            Blocker::Account(Counter::Engagement),
+            next_window(),
+        ),
+        // The ramp is the invite ceiling: 10 today, whatever the caps say.
+        (
+            Kind::Invite,
+            |a| {
+                a.account.ramp_ceiling = 10;
+                a.account.ramp_history = vec![(day(2026, 11, 2), 10)];
+                a.counters.day.invites = 10;
+            },
+            Blocker::Account(Counter::Invites),
+            next_window(),
+        ),
+        // No credits: the next refill (the 3rd, 00:00 UTC), then its window (09:00).
+        (
+            Kind::Inmail,
+            |a| {
+                a.account.credits = 0;
+                a.account.refill_day = 3;
+            },
+            Blocker::Account(Counter::InmailCredits),
+            at(2026, 12, 3, 9, 0),
+        ),
+        // The campaign's day is UTC: its next day opens with the account's window.
+        (
+            Kind::Invite,
+            |a| a.counters.campaign_day.invites = 20,
+            Blocker::Campaign(CampaignType::Invites),
+            next_window(),
+        ),
+        // A campaign on Kiritimati time (UTC+14) turns its day at 10:00 UTC: Tuesday
+        // 10:00 UTC is inside the account's window.
+        (
+            Kind::Message,
+            |a| {
+                a.campaign.as_mut().expect("campaign").timezone = "Pacific/Kiritimati".into();
+                a.counters.campaign_day.messages = 20;
+            },
+            Blocker::Campaign(CampaignType::Messages),
+            at(2026, 12, 1, 10, 0),
+        ),
+    ];
+    for (kind, set, blocker, until) in rows {
+        let mut a = ask(kind);
+        set(&mut a);
+        assert_eq!(verdict(&a), blocked(&a, blocker, until), "{}", blocker.name());
+    }
+}
+
+#[test]
+fn the_rolling_week_parks_until_its_sum_drops_below_the_cap() {
+    let mut a = ask(Kind::Invite);
+    a.account.caps.weekly_invites = Some(100);
+    assert!(reserve::needs_week(Kind::Invite, &a.account, &a.settings));
+    assert!(!reserve::needs_week(Kind::Message, &a.account, &a.settings));
+    // Oldest first; tomorrow drops 0 (still 100), the day after drops 60: Wednesday.
+    a.counters.week = [0, 60, 20, 10, 5, 3, 2];
+    a.counters.day.invites = 2;
+    let expected = blocked(
+        &a,
+        Blocker::Account(Counter::WeeklyInvites),
+        at(2026, 12, 2, 9, 0),
+    );
+    assert_eq!(verdict(&a), expected);
+}
+
+#[test]
+fn an_admitted_invite_takes_its_slots_and_writes_the_ledger_entry() {
+    let mut a = ask(Kind::Invite);
+    a.counters.day.invites = 3;
+    a.counters.campaign_day.invites = 2;
+    let mut inflight = moved(&a.action, State::Inflight, None, None);
+    inflight.attempts = 3;
+    inflight.retries = 3;
+    let mut acct = account();
+    acct.last_reserved_ms = Some(ms(t0()));
+    let expected = ReserveDecision::Admit(Box::new(Admission {
+        action: inflight,
+        account: acct,
+        day: AccountDay {
+            invites: 4,
+            ..AccountDay::default()
+        },
+        campaign_day: CampaignDay {
+            invites: 3,
+            ..CampaignDay::default()
+        },
+        entry: LedgerEntry {
+            action: "q4/jane".into(),
+            account: "acct-1".into(),
+            campaign: "q4".into(),
+            kind: Kind::Invite,
+            attempt: 3,
+            at_ms: ms(t0()),
+            account_day: day(2026, 11, 30),
+            campaign_day: day(2026, 11, 30),
+            limits: LedgerLimits {
+                invites: 80,
+                messages: 80,
+                inmails: 5,
+                engagement: 100,
+                weekly_invites: None,
+                campaign: 20,
+            },
+        },
+    }));
+    assert_eq!(verdict(&a), expected);
+}
+
+#[test]
+fn an_admitted_inmail_takes_a_credit() {
+    let a = ask(Kind::Inmail);
+    let ReserveDecision::Admit(adm) = verdict(&a) else {
+        panic!("admitted");
+    };
+    assert_eq!(adm.account.credits, 9);
+    assert_eq!(
+        (
+            adm.day.inmails,
+            adm.campaign_day.inmails,
+            adm.entry.limits.campaign
+        ),
+        (1, 1, 20)
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Maintenance.
+
+#[test]
+fn catch_up_refills_once_per_month_due_and_says_when_a_day_turn_is_due() {
+    let st = Settings::default();
+    let mut a = account();
+    a.last_refill_ms = ms(at(2026, 10, 1, 0, 0));
+    a.maintained_day = day(2026, 11, 29);
+    let mut out = Vec::new();
+    assert_eq!(
+        maintain::catch_up(&mut a, t0(), &st, &mut out),
+        Some(day(2026, 11, 30))
+    );
+    // Sales Navigator Core: 50 a month, up to 150.
+    assert_eq!(
+        out,
+        vec![Change::CreditsRefilled {
+            account: "acct-1".into(),
+            old: 10,
+            new: 60,
+        }]
+    );
+    assert_eq!((a.credits, a.last_refill_ms), (60, ms(at(2026, 11, 1, 0, 0))));
+    // Caught up, and the day maintained: nothing more, even with the clock stepped back.
+    a.maintained_day = day(2026, 11, 30);
+    let mut out = Vec::new();
+    assert_eq!(maintain::catch_up(&mut a, t0(), &st, &mut out), None);
+    assert_eq!(
+        maintain::catch_up(&mut a, at(2026, 11, 29, 10, 0), &st, &mut out),
+        None
+    );
+    assert!(out.is_empty());
+}
+
+/// A warming account (ramp 10 → 80 over 6 weeks) on its fourth boundary.
+fn warming(ceiling: u32) -> Account {
+    Account {
+        established: false,
+        ramp_ceiling: ceiling,
+        ramp_history: vec![(day(2026, 11, 2), ceiling)],
+        ramp_steps: 3,
+        maintained_day: day(2026, 11, 29),
+        ..account()
+    }
+}
+
+#[test]
+fn day_turn_judges_health_then_steps_the_ramp_once() {
+    let st = Settings::default();
+    let today = day(2026, 11, 30);
+    let healthy = Signals {
+        invites_sent: 40,
+        invites_accepted: 20,
+        ..signals()
+    };
+    let at_risk = Signals {
+        rate_limits: 3,
+        ..healthy
+    };
+    // (ceiling, signals, health after, ceiling after, reason)
+    let rows = [
+        (10, healthy, Health::Healthy, 15, "advance"),
+        (22, at_risk, Health::AtRisk, 15, "step_back"),
+        (
+            22,
+            Signals {
+                rate_limits: 1,
+                ..healthy
+            },
+            Health::Watch,
+            22,
+            "",
+        ),
+    ];
+    for (ceiling, sig, health, new, reason) in rows {
+        let mut a = warming(ceiling);
+        let mut out = Vec::new();
+        maintain::day_turn(&mut a, today, sig, &st, &mut out);
+        assert_eq!((a.maintained_day, a.ramp_steps), (today, 4));
+        assert_eq!((a.health, a.ramp_ceiling), (health, new), "{sig:?}");
+        let ramp: Vec<_> = out
+            .iter()
+            .filter_map(|c| match c {
+                Change::RampChanged { old, new, reason, .. } => Some((*old, *new, *reason)),
+                _ => None,
+            })
+            .collect();
+        let expected = if new == ceiling {
+            vec![]
+        } else {
+            vec![(ceiling, new, reason)]
+        };
+        assert_eq!(ramp, expected, "{sig:?}");
+        let health_changes = out
+            .iter()
+            .filter(|c| matches!(c, Change::HealthChanged { .. }))
+            .count();
+        assert_eq!(health_changes, usize::from(health != Health::Healthy));
+    }
+}
+
+#[test]
+fn signals_sum_the_acceptance_window_and_the_rate_limit_week() {
+    let mut recent = vec![AccountDayRec::default(); maintain::SIGNAL_DAYS];
+    assert_eq!(maintain::SIGNAL_DAYS, 18);
+    for (ago, d) in recent.iter_mut().enumerate() {
+        d.invites_sent = 1;
+        d.invites_accepted = u32::from(ago % 2 == 0);
+        d.rate_limits = 1;
+    }
+    // Acceptance: days 3..=17 (15 days, 7 of them even); rate limits: days 0..=6.
+    assert_eq!(
+        maintain::signals(false, true, &recent),
+        Signals {
+            restricted: false,
+            invites_sent: 15,
+            invites_accepted: 7,
+            rate_limits: 7,
+            feedback_seen: true,
+        }
+    );
+    let s = maintain::signals(true, false, &recent);
+    assert_eq!(
+        maintain::health_reason(&s),
+        "no acceptance feedback (15 invites sent 3-17 days ago); 7 rate limits in 7 days; restricted"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Parking a backlog.
+
+#[test]
+fn a_blocked_counter_parks_every_kind_that_draws_from_it() {
+    let rows = [
+        (Blocker::Account(Counter::Invites), vec![Kind::Invite]),
+        (
+            Blocker::Account(Counter::Engagement),
+            vec![Kind::Message, Kind::ProfileView, Kind::Comment, Kind::Reaction],
+        ),
+        (Blocker::Account(Counter::InmailCredits), vec![Kind::Inmail]),
+        (Blocker::Campaign(CampaignType::Messages), vec![Kind::Message]),
+    ];
+    for (b, kinds) in rows {
+        assert_eq!(park::kinds_blocked_by(b), kinds, "{}", b.name());
+    }
+}
+
+#[test]
+fn backlog_plans() {
+    let b = Blocker::Account(Counter::Messages);
+    assert_eq!(
+        park::backlog(Hold::Counter(b, next_window()), None),
+        Some(Backlog {
+            kinds: vec![Kind::Message],
+            reason: "account.messages".into(),
+            until: Some(next_window()),
+            waiting_on: None,
+        })
+    );
+    assert_eq!(
+        park::backlog(Hold::CampaignPaused, None),
+        None,
+        "no campaign named"
+    );
+    assert_eq!(
+        park::backlog(Hold::CampaignPaused, Some("q4")),
+        Some(Backlog {
+            kinds: Kind::ALL.to_vec(),
+            reason: "campaign_paused".into(),
+            until: None,
+            waiting_on: Some(WaitOn::Campaign("q4".into())),
+        })
+    );
+    assert_eq!(
+        park::owned_elsewhere("acct-1", "owned_elsewhere"),
+        Backlog {
+            kinds: Kind::ALL.to_vec(),
+            reason: "owned_elsewhere".into(),
+            until: None,
+            waiting_on: Some(WaitOn::Account("acct-1".into())),
+        }
+    );
+}
+
+#[test]
+fn only_queued_due_actions_of_a_stopped_kind_park_with_the_backlog() {
+    let plan = park::backlog(
+        Hold::Counter(Blocker::Account(Counter::Invites), next_window()),
+        None,
+    )
+    .expect("a plan");
+    let queued = action(Kind::Invite, State::Queued);
+    assert_eq!(
+        park::park_with(&queued, &plan, t0()),
+        Some(moved(
+            &queued,
+            State::Parked,
+            Some("account.invites"),
+            Some(next_window())
+        ))
+    );
+    let mut backing_off = queued.clone();
+    backing_off.until_ms = Some(ms(t0()));
+    let rows = [
+        ("another kind", action(Kind::Message, State::Queued)),
+        ("backing off", backing_off),
+        ("in flight", action(Kind::Invite, State::Inflight)),
+        ("already parked", action(Kind::Invite, State::Parked)),
+    ];
+    for (name, a) in rows {
+        assert_eq!(park::park_with(&a, &plan, t0()), None, "{name}");
+    }
+}
+
+#[test]
+fn a_fleet_verdict_parks_or_fails_a_queued_action_only() {
+    let queued = action(Kind::Invite, State::Queued);
+    assert_eq!(
+        park::settle(&queued, true, "owned_elsewhere", None, t0()),
+        Some((
+            moved(&queued, State::Parked, Some("owned_elsewhere"), None),
+            Some(WaitOn::Account("acct-1".into()))
+        )),
+        "no until: waits on its account"
+    );
+    assert_eq!(
+        park::settle(&queued, true, "account.invites", Some(next_window()), t0()),
+        Some((
+            moved(
+                &queued,
+                State::Parked,
+                Some("account.invites"),
+                Some(next_window())
+            ),
+            None
+        ))
+    );
+    assert_eq!(
+        park::settle(&queued, false, "duplicate_in_fleet", Some(next_window()), t0()),
+        Some((
+            moved(&queued, State::Failed, Some("duplicate_in_fleet"), None),
+            None
+        )),
+        "a failure keeps no until"
+    );
+    let inflight = action(Kind::Invite, State::Inflight);
+    assert_eq!(park::settle(&inflight, true, "owned_elsewhere", None, t0()), None);
+}
