@@ -28,8 +28,11 @@
 //! A failing seed prints how to replay it: `SENDGATE_SIM_SEED=<seed> cargo nextest run
 //! --test simulation`. `SENDGATE_SIM_SEEDS=N` runs seeds 1..=N (default 40).
 
+mod common;
+
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
+use common::sim::{chance, open, weighted_kind, KINDS};
 use sendgate::contract::events::FetchError;
 use sendgate::contract::jobfile::{parse_file, Record};
 use sendgate::contract::{Outcome, SendRequest};
@@ -38,7 +41,7 @@ use sendgate::policy::caps::{draws, Caps, Counter};
 use sendgate::policy::pacing::{Rng, SplitMix64};
 use sendgate::policy::window::{local_day, start_of_day};
 use sendgate::policy::{CampaignType, Kind, Tier};
-use sendgate::store::{ApplyOutcome, OpenOptions, Reservation, Settings, State, Store, StoreError};
+use sendgate::store::{ApplyOutcome, Reservation, Settings, State, Store, StoreError};
 use sendgate::upstream::sim::{Sim, SimFeed};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -86,15 +89,6 @@ const ZONES: [&str; 8] = [
     "Australia/Sydney",
 ];
 const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-const KINDS: [(Kind, u64); 6] = [
-    (Kind::Invite, 35),
-    (Kind::Message, 20),
-    (Kind::Inmail, 10),
-    (Kind::ProfileView, 15),
-    (Kind::Comment, 10),
-    (Kind::Reaction, 10),
-];
-
 #[derive(Clone, Copy, Debug, Default)]
 struct Counts {
     rate_limited: u64,
@@ -218,10 +212,6 @@ fn the_independent_ramp_bound_follows_the_spec_example() {
     );
     assert_eq!(ramp_ceiling_at_most(20, true, day0, day0), 20);
     assert_eq!(ramp_ceiling_at_most(5, false, day0, day0 + Duration::days(30)), 5);
-}
-
-fn chance(rng: &mut SplitMix64, per_10k: u64) -> bool {
-    rng.between(0, 9999) < per_10k
 }
 
 fn pick<'a, T>(rng: &mut SplitMix64, xs: &'a [T]) -> &'a T {
@@ -709,15 +699,7 @@ impl Ctx<'_> {
         let mut out = String::new();
         for (ai, a) in self.w.accounts.iter().enumerate() {
             for i in 0..ACTIONS_PER_ACCOUNT_DAY {
-                let mut roll = rng.between(0, 99);
-                let kind = KINDS
-                    .iter()
-                    .find(|(_, w)| {
-                        let hit = roll < *w;
-                        roll = roll.saturating_sub(*w);
-                        hit
-                    })
-                    .map_or(Kind::Invite, |(k, _)| *k);
+                let kind = weighted_kind(rng);
                 // Mostly a campaign the account sends for; sometimes let it pick.
                 let members: Vec<usize> = (0..CAMPAIGNS)
                     .filter(|&c| self.w.campaigns[c].accounts.contains(&ai))
@@ -782,25 +764,6 @@ impl Ctx<'_> {
             out.push('\n');
         }
         Ok(out)
-    }
-}
-
-fn open(path: &Path, settings: &Settings) -> Store {
-    let opts = OpenOptions {
-        cache_mb: 8,
-        fail_from_op: None,
-    };
-    let mut tries = 0;
-    loop {
-        match Store::open(path, settings.clone(), opts.clone()) {
-            Ok(s) => return s,
-            // The previous handle's lock may take a moment to go.
-            Err(StoreError::Locked { .. }) if tries < 200 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(e) => panic!("the store does not reopen: {e}"),
-        }
     }
 }
 

@@ -3,15 +3,21 @@
 //! - `plan`  — PURE: which keys a reservation draws from, the admit decision over the
 //!   fleet's counters, how a batch splits into transactions of at most
 //!   `MAX_TXN_OPS`, and the fail-closed clock of the lease. No IO.
-//! - `task`  — the only code that talks to etcd: one task on the tokio runtime owns the
-//!   client, the lease, the accounts owned, and runs the claims the engine asks for.
+//! - `task`  — the fleet's etcd logic (`Member`): the lease, the accounts owned, the
+//!   claims the engine asks for; in the daemon one task on the tokio runtime runs it.
+//! - `kv`    — the seam `task` talks through: etcd v3's transaction, lease grant,
+//!   renewal and revoke as traits, and their etcd-client implementation.
+//! - `standin` — an in-process etcd (`MemEtcd`) with the same semantics, virtual time
+//!   and partitions: for the deterministic simulation only.
 //!
 //! The engine never waits on etcd: it hands a batch of candidates to the task (`Claim`)
 //! and takes the answer from its inbox (`Answer`), then reserves locally what the fleet
 //! admitted (see ARCHITECTURE.md, "Fleets").
 
 pub mod audit;
+pub mod kv;
 pub mod plan;
+pub mod standin;
 pub mod task;
 
 use crate::policy::caps::Blocker;

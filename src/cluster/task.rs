@@ -1,15 +1,17 @@
-//! The only code that talks to etcd. One task on the send runtime owns the client, the
-//! worker's lease (kept alive every `ttl / 6`), the accounts it owns, and runs the
-//! claims the engine asks for, one at a time. It tells the engine what happened through
-//! a callback that posts into the engine's inbox; the engine never waits on it.
+//! The fleet's etcd logic: `Member` owns the connection, the worker's lease (kept alive
+//! every `ttl / 6`), the accounts it owns, and runs the claims the engine asks for, one
+//! at a time. It tells the engine what happened through a callback that posts into the
+//! engine's inbox; the engine never waits on it. It reaches the store through
+//! `kv::Connect`: in the daemon one task on the send runtime runs it over etcd
+//! (`spawn`); the simulation drives it over the stand-in on virtual time.
 //!
 //! Fail closed (SPEC §12): every claim is refused (`Verdict::Retry`) while the lease is
 //! not fresh (`plan::Freshness`), and every claim transaction compares the owner keys'
 //! revisions, so a lease that expired in between fails the transaction in etcd itself.
 
+use super::kv::{Compare, Connect, EtcdConnect, Kv, KvError, Millis, Op, Txn};
 use super::plan::{self, Freshness};
 use super::{Claim, ClusterConfig, Draw, Notice, Verdict};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +21,8 @@ use tokio::sync::mpsc;
 const MAX_CAS_ROUNDS: usize = 8;
 /// Accounts tried for ownership per pass.
 const MAX_OWNER_TRIES_PER_PASS: usize = 256;
+/// How long a retention lease is put under after its grant (then a new one is).
+const RETENTION_REUSE_MS: u64 = 86_400_000;
 /// Requests waiting for the task (the engine sends one claim at a time).
 const QUEUE: usize = 16;
 
@@ -43,7 +47,12 @@ impl Handle {
     }
 }
 
-/// Start the task on `runtime`. `notify` posts a notice to the engine.
+/// The time limit of one etcd call.
+fn call_timeout(ttl_s: u64) -> Duration {
+    Duration::from_millis((ttl_s * 1000 / 4).max(200))
+}
+
+/// Start the task on `runtime`, over etcd. `notify` posts a notice to the engine.
 pub fn spawn(
     runtime: &tokio::runtime::Runtime,
     cfg: &ClusterConfig,
@@ -51,51 +60,44 @@ pub fn spawn(
     notify: Arc<dyn Fn(Notice) + Send + Sync>,
 ) -> Handle {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let t = Task {
+    let connect = EtcdConnect {
         endpoints: cfg.endpoints.clone(),
-        node: cfg.node_name(),
-        prefix: cfg.prefix.clone(),
-        ttl_s: cfg.lease_ttl_s,
-        retention_s: (i64::from(retention_days) + 1) * 86_400,
-        fresh: Freshness::new(cfg.lease_ttl_s),
-        started: Instant::now(),
-        conn: None,
-        endpoint: 0,
-        last_lease: None,
-        owned: BTreeSet::new(),
-        elsewhere: BTreeMap::new(),
-        wanted: BTreeSet::new(),
-        up: None,
-        notify,
+        limit: call_timeout(cfg.lease_ttl_s),
     };
-    runtime.spawn(t.run(rx));
+    let started = Instant::now();
+    let clock: Millis = Arc::new(move || started.elapsed().as_millis() as u64);
+    let m = Member::new(connect, cfg, retention_days, clock, notify);
+    runtime.spawn(m.run(rx));
     Handle { tx }
 }
 
-struct Conn {
-    client: Client,
+struct Conn<K> {
+    kv: K,
     lease: i64,
     /// Counters and action keys live under this long lease (`retention_days` + 1 day),
     /// so etcd forgets them after the store does.
     retention: i64,
-    keeper: etcd_client::LeaseKeeper,
-    stream: etcd_client::LeaseKeepAliveStream,
 }
 
-struct Task {
-    endpoints: Vec<String>,
+/// One worker's membership of the fleet: its lease, the accounts it owns, its claims.
+/// Generic over how it reaches the store (`kv::Connect`): etcd in the daemon, the
+/// stand-in (`standin::MemEtcd`) in the simulation. Time is the caller's `clock`.
+pub struct Member<C: Connect> {
+    connector: C,
     node: String,
     prefix: String,
     ttl_s: u64,
     retention_s: i64,
     fresh: Freshness,
-    started: Instant,
-    conn: Option<Conn>,
+    clock: Millis,
+    conn: Option<Conn<C::Kv>>,
     /// The index (modulo their number) of the endpoint to connect to.
     endpoint: usize,
     /// The lease of the last connection: kept on reconnect while etcd still has it
     /// (an etcd restart keeps leases), so the accounts under it stay ours.
     last_lease: Option<i64>,
+    /// The retention lease and when it was granted (this member's clock).
+    retention: Option<(i64, u64)>,
     owned: BTreeSet<String>,
     /// Accounts seen held by another worker, and by whom (logged once per change).
     elsewhere: BTreeMap<String, String>,
@@ -104,15 +106,53 @@ struct Task {
     notify: Arc<dyn Fn(Notice) + Send + Sync>,
 }
 
-type EtcdResult<T> = Result<T, etcd_client::Error>;
+type KvResult<T> = Result<T, KvError>;
 
-impl Task {
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+impl<C: Connect> Member<C> {
+    pub fn new(
+        connector: C,
+        cfg: &ClusterConfig,
+        retention_days: u32,
+        clock: Millis,
+        notify: Arc<dyn Fn(Notice) + Send + Sync>,
+    ) -> Member<C> {
+        Member {
+            connector,
+            node: cfg.node_name(),
+            prefix: cfg.prefix.clone(),
+            ttl_s: cfg.lease_ttl_s,
+            retention_s: (i64::from(retention_days) + 1) * 86_400,
+            fresh: Freshness::new(cfg.lease_ttl_s),
+            clock,
+            conn: None,
+            endpoint: 0,
+            last_lease: None,
+            retention: None,
+            owned: BTreeSet::new(),
+            elsewhere: BTreeMap::new(),
+            wanted: BTreeSet::new(),
+            up: None,
+            notify,
+        }
     }
 
-    fn call_timeout(&self) -> Duration {
-        Duration::from_millis((self.ttl_s * 1000 / 4).max(200))
+    fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// How often `maintain` is due (the lease's renewal period).
+    pub fn renew_every_ms(&self) -> u64 {
+        self.fresh.renew_every_ms()
+    }
+
+    /// The accounts owned now.
+    pub fn owned(&self) -> &BTreeSet<String> {
+        &self.owned
+    }
+
+    /// The lease this member holds (or last held), if any.
+    pub fn lease(&self) -> Option<i64> {
+        self.last_lease
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -121,18 +161,10 @@ impl Task {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    self.maintain().await;
-                }
+                _ = tick.tick() => self.maintain().await,
                 r = rx.recv() => match r {
-                    Some(Request::Claim(c)) => {
-                        let answer = self.claim(c.draws).await;
-                        (self.notify)(Notice::Answer(answer));
-                    }
-                    Some(Request::Want(w)) => {
-                        self.wanted = w;
-                        self.take_ownership().await;
-                    }
+                    Some(Request::Claim(c)) => self.claim(c).await,
+                    Some(Request::Want(w)) => self.want(w).await,
                     Some(Request::Stop(done)) => {
                         self.stop().await;
                         let _ = done.try_send(());
@@ -144,7 +176,6 @@ impl Task {
                     }
                 },
             }
-            self.report_up("");
         }
     }
 
@@ -168,8 +199,8 @@ impl Task {
         (self.notify)(Notice::Up(up));
     }
 
-    /// Connect, grant, renew; then try to own what is wanted.
-    async fn maintain(&mut self) {
+    /// Every `renew_every_ms`: connect, grant, renew; then try to own what is wanted.
+    pub async fn maintain(&mut self) {
         if let Err(e) = self.renew().await {
             self.drop_conn();
             self.report_up(&format!("etcd: {e}"));
@@ -177,6 +208,14 @@ impl Task {
         }
         self.report_up("");
         self.take_ownership().await;
+        self.report_up("");
+    }
+
+    /// The accounts this worker has work for: it tries to own each.
+    pub async fn want(&mut self, wanted: BTreeSet<String>) {
+        self.wanted = wanted;
+        self.take_ownership().await;
+        self.report_up("");
     }
 
     fn drop_conn(&mut self) {
@@ -189,76 +228,61 @@ impl Task {
         }
     }
 
-    async fn renew(&mut self) -> EtcdResult<()> {
-        let limit = self.call_timeout();
-        if self.conn.is_none() {
-            let sent = self.now_ms();
-            let conn = tokio::time::timeout(limit * 2, self.connect())
-                .await
-                .map_err(|_| timeout())??;
+    async fn renew(&mut self) -> KvResult<()> {
+        let sent = self.now_ms();
+        let Some(c) = self.conn.as_mut() else {
+            let conn = self.connect().await?;
             self.conn = Some(conn);
             self.fresh.renewed(sent);
             return Ok(());
-        }
-        let sent = self.now_ms();
-        let Some(c) = self.conn.as_mut() else {
-            return Ok(());
         };
-        let answer = tokio::time::timeout(limit, async {
-            c.keeper.keep_alive().await?;
-            c.stream.message().await
-        })
-        .await
-        .map_err(|_| timeout())??;
-        match answer {
-            Some(r) if r.ttl() > 0 => {
-                self.fresh.renewed(sent);
-                Ok(())
-            }
-            _ => {
-                // The lease is gone: every owner key under it went with it.
-                self.release_all("lease expired");
-                Err(etcd_client::Error::LeaseKeepAliveError("lease expired".into()))
-            }
+        if c.kv.keep_alive(c.lease).await? > 0 {
+            self.fresh.renewed(sent);
+            Ok(())
+        } else {
+            // The lease is gone: every owner key under it went with it.
+            self.release_all("lease expired");
+            Err(KvError("lease expired".into()))
         }
     }
 
-    async fn connect(&mut self) -> EtcdResult<Conn> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(self.call_timeout())
-            .with_timeout(self.call_timeout());
-        // One member at a time, the next one after a failure: a dead member of a live
-        // cluster costs one reconnect, not a failed request in every few (any live
-        // member forwards to the leader).
-        let endpoint = &self.endpoints[self.endpoint % self.endpoints.len()];
-        let mut client = Client::connect([endpoint.as_str()], Some(opts)).await?;
+    async fn connect(&mut self) -> KvResult<Conn<C::Kv>> {
+        let mut kv = self.connector.connect(self.endpoint).await?;
         let mut kept = None;
         if let Some(id) = self.last_lease {
-            let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
-            keeper.keep_alive().await?;
-            if stream.message().await?.is_some_and(|r| r.ttl() > 0) {
-                kept = Some((id, keeper, stream));
+            if kv.keep_alive(id).await? > 0 {
+                kept = Some(id);
             }
         }
-        let (lease, keeper, stream) = match kept {
-            Some(k) => k,
+        let lease = match kept {
+            Some(id) => id,
             None => {
-                let lease = client.lease_grant(self.ttl_s as i64, None).await?.id();
-                let (keeper, stream) = client.lease_keep_alive(lease).await?;
+                let lease = kv.grant(self.ttl_s as i64).await?;
                 // A new lease owns nothing yet.
                 self.release_all("lease expired");
-                (lease, keeper, stream)
+                lease
             }
         };
         self.last_lease = Some(lease);
-        let retention = client.lease_grant(self.retention_s, None).await?.id();
-        Ok(Conn {
-            client,
-            lease,
-            retention,
-            keeper,
-            stream,
-        })
+        // The retention lease of the last connection is kept for a day after its
+        // grant (renewing it only lets its keys outlive the store a little longer),
+        // so reconnects do not pile up month-long leases in etcd.
+        let now = self.now_ms();
+        let reuse = match self.retention {
+            Some((id, granted)) if now.saturating_sub(granted) < RETENTION_REUSE_MS => {
+                kv.keep_alive(id).await? > 0
+            }
+            _ => false,
+        };
+        let retention = match self.retention {
+            Some((id, _)) if reuse => id,
+            _ => {
+                let id = kv.grant(self.retention_s).await?;
+                self.retention = Some((id, now));
+                id
+            }
+        };
+        Ok(Conn { kv, lease, retention })
     }
 
     fn release_all(&mut self, why: &str) {
@@ -296,8 +320,7 @@ impl Task {
         }
     }
 
-    async fn try_own(&mut self, account: &str) -> EtcdResult<()> {
-        let limit = self.call_timeout();
+    async fn try_own(&mut self, account: &str) -> KvResult<()> {
         let key = plan::owner_key(&self.prefix, account);
         let Some(c) = self.conn.as_mut() else {
             return Ok(());
@@ -305,34 +328,27 @@ impl Task {
         let skey = plan::state_key(&self.prefix, account);
         // The account's state is read in the same transaction that takes the owner
         // key: nothing can write it in between but an owner, and that is us now.
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([
-                TxnOp::put(
-                    key.clone(),
-                    self.node.clone(),
-                    Some(PutOptions::new().with_lease(c.lease)),
-                ),
-                TxnOp::get(skey.clone(), None),
-            ])
-            .or_else([TxnOp::get(key.clone(), None), TxnOp::get(skey.clone(), None)]);
-        let r = tokio::time::timeout(limit, c.client.txn(txn))
-            .await
-            .map_err(|_| timeout())??;
-        let mut holder = if r.succeeded() { None } else { Some(String::new()) };
+        let r =
+            c.kv.txn(Txn {
+                when: vec![Compare::Created(key.clone(), 0)],
+                then: vec![
+                    Op::put(key.clone(), self.node.clone(), Some(c.lease)),
+                    Op::Get(skey.clone()),
+                ],
+                otherwise: vec![Op::Get(key.clone()), Op::Get(skey.clone())],
+            })
+            .await?;
+        let mut holder = if r.succeeded { None } else { Some(String::new()) };
         let mut state = None;
-        for op in r.op_responses() {
-            let TxnOpResponse::Get(g) = op else { continue };
-            for kv in g.kvs() {
-                if kv.key() == skey.as_bytes() {
-                    state = Some(kv.value().to_vec());
-                } else if !r.succeeded() {
-                    holder = if kv.lease() == c.lease {
-                        None // ours already
-                    } else {
-                        Some(String::from_utf8_lossy(kv.value()).into_owned())
-                    };
-                }
+        for kv in r.kvs {
+            if kv.key == skey {
+                state = Some(kv.value);
+            } else if !r.succeeded {
+                holder = if kv.lease == c.lease {
+                    None // ours already
+                } else {
+                    Some(String::from_utf8_lossy(&kv.value).into_owned())
+                };
             }
         }
         match holder {
@@ -375,10 +391,17 @@ impl Task {
         Ok(())
     }
 
+    /// Claim a batch and tell the engine the verdicts (`Notice::Answer`).
+    pub async fn claim(&mut self, c: Claim) {
+        let answer = self.claim_draws(c.draws).await;
+        (self.notify)(Notice::Answer(answer));
+        self.report_up("");
+    }
+
     /// Claim a batch: per transaction-sized chunk, read every key, decide (`plan::admit`),
     /// and write the new counts and the action keys in one transaction that compares
     /// every key's revision; on a lost race, read again.
-    async fn claim(&mut self, draws: Vec<Draw>) -> Vec<(Draw, Verdict)> {
+    async fn claim_draws(&mut self, draws: Vec<Draw>) -> Vec<(Draw, Verdict)> {
         let mut verdicts = vec![Verdict::Retry; draws.len()];
         if self.may_dispatch() {
             for range in plan::chunks(&self.prefix, &draws) {
@@ -409,12 +432,14 @@ impl Task {
         draws.into_iter().zip(verdicts).collect()
     }
 
-    async fn claim_chunk(&mut self, batch: &[Draw]) -> EtcdResult<Option<Vec<Verdict>>> {
-        let limit = self.call_timeout();
+    async fn claim_chunk(&mut self, batch: &[Draw]) -> KvResult<Option<Vec<Verdict>>> {
         let keys: BTreeSet<String> = batch
             .iter()
             .flat_map(|d| plan::keys_of(&self.prefix, d))
             .collect();
+        let owner_prefix = plan::owner_prefix(&self.prefix);
+        let state_prefix = plan::state_prefix(&self.prefix);
+        let action_prefix = format!("{}/action/", self.prefix);
         for _ in 0..MAX_CAS_ROUNDS {
             if !self.may_dispatch() {
                 return Ok(None);
@@ -422,46 +447,36 @@ impl Task {
             let Some(c) = self.conn.as_mut() else {
                 return Ok(None);
             };
-            let read = Txn::new().and_then(
-                keys.iter()
-                    .map(|k| TxnOp::get(k.clone(), None))
-                    .collect::<Vec<_>>(),
-            );
-            let r = tokio::time::timeout(limit, c.client.txn(read))
-                .await
-                .map_err(|_| timeout())??;
+            let read = Txn {
+                then: keys.iter().map(|k| Op::Get(k.clone())).collect(),
+                ..Txn::default()
+            };
+            let r = c.kv.txn(read).await?;
             let mut revs: BTreeMap<String, i64> = keys.iter().map(|k| (k.clone(), 0)).collect();
             let mut values = BTreeMap::new();
             let mut exist = BTreeSet::new();
             let mut mine = BTreeSet::new();
             let mut states = BTreeMap::new();
-            let owner_prefix = plan::owner_prefix(&self.prefix);
-            let state_prefix = plan::state_prefix(&self.prefix);
-            let action_prefix = format!("{}/action/", self.prefix);
-            for op in r.op_responses() {
-                let TxnOpResponse::Get(g) = op else { continue };
-                for kv in g.kvs() {
-                    let k = String::from_utf8_lossy(kv.key()).into_owned();
-                    revs.insert(k.clone(), kv.mod_revision());
-                    if k.starts_with(&owner_prefix) {
-                        if kv.lease() == c.lease {
-                            mine.insert(k);
-                        }
-                    } else if k.starts_with(&action_prefix) {
-                        // Our own key is a retry of ours (or a claim a crash cut off
-                        // before the local commit): only another node's key is a
-                        // duplicate.
-                        if kv.value() != self.node.as_bytes() {
-                            exist.insert(k);
-                        }
-                    } else if k.starts_with(&state_prefix) {
-                        let st = plan::AccountState::decode(&k, kv.value())
-                            .map_err(etcd_client::Error::InvalidArgs)?;
-                        states.insert(k, st);
-                    } else {
-                        let v = plan::parse_count(&k, kv.value()).map_err(etcd_client::Error::InvalidArgs)?;
-                        values.insert(k, v);
+            for kv in r.kvs {
+                let k = kv.key;
+                revs.insert(k.clone(), kv.mod_revision);
+                if k.starts_with(&owner_prefix) {
+                    if kv.lease == c.lease {
+                        mine.insert(k);
                     }
+                } else if k.starts_with(&action_prefix) {
+                    // Our own key is a retry of ours (or a claim a crash cut off
+                    // before the local commit): only another node's key is a
+                    // duplicate.
+                    if kv.value != self.node.as_bytes() {
+                        exist.insert(k);
+                    }
+                } else if k.starts_with(&state_prefix) {
+                    let st = plan::AccountState::decode(&k, &kv.value).map_err(KvError)?;
+                    states.insert(k, st);
+                } else {
+                    let v = plan::parse_count(&k, &kv.value).map_err(KvError)?;
+                    values.insert(k, v);
                 }
             }
             let prefix = self.prefix.clone();
@@ -474,36 +489,40 @@ impl Task {
             if !verdicts.contains(&Verdict::Claimed) {
                 return Ok(Some(verdicts));
             }
-            let compares: Vec<Compare> = revs
+            let when: Vec<Compare> = revs
                 .iter()
-                .map(|(k, rev)| Compare::mod_revision(k.clone(), CompareOp::Equal, *rev))
+                .map(|(k, rev)| Compare::Modified(k.clone(), *rev))
                 .collect();
-            let keep = PutOptions::new().with_lease(c.retention);
-            let mut puts: Vec<TxnOp> = writes
+            let keep = Some(c.retention);
+            let mut puts: Vec<Op> = writes
                 .iter()
-                .map(|(k, v)| TxnOp::put(k.clone(), v.to_string(), Some(keep.clone())))
+                .map(|(k, v)| Op::put(k.clone(), v.to_string(), keep))
                 .collect();
             // The account's state lives as long as the account (no lease): a new
             // owner continues from it whenever it takes over.
             for (k, st) in &new_states {
                 if states.get(k) != Some(st) {
-                    puts.push(TxnOp::put(k.clone(), st.encode(), None));
+                    puts.push(Op::put(k.clone(), st.encode(), None));
                 }
             }
             for (d, v) in batch.iter().zip(&verdicts) {
                 if *v == Verdict::Claimed {
-                    puts.push(TxnOp::put(
+                    puts.push(Op::put(
                         plan::action_key(&self.prefix, &d.action),
                         self.node.clone(),
-                        Some(keep.clone()),
+                        keep,
                     ));
                 }
             }
-            debug_assert!(compares.len() <= plan::MAX_TXN_OPS && puts.len() <= plan::MAX_TXN_OPS);
-            let r = tokio::time::timeout(limit, c.client.txn(Txn::new().when(compares).and_then(puts)))
-                .await
-                .map_err(|_| timeout())??;
-            if r.succeeded() {
+            debug_assert!(when.len() <= plan::MAX_TXN_OPS && puts.len() <= plan::MAX_TXN_OPS);
+            let r =
+                c.kv.txn(Txn {
+                    when,
+                    then: puts,
+                    otherwise: Vec::new(),
+                })
+                .await?;
+            if r.succeeded {
                 return Ok(Some(verdicts));
             }
         }
@@ -511,19 +530,76 @@ impl Task {
     }
 
     /// A clean stop: revoke the lease, so the accounts pass to another worker at once.
-    async fn stop(&mut self) {
-        let limit = self.call_timeout();
+    pub async fn stop(&mut self) {
         if let Some(mut c) = self.conn.take() {
-            let _ = tokio::time::timeout(limit, c.client.lease_revoke(c.lease)).await;
+            let _ = c.kv.revoke(c.lease).await;
         }
         self.last_lease = None;
         self.release_all("worker stopping");
     }
 }
 
-fn timeout() -> etcd_client::Error {
-    etcd_client::Error::IoError(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "etcd did not answer in time",
-    ))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::standin::{block_on, MemEtcd};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A member over the stand-in, on a virtual clock.
+    fn member(
+        ttl_s: u64,
+    ) -> (
+        Arc<AtomicU64>,
+        MemEtcd,
+        Member<crate::cluster::standin::MemConnect>,
+    ) {
+        let t = Arc::new(AtomicU64::new(0));
+        let (t1, t2) = (Arc::clone(&t), Arc::clone(&t));
+        let etcd = MemEtcd::new(Arc::new(move || t1.load(Ordering::SeqCst)));
+        let cfg = ClusterConfig {
+            endpoints: vec!["http://stand-in:2379".into()],
+            node: Some("w1".into()),
+            prefix: "/t".into(),
+            lease_ttl_s: ttl_s,
+        };
+        let m = Member::new(
+            etcd.connector("w1"),
+            &cfg,
+            30,
+            Arc::new(move || t2.load(Ordering::SeqCst)),
+            Arc::new(|_| {}),
+        );
+        (t, etcd, m)
+    }
+
+    /// Each reconnect used to grant a new retention lease (`retention_days` + 1 days)
+    /// and never revoke the last one: a flapping link piled up leases in etcd for a
+    /// month. A reconnect within a day keeps the one it has.
+    #[test]
+    fn reconnects_keep_the_retention_lease() {
+        let (t, etcd, mut m) = member(60);
+        block_on(m.maintain());
+        assert!(m.may_dispatch());
+        assert_eq!(etcd.leases(), 2, "the worker's lease and the retention lease");
+        for _ in 0..5 {
+            let now = t.load(Ordering::SeqCst);
+            etcd.partition("w1", now + 15_000);
+            t.store(now + 10_000, Ordering::SeqCst);
+            block_on(m.maintain());
+            assert!(!m.may_dispatch(), "cut off");
+            t.store(now + 20_000, Ordering::SeqCst);
+            block_on(m.maintain());
+            assert!(m.may_dispatch(), "back");
+        }
+        assert_eq!(etcd.leases(), 2, "five reconnects, no new lease");
+        // A day later, or once etcd lost it, a new one is granted.
+        let now = t.load(Ordering::SeqCst);
+        etcd.partition("w1", now + 5_000);
+        block_on(m.maintain());
+        t.store(86_400_000 + 10_000, Ordering::SeqCst);
+        block_on(m.maintain());
+        block_on(m.maintain());
+        assert!(m.may_dispatch());
+        assert_eq!(etcd.leases(), 3, "the old retention lease still holds old keys");
+    }
 }
