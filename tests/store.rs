@@ -823,7 +823,7 @@ fn pruning_keeps_the_state_counts_right_whatever_operation_fails() {
                 fail_from_op: Some(fail_at),
                 ..OpenOptions::default()
             };
-            if let Ok(store) = Store::open(&dir.path().join("store"), settings(), opts) {
+            if let Ok(store) = common::open_with(&dir.path().join("store"), settings(), opts) {
                 let _ = store.prune(later, 100);
             }
         }

@@ -7,6 +7,8 @@
 //! workload on it sends no action twice and overshoots no cap (P1, P3). The store runs
 //! with `fsync` on, so the `fdatasync` after each flush is one of the failing points.
 
+mod common;
+
 use chrono::{DateTime, Duration, Utc};
 use sendgate::contract::jobfile::parse_file;
 use sendgate::contract::{Outcome, SendRequest};
@@ -204,26 +206,17 @@ fn workload(
         cache_mb: 8,
         fail_from_op,
     };
-    let store = Store::open(path, settings(), opts)?;
+    let store = common::open_with(path, settings(), opts)?;
     let mut engine = Engine::new(store, engine_config(), *now)?;
     apply(&mut engine, *now)?;
     drive(&mut engine, now, end(), up)?;
     Ok(engine.store().ops())
 }
 
-/// Open without faults. sled lets go of its file lock from a background thread after
-/// the last handle is dropped, so a reopen in the same process may have to wait a moment.
+/// Open without faults (waiting while the failed run's dropped handle still holds
+/// sled's lock).
 fn reopen(path: &Path) -> Store {
-    for _ in 0..400 {
-        match Store::open(path, settings(), OpenOptions::default()) {
-            Err(StoreError::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(5)),
-            other => return other.expect("reopens without faults"),
-        }
-    }
-    panic!(
-        "{}: still locked 2 s after the failed run dropped it",
-        path.display()
-    );
+    common::open_with(path, settings(), OpenOptions::default()).expect("reopens without faults")
 }
 
 /// P4: every action in exactly one state; the stored per-state counts agree.

@@ -7,7 +7,7 @@ pub mod worker;
 
 use chrono::{DateTime, Utc};
 use sendgate::contract::jobfile::parse_file;
-use sendgate::store::{ApplyOutcome, OpenOptions, Settings, Store};
+use sendgate::store::{ApplyOutcome, OpenOptions, Settings, Store, StoreError};
 use std::path::Path;
 
 pub fn utc(s: &str) -> DateTime<Utc> {
@@ -34,7 +34,22 @@ pub fn action_line(id: &str, campaign: &str, account: &str, kind: &str) -> Strin
 }
 
 pub fn open(dir: &Path, settings: Settings) -> Store {
-    Store::open(&dir.join("store"), settings, OpenOptions::default()).expect("store opens")
+    open_with(&dir.join("store"), settings, OpenOptions::default()).expect("store opens")
+}
+
+/// `Store::open`, waiting (bounded) while the store is still locked by a handle this
+/// process just dropped: sled's background threads let go of the lock file a moment
+/// after the last handle, later still on a loaded machine.
+pub fn open_with(path: &Path, settings: Settings, opts: OpenOptions) -> Result<Store, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(path, settings.clone(), opts.clone()) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Parse and apply a job file; panics unless it applied.
