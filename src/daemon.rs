@@ -233,6 +233,15 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     let store_path = config.store.path.clone();
     let mut engine = engine;
     let cluster = config.cluster.as_ref().map(|c| {
+        if c.send_may_outlive_lease(config.upstream.timeout_s) {
+            tracing::warn!(
+                event = "cluster_lease_short",
+                lease_ttl_s = c.lease_ttl_s,
+                upstream_timeout_s = config.upstream.timeout_s,
+                "a send may outlive its lease: keep cluster.lease_ttl_s at least twice upstream.timeout_s, \
+                 or a slow call can reach the upstream after another worker took the account over"
+            );
+        }
         engine.enable_fleet();
         let inbox = tx.clone();
         // At most one claim is out, and ownership and up/down notices come one pass of

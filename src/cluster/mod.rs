@@ -85,6 +85,15 @@ impl ClusterConfig {
         Ok(())
     }
 
+    /// Whether a send can outlive its sender's lease. A claim is made while the lease
+    /// is at most `ttl / 2` old, so it has at least `ttl / 2` left; a send may take up
+    /// to `upstream.timeout_s`. When that is longer, a send can reach the upstream after
+    /// etcd gave the account to another worker: caps still hold (the slot was counted),
+    /// but for that call two workers may act for one account.
+    pub fn send_may_outlive_lease(&self, upstream_timeout_s: u64) -> bool {
+        upstream_timeout_s.saturating_mul(2) > self.lease_ttl_s
+    }
+
     /// The node name in force: `node`, else the host name.
     pub fn node_name(&self) -> String {
         self.node.clone().unwrap_or_else(host_name)
@@ -185,6 +194,25 @@ mod tests {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("{text:?} was accepted: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_send_longer_than_half_the_lease_is_flagged() {
+        let c = |ttl: &str| {
+            Config::parse(
+                "t.toml",
+                &format!("[cluster]\nendpoints = [\"http://127.0.0.1:2379\"]\n{ttl}"),
+            )
+            .expect("valid")
+            .cluster
+            .expect("set")
+        };
+        // SPEC 7's defaults: a 10 s lease, 30 s sends.
+        assert!(c("").send_may_outlive_lease(30));
+        assert!(c("lease_ttl_s = 59\n").send_may_outlive_lease(30));
+        assert!(!c("lease_ttl_s = 60\n").send_may_outlive_lease(30));
+        assert!(!c("lease_ttl_s = 10\n").send_may_outlive_lease(5));
+        assert!(c("lease_ttl_s = 10\n").send_may_outlive_lease(6));
     }
 
     #[test]
