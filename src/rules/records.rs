@@ -113,7 +113,7 @@ pub fn account(
             (Counter::Engagement, caps.engagement, before.engagement),
         ] {
             // Once per value: re-sending the same record does not log it again.
-            if let Some(v) = v.filter(|&v| red_zone(counter, v) && Some(v) != was) {
+            if let Some(v) = v.filter(|&v| red_zone_news(counter, v, was)) {
                 changes.push(Change::RedZone {
                     account: Some(a.id.clone()),
                     counter: counter.as_str(),
@@ -160,6 +160,35 @@ pub fn account(
         judge_on: is_new.then_some(today),
         changes,
     })
+}
+
+/// Whether a cap set to `value` is news for the log (SPEC §3.1): in the red zone and
+/// not the value `was` last logged for it (once per value).
+pub fn red_zone_news(counter: Counter, value: u32, was: Option<u32>) -> bool {
+    red_zone(counter, value) && Some(value) != was
+}
+
+/// What a configured cap (`[caps]`) does to the red-zone value remembered for it, at
+/// a start or a reload (logged once per value, not at every start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedZoneNote {
+    /// Log it and remember the value.
+    Log,
+    /// It left the red zone: forget the value, so coming back is logged again.
+    Forget,
+    /// Nothing to log or change.
+    Keep,
+}
+
+/// The note of configured cap `counter` = `value`, `was` being the value remembered.
+pub fn config_red_zone(counter: Counter, value: u32, was: Option<u32>) -> RedZoneNote {
+    if red_zone_news(counter, value, was) {
+        RedZoneNote::Log
+    } else if !red_zone(counter, value) && was.is_some() {
+        RedZoneNote::Forget
+    } else {
+        RedZoneNote::Keep
+    }
 }
 
 /// A new account's health from the start (`AccountUpsert::judge_on`): while

@@ -12,6 +12,7 @@ use crate::policy::window::local_day;
 use crate::policy::{health, ramp};
 use crate::rules::audit::Recount;
 pub use crate::rules::audit::{LedgerSum, Overshoot};
+use crate::rules::records::{self, RedZoneNote};
 use crate::rules::{maintain, park};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 pub use maintain::DaySummary;
@@ -608,15 +609,17 @@ impl Store {
                 .get(key.as_bytes())?
                 .map(|b| codec::decode_at("red zone", key.as_bytes(), &b))
                 .transpose()?;
-            if crate::policy::caps::red_zone(counter, v) {
-                if was != Some(v) {
+            match records::config_red_zone(counter, v, was) {
+                RedZoneNote::Log => {
                     out.push((counter.as_str(), v));
                     meta.insert(key.as_bytes(), codec::encode(&v))?;
                     changed = true;
                 }
-            } else if was.is_some() {
-                meta.remove(key.as_bytes())?;
-                changed = true;
+                RedZoneNote::Forget => {
+                    meta.remove(key.as_bytes())?;
+                    changed = true;
+                }
+                RedZoneNote::Keep => {}
             }
         }
         if changed {

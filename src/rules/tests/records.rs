@@ -208,6 +208,38 @@ fn a_window_left_empty_is_refused_naming_the_field() {
     );
 }
 
+#[test]
+fn a_red_zone_cap_is_logged_once_per_value_and_forgotten_when_it_leaves() {
+    use crate::policy::caps::Counter::{Engagement, Inmails, Invites, Messages};
+    use records::RedZoneNote::{Forget, Keep, Log};
+    // (counter, value, remembered) -> note; the red zone: invites and messages over
+    // 90, InMails over 15, engagement over 100.
+    let rows = [
+        (Invites, 91, None, Log),
+        (Invites, 91, Some(91), Keep),
+        (Invites, 95, Some(91), Log),
+        (Invites, 90, Some(91), Forget),
+        (Invites, 90, None, Keep),
+        (Messages, 91, None, Log),
+        (Inmails, 16, None, Log),
+        (Inmails, 15, None, Keep),
+        (Engagement, 100, Some(120), Forget),
+        (Engagement, 101, None, Log),
+    ];
+    for (counter, value, was, note) in rows {
+        assert_eq!(
+            records::config_red_zone(counter, value, was),
+            note,
+            "{counter:?} {value} {was:?}"
+        );
+        assert_eq!(
+            records::red_zone_news(counter, value, was),
+            note == Log,
+            "{counter:?} {value} {was:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // `campaign` records.
 
