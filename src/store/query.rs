@@ -533,6 +533,10 @@ impl Store {
             };
             owners.insert((kind.to_vec(), String::from_utf8_lossy(owner).into_owned()));
         }
+        if owners.is_empty() {
+            return Ok(());
+        }
+        // Operator holds, read once for every campaign owner.
         let pauses = self.pauses()?;
         for (kind, owner) in owners {
             let active = if kind == b"c" {
