@@ -205,7 +205,11 @@ fn an_unknown_kind_tag_is_refused_naming_the_action_and_its_key() {
     {
         let db = sled::open(dir.path().join("store")).expect("raw open");
         let bodies = db.open_tree("bodies").expect("bodies");
-        let mut v = bodies.get("x").expect("read").expect("the action's body").to_vec();
+        let mut v = bodies
+            .get("x")
+            .expect("read")
+            .expect("the action's body")
+            .to_vec();
         // The envelope, then campaign "c1" and account "a1" (one length byte each),
         // then the kind's tag: 2, an InMail.
         let at = 1 + 3 + 3;
@@ -282,7 +286,10 @@ fn old_whole_actions_read_and_are_split_at_their_next_write() {
         let next_day = utc("2026-11-26T10:00:00Z");
         store.promote_due(next_day).expect("promote due");
         let (results, _) = store.reserve(&["q4/3".to_string()], next_day).expect("reserve");
-        assert!(matches!(results.as_slice(), [ReserveResult::Reserved(_)]), "{results:?}");
+        assert!(
+            matches!(results.as_slice(), [ReserveResult::Reserved(_)]),
+            "{results:?}"
+        );
     }
     let after_reserve = layouts(&path);
     assert_eq!(after_reserve["q4/3"], (1, true), "split by the reservation");
@@ -302,14 +309,33 @@ fn old_whole_actions_read_and_are_split_at_their_next_write() {
             .expect("record");
         let a = store.action("q4/3").expect("read").expect("the action");
         assert_eq!(
-            (&a.campaign, &a.account, a.kind, &a.prospect, &a.payload, a.priority, a.seq),
-            (&old.campaign, &old.account, old.kind, &old.prospect, &old.payload, old.priority, old.seq),
+            (
+                &a.campaign,
+                &a.account,
+                a.kind,
+                &a.prospect,
+                &a.payload,
+                a.priority,
+                a.seq
+            ),
+            (
+                &old.campaign,
+                &old.account,
+                old.kind,
+                &old.prospect,
+                &old.payload,
+                old.priority,
+                old.seq
+            ),
             "the body reads back as it was"
         );
         assert_eq!((a.state, a.attempts), (State::Sent, old.attempts + 1));
         let h = store.history("q4/3").expect("history").expect("shown");
         assert_eq!(h.prospect, old.prospect);
-        assert_eq!(store.list(&Filter::default(), 0).expect("list").len(), before.len());
+        assert_eq!(
+            store.list(&Filter::default(), 0).expect("list").len(),
+            before.len()
+        );
         assert!(store.audit(None, None).expect("audit").clean());
     }
     // Retention: finished actions of either layout go, with their bodies; parked stay.

@@ -13,9 +13,8 @@ use super::records::{
 };
 use super::wire::{
     AccountCapsW, AccountDayW, AccountReservedW, AccountV1W, AccountV2W, ActionBodyW, ActionStateW, ActionW,
-    CampaignDayW, CampaignW,
-    HealthW, KindW, LedgerEntryW, LedgerLimitsW, LedgerOutcomeW, LedgerOutcomesW, LedgerReleaseW,
-    LedgerReservationsW, PendingZoneW, StateCountsW, StateW, Tag, TierW, WindowW, WireEnum,
+    CampaignDayW, CampaignW, HealthW, KindW, LedgerEntryW, LedgerLimitsW, LedgerOutcomeW, LedgerOutcomesW,
+    LedgerReleaseW, LedgerReservationsW, PendingZoneW, StateCountsW, StateW, Tag, TierW, WindowW, WireEnum,
 };
 use crate::policy::caps::{AccountDay, CampaignDay};
 use crate::policy::{Health, Kind, Tier, Window};

@@ -25,9 +25,9 @@
 
 use super::apply::{leftover_key, ApplyOutcome, Carry, Ctx};
 use super::codec::{self, content_hash, file_key, ms};
+use super::edge::StoredAction;
 use super::records::Action;
 use super::tx::{stage_key, Mode, Overlay, Rejection, Tx};
-use super::edge::StoredAction;
 use super::{Store, StoreError, ACTIONS, BODIES, FILES, LINKS, META, STAGED};
 use crate::contract::jobfile::{self, Line, Record, Span};
 use chrono::{DateTime, Utc};

@@ -174,6 +174,22 @@ fn bytes_per_queued_action(n: usize) -> (f64, f64) {
             );
         }
     }
+    let per = |tree: usize| -> f64 {
+        let bytes: usize = store.trees[tree]
+            .iter()
+            .map(|kv| kv.map(|(k, v)| k.len() + v.len()).unwrap_or(0))
+            .sum();
+        bytes as f64 / n as f64
+    };
+    // What reserve and record rewrite is the state record alone: an id key and a few
+    // small numbers (the payload and the strings stay in `bodies`).
+    assert!(
+        per(super::ACTIONS) <= 11.0 + 16.0,
+        "{} bytes per action record",
+        per(super::ACTIONS)
+    );
+    assert!(per(super::BODIES) > 100.0, "the bodies hold the payloads");
+    assert_eq!(per(super::STAGED), 0.0, "nothing is left staged");
     let disk = store.db.size_on_disk().expect("size") as f64;
     (total as f64 / n as f64, disk / n as f64)
 }
