@@ -38,12 +38,31 @@ fn format_of(path: &Path) -> u32 {
     n
 }
 
-#[test]
-fn a_format_1_store_is_upgraded_and_keeps_its_ledger() {
+/// A copy of the format-1 fixture, at `store` in a new directory.
+fn format_1_copy() -> (tempfile::TempDir, std::path::PathBuf) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-format1");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store");
     copy_dir(&fixture, &path);
+    (dir, path)
+}
+
+/// The fixture's next day, when its parked invite `q4/3` is due again: promote and
+/// reserve it. Returns that day.
+fn reserve_parked_invite(store: &Store) -> chrono::DateTime<chrono::Utc> {
+    let next_day = utc("2026-11-26T10:00:00Z");
+    store.promote_due(next_day).expect("promote due");
+    let (results, _) = store.reserve(&["q4/3".to_string()], next_day).expect("reserve");
+    assert!(
+        matches!(results.as_slice(), [ReserveResult::Reserved(_)]),
+        "{results:?}"
+    );
+    next_day
+}
+
+#[test]
+fn a_format_1_store_is_upgraded_and_keeps_its_ledger() {
+    let (_dir, path) = format_1_copy();
     assert_eq!(format_of(&path), 1, "the fixture is a format-1 store");
     let settings = Settings {
         fsync: false,
@@ -75,13 +94,7 @@ fn a_format_1_store_is_upgraded_and_keeps_its_ledger() {
         assert!(audit.clean(), "{audit:?}");
         assert_eq!((audit.entries, audit.releases), (9, 1));
         // New work beside the old records: the next day, a parked invite is due again.
-        let next_day = utc("2026-11-26T10:00:00Z");
-        store.promote_due(next_day).expect("promote due");
-        let (results, _) = store.reserve(&["q4/3".to_string()], next_day).expect("reserve");
-        assert!(
-            matches!(results.as_slice(), [ReserveResult::Reserved(_)]),
-            "{results:?}"
-        );
+        let next_day = reserve_parked_invite(&store);
         store
             .record(&[("q4/3".to_string(), Outcome::Sent, 0)], next_day)
             .expect("record");
@@ -125,10 +138,7 @@ fn every_record_of_a_format_1_store_reads_and_writes_back_the_same_bytes() {
         );
         1
     }
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-format1");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("store");
-    copy_dir(&fixture, &path);
+    let (_dir, path) = format_1_copy();
     let db = sled::open(&path).expect("raw open");
     let tree = |name: &str| db.open_tree(name).expect("tree");
     let mut n = [0usize; 6];
@@ -267,10 +277,7 @@ fn layouts(path: &Path) -> std::collections::BTreeMap<String, (u8, bool)> {
 #[test]
 fn old_whole_actions_read_and_are_split_at_their_next_write() {
     use sendgate::store::Filter;
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-format1");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("store");
-    copy_dir(&fixture, &path);
+    let (_dir, path) = format_1_copy();
     let before = layouts(&path);
     assert!(before.values().all(|&l| l == (0, false)), "{before:?}");
     let settings = Settings {
@@ -283,13 +290,7 @@ fn old_whole_actions_read_and_are_split_at_their_next_write() {
         let all = store.list(&Filter::default(), 0).expect("list");
         assert_eq!(all.len(), before.len(), "every whole action is listed");
         old = store.action("q4/3").expect("read").expect("the action");
-        let next_day = utc("2026-11-26T10:00:00Z");
-        store.promote_due(next_day).expect("promote due");
-        let (results, _) = store.reserve(&["q4/3".to_string()], next_day).expect("reserve");
-        assert!(
-            matches!(results.as_slice(), [ReserveResult::Reserved(_)]),
-            "{results:?}"
-        );
+        reserve_parked_invite(&store);
     }
     let after_reserve = layouts(&path);
     assert_eq!(after_reserve["q4/3"], (1, true), "split by the reservation");

@@ -13,9 +13,12 @@ struct Cost {
     bytes: f64,
 }
 
-/// Reserve and record `n` actions in batches of `batch` over `accounts` accounts;
-/// returns sled writes per action (reserve, record).
-fn writes_per_action(n: usize, batch: usize, accounts: usize) -> (Cost, Cost) {
+/// An account's window open all day, every day (a job-file fragment).
+const WINDOW: &str =
+    r#""window":{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}"#;
+
+/// A new store without fsync, in a directory that lives as long as the first value.
+fn fresh() -> (tempfile::TempDir, Store, chrono::DateTime<Utc>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings {
         fsync: false,
@@ -23,9 +26,15 @@ fn writes_per_action(n: usize, batch: usize, accounts: usize) -> (Cost, Cost) {
     };
     let store = Store::open(&dir.path().join("store"), settings, OpenOptions::default()).expect("open");
     let now = Utc.with_ymd_and_hms(2026, 3, 4, 12, 0, 0).single().expect("time");
+    (dir, store, now)
+}
+
+/// Reserve and record `n` actions in batches of `batch` over `accounts` accounts;
+/// returns sled writes per action (reserve, record).
+fn writes_per_action(n: usize, batch: usize, accounts: usize) -> (Cost, Cost) {
+    let (_dir, store, now) = fresh();
     let mut text = String::from("{\"type\":\"campaign\",\"id\":\"c\",\"daily_limit\":100000}\n");
-    let win =
-        r#""window":{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}"#;
+    let win = WINDOW;
     for a in 0..accounts {
         text += &format!(
             "{{\"type\":\"account\",\"id\":\"a{a}\",\"tier\":\"sales_navigator_core\",\"timezone\":\"UTC\",{win},\"established\":true,\"caps\":{{\"messages\":100000,\"engagement\":100000}}}}\n"
@@ -112,17 +121,10 @@ fn sled_writes_per_sent_action() {
 /// shaped like the `scale` benchmark's (an invite with a short note); and sled's own
 /// size on disk per action. Returns (bytes in the trees, bytes on disk) per action.
 fn bytes_per_queued_action(n: usize) -> (f64, f64) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let settings = Settings {
-        fsync: false,
-        ..Settings::default()
-    };
-    let store = Store::open(&dir.path().join("store"), settings, OpenOptions::default()).expect("open");
-    let now = Utc.with_ymd_and_hms(2026, 3, 4, 12, 0, 0).single().expect("time");
+    let (_dir, store, now) = fresh();
     let accounts = 10;
     let mut text = String::from("{\"type\":\"campaign\",\"id\":\"scale\",\"daily_limit\":100000}\n");
-    let win =
-        r#""window":{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}"#;
+    let win = WINDOW;
     for a in 0..accounts {
         text += &format!(
             "{{\"type\":\"account\",\"id\":\"acct-{a:05}\",\"tier\":\"free\",\"timezone\":\"UTC\",{win},\"established\":true}}\n"
