@@ -444,7 +444,7 @@ fn refund_reply(tx: &Tx, st: &Settings, mut a: Action) -> TxResult<bool> {
         tx.put_account(&acct)?;
     }
     a.refunded = true;
-    tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
+    tx.put_action(&a)?;
     Ok(true)
 }
 
@@ -473,7 +473,7 @@ pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult
                     if let (false, Some(day)) = (a.accepted, a.sent_day) {
                         effect = true;
                         a.accepted = true;
-                        tx.put(super::ACTIONS, a.id.as_bytes(), &a)?;
+                        tx.put_action(&a)?;
                         let mut d = tx.account_day(account, day)?;
                         d.invites_accepted += 1;
                         tx.put_account_day(account, day, &d)?;
