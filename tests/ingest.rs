@@ -48,6 +48,23 @@ fn visible(store: &Store, id: &str) -> (usize, u64, bool, bool) {
     )
 }
 
+/// How many action bodies the store at `dir` holds, read with sled directly (the store
+/// must be closed; sled may hold its lock a moment after the last handle went).
+fn bodies(dir: &std::path::Path) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(dir.join("store")) {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("store still locked ({e}), retrying");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("raw open: {e}"),
+        }
+    };
+    db.open_tree("bodies").expect("bodies").len()
+}
+
 #[test]
 fn a_staged_file_is_invisible_and_recovery_at_open_drops_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -73,6 +90,10 @@ fn a_staged_file_is_invisible_and_recovery_at_open_drops_it() {
         "recovery dropped it"
     );
     assert!(!store.file_applied("big.jsonl", text.as_bytes()).expect("read"));
+    // The bodies it staged (written once, at staging) went with it.
+    drop(store);
+    assert_eq!(bodies(dir.path()), 0, "no body of a dropped file is left");
+    let store = open(dir.path(), Settings::default());
     // The same file (still in `processing/`) is applied afresh, all of it.
     match store
         .apply("big.jsonl", text.as_bytes(), utc(NOW))
@@ -83,6 +104,8 @@ fn a_staged_file_is_invisible_and_recovery_at_open_drops_it() {
     }
     assert_eq!(visible(&store, "big-0"), (n, n as u64, true, true));
     assert!(store.audit(None, None).expect("audit").clean());
+    drop(store);
+    assert_eq!(bodies(dir.path()), n, "one body per action");
 }
 
 #[test]
@@ -140,8 +163,9 @@ fn a_bad_line_in_a_late_chunk_rejects_the_whole_file() {
         }
         assert_eq!(visible(&store, "big-0"), (0, 0, false, false));
     }
-    // Nothing was left staged: a reopen finds nothing to drop or publish.
+    // Nothing was left staged, no body either: a reopen finds nothing to drop or publish.
     drop(store);
+    assert_eq!(bodies(dir.path()), 0, "no body of a rejected file is left");
     let store = open(dir.path(), Settings::default());
     assert_eq!(visible(&store, "big-0"), (0, 0, false, false));
 }

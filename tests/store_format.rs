@@ -38,12 +38,31 @@ fn format_of(path: &Path) -> u32 {
     n
 }
 
-#[test]
-fn a_format_1_store_is_upgraded_and_keeps_its_ledger() {
+/// A copy of the format-1 fixture, at `store` in a new directory.
+fn format_1_copy() -> (tempfile::TempDir, std::path::PathBuf) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-format1");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store");
     copy_dir(&fixture, &path);
+    (dir, path)
+}
+
+/// The fixture's next day, when its parked invite `q4/3` is due again: promote and
+/// reserve it. Returns that day.
+fn reserve_parked_invite(store: &Store) -> chrono::DateTime<chrono::Utc> {
+    let next_day = utc("2026-11-26T10:00:00Z");
+    store.promote_due(next_day).expect("promote due");
+    let (results, _) = store.reserve(&["q4/3".to_string()], next_day).expect("reserve");
+    assert!(
+        matches!(results.as_slice(), [ReserveResult::Reserved(_)]),
+        "{results:?}"
+    );
+    next_day
+}
+
+#[test]
+fn a_format_1_store_is_upgraded_and_keeps_its_ledger() {
+    let (_dir, path) = format_1_copy();
     assert_eq!(format_of(&path), 1, "the fixture is a format-1 store");
     let settings = Settings {
         fsync: false,
@@ -75,13 +94,7 @@ fn a_format_1_store_is_upgraded_and_keeps_its_ledger() {
         assert!(audit.clean(), "{audit:?}");
         assert_eq!((audit.entries, audit.releases), (9, 1));
         // New work beside the old records: the next day, a parked invite is due again.
-        let next_day = utc("2026-11-26T10:00:00Z");
-        store.promote_due(next_day).expect("promote due");
-        let (results, _) = store.reserve(&["q4/3".to_string()], next_day).expect("reserve");
-        assert!(
-            matches!(results.as_slice(), [ReserveResult::Reserved(_)]),
-            "{results:?}"
-        );
+        let next_day = reserve_parked_invite(&store);
         store
             .record(&[("q4/3".to_string(), Outcome::Sent, 0)], next_day)
             .expect("record");
@@ -112,7 +125,7 @@ fn a_format_1_store_is_upgraded_and_keeps_its_ledger() {
 fn every_record_of_a_format_1_store_reads_and_writes_back_the_same_bytes() {
     use sendgate::store::codec::{self, decode_at, encode, LedgerKind};
     use sendgate::store::records::{
-        Account, AccountDayRec, Action, Campaign, CampaignDayRec, LedgerEntry, LedgerOutcomes, LedgerRelease,
+        Account, AccountDayRec, Campaign, CampaignDayRec, LedgerEntry, LedgerOutcomes, LedgerRelease,
         LedgerReservations, StateCounts,
     };
     fn same<T: codec::Value>(what: &str, k: &[u8], v: &[u8]) -> usize {
@@ -125,10 +138,7 @@ fn every_record_of_a_format_1_store_reads_and_writes_back_the_same_bytes() {
         );
         1
     }
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-format1");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("store");
-    copy_dir(&fixture, &path);
+    let (_dir, path) = format_1_copy();
     let db = sled::open(&path).expect("raw open");
     let tree = |name: &str| db.open_tree(name).expect("tree");
     let mut n = [0usize; 6];
@@ -146,7 +156,10 @@ fn every_record_of_a_format_1_store_reads_and_writes_back_the_same_bytes() {
     }
     for kv in tree("actions").iter() {
         let (k, v) = kv.expect("read");
-        n[2] += same::<Action>("action", &k, &v);
+        // Whole actions (layout 1, its bytes pinned by `store::golden`): format 3
+        // reads them as they are and splits each at its next write.
+        assert_eq!(v.first(), Some(&0), "a whole action at {k:?}");
+        n[2] += 1;
     }
     for kv in tree("days").iter() {
         let (k, v) = kv.expect("read");
@@ -173,6 +186,9 @@ fn every_record_of_a_format_1_store_reads_and_writes_back_the_same_bytes() {
         n.iter().all(|&c| c > 0),
         "every kind of record is in the fixture: {n:?}"
     );
+    drop(db);
+    let store = Store::open_existing(&path, Settings::default(), OpenOptions::default()).expect("opens");
+    assert_eq!(store.actions().expect("every action reads").len(), n[2]);
 }
 
 /// A stored value this build cannot convert (here an action whose kind tag no kind
@@ -198,21 +214,147 @@ fn an_unknown_kind_tag_is_refused_naming_the_action_and_its_key() {
     }
     {
         let db = sled::open(dir.path().join("store")).expect("raw open");
-        let actions = db.open_tree("actions").expect("actions");
-        let mut v = actions.get("x").expect("read").expect("the action").to_vec();
-        // The envelope, then id "x", campaign "c1" and account "a1" (one length byte
-        // each), then the kind's tag: 2, an InMail.
-        let at = 1 + 2 + 3 + 3;
+        let bodies = db.open_tree("bodies").expect("bodies");
+        let mut v = bodies
+            .get("x")
+            .expect("read")
+            .expect("the action's body")
+            .to_vec();
+        // The envelope, then campaign "c1" and account "a1" (one length byte each),
+        // then the kind's tag: 2, an InMail.
+        let at = 1 + 3 + 3;
         assert_eq!(v[at], 2, "the tag of an InMail");
         v[at] = 9;
-        actions.insert("x", v).expect("write");
+        bodies.insert("x", v).expect("write");
         db.flush().expect("flush");
     }
     let store = open(dir.path(), settings);
     let e = store.action("x").expect_err("tag 9 is no kind");
     assert_eq!(
         e.to_string(),
-        "store is corrupt: cannot decode action at key \"x\": unknown kind tag 9"
+        "store is corrupt: cannot decode action at key \"x\": its body: unknown kind tag 9"
     );
     assert!(store.actions().is_err(), "a scan refuses it too");
+}
+
+/// The layout of each action in a store's raw trees: `actions` value's first byte (0:
+/// whole, format 1 and 2; 1: its state, format 3) and whether `bodies` holds its body.
+fn layouts(path: &Path) -> std::collections::BTreeMap<String, (u8, bool)> {
+    // sled may hold the lock a moment after the store's last handle went.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(path) {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("store still locked ({e}), retrying");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("raw open: {e}"),
+        }
+    };
+    let (actions, bodies) = (
+        db.open_tree("actions").expect("actions"),
+        db.open_tree("bodies").expect("bodies"),
+    );
+    let mut out = std::collections::BTreeMap::new();
+    for kv in actions.iter() {
+        let (k, v) = kv.expect("read");
+        let body = bodies.contains_key(&k).expect("read");
+        out.insert(String::from_utf8_lossy(&k).into_owned(), (v[0], body));
+    }
+    assert_eq!(
+        bodies.len(),
+        out.values().filter(|(_, body)| *body).count(),
+        "every body belongs to an action"
+    );
+    out
+}
+
+/// Format 2 -> 3 splits an action into its state and its body at its next write, in
+/// that write's transaction: the other whole actions read as they are (list, show,
+/// audit), a written one reads the same after its split, and pruning removes both
+/// layouts. A crash cannot half-migrate: the only step at open is the number.
+#[test]
+fn old_whole_actions_read_and_are_split_at_their_next_write() {
+    use sendgate::store::Filter;
+    let (_dir, path) = format_1_copy();
+    let before = layouts(&path);
+    assert!(before.values().all(|&l| l == (0, false)), "{before:?}");
+    let settings = Settings {
+        fsync: false,
+        ..Settings::default()
+    };
+    let old;
+    {
+        let store = Store::open(&path, settings.clone(), OpenOptions::default()).expect("opens");
+        let all = store.list(&Filter::default(), 0).expect("list");
+        assert_eq!(all.len(), before.len(), "every whole action is listed");
+        old = store.action("q4/3").expect("read").expect("the action");
+        reserve_parked_invite(&store);
+    }
+    let after_reserve = layouts(&path);
+    assert_eq!(after_reserve["q4/3"], (1, true), "split by the reservation");
+    assert!(
+        after_reserve.values().all(|&l| l == (0, false) || l == (1, true)),
+        "whole, or split with a body: {after_reserve:?}"
+    );
+    assert!(
+        after_reserve.values().any(|&l| l == (0, false)),
+        "actions not written stay whole: {after_reserve:?}"
+    );
+    {
+        let store = Store::open(&path, settings.clone(), OpenOptions::default()).expect("reopens");
+        let next_day = utc("2026-11-26T10:00:00Z");
+        store
+            .record(&[("q4/3".to_string(), Outcome::Sent, 0)], next_day)
+            .expect("record");
+        let a = store.action("q4/3").expect("read").expect("the action");
+        assert_eq!(
+            (
+                &a.campaign,
+                &a.account,
+                a.kind,
+                &a.prospect,
+                &a.payload,
+                a.priority,
+                a.seq
+            ),
+            (
+                &old.campaign,
+                &old.account,
+                old.kind,
+                &old.prospect,
+                &old.payload,
+                old.priority,
+                old.seq
+            ),
+            "the body reads back as it was"
+        );
+        assert_eq!((a.state, a.attempts), (State::Sent, old.attempts + 1));
+        let h = store.history("q4/3").expect("history").expect("shown");
+        assert_eq!(h.prospect, old.prospect);
+        assert_eq!(
+            store.list(&Filter::default(), 0).expect("list").len(),
+            before.len()
+        );
+        assert!(store.audit(None, None).expect("audit").clean());
+    }
+    // Retention: finished actions of either layout go, with their bodies; parked stay.
+    let later = Settings {
+        retention_days: 30,
+        ..settings
+    };
+    let kept = {
+        let store = Store::open(&path, later, OpenOptions::default()).expect("reopens");
+        let removed = store.prune(utc("2027-06-01T00:00:00Z"), 10_000).expect("prune");
+        assert!(removed > 0);
+        store.actions().expect("reads").len()
+    };
+    let pruned = layouts(&path);
+    assert_eq!(pruned.len(), kept);
+    assert!(!pruned.contains_key("q4/3"), "the split sent action is pruned");
+    assert!(
+        pruned.values().all(|&l| l == (0, false) || l == (1, true)),
+        "{pruned:?}"
+    );
 }

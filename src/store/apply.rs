@@ -291,7 +291,7 @@ pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult
             let invite = linked(tx, &codec::invite_key(account, prospect))?;
             let (acceptance, said) = event::accept(invite.as_ref());
             if let Some(acc) = acceptance {
-                tx.put(super::ACTIONS, acc.action.id.as_bytes(), &acc.action)?;
+                tx.put_action(&acc.action)?;
                 let d = acc.count(tx.account_day(account, acc.day)?);
                 tx.put_account_day(account, acc.day, &d)?;
             }
@@ -317,7 +317,7 @@ pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult
                 if let Some(acct) = &r.account {
                     tx.put_account(acct)?;
                 }
-                tx.put(super::ACTIONS, r.action.id.as_bytes(), &r.action)?;
+                tx.put_action(&r.action)?;
             }
             if let Some(a) = action {
                 (account_id, campaign_id, action_id) = (Some(a.account), Some(a.campaign), Some(a.id));

@@ -18,7 +18,12 @@ use serde::{Deserialize, Serialize};
 /// with 12-byte `inflight` values). Every format-1 record still reads as it is, so a
 /// format-1 store is upgraded by writing the new number (`Store::check_format`).
 /// Moving the records to their own wire types (`wire.rs`) kept every byte: no new format.
-pub const FORMAT_VERSION: u32 = 2;
+/// Format 3 splits an action in two: its state (`ActionStateW`, `Stored::V2` in
+/// `actions`, rewritten by reserve and record) and its body (`ActionBodyW` in
+/// `bodies`, written once at ingest). A format 1 or 2 store still holds whole actions
+/// (`Stored::V1`); each is read as it is and rewritten split at its next write, in
+/// that write's transaction, so the upgrade again writes only the number at open.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The versioned envelope of every value. Append variants; never reorder or remove.
 #[derive(Serialize, Deserialize)]

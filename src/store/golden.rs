@@ -7,6 +7,7 @@
 //! stored as they are): the wire types kept them.
 
 use super::codec;
+use super::edge::StoredAction;
 use super::records::{
     Account, AccountCaps, AccountDayRec, Action, Campaign, LedgerEntry, LedgerLimits, LedgerOutcome,
     LedgerOutcomes, LedgerRelease, LedgerReservations, PendingZone, State, StateCounts,
@@ -161,13 +162,53 @@ fn campaign_layout_1() {
     );
 }
 
+/// An action read from an `actions` value, and its body's bytes (format 3).
+fn read_action(state: &[u8], body: &[u8]) -> Action {
+    match Action::read_stored(state).expect("decodes") {
+        StoredAction::Whole(a) => a,
+        StoredAction::State(s) => Action::join("q4/jane/inmail", s, body).expect("joins"),
+    }
+}
+
 #[test]
 fn action_and_its_states() {
+    // Format 3: the state record (`actions`, layout 2) and the body (`bodies`).
+    const BODY: &str = "0002713406616363742d31022068747470733a2f2f7777772e6c696e6b6564696e2e636f6d2f696e2f6a616e650d7b226e6f7465223a226869227d03ac02";
     pin(
-        "Action",
+        "Action state",
         &action(),
-        codec::encode,
-        |b| codec::decode("action", b).expect("decodes"),
+        Action::encode_state,
+        |b| read_action(b, &unhex(BODY)),
+        "010101010107696e6d61696c7301808082ead96680b0fbe6d966000001",
+    );
+    pin(
+        "Action body",
+        &action(),
+        Action::encode_body,
+        |b| read_action(&action().encode_state(), b),
+        BODY,
+    );
+    let sent = Action {
+        state: State::Sent,
+        reason: None,
+        until_ms: None,
+        sent_day: Some(day(2026, 11, 28)),
+        accepted: true,
+        ..action()
+    };
+    pin(
+        "Action state (a sent invite)",
+        &sent,
+        Action::encode_state,
+        |b| read_action(b, &unhex(BODY)),
+        "01030101000080b0fbe6d96601d8a95a0101",
+    );
+    // Layout 1, as format 1 and 2 stores hold it: still read, never written.
+    pin(
+        "Action layout 1",
+        &action(),
+        Action::encode_layout1,
+        |b| read_action(b, &[]),
         "000e71342f6a616e652f696e6d61696c02713406616363742d31022068747470733a2f2f7777772e6c696e6b6564696e2e636f6d2f696e2f6a616e650d7b226e6f7465223a226869227d03ac020101010107696e6d61696c7301808082ead96680b0fbe6d966000001",
     );
     // Every state by its variant index.

@@ -25,9 +25,10 @@
 
 use super::apply::{leftover_key, ApplyOutcome, Carry, Ctx};
 use super::codec::{self, content_hash, file_key, ms};
+use super::edge::StoredAction;
 use super::records::Action;
 use super::tx::{stage_key, Mode, Overlay, Rejection, Tx};
-use super::{Store, StoreError, ACTIONS, FILES, LINKS, META, STAGED};
+use super::{Store, StoreError, ACTIONS, BODIES, FILES, LINKS, META, STAGED};
 use crate::contract::jobfile::{self, Line, Record, Span};
 use chrono::{DateTime, Utc};
 
@@ -290,21 +291,31 @@ impl Store {
             if batch.is_empty() {
                 continue;
             }
+            // A staged action is its state record, its body already in `bodies`; one
+            // staged by a format 1 or 2 build is the whole action (layout 1).
             let actions = if tree == ACTIONS {
                 batch
                     .iter()
-                    .map(|(k, v)| codec::decode_at::<Action>("staged action", k, v).map(Some))
-                    .collect::<Result<Vec<_>, _>>()?
+                    .map(|(k, v)| {
+                        let key = &k[prefix.len()..];
+                        let whole = matches!(Action::read_stored(v), Ok(StoredAction::Whole(_)));
+                        Ok(Some((self.action_at(key, v)?, whole)))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?
             } else {
                 vec![None; batch.len()]
             };
             let result = self.transact(|tx| {
                 for ((k, v), a) in batch.iter().zip(&actions) {
                     let key = &k[prefix.len()..];
-                    if let Some(a) = a {
+                    if let Some((a, whole)) = a {
                         debug_assert_eq!(a.id.as_bytes(), key);
-                        if tx.get_raw(ACTIONS, key)?.is_none() {
-                            tx.insert_encoded(a, v)?;
+                        if tx.get_raw(ACTIONS, key)?.is_some() {
+                            // Published before a crash: nothing to move.
+                        } else if *whole {
+                            tx.insert_action(a)?;
+                        } else {
+                            tx.insert_state(a, v)?;
                         }
                     } else if tx.get_raw(LINKS, key)?.is_none() {
                         tx.put_raw(LINKS, key, v)?;
@@ -332,6 +343,7 @@ impl Store {
 
     fn drop_token(&self, token: u64) -> Result<(), StoreError> {
         let prefix = token.to_be_bytes();
+        let actions = stage_key(token, ACTIONS, b"");
         loop {
             self.op("drop staged")?;
             let keys = self.trees[STAGED]
@@ -342,10 +354,19 @@ impl Store {
             if keys.is_empty() {
                 break;
             }
+            // The bodies of staged actions first: a crash before the staged keys go
+            // finds them again. A body whose action is live is not the file's.
+            let mut bodies = sled::Batch::default();
             let mut batch = sled::Batch::default();
             for k in keys {
+                if let Some(id) = k.strip_prefix(actions.as_slice()) {
+                    if !self.trees[ACTIONS].contains_key(id)? {
+                        bodies.remove(id);
+                    }
+                }
                 batch.remove(k);
             }
+            self.trees[BODIES].apply_batch(bodies)?;
             self.trees[STAGED].apply_batch(batch)?;
         }
         self.trees[META].remove(marker_key(token))?;

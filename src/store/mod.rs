@@ -78,7 +78,10 @@ const META: usize = 11;
 /// Actions and links of a job file being ingested, invisible until it is committed and
 /// published (`ingest.rs`).
 const STAGED: usize = 12;
-const TREE_NAMES: [&str; 13] = [
+/// What an action is (`wire::ActionBodyW`), written once at ingest and never rewritten;
+/// `actions` holds what changes (format 3).
+const BODIES: usize = 13;
+const TREE_NAMES: [&str; 14] = [
     "accounts",
     "campaigns",
     "actions",
@@ -92,6 +95,7 @@ const TREE_NAMES: [&str; 13] = [
     "inflight",
     "meta",
     "staged",
+    "bodies",
 ];
 
 const META_FORMAT: &[u8] = b"format_version";
@@ -421,10 +425,12 @@ impl Store {
                     });
                 }
                 if found < FORMAT_VERSION {
-                    // Format 1 -> 2 only adds a record kind: nothing stored changes
-                    // but the number, one atomic insert made durable before this
-                    // build writes anything a format-1 build could not read.
-                    debug_assert_eq!((found, FORMAT_VERSION), (1, 2), "add this upgrade's steps");
+                    // Format 1 -> 2 only added record kinds, and 2 -> 3 a record layout
+                    // read beside the old one (an action is split at its next write):
+                    // nothing stored changes but the number, one atomic insert made
+                    // durable before this build writes anything an older build could
+                    // not read.
+                    debug_assert!(found >= 1 && FORMAT_VERSION == 3, "add this upgrade's steps");
                     meta.insert(META_FORMAT, codec::encode(&FORMAT_VERSION))?;
                     self.make_durable()?;
                 }
@@ -729,7 +735,32 @@ impl Store {
     }
 
     pub fn action(&self, id: &str) -> Result<Option<Action>, StoreError> {
-        self.read(ACTIONS, id, "action")
+        self.op("action")?;
+        match self.trees[ACTIONS].get(id.as_bytes())? {
+            Some(v) => self.action_at(id.as_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The action stored at `key` with value `value` of `actions` (a scan), joined
+    /// with its body when `value` holds only its state (format 3).
+    fn action_at(&self, key: &[u8], value: &[u8]) -> Result<Action, StoreError> {
+        let corrupt = |e: String| {
+            StoreError::Corrupt(format!(
+                "cannot decode action at key \"{}\": {e}",
+                key.escape_ascii()
+            ))
+        };
+        match Action::read_stored(value).map_err(corrupt)? {
+            edge::StoredAction::Whole(a) => Ok(a),
+            edge::StoredAction::State(s) => {
+                let body = self.trees[BODIES]
+                    .get(key)?
+                    .ok_or_else(|| corrupt("its body is missing".into()))?;
+                let id = std::str::from_utf8(key).map_err(|e| corrupt(e.to_string()))?;
+                Action::join(id, s, &body).map_err(corrupt)
+            }
+        }
     }
 
     pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
@@ -759,7 +790,7 @@ impl Store {
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
-                codec::decode_at("action", &k, &v)
+                self.action_at(&k, &v)
             })
             .collect()
     }

@@ -259,7 +259,7 @@ impl Store {
         let mut rows: Vec<ActionRow> = Vec::new();
         for kv in self.trees[ACTIONS].iter() {
             let (k, v) = kv?;
-            let a: Action = codec::decode_at("action", &k, &v)?;
+            let a: Action = self.action_at(&k, &v)?;
             if !filter.matches(&a) {
                 continue;
             }
@@ -298,7 +298,7 @@ impl Store {
             self.op("scan actions")?;
             for kv in self.trees[ACTIONS].iter() {
                 let (k, v) = kv?;
-                let a: Action = codec::decode_at("action", &k, &v)?;
+                let a: Action = self.action_at(&k, &v)?;
                 if f.matches(&a) {
                     batch.push(a.id);
                     if batch.len() >= MOVE_BATCH {
@@ -447,7 +447,7 @@ impl Store {
                 break;
             }
             let (k, v) = kv?;
-            let a: Action = codec::decode_at("action", &k, &v)?;
+            let a: Action = self.action_at(&k, &v)?;
             *states
                 .entry(a.campaign.clone())
                 .or_default()

@@ -476,7 +476,7 @@ impl Store {
                 break;
             }
             let (k, v) = kv?;
-            let a: Action = codec::decode_at("action", &k, &v)?;
+            let a: Action = self.action_at(&k, &v)?;
             if a.state.finished() && a.updated_ms < cutoff {
                 old_actions.push(a);
             }

@@ -2,14 +2,16 @@
 //! pure: sled may run them more than once, and a plain `Tree` call inside one deadlocks.
 
 use super::codec::{self, account_day_key, campaign_day_key, Value};
+use super::edge::StoredAction;
 use super::records::{Account, AccountDayRec, Action, Campaign, CampaignDayRec, State, StateCounts};
 use super::{
-    ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, INFLIGHT, LINKS, META, META_COUNTS, READY, STAGED, TIMED, WAITING,
+    ACCOUNTS, ACTIONS, BODIES, CAMPAIGNS, DAYS, INFLIGHT, LINKS, META, META_COUNTS, READY, STAGED, TIMED,
+    WAITING,
 };
 use chrono::NaiveDate;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a transaction stopped on purpose.
 #[derive(Debug)]
@@ -75,6 +77,16 @@ pub struct Tx<'a> {
     mode: Mode<'a>,
     /// `Mode::Dry`: this attempt's writes, merged into the overlay once it commits.
     delta: RefCell<Overlay>,
+    /// Actions read in layout 1 (a format 1 or 2 store: body and state in one record):
+    /// their next write also writes their body (`put_action`).
+    whole: RefCell<BTreeSet<String>>,
+}
+
+fn corrupt(what: &str, key: &[u8], e: impl std::fmt::Display) -> ConflictableTransactionError<Abort> {
+    ConflictableTransactionError::Abort(Abort::Corrupt(format!(
+        "cannot decode {what} at key \"{}\": {e}",
+        key.escape_ascii()
+    )))
 }
 
 impl<'a> Tx<'a> {
@@ -84,6 +96,7 @@ impl<'a> Tx<'a> {
             counts: RefCell::new([0; 7]),
             mode,
             delta: RefCell::new(Overlay::new()),
+            whole: RefCell::new(BTreeSet::new()),
         }
     }
 
@@ -206,8 +219,44 @@ impl<'a> Tx<'a> {
         self.put(CAMPAIGNS, c.id.as_bytes(), c)
     }
 
+    /// An action: its state record joined with its body (one record in layout 1).
     pub fn action(&self, id: &str) -> TxResult<Option<Action>> {
-        self.get(ACTIONS, id.as_bytes(), "action")
+        let key = id.as_bytes();
+        let Some(v) = self.get_raw(ACTIONS, key)? else {
+            return Ok(None);
+        };
+        match Action::read_stored(&v).map_err(|e| corrupt("action", key, e))? {
+            StoredAction::Whole(a) => {
+                self.whole.borrow_mut().insert(a.id.clone());
+                Ok(Some(a))
+            }
+            StoredAction::State(s) => {
+                let body = self
+                    .get_raw(BODIES, key)?
+                    .ok_or_else(|| corrupt("action", key, "its body is missing"))?;
+                Action::join(id, s, &body)
+                    .map(Some)
+                    .map_err(|e| corrupt("action", key, e))
+            }
+        }
+    }
+
+    /// Write an action that exists: its state record only, since its body never changes
+    /// after ingest; an action read in layout 1 gets its body written too (the migration
+    /// of a format 1 or 2 store, record by record, in the transaction that changes it).
+    /// An action is only written after `action` read it in the same transaction.
+    pub fn put_action(&self, a: &Action) -> TxResult<()> {
+        let key = a.id.as_bytes();
+        if self.whole.borrow_mut().remove(&a.id) {
+            self.put_raw(BODIES, key, &a.encode_body())?;
+        } else {
+            debug_assert!(
+                self.get_raw(ACTIONS, key)?.is_some_and(|v| v.first() == Some(&1)),
+                "action {} written without being read, or not in layout 2",
+                a.id
+            );
+        }
+        self.put_raw(ACTIONS, key, &a.encode_state())
     }
 
     pub fn account_day(&self, account: &str, day: NaiveDate) -> TxResult<AccountDayRec> {
@@ -281,11 +330,11 @@ impl<'a> Tx<'a> {
                 waiting_on.is_none(),
                 "a staged action is never parked on an event"
             );
-            return self.put(ACTIONS, new.id.as_bytes(), new);
+            return self.put_action(new);
         }
         self.unindex(old)?;
         self.index(new, waiting_on)?;
-        self.put(ACTIONS, new.id.as_bytes(), new)?;
+        self.put_action(new)?;
         let mut c = self.counts.borrow_mut();
         c[old.state.index()] -= 1;
         c[new.state.index()] += 1;
@@ -297,29 +346,37 @@ impl<'a> Tx<'a> {
         if let Mode::Dry { token, .. } = self.mode {
             // Staged: indexed and counted when the committed file is published. The
             // caller checked that the id is new (`apply::apply_action`).
+            // Its body goes to `bodies` now, once: publishing moves only the small
+            // state record. A body without a state record is in no listing; dropping
+            // the staged file removes it (`ingest::drop_token`).
             debug_assert!(self.get_raw(ACTIONS, a.id.as_bytes())?.is_none());
-            self.t[STAGED].insert(stage_key(token, ACTIONS, a.id.as_bytes()), codec::encode(a))?;
+            self.t[BODIES].insert(a.id.as_bytes(), a.encode_body())?;
+            self.t[STAGED].insert(stage_key(token, ACTIONS, a.id.as_bytes()), a.encode_state())?;
             return Ok(());
         }
         self.index(a, None)?;
-        self.put(ACTIONS, a.id.as_bytes(), a)?;
+        self.put_raw(BODIES, a.id.as_bytes(), &a.encode_body())?;
+        self.put_raw(ACTIONS, a.id.as_bytes(), &a.encode_state())?;
         self.counts.borrow_mut()[a.state.index()] += 1;
         Ok(())
     }
 
-    /// `insert_action` of an action already encoded as `bytes` (publishing a staged one).
-    pub fn insert_encoded(&self, a: &Action, bytes: &[u8]) -> TxResult<()> {
+    /// `insert_action` of an action whose body is stored and whose state record is
+    /// `state` (publishing a staged one).
+    pub fn insert_state(&self, a: &Action, state: &[u8]) -> TxResult<()> {
         debug_assert!(matches!(self.mode, Mode::Live));
+        debug_assert_eq!(state.first(), Some(&1), "a layout-2 state record");
         self.index(a, None)?;
-        self.put_raw(ACTIONS, a.id.as_bytes(), bytes)?;
+        self.put_raw(ACTIONS, a.id.as_bytes(), state)?;
         self.counts.borrow_mut()[a.state.index()] += 1;
         Ok(())
     }
 
-    /// Delete an action (pruning), counting the change.
+    /// Delete an action and its body (pruning), counting the change.
     pub fn remove_action(&self, a: &Action) -> TxResult<()> {
         self.unindex(a)?;
         self.del(ACTIONS, a.id.as_bytes())?;
+        self.del(BODIES, a.id.as_bytes())?;
         self.counts.borrow_mut()[a.state.index()] -= 1;
         Ok(())
     }

@@ -241,7 +241,9 @@ pub struct CampaignW<'a> {
     pub paused: bool,
 }
 
-/// `actions` and `staged` trees.
+/// `actions` and `staged` trees, layout 1 (`Stored::V1`, format 1 and 2 stores): the
+/// whole action, its id repeated. Read, never written again: a format-3 build rewrites
+/// it as an `ActionStateW` and an `ActionBodyW` at its next write.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ActionW<'a> {
     pub id: Text<'a>,
@@ -261,6 +263,36 @@ pub struct ActionW<'a> {
     pub sent_day: Option<NaiveDate>,
     pub accepted: bool,
     pub refunded: bool,
+}
+
+/// `actions` and `staged` trees, layout 2 (`Stored::V2`, format 3): what changes after
+/// ingest, the record reserve and record rewrite. The id is the key; what never
+/// changes is the action's `ActionBodyW` in `bodies`, under the same key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionStateW<'a> {
+    pub state: Tag<StateW>,
+    pub attempts: u32,
+    pub retries: u32,
+    pub reason: Option<Text<'a>>,
+    pub until_ms: Option<i64>,
+    pub updated_ms: i64,
+    /// The local day an invite was sent on, as days from the common era.
+    pub sent_day: Option<i32>,
+    pub accepted: bool,
+    pub refunded: bool,
+}
+
+/// `bodies` tree (format 3): what an action is, written once when its job file is
+/// staged and never rewritten; removed with the action. Keyed by the action id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionBodyW<'a> {
+    pub campaign: Text<'a>,
+    pub account: Text<'a>,
+    pub kind: Tag<KindW>,
+    pub prospect: Text<'a>,
+    pub payload: Text<'a>,
+    pub priority: i32,
+    pub seq: u64,
 }
 
 /// The slots an account reserved on one local day.

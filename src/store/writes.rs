@@ -6,9 +6,19 @@ use crate::contract::Outcome;
 use chrono::{TimeZone, Utc};
 use std::time::Duration;
 
-/// Reserve and record `n` actions in batches of `batch` over `accounts` accounts;
-/// returns sled writes per action (reserve, record).
-fn writes_per_action(n: usize, batch: usize, accounts: usize) -> (f64, f64) {
+/// Per-action sled writes and the bytes they carry (keys and values).
+#[derive(Clone, Copy, Debug, Default)]
+struct Cost {
+    writes: f64,
+    bytes: f64,
+}
+
+/// An account's window open all day, every day (a job-file fragment).
+const WINDOW: &str =
+    r#""window":{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}"#;
+
+/// A new store without fsync, in a directory that lives as long as the first value.
+fn fresh() -> (tempfile::TempDir, Store, chrono::DateTime<Utc>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings {
         fsync: false,
@@ -16,9 +26,15 @@ fn writes_per_action(n: usize, batch: usize, accounts: usize) -> (f64, f64) {
     };
     let store = Store::open(&dir.path().join("store"), settings, OpenOptions::default()).expect("open");
     let now = Utc.with_ymd_and_hms(2026, 3, 4, 12, 0, 0).single().expect("time");
+    (dir, store, now)
+}
+
+/// Reserve and record `n` actions in batches of `batch` over `accounts` accounts;
+/// returns sled writes per action (reserve, record).
+fn writes_per_action(n: usize, batch: usize, accounts: usize) -> (Cost, Cost) {
+    let (_dir, store, now) = fresh();
     let mut text = String::from("{\"type\":\"campaign\",\"id\":\"c\",\"daily_limit\":100000}\n");
-    let win =
-        r#""window":{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}"#;
+    let win = WINDOW;
     for a in 0..accounts {
         text += &format!(
             "{{\"type\":\"account\",\"id\":\"a{a}\",\"tier\":\"sales_navigator_core\",\"timezone\":\"UTC\",{win},\"established\":true,\"caps\":{{\"messages\":100000,\"engagement\":100000}}}}\n"
@@ -35,17 +51,21 @@ fn writes_per_action(n: usize, batch: usize, accounts: usize) -> (f64, f64) {
     }
     store.apply("w.jsonl", text.as_bytes(), now).expect("applies");
     let subs: Vec<sled::Subscriber> = store.trees.iter().map(|t| t.watch_prefix(vec![])).collect();
-    let drain = |subs: &mut Vec<sled::Subscriber>| -> usize {
-        let mut n = 0;
+    let drain = |subs: &mut Vec<sled::Subscriber>| -> (usize, usize) {
+        let (mut n, mut bytes) = (0, 0);
         for s in subs.iter_mut() {
-            while s.next_timeout(Duration::from_millis(5)).is_ok() {
+            while let Ok(e) = s.next_timeout(Duration::from_millis(5)) {
                 n += 1;
+                bytes += match e {
+                    sled::Event::Insert { key, value } => key.len() + value.len(),
+                    sled::Event::Remove { key } => key.len(),
+                };
             }
         }
-        n
+        (n, bytes)
     };
     let mut subs = subs;
-    let (mut reserve_w, mut record_w) = (0, 0);
+    let (mut reserve_w, mut record_w) = ((0, 0), (0, 0));
     for chunk in ids.chunks(batch) {
         let (results, _) = store.reserve(chunk, now).expect("reserve");
         assert!(
@@ -54,23 +74,34 @@ fn writes_per_action(n: usize, batch: usize, accounts: usize) -> (f64, f64) {
                 .all(|r| matches!(r, super::ReserveResult::Reserved(_))),
             "{results:?}"
         );
-        reserve_w += drain(&mut subs);
+        let (w, b) = drain(&mut subs);
+        reserve_w = (reserve_w.0 + w, reserve_w.1 + b);
         let outcomes: Vec<(String, Outcome, u64)> =
             chunk.iter().map(|id| (id.clone(), Outcome::Sent, 0)).collect();
         let (recorded, _) = store.record(&outcomes, now).expect("record");
         assert_eq!(recorded.len(), chunk.len());
-        record_w += drain(&mut subs);
+        let (w, b) = drain(&mut subs);
+        record_w = (record_w.0 + w, record_w.1 + b);
     }
-    (reserve_w as f64 / n as f64, record_w as f64 / n as f64)
+    let per = |(w, b): (usize, usize)| Cost {
+        writes: w as f64 / n as f64,
+        bytes: b as f64 / n as f64,
+    };
+    (per(reserve_w), per(record_w))
 }
 
 #[test]
 fn sled_writes_per_sent_action() {
     for (n, batch, accounts) in [(16, 1, 1), (128, 64, 100), (128, 64, 4)] {
-        let (res, rec) = writes_per_action(n, batch, accounts);
+        let (res_c, rec_c) = writes_per_action(n, batch, accounts);
+        let (res, rec) = (res_c.writes, rec_c.writes);
         eprintln!(
-            "batch {batch}, {accounts} accounts: {res:.2} writes to reserve + {rec:.2} to record = {:.2} per action",
-            res + rec
+            "batch {batch}, {accounts} accounts: {res:.2} writes to reserve + {rec:.2} to record = {:.2} per action; \
+             {:.0} + {:.0} = {:.0} bytes written per action",
+            res + rec,
+            res_c.bytes,
+            rec_c.bytes,
+            res_c.bytes + rec_c.bytes
         );
         // The bounds this layout keeps: a regression adds writes to the send path.
         // One ledger record per reserve batch: batched, under 5 writes per reservation
@@ -84,4 +115,93 @@ fn sled_writes_per_sent_action() {
             "{rec} writes per recorded action"
         );
     }
+}
+
+/// Bytes per queued action, tree by tree (keys + values), after ingesting `n` actions
+/// shaped like the `scale` benchmark's (an invite with a short note); and sled's own
+/// size on disk per action. Returns (bytes in the trees, bytes on disk) per action.
+fn bytes_per_queued_action(n: usize) -> (f64, f64) {
+    let (_dir, store, now) = fresh();
+    let accounts = 10;
+    let mut text = String::from("{\"type\":\"campaign\",\"id\":\"scale\",\"daily_limit\":100000}\n");
+    let win = WINDOW;
+    for a in 0..accounts {
+        text += &format!(
+            "{{\"type\":\"account\",\"id\":\"acct-{a:05}\",\"tier\":\"free\",\"timezone\":\"UTC\",{win},\"established\":true}}\n"
+        );
+    }
+    store.apply("setup.jsonl", text.as_bytes(), now).expect("applies");
+    let before: Vec<usize> = store
+        .trees
+        .iter()
+        .map(|t| {
+            t.iter()
+                .map(|kv| kv.map(|(k, v)| k.len() + v.len()).unwrap_or(0))
+                .sum()
+        })
+        .collect();
+    // Two files, as `scale` ingests several.
+    for half in 0..2 {
+        let mut text = String::new();
+        for i in (half * n / 2)..((half + 1) * n / 2) {
+            let (acct, k) = (i % accounts, i / accounts);
+            let id = format!("s-{acct:05}-{k:03}");
+            text += &format!(
+                r#"{{"type":"action","id":"{id}","campaign":"scale","account":"acct-{acct:05}","kind":"invite","prospect":"https://www.linkedin.com/in/{id}","payload":{{"note":"Hi, I enjoyed your post on durable queues"}}}}"#
+            );
+            text.push('\n');
+        }
+        store
+            .apply(&format!("{half}.jsonl"), text.as_bytes(), now)
+            .expect("applies");
+    }
+    store.make_durable().expect("flush");
+    let mut total = 0;
+    for (i, t) in store.trees.iter().enumerate() {
+        let (mut keys, mut values, mut count) = (0, 0, 0);
+        for kv in t.iter() {
+            let (k, v) = kv.expect("reads");
+            keys += k.len();
+            values += v.len();
+            count += 1;
+        }
+        let grown = keys + values - before[i];
+        total += grown;
+        if grown > 0 {
+            eprintln!(
+                "  {:<10} {count:>6} records, {:>6.1} bytes of keys + {:>6.1} of values per queued action",
+                super::TREE_NAMES[i],
+                keys as f64 / n as f64,
+                values as f64 / n as f64
+            );
+        }
+    }
+    let per = |tree: usize| -> f64 {
+        let bytes: usize = store.trees[tree]
+            .iter()
+            .map(|kv| kv.map(|(k, v)| k.len() + v.len()).unwrap_or(0))
+            .sum();
+        bytes as f64 / n as f64
+    };
+    // What reserve and record rewrite is the state record alone: an id key and a few
+    // small numbers (the payload and the strings stay in `bodies`).
+    assert!(
+        per(super::ACTIONS) <= 11.0 + 16.0,
+        "{} bytes per action record",
+        per(super::ACTIONS)
+    );
+    assert!(per(super::BODIES) > 100.0, "the bodies hold the payloads");
+    assert_eq!(per(super::STAGED), 0.0, "nothing is left staged");
+    let disk = store.db.size_on_disk().expect("size") as f64;
+    (total as f64 / n as f64, disk / n as f64)
+}
+
+#[test]
+fn store_bytes_per_queued_action() {
+    let n = 4000;
+    let (logical, disk) = bytes_per_queued_action(n);
+    eprintln!(
+        "{n} queued actions: {logical:.1} bytes per action in the trees, {disk:.1} bytes per action on disk (sled)"
+    );
+    assert!(logical > 0.0 && disk > 0.0);
 }
