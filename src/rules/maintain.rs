@@ -9,7 +9,7 @@ use crate::policy::{credits, ramp};
 use crate::store::codec::{day_num, from_ms, ms};
 use crate::store::records::{Account, AccountDayRec};
 use crate::store::Settings;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 /// Refill bound: months caught up in one maintenance pass (a worker down for years
 /// still refills, a month per pass).
@@ -148,4 +148,51 @@ pub fn day_turn(a: &mut Account, today: NaiveDate, sig: Signals, st: &Settings, 
             a.set_ramp_ceiling(today, new);
         }
     }
+}
+
+/// A day turn summarises at most this many past days (a worker stopped for more than
+/// a year summarises the last year).
+pub const MAX_SUMMARY_DAYS: i64 = 366;
+
+/// The figures of one account's local day, for `day_summary` (SPEC §11).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaySummary {
+    pub day: NaiveDate,
+    pub rec: AccountDayRec,
+    pub invite_cap: u32,
+    pub ramp_ceiling: u32,
+    pub health: crate::policy::Health,
+    pub inmail_balance: u32,
+}
+
+/// The local days of `a` that ended and are not summarised yet, as the day turn at
+/// local day `today` sees them: from the day after the last one summarised (yesterday
+/// for an account never summarised), at most [`MAX_SUMMARY_DAYS`] back, to the day
+/// before `today`. Empty when today was reached before (a clock stepped back).
+pub fn unsummarised(a: &Account, today: NaiveDate) -> impl Iterator<Item = NaiveDate> {
+    let yesterday = today.pred_opt().unwrap_or(today);
+    let last = a.summarised_day.unwrap_or(yesterday);
+    let first = (last + Duration::days(1)).max(today - Duration::days(MAX_SUMMARY_DAYS));
+    first.iter_days().take_while(move |d| *d < today)
+}
+
+/// The summary of local day `day` of `a` (maintained to now), from its counters `rec`.
+pub fn summary(a: &Account, day: NaiveDate, rec: AccountDayRec, st: &Settings) -> DaySummary {
+    DaySummary {
+        day,
+        rec,
+        invite_cap: a.invite_cap(&st.policy, day),
+        ramp_ceiling: a.ramp_ceiling_on(day),
+        health: a.health,
+        inmail_balance: a.credits,
+    }
+}
+
+/// Remember that `a`'s days up to `last` are summarised: none is summarised twice.
+pub fn summarised(a: &mut Account, last: NaiveDate) {
+    debug_assert!(
+        a.summarised_day.is_none_or(|d| d < last),
+        "a day is summarised once"
+    );
+    a.summarised_day = Some(last);
 }

@@ -9,8 +9,17 @@
 //!   counters and the ledger entry) (SPEC §3, §4).
 //! - `maintain` — refills, a zone change coming into force, once per local day the
 //!   health assessment and the ramp step (SPEC §3.3–§3.5).
-//! - `park`     — where a blocked action waits, which of a backlog park with it, and
-//!   an action moved on a fleet's verdict.
+//! - `park`     — where a blocked action waits, which of a backlog park with it, an
+//!   action moved on a fleet's verdict, promoted when its time comes or released when
+//!   the owner it waits on is active again.
+//! - `records`  — the job-file records (SPEC §6): what an account or campaign upsert
+//!   keeps, which account an action goes to (named, sticky, picked), the new action.
+//! - `event`    — what each event of a job file or the feed does, and what the log
+//!   says it did or why it changed nothing (SPEC §6, §9).
+//! - `moves`    — cancel and requeue, for the events and the operator alike (§5, §8).
+//! - `status`   — why an action waits, why due work is not sent now, the next send (§8).
+//! - `audit`    — the ledger recounted: overshoots, overlapping days, releases with
+//!   nothing to give back, the totals (§8 `audit`, P1).
 //!
 //! Must never: touch sled or any IO, read the clock, or know how a record is keyed.
 //! Enforced by `tests/policy_purity.rs`. Table tests: `rules::tests` (no store).
@@ -19,10 +28,15 @@
 //! (`Account`, `Action`, `LedgerEntry`) and the `Settings`; the policy crate stays the
 //! layer below them (caps, ramp, health, credits, windows), free of any record type.
 
+pub mod audit;
+pub mod event;
 pub mod maintain;
+pub mod moves;
 pub mod outcome;
 pub mod park;
+pub mod records;
 pub mod reserve;
+pub mod status;
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use crate::policy::caps::{self, Blocker, Counter};
 use crate::policy::window::start_of_next_day;
 use crate::policy::{credits, CampaignType, Kind};
 use crate::store::codec::ms;
-use crate::store::records::{Account, Action, State};
+use crate::store::records::{Account, Action, Campaign, State};
 use chrono::{DateTime, Duration, Utc};
 
 /// When no window opening is found (a window with no open day): a day later.
@@ -176,4 +176,43 @@ pub fn settle(
     s.updated_ms = ms(now);
     let waiting = (park && until.is_none()).then(|| WaitOn::Account(a.account.clone()));
     Some((s, waiting))
+}
+
+/// An action whose until has come (the `timed` index): queued and due again, or `None`
+/// when it no longer waits on a time (moved since, or no until). Its reason stays
+/// until the next reservation replaces it.
+pub fn promote(a: &Action, now: DateTime<Utc>) -> Option<Action> {
+    if !matches!(a.state, State::Queued | State::Parked) || a.until_ms.is_none() {
+        return None;
+    }
+    let mut p = a.clone();
+    p.state = State::Queued;
+    p.until_ms = None;
+    p.updated_ms = ms(now);
+    Some(p)
+}
+
+/// An action parked on an event whose owner is active again: queued and due, its
+/// reason gone; `None` when it no longer waits on an event (moved since, or it waits
+/// on a time).
+pub fn release(a: &Action, now: DateTime<Utc>) -> Option<Action> {
+    if a.state != State::Parked || a.until_ms.is_some() {
+        return None;
+    }
+    let mut r = a.clone();
+    r.state = State::Queued;
+    r.reason = None;
+    r.updated_ms = ms(now);
+    Some(r)
+}
+
+/// Whether the actions waiting on a campaign may go: it exists, its job file does not
+/// pause it, and neither does the operator.
+pub fn campaign_active(c: Option<&Campaign>, operator_hold: bool) -> bool {
+    c.is_some_and(|c| !c.paused) && !operator_hold
+}
+
+/// Whether the actions waiting on an account may go: it exists and is not restricted.
+pub fn account_active(a: Option<&Account>) -> bool {
+    a.is_some_and(|a| !a.restricted)
 }

@@ -4,11 +4,17 @@
 //!
 //! The clock of every row: Monday 2026-11-30 10:00 UTC; the account's window is the
 //! default Mon–Fri 09:00–17:00 UTC, so "the next window on a later day" is Tuesday
-//! 2026-12-01 09:00 UTC.
+//! 2026-12-01 09:00 UTC. The job-file record and event rules have their rows in
+//! `tests/records.rs`.
 
+mod records;
+
+use super::audit;
+use super::moves::Move;
 use super::outcome::{self, DayDelta, Link, OutcomeEffects, OutcomeInput, Release, Reserved};
 use super::park::{self, Backlog, Hold};
 use super::reserve::{self, Admission, CampaignInput, Counters, ReserveDecision, ReserveInput};
+use super::status::{self, Standing};
 use super::{maintain, Change, Inconsistent, WaitOn};
 use crate::contract::Outcome;
 use crate::policy::caps::{AccountDay, Blocker, CampaignDay, CampaignType, Counter};
@@ -82,23 +88,9 @@ fn campaign() -> Campaign {
 
 fn action(kind: Kind, state: State) -> Action {
     Action {
-        id: "q4/jane".into(),
-        campaign: "q4".into(),
-        account: "acct-1".into(),
-        kind,
-        prospect: "https://www.linkedin.com/in/jane".into(),
-        payload: "{}".into(),
-        priority: 0,
-        seq: 1,
-        state,
         attempts: 2,
         retries: 2,
-        reason: None,
-        until_ms: None,
-        updated_ms: 0,
-        sent_day: None,
-        accepted: false,
-        refunded: false,
+        ..Action::fixture(kind, state)
     }
 }
 
@@ -1165,4 +1157,437 @@ fn a_fleet_verdict_parks_or_fails_a_queued_action_only() {
     );
     let inflight = action(Kind::Invite, State::Inflight);
     assert_eq!(park::settle(&inflight, true, "owned_elsewhere", None, t0()), None);
+}
+
+// ---------------------------------------------------------------------------------
+// Promotion and release of waiting actions.
+
+/// An invite parked with `reason`, until `until` or (`None`) waiting on an event.
+fn parked_invite(reason: &str, until: Option<DateTime<Utc>>) -> Action {
+    moved(
+        &action(Kind::Invite, State::Parked),
+        State::Parked,
+        Some(reason),
+        until,
+    )
+}
+
+#[test]
+fn an_action_whose_time_came_is_queued_again_and_keeps_its_reason() {
+    let parked = parked_invite("invites", Some(next_window()));
+    let due = Action {
+        state: State::Queued,
+        reason: Some("invites".into()),
+        until_ms: None,
+        updated_ms: ms(t0()),
+        ..parked.clone()
+    };
+    assert_eq!(park::promote(&parked, t0()), Some(due));
+    let backing_off = moved(
+        &action(Kind::Invite, State::Queued),
+        State::Queued,
+        None,
+        Some(next_window()),
+    );
+    assert_eq!(
+        park::promote(&backing_off, t0()),
+        Some(moved(&backing_off, State::Queued, None, None))
+    );
+    let waiting = parked_invite("campaign_paused", None);
+    assert_eq!(
+        park::promote(&waiting, t0()),
+        None,
+        "waits on an event, not a time"
+    );
+    assert_eq!(park::promote(&action(Kind::Invite, State::Inflight), t0()), None);
+    assert_eq!(
+        park::promote(&action(Kind::Invite, State::Queued), t0()),
+        None,
+        "no until"
+    );
+}
+
+#[test]
+fn an_action_waiting_on_an_event_is_released_without_its_reason() {
+    let waiting = parked_invite("campaign_paused", None);
+    assert_eq!(
+        park::release(&waiting, t0()),
+        Some(moved(&waiting, State::Queued, None, None))
+    );
+    let timed = parked_invite("invites", Some(next_window()));
+    assert_eq!(park::release(&timed, t0()), None, "waits on a time");
+    assert_eq!(park::release(&action(Kind::Invite, State::Queued), t0()), None);
+    assert_eq!(park::release(&action(Kind::Invite, State::Cancelled), t0()), None);
+}
+
+#[test]
+fn waiting_actions_go_only_when_their_owner_is_active() {
+    let paused = Campaign {
+        paused: true,
+        ..campaign()
+    };
+    // (campaign, operator hold) -> active
+    let rows = [
+        (Some(campaign()), false, true),
+        (Some(campaign()), true, false),
+        (Some(paused), false, false),
+        (None, false, false),
+    ];
+    for (c, hold, active) in rows {
+        assert_eq!(park::campaign_active(c.as_ref(), hold), active, "{c:?} {hold}");
+    }
+    let restricted = Account {
+        restricted: true,
+        ..account()
+    };
+    assert!(park::account_active(Some(&account())));
+    assert!(!park::account_active(Some(&restricted)));
+    assert!(!park::account_active(None));
+}
+
+// ---------------------------------------------------------------------------------
+// Cancel and requeue.
+
+#[test]
+fn only_queued_or_parked_cancel_and_only_failed_or_unknown_requeue() {
+    use State::*;
+    // (state, cancel moves it, requeue moves it)
+    let rows = [
+        (Queued, true, false),
+        (Parked, true, false),
+        (Inflight, false, false),
+        (Sent, false, false),
+        (Failed, false, true),
+        (Unknown, false, true),
+        (Cancelled, false, false),
+    ];
+    assert_eq!(rows.len(), State::ALL.len(), "every state has a row");
+    for (s, cancel, requeue) in rows {
+        assert_eq!(Move::Cancel.movable(s), cancel, "cancel {s:?}");
+        assert_eq!(Move::Requeue.movable(s), requeue, "requeue {s:?}");
+    }
+}
+
+#[test]
+fn a_move_clears_the_wait_and_a_requeue_starts_the_retries_again() {
+    let failed = Action {
+        retries: 5,
+        reason: Some("invalid: bad url".into()),
+        until_ms: Some(7),
+        ..action(Kind::Invite, State::Failed)
+    };
+    let requeued = Action {
+        retries: 0,
+        ..moved(&failed, State::Queued, None, None)
+    };
+    assert_eq!(Move::Requeue.verdict(&failed, t0()), Ok(requeued));
+    let parked = moved(
+        &action(Kind::Message, State::Parked),
+        State::Parked,
+        Some("messages"),
+        Some(next_window()),
+    );
+    assert_eq!(
+        Move::Cancel.verdict(&parked, t0()),
+        Ok(moved(&parked, State::Cancelled, Some("cancelled"), None)),
+        "attempts and retries stay"
+    );
+    assert_eq!(
+        Move::Cancel.verdict(&action(Kind::Invite, State::Sent), t0()),
+        Err("cannot cancel an action that is sent".to_string())
+    );
+    assert_eq!(
+        Move::Requeue.verdict(&action(Kind::Invite, State::Queued), t0()),
+        Err("cannot requeue an action that is queued".to_string())
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// What `status` says of an account's work.
+
+#[test]
+fn each_waiting_action_is_counted_under_its_reason() {
+    let a = |state, reason: Option<&str>, until: Option<DateTime<Utc>>| Action {
+        reason: reason.map(str::to_string),
+        until_ms: until.map(ms),
+        ..action(Kind::Invite, state)
+    };
+    let w = |r: &str| Some(Standing::Waiting(r.to_string()));
+    let rows = [
+        ("due", a(State::Queued, None, None), Some(Standing::Ready)),
+        (
+            "due, stale reason",
+            a(State::Queued, Some("invites"), None),
+            Some(Standing::Ready),
+        ),
+        (
+            "not_before",
+            a(State::Queued, None, Some(next_window())),
+            w("not_before"),
+        ),
+        (
+            "backoff",
+            a(State::Queued, Some("timeout"), Some(next_window())),
+            w("retry"),
+        ),
+        (
+            "parked on a cap",
+            a(State::Parked, Some("invites"), Some(next_window())),
+            w("invites"),
+        ),
+        (
+            "parked on an event",
+            a(State::Parked, Some("campaign_paused"), None),
+            w("campaign_paused"),
+        ),
+        ("parked, no reason", a(State::Parked, None, None), w("parked")),
+        ("in flight", a(State::Inflight, None, None), None),
+        ("sent", a(State::Sent, None, None), None),
+    ];
+    for (name, action, expected) in rows {
+        assert_eq!(status::standing(&action), expected, "{name}");
+    }
+}
+
+#[test]
+fn next_send_waits_for_work_hold_pacing_and_window() {
+    let now = t0(); // Monday 10:00, inside 09:00-17:00
+    let mut a = account();
+    assert_eq!(status::next_send(&a, now, false, true, None, 45), Some(now));
+    assert_eq!(status::next_send(&a, now, true, true, None, 45), None, "paused");
+    assert_eq!(
+        status::next_send(&a, now, false, false, None, 45),
+        None,
+        "no work"
+    );
+    let later = at(2026, 11, 30, 11, 0);
+    assert_eq!(
+        status::next_send(&a, now, false, false, Some(later), 45),
+        Some(later)
+    );
+    a.last_reserved_ms = Some(ms(now));
+    assert_eq!(
+        status::next_send(&a, now, false, true, None, 45),
+        Some(at(2026, 11, 30, 10, 0) + chrono::Duration::seconds(45))
+    );
+    a.held_until_ms = Some(ms(at(2026, 11, 30, 18, 0)));
+    // Held past the window's end: the next opening, Tuesday 09:00.
+    assert_eq!(
+        status::next_send(&a, now, false, true, None, 45),
+        Some(next_window())
+    );
+    a.restricted = true;
+    assert_eq!(status::next_send(&a, now, false, true, None, 45), None);
+}
+
+#[test]
+fn due_work_not_sent_says_why_first_reason_wins() {
+    let next = Some(at(2026, 11, 30, 10, 5));
+    let held_until = at(2026, 11, 30, 12, 0);
+    let held = Account {
+        held_until_ms: Some(ms(held_until)),
+        ..account()
+    };
+    let restricted = Account {
+        restricted: true,
+        ..held.clone()
+    };
+    let saturday = at(2026, 12, 5, 10, 0);
+    let rows = [
+        ("operator", restricted.clone(), t0(), true, ("paused", None)),
+        (
+            "restricted",
+            restricted,
+            t0(),
+            false,
+            ("account_restricted", None),
+        ),
+        ("held", held, t0(), false, ("held", Some(held_until))),
+        ("window shut", account(), saturday, false, ("window", next)),
+        ("due", account(), t0(), false, ("due", next)),
+    ];
+    for (name, a, now, operator, expected) in rows {
+        assert_eq!(status::ready_reason(&a, now, operator, next), expected, "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Day summaries.
+
+#[test]
+fn a_day_turn_summarises_each_ended_day_once_and_at_most_a_year() {
+    let today = day(2026, 11, 30);
+    let with = |last: Option<NaiveDate>| Account {
+        summarised_day: last,
+        ..account()
+    };
+    let rows: [(&str, Option<NaiveDate>, Vec<NaiveDate>); 5] = [
+        ("never summarised: from today on", None, vec![]),
+        (
+            "three days behind",
+            Some(day(2026, 11, 26)),
+            vec![day(2026, 11, 27), day(2026, 11, 28), day(2026, 11, 29)],
+        ),
+        ("up to date", Some(day(2026, 11, 29)), vec![]),
+        ("clock stepped back", Some(day(2026, 12, 2)), vec![]),
+        ("today already", Some(today), vec![]),
+    ];
+    for (name, last, expected) in rows {
+        let got: Vec<NaiveDate> = maintain::unsummarised(&with(last), today).collect();
+        assert_eq!(got, expected, "{name}");
+    }
+    let years: Vec<NaiveDate> = maintain::unsummarised(&with(Some(day(2024, 1, 1))), today).collect();
+    assert_eq!(
+        (years.len(), years.first(), years.last()),
+        (366, Some(&day(2025, 11, 29)), Some(&day(2026, 11, 29))),
+        "a year back at most"
+    );
+}
+
+#[test]
+fn a_day_summary_holds_the_days_figures_and_is_remembered() {
+    let rec = AccountDayRec {
+        invites_sent: 7,
+        rate_limits: 1,
+        ..AccountDayRec::default()
+    };
+    let a = Account {
+        ramp_history: vec![(day(2026, 11, 2), 40), (day(2026, 11, 30), 60)],
+        ramp_ceiling: 60,
+        health: Health::Watch,
+        ..account()
+    };
+    let s = maintain::summary(&a, day(2026, 11, 29), rec, &Settings::default());
+    assert_eq!(
+        s,
+        maintain::DaySummary {
+            day: day(2026, 11, 29),
+            rec,
+            // min(caps 80, tier ceiling 100, the ramp of that day 40)
+            invite_cap: 40,
+            ramp_ceiling: 40,
+            health: Health::Watch,
+            inmail_balance: 10,
+        }
+    );
+    let mut a = a;
+    maintain::summarised(&mut a, day(2026, 11, 29));
+    assert_eq!(a.summarised_day, Some(day(2026, 11, 29)));
+}
+
+// ---------------------------------------------------------------------------------
+// The audit's recount.
+
+/// Reservation of `kind` on account day 11-29 and campaign day 11-30, taken at `at_ms`
+/// under invite limit `invites` and campaign limit `campaign`.
+fn entry(kind: Kind, account_day: NaiveDate, at_ms: i64, invites: u32, campaign: u32) -> LedgerEntry {
+    let mut e = reservation(kind).entry;
+    e.account_day = account_day;
+    e.at_ms = at_ms;
+    e.limits.invites = invites;
+    e.limits.campaign = campaign;
+    e
+}
+
+#[test]
+fn the_recount_finds_each_counter_over_the_limit_it_was_taken_under() {
+    let all = |_: NaiveDate| true;
+    let d = day(2026, 11, 29);
+    let mut r = audit::Recount::default();
+    r.reservation(&entry(Kind::Invite, d, ms(t0()), 1, 5), all);
+    r.reservation(&entry(Kind::Invite, d, ms(t0()), 1, 5), all);
+    r.reservation(&entry(Kind::Message, d, ms(t0()), 1, 1), all);
+    r.reservation(&entry(Kind::Message, d, ms(t0()), 1, 1), all);
+    let over = |owner: &str, day, counter: &str, count, limit| audit::Overshoot {
+        owner: owner.into(),
+        day,
+        counter: counter.into(),
+        count,
+        limit,
+    };
+    assert_eq!(
+        r.overshoots,
+        vec![
+            over("acct-1", d, "invites", 2, 1),
+            // the campaign's second message on 11-30, under a limit of 1
+            over("q4", day(2026, 11, 30), "campaign.messages", 2, 1),
+        ]
+    );
+    assert_eq!(r.entries, 4);
+    assert_eq!(
+        r.accounts.get(&("acct-1".to_string(), d)),
+        Some(&AccountDay {
+            invites: 2,
+            messages: 2,
+            engagement: 2,
+            ..AccountDay::default()
+        })
+    );
+    assert_eq!(
+        r.campaigns.get(&("q4".to_string(), day(2026, 11, 30))),
+        Some(&CampaignDay {
+            invites: 2,
+            messages: 2,
+            ..CampaignDay::default()
+        })
+    );
+}
+
+#[test]
+fn a_release_takes_its_slots_off_and_one_with_nothing_to_take_is_reported() {
+    let all = |_: NaiveDate| true;
+    let mut r = audit::Recount::default();
+    r.reservation(&entry(Kind::Invite, day(2026, 11, 29), ms(t0()), 80, 20), all);
+    r.release(&release_record(Kind::Invite));
+    assert_eq!(
+        r.accounts.get(&("acct-1".to_string(), day(2026, 11, 29))),
+        Some(&AccountDay::default())
+    );
+    assert_eq!((r.releases, r.bad_releases.len()), (1, 0));
+    assert_eq!(r.sums(all), vec![], "nothing left to sum");
+    r.release(&release_record(Kind::Invite));
+    assert_eq!(
+        r.bad_releases,
+        vec!["release of q4/jane attempt 2 (acct-1 2026-11-29): no such reservation counted".to_string()]
+    );
+}
+
+#[test]
+fn a_reservation_on_an_earlier_day_after_a_later_one_began_is_an_overlap() {
+    let invite = |d: NaiveDate, h: u32, m: u32| entry(Kind::Invite, d, ms(at(2026, 12, 1, h, m)), 80, 20);
+    let (monday, tuesday) = (day(2026, 11, 30), day(2026, 12, 1));
+    let overlap = "account acct-1 2026-11-30: reserved at 2026-12-01 09:30:00 UTC after day 2026-12-01 began at 2026-12-01 09:00:00 UTC (days overlap)";
+    // (audit range holds Monday, overlaps found)
+    for (in_range, expected) in [(true, vec![overlap.to_string()]), (false, vec![])] {
+        let mut r = audit::Recount::default();
+        // Tuesday's first reservation at 09:00, then one counted on Monday at 09:30;
+        // one of Monday's taken before Tuesday began is no overlap.
+        for e in [invite(tuesday, 9, 0), invite(monday, 9, 30), invite(monday, 8, 0)] {
+            r.reservation(&e, |_| in_range);
+        }
+        assert_eq!(r.overlaps, expected, "in range: {in_range}");
+    }
+}
+
+#[test]
+fn the_sums_are_the_non_zero_totals_of_the_days_in_range() {
+    let all = |_: NaiveDate| true;
+    let mut r = audit::Recount::default();
+    r.reservation(&entry(Kind::Inmail, day(2026, 11, 29), ms(t0()), 80, 20), all);
+    r.reservation(&entry(Kind::Invite, day(2026, 11, 28), ms(t0()), 80, 20), all);
+    let sum = |owner: &str, id: &str, day, counter: &str, count| audit::LedgerSum {
+        owner: owner.into(),
+        id: id.into(),
+        day,
+        counter: counter.into(),
+        count,
+    };
+    assert_eq!(
+        r.sums(|d| d >= day(2026, 11, 29)),
+        vec![
+            sum("account", "acct-1", day(2026, 11, 29), "inmails", 1),
+            sum("campaign", "q4", day(2026, 11, 30), "invites", 1),
+            sum("campaign", "q4", day(2026, 11, 30), "inmails", 1),
+        ]
+    );
 }

@@ -1,24 +1,22 @@
-//! The job-file record rules (SPEC §6): what each record does to the store, through a
-//! `Tx`. `ingest.rs` runs them chunk by chunk, all or nothing per file.
+//! The job-file records (SPEC §6) in the store, through a `Tx`: for each record the
+//! reads its rules need (`rules::records`, `rules::event`), then the writes they return.
+//! `ingest.rs` runs them chunk by chunk, all or nothing per file; `feed.rs` applies the
+//! upstream's events with the same `apply_event`.
 
-use super::codec::{self, content_hash, file_key, ms};
-use super::records::{Account, AccountCaps, Action, Campaign, State};
+use super::codec::{self, content_hash, file_key};
+use super::records::{Account, Action, Campaign};
 use super::reserve::{refresh_health, Change};
 use super::tx::{reject, Tx, TxResult};
 use super::{Settings, Store, StoreError, FILES, LINKS, META, WAITING};
 use crate::contract::jobfile::{
-    AccountRecord, ActionRecord, CampaignRecord, EventRecord, Line, Record, ReplyTo,
+    AccountRecord, ActionRecord, CampaignRecord, EventRecord, FieldError, Line, Record, ReplyTo,
 };
-use crate::contract::CampaignStatus;
-use crate::policy::caps::{red_zone, Budget, Counter};
-use crate::policy::window::local_day;
-use crate::policy::{credits, ramp, Health, Kind, Tier};
+use crate::policy::Kind;
+use crate::rules::event;
+use crate::rules::park;
+use crate::rules::records::{self, Assign, Candidate};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
-
-/// Largest payload accepted, as JSON text: payloads travel in every attempt and stay
-/// in the store until pruned.
-pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Applied {
@@ -74,205 +72,66 @@ pub(super) struct Ctx<'a> {
     known_accounts: std::collections::BTreeSet<String>,
 }
 
+/// A rule's refusal of the record on `line`: the transaction aborts, nothing applied.
+fn refuse<T>(line: usize, e: FieldError) -> TxResult<T> {
+    reject(line, &e.field, e.reason)
+}
+
 fn apply_account(c: &mut Ctx, line: usize, r: &AccountRecord) -> TxResult<()> {
     let tx = c.tx;
-    let policy = &c.st.policy;
     let existing = tx.account(&r.id)?;
-    let is_new = existing.is_none();
-    let mut a = match existing {
-        Some(a) => a,
-        None => {
-            let tz = r.timezone.unwrap_or(chrono_tz::UTC);
-            let today = local_day(tz, c.now);
-            let tier = r.tier.unwrap_or(Tier::Free);
-            Account {
-                id: r.id.clone(),
-                tier,
-                timezone: tz.name().to_string(),
-                window: Default::default(),
-                ramp_start: today,
-                established: false,
-                proxy: None,
-                caps: AccountCaps::default(),
-                credits: policy.tier(tier).inmail_credits,
-                refill_day: 1,
-                last_refill_ms: ms(c.now),
-                ramp_ceiling: 0,
-                ramp_history: Vec::new(),
-                last_reserved_ms: None,
-                ramp_steps: 0,
-                health: Health::Healthy,
-                restricted: false,
-                held_until_ms: None,
-                maintained_day: today,
-                pending_zone: None,
-                summarised_day: today.pred_opt(),
-            }
-        }
+    let mut up = match records::account(existing, r, c.st, c.now) {
+        Ok(up) => up,
+        Err(e) => return refuse(line, e),
     };
-    if let Some(t) = r.tier {
-        a.tier = t;
+    if let Some(today) = up.judge_on {
+        let signals = super::reserve::signals(tx, &up.account, today)?;
+        records::judge_new(&mut up.account, signals, c.st);
     }
-    if let (Some(tz), false) = (r.timezone, is_new) {
-        // Never a second day over the same hours: the new zone waits for the end of
-        // the current local day (`policy::zone`).
-        a.set_zones(a.zones().change(tz, c.now));
-    }
-    if let Some(patch) = &r.window {
-        // Parts of the window left out keep their stored value (SPEC §6).
-        a.window = match patch.apply(a.window) {
-            Ok(w) => w,
-            Err(e) => return reject(line, &e.field, e.reason),
-        };
-    }
-    if let Some(p) = &r.proxy {
-        a.proxy = Some(p.clone());
-    }
-    if let Some(d) = r.inmail_refill_day {
-        a.refill_day = d;
-    }
-    if let Some(caps) = &r.caps {
-        let before = a.caps;
-        a.caps.merge(caps);
-        for (counter, v, was) in [
-            (Counter::Invites, caps.invites, before.invites),
-            (Counter::Messages, caps.messages, before.messages),
-            (Counter::Inmails, caps.inmails, before.inmails),
-            (Counter::Engagement, caps.engagement, before.engagement),
-        ] {
-            // Once per value: re-sending the same record does not log it again.
-            if let Some(v) = v.filter(|&v| red_zone(counter, v) && Some(v) != was) {
-                c.out.changes.push(Change::RedZone {
-                    account: Some(a.id.clone()),
-                    counter: counter.as_str(),
-                    value: v,
-                });
-            }
-        }
-    }
-    if r.tier.is_some() && is_new && r.inmail_credits.is_none() {
-        a.credits = policy.tier(a.tier).inmail_credits;
-    }
-    if let Some(n) = r.inmail_credits {
-        a.credits = n;
-    }
-    let today = a.day_at(c.now);
-    if let Some(d) = r.ramp_start {
-        a.ramp_start = d;
-    }
-    if is_new || r.ramp_start.is_some() {
-        // Boundaries before today count as evaluated: a ramp starts where it is told,
-        // it does not jump several steps at once.
-        a.ramp_steps = ramp::boundaries_passed(
-            i64::from(codec::day_num(a.ramp_start)),
-            i64::from(codec::day_num(today)),
-        );
-    }
-    if let Some(e) = r.established {
-        a.established = e;
-    }
-    let target = a.invite_target(policy);
-    if is_new {
-        a.set_ramp_ceiling(today, ramp::initial_ceiling(target, policy.ramp, a.established));
-    } else if r.established == Some(true) && target > a.ramp_ceiling {
-        c.out.changes.push(Change::RampChanged {
-            account: a.id.clone(),
-            old: a.ramp_ceiling,
-            new: target,
-            reason: "established",
-        });
-        a.set_ramp_ceiling(today, target);
-    }
-    if is_new {
-        // Judged from the start, not at its first day turn: while acceptance feedback
-        // is unknown a new account reads `watch`, "no acceptance feedback" (SPEC §3.4).
-        let signals = super::reserve::signals(tx, &a, today)?;
-        a.health = crate::policy::health::assess(signals, &policy.health).health;
-    }
-    tx.put_account(&a)?;
+    tx.put_account(&up.account)?;
+    c.out.changes.extend(up.changes);
     c.out.accounts += 1;
     Ok(())
 }
 
 fn apply_campaign(c: &mut Ctx, line: usize, r: &CampaignRecord) -> TxResult<()> {
     let tx = c.tx;
-    let mut camp = match tx.campaign(&r.id)? {
-        Some(camp) => camp,
-        None => {
-            let Some(limit) = r.daily_limit else {
-                return reject(line, "daily_limit", "a new campaign needs a daily_limit");
-            };
-            Campaign {
-                id: r.id.clone(),
-                timezone: "UTC".into(),
-                daily_limit: limit,
-                split_invites: None,
-                split_messages: None,
-                split_inmails: None,
-                accounts: Vec::new(),
-                paused: false,
-            }
+    let existing = tx.campaign(&r.id)?;
+    let mut unknown = None;
+    for (i, a) in r.accounts.iter().flatten().enumerate() {
+        if tx.account(a)?.is_none() {
+            unknown = Some(i);
+            break;
         }
+    }
+    let up = match records::campaign(existing, r, unknown) {
+        Ok(up) => up,
+        Err(e) => return refuse(line, e),
     };
-    if let Some(tz) = r.timezone {
-        camp.timezone = tz.name().to_string();
-    }
-    if let Some(l) = r.daily_limit {
-        camp.daily_limit = l;
-    }
-    if let Some(s) = &r.cap_split {
-        camp.merge_split(s);
-    }
-    if let Some(list) = &r.accounts {
-        for (i, a) in list.iter().enumerate() {
-            if tx.account(a)?.is_none() {
-                return reject(line, &format!("accounts.{i}"), format!("unknown account `{a}`"));
-            }
-        }
-        camp.accounts = list.clone();
-    }
-    let was_paused = camp.paused;
-    if let Some(s) = r.status {
-        camp.paused = s == CampaignStatus::Paused;
-    }
-    tx.put_campaign(&camp)?;
-    c.campaign_cache.remove(&camp.id);
-    if was_paused && !camp.paused {
-        c.resumed.push((true, camp.id.clone()));
+    tx.put_campaign(&up.campaign)?;
+    c.campaign_cache.remove(&up.campaign.id);
+    if up.resumed {
+        c.resumed.push((true, up.campaign.id));
     }
     c.out.campaigns += 1;
     Ok(())
 }
 
-/// Pick the campaign account with the most remaining budget today for `kind`
-/// (less what this file already assigned it); ties go to the first listed. Only
-/// accounts that can send are candidates (`Account::can_send`: not restricted, not
-/// held); when none can, a held one (its hold ends by itself); `None` when every
-/// account is restricted.
-fn pick_account(c: &mut Ctx, camp: &Campaign, kind: Kind) -> TxResult<Option<String>> {
-    // (can send, remaining budget, id): the best is the largest by the first two.
-    let mut best: Option<(bool, u32, String)> = None;
+/// The campaign's accounts a pick ranks (`rules::records::pick_account`): those that
+/// exist and are not restricted, with their counters of the day they are ranked on.
+fn candidates(c: &Ctx, camp: &Campaign) -> TxResult<Vec<Candidate>> {
+    let mut out = Vec::with_capacity(camp.accounts.len());
     for id in &camp.accounts {
-        let Some(a) = c.tx.account(id)? else { continue };
-        if a.restricted {
+        let Some(account) = c.tx.account(id)? else {
             continue;
-        }
-        let today = a.day_at(c.now);
-        let budget = Budget {
-            limits: a.limits(&c.st.policy, camp.limits(), today),
-            day: c.tx.account_day(id, today)?.reserved,
-            week_invites: 0,
-            credits: a.credits,
-            campaign_day: Default::default(),
         };
-        let taken = c.assigned.get(&(id.clone(), kind)).copied().unwrap_or(0);
-        let left = budget.remaining(kind).saturating_sub(taken);
-        let rank = (a.can_send(c.now), left);
-        if best.as_ref().is_none_or(|(s, l, _)| rank > (*s, *l)) {
-            best = Some((rank.0, rank.1, id.clone()));
-        }
+        let Some(day) = records::candidate_day(&account, c.now) else {
+            continue;
+        };
+        let reserved = c.tx.account_day(id, day)?.reserved;
+        out.push(Candidate { account, reserved });
     }
-    Ok(best.map(|(_, _, id)| id))
+    Ok(out)
 }
 
 fn apply_action(c: &mut Ctx, line: usize, r: &ActionRecord) -> TxResult<()> {
@@ -294,68 +153,42 @@ fn apply_action(c: &mut Ctx, line: usize, r: &ActionRecord) -> TxResult<()> {
             None => return reject(line, "campaign", format!("unknown campaign `{}`", r.campaign)),
         },
     };
-    let payload = r.payload.to_string();
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        return reject(line, "payload", format!("larger than {MAX_PAYLOAD_BYTES} bytes"));
-    }
-    // A prospect stays on its account for the campaign (SPEC §2); that only matters
-    // where the worker may pick accounts, i.e. where the campaign lists some.
+    let payload = match records::payload(r) {
+        Ok(p) => p,
+        Err(e) => return refuse(line, e),
+    };
     let sticky = codec::sticky_key(&camp.id, &r.prospect);
-    let picks = !camp.accounts.is_empty();
-    let stuck = if picks { tx.get_raw(LINKS, &sticky)? } else { None };
-    let account = match (&r.account, &stuck) {
-        (Some(a), _) => {
+    let stuck = if records::sticks(&camp) {
+        tx.get_raw(LINKS, &sticky)?
+    } else {
+        None
+    };
+    let stuck_id = stuck.as_ref().map(|a| String::from_utf8_lossy(a));
+    let account = match records::assign(r, stuck_id.as_deref()) {
+        Assign::Named(a) => {
             if !c.known_accounts.contains(a) {
                 if tx.account(a)?.is_none() {
                     return reject(line, "account", format!("unknown account `{a}`"));
                 }
-                c.known_accounts.insert(a.clone());
+                c.known_accounts.insert(a.to_string());
             }
-            a.clone()
+            a.to_string()
         }
-        (None, Some(a)) => String::from_utf8_lossy(a).into_owned(),
-        (None, None) => match pick_account(c, &camp, r.kind)? {
-            Some(a) => a,
-            None if camp.accounts.is_empty() => {
-                return reject(line, "account", "no account given and the campaign lists none")
+        Assign::Stuck(a) => a.to_string(),
+        Assign::Pick => {
+            let candidates = candidates(c, &camp)?;
+            match records::pick_account(&candidates, &camp, r.kind, &c.assigned, c.st, c.now) {
+                Some(a) => a,
+                None => return refuse(line, records::no_account(&camp)),
             }
-            None => {
-                return reject(
-                    line,
-                    "account",
-                    format!(
-                        "no account given and every account of campaign `{}` is restricted",
-                        camp.id
-                    ),
-                )
-            }
-        },
+        }
     };
-    if picks && stuck.is_none() {
+    if records::links(&camp, stuck.is_some()) {
         tx.put_raw(LINKS, &sticky, account.as_bytes())?;
     }
     *c.assigned.entry((account.clone(), r.kind)).or_default() += 1;
     let seq = c.seqs.next().copied().unwrap_or(u64::MAX);
-    let action = Action {
-        id: r.id.clone(),
-        campaign: r.campaign.clone(),
-        account,
-        kind: r.kind,
-        prospect: r.prospect.clone(),
-        payload,
-        priority: r.priority,
-        seq,
-        state: State::Queued,
-        attempts: 0,
-        retries: 0,
-        reason: None,
-        until_ms: r.not_before.filter(|t| *t > c.now).map(ms),
-        updated_ms: ms(c.now),
-        sent_day: None,
-        accepted: false,
-        refunded: false,
-    };
-    tx.insert_action(&action)?;
+    tx.insert_action(&records::new_action(r, account, payload, seq, c.now))?;
     c.out.actions += 1;
     Ok(())
 }
@@ -432,59 +265,39 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Return the InMail credit of a sent InMail on a reply, once per action (SPEC §3.5):
-/// true when it did.
-fn refund_reply(tx: &Tx, st: &Settings, mut a: Action) -> TxResult<bool> {
-    if a.kind != Kind::Inmail || a.state != State::Sent || a.refunded {
-        return Ok(false);
+/// The action a link of account `account` to a prospect names (`None`: no link).
+fn linked(tx: &Tx, key: &[u8]) -> TxResult<Option<Action>> {
+    match tx.get_raw(LINKS, key)? {
+        Some(id) => tx.action(&String::from_utf8_lossy(&id)),
+        None => Ok(None),
     }
-    if let Some(mut acct) = tx.account(&a.account)? {
-        let ceiling = st.policy.tier(acct.tier).inmail_ceiling;
-        acct.credits = credits::refund(acct.credits, ceiling);
-        tx.put_account(&acct)?;
-    }
-    a.refunded = true;
-    tx.put_action(&a)?;
-    Ok(true)
 }
 
-/// Apply one event with the job-file rules (SPEC §6), from a file or the upstream's
-/// feed (SPEC §9). Returns whether it changed anything (false: an acceptance of an
-/// invite never sent, a reply to no sent InMail or one already refunded, and the like).
+/// Apply one event with the event rules (`rules::event`, SPEC §6), from a file or the
+/// upstream's feed (SPEC §9). Returns whether it changed anything (false: an
+/// acceptance of an invite never sent, a reply to no sent InMail or one already
+/// refunded, and the like). An event naming an unknown account, campaign or action
+/// refuses the record.
 pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult<bool> {
     let tx = c.tx;
-    let st = c.st;
-    let mut effect = true;
-    // What the log says the record did (SPEC §6), or why it changed nothing.
-    let (kind, done): (&'static str, String);
-    let mut why = String::new();
     let (mut account_id, mut campaign_id, mut action_id, mut action_kind) = (None, None, None, None);
-    match e {
+    let said = match e {
         EventRecord::InviteAccepted {
             account, prospect, ..
         } => {
             need_account(tx, line, account)?;
             // Acceptance feedback flows from now on: acceptance is judged, not unknown.
             super::reserve::mark_feedback_seen(tx)?;
-            effect = false;
-            if let Some(id) = tx.get_raw(LINKS, &codec::invite_key(account, prospect))? {
-                let id = String::from_utf8_lossy(&id).into_owned();
-                if let Some(mut a) = tx.action(&id)? {
-                    if let (false, Some(day)) = (a.accepted, a.sent_day) {
-                        effect = true;
-                        a.accepted = true;
-                        tx.put_action(&a)?;
-                        let mut d = tx.account_day(account, day)?;
-                        d.invites_accepted += 1;
-                        tx.put_account_day(account, day, &d)?;
-                    }
-                    action_id = Some(id);
-                }
+            let invite = linked(tx, &codec::invite_key(account, prospect))?;
+            let (acceptance, said) = event::accept(invite.as_ref());
+            if let Some(acc) = acceptance {
+                tx.put_action(&acc.action)?;
+                let d = acc.count(tx.account_day(account, acc.day)?);
+                tx.put_account_day(account, acc.day, &d)?;
             }
-            kind = "invite_accepted";
+            action_id = invite.map(|a| a.id);
             account_id = Some(account.clone());
-            done = "the acceptance was counted".into();
-            why = "no sent invite to this prospect from this account, or it was accepted before".into();
+            said
         }
         EventRecord::ReplyReceived { to, .. } => {
             let action = match to {
@@ -492,110 +305,87 @@ pub(super) fn apply_event(c: &mut Ctx, line: usize, e: &EventRecord) -> TxResult
                 ReplyTo::Prospect { account, prospect } => {
                     need_account(tx, line, account)?;
                     // The prospect's last InMail sent from that account, if any.
-                    match tx.get_raw(LINKS, &codec::inmail_key(account, prospect))? {
-                        Some(id) => tx.action(&String::from_utf8_lossy(&id))?,
-                        None => None,
-                    }
+                    linked(tx, &codec::inmail_key(account, prospect))?
                 }
             };
-            if let Some(a) = &action {
-                (account_id, campaign_id, action_id) = (
-                    Some(a.account.clone()),
-                    Some(a.campaign.clone()),
-                    Some(a.id.clone()),
-                );
-            }
-            effect = match action {
-                Some(a) => refund_reply(tx, st, a)?,
-                None => false,
+            let account = match &action {
+                Some(a) if event::refundable(a) => tx.account(&a.account)?,
+                _ => None,
             };
-            kind = "reply_received";
-            done = "the InMail credit was returned".into();
-            why = "no sent InMail whose credit is still out".into();
+            let (refund, said) = event::reply(action.as_ref(), account, c.st);
+            if let Some(r) = refund {
+                if let Some(acct) = &r.account {
+                    tx.put_account(acct)?;
+                }
+                tx.put_action(&r.action)?;
+            }
+            if let Some(a) = action {
+                (account_id, campaign_id, action_id) = (Some(a.account), Some(a.campaign), Some(a.id));
+            }
+            said
         }
         EventRecord::AccountRestricted { account } | EventRecord::AccountResumed { account } => {
             let mut a = need_account(tx, line, account)?;
             let restricted = matches!(e, EventRecord::AccountRestricted { .. });
-            effect = a.restricted != restricted;
-            a.restricted = restricted;
+            let said = event::restriction(&mut a, restricted);
             let today = a.day_at(c.now);
-            refresh_health(tx, &mut a, today, st, &mut c.out.changes)?;
+            refresh_health(tx, &mut a, today, c.st, &mut c.out.changes)?;
             tx.put_account(&a)?;
             if !restricted {
                 c.resumed.push((false, account.clone()));
             }
             account_id = Some(account.clone());
-            (kind, done, why) = if restricted {
-                (
-                    "account_restricted",
-                    "the account sends nothing until account_resumed".into(),
-                    "already restricted".into(),
-                )
-            } else {
-                (
-                    "account_resumed",
-                    "the account sends again".into(),
-                    "not restricted".into(),
-                )
-            };
+            said
         }
         EventRecord::TierChanged { account, tier } => {
             let mut a = need_account(tx, line, account)?;
-            done = format!("tier {} -> {}", a.tier.as_str(), tier.as_str());
-            a.tier = *tier;
+            let said = event::tier(&mut a, *tier);
             tx.put_account(&a)?;
-            (kind, account_id) = ("tier_changed", Some(account.clone()));
+            account_id = Some(account.clone());
+            said
         }
         EventRecord::CampaignPaused { campaign } | EventRecord::CampaignResumed { campaign } => {
             let Some(mut camp) = tx.campaign(campaign)? else {
                 return reject(line, "campaign", format!("unknown campaign `{campaign}`"));
             };
             camp.paused = matches!(e, EventRecord::CampaignPaused { .. });
+            let said = event::campaign_pause(camp.paused);
             tx.put_campaign(&camp)?;
             c.campaign_cache.remove(&camp.id);
             if !camp.paused {
                 c.resumed.push((true, campaign.clone()));
             }
             campaign_id = Some(campaign.clone());
-            (kind, done) = if camp.paused {
-                (
-                    "campaign_paused",
-                    "the campaign sends nothing until campaign_resumed".into(),
-                )
-            } else {
-                ("campaign_resumed", "the campaign sends again".into())
-            };
+            said
         }
         EventRecord::CancelAction { action } | EventRecord::RequeueAction { action } => {
-            // The same rules as the operator's `cancel` / `requeue` (SPEC §5, §6, §8).
-            let op;
-            (op, kind) = match e {
-                EventRecord::CancelAction { .. } => (super::Move::Cancel, "cancel_action"),
-                _ => (super::Move::Requeue, "requeue_action"),
+            let op = match e {
+                EventRecord::CancelAction { .. } => super::Move::Cancel,
+                _ => super::Move::Requeue,
             };
             let old = need_action(tx, line, action)?;
-            effect = op.movable(old.state);
-            if effect {
-                tx.transition(&old, &op.apply(&old, c.now), None)?;
+            let (new, said) = event::moved(op, &old, c.now);
+            if let Some(new) = new {
+                tx.transition(&old, &new, None)?;
             }
-            done = kind.to_string();
-            why = op.refusal(old.state);
             (account_id, campaign_id, action_id, action_kind) = (
                 Some(old.account),
                 Some(old.campaign),
                 Some(action.clone()),
                 Some(old.kind),
             );
+            said
         }
-    }
+    };
+    let effect = said.is_ok();
     c.out.effects.push(EventEffect {
         line,
-        kind,
+        kind: event::kind(e),
         account: account_id,
         campaign: campaign_id,
         action: action_id,
         action_kind,
-        result: if effect { Ok(done) } else { Err(why) },
+        result: said,
     });
     c.out.events += 1;
     Ok(effect)
@@ -667,13 +457,9 @@ impl Store {
                 for id in &ids {
                     tx.del(WAITING, &codec::waiting_key(kind, owner, id))?;
                     let Some(old) = tx.action(id)? else { continue };
-                    if old.state != State::Parked || old.until_ms.is_some() {
+                    let Some(a) = park::release(&old, now) else {
                         continue;
-                    }
-                    let mut a = old.clone();
-                    a.state = State::Queued;
-                    a.reason = None;
-                    a.updated_ms = ms(now);
+                    };
                     tx.transition(&old, &a, None)?;
                 }
                 tx.flush_counts()?;

@@ -801,25 +801,7 @@ mod tests {
 
     #[test]
     fn an_unknown_stored_tag_is_an_error_naming_record_key_and_tag() {
-        let a = Action {
-            id: "q4/jane".into(),
-            campaign: "q4".into(),
-            account: "acct-1".into(),
-            kind: Kind::Invite,
-            prospect: "p".into(),
-            payload: "{}".into(),
-            priority: 0,
-            seq: 1,
-            state: State::Queued,
-            attempts: 0,
-            retries: 0,
-            reason: None,
-            until_ms: None,
-            updated_ms: 0,
-            sent_day: None,
-            accepted: false,
-            refunded: false,
-        };
+        let a = Action::fixture(Kind::Invite, State::Queued);
         let mut bytes = a.encode_layout1();
         // The kind's tag follows the envelope byte and three one-byte-length strings.
         let at = 1 + (1 + 7) + (1 + 2) + (1 + 6);

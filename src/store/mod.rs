@@ -32,6 +32,8 @@ mod tx;
 pub mod wire;
 
 #[cfg(test)]
+mod fixture;
+#[cfg(test)]
 mod golden;
 #[cfg(test)]
 mod writes;

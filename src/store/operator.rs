@@ -8,7 +8,7 @@
 //! the running worker (through its admin socket) and a CLI that opened the store itself
 //! get the same answers.
 
-use super::codec::{self, from_ms, ms};
+use super::codec::{self, from_ms};
 use super::query::{CampaignToday, StatusReport, Use, Waiting};
 use super::records::{Action, LedgerEntry, LedgerOutcomes, LedgerRelease, LedgerReservations, State};
 use super::tx::Tx;
@@ -16,7 +16,9 @@ use super::{Store, StoreError, ACTIONS, CAMPAIGNS, LEDGER, META};
 use crate::policy::caps::CampaignDay;
 use crate::policy::window::local_day;
 use crate::policy::Kind;
-use chrono::{DateTime, Duration, Utc};
+pub use crate::rules::moves::Move;
+use crate::rules::status::{self, Standing};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
@@ -129,50 +131,6 @@ impl ActionRow {
             priority: a.priority,
             updated: from_ms(a.updated_ms),
         }
-    }
-}
-
-/// A bulk move: cancel (from queued or parked) or requeue (from failed or unknown).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Move {
-    Cancel,
-    Requeue,
-}
-
-impl Move {
-    pub fn movable(self, s: State) -> bool {
-        match self {
-            Move::Cancel => matches!(s, State::Queued | State::Parked),
-            Move::Requeue => matches!(s, State::Failed | State::Unknown),
-        }
-    }
-
-    /// Why an action in state `s` does not move (the `event_ignored` reason).
-    pub fn refusal(self, s: State) -> String {
-        match self {
-            Move::Cancel => format!("cannot cancel an action that is {}", s.as_str()),
-            Move::Requeue => format!("cannot requeue an action that is {}", s.as_str()),
-        }
-    }
-
-    /// The action after the move (the rules of the job-file events, SPEC §5, §6).
-    pub fn apply(self, old: &Action, now: DateTime<Utc>) -> Action {
-        let mut a = old.clone();
-        a.until_ms = None;
-        a.updated_ms = ms(now);
-        match self {
-            Move::Cancel => {
-                a.state = State::Cancelled;
-                a.reason = Some("cancelled".into());
-            }
-            Move::Requeue => {
-                a.state = State::Queued;
-                a.reason = None;
-                a.retries = 0;
-            }
-        }
-        a
     }
 }
 
@@ -381,14 +339,16 @@ impl Store {
         let result = self.transact(|tx| {
             let (mut moved, mut refused) = (Vec::new(), Vec::new());
             for id in ids {
-                match tx.action(id)? {
-                    None => refused.push((id.clone(), "unknown action".to_string())),
-                    Some(old) if !op.movable(old.state) => refused.push((id.clone(), op.refusal(old.state))),
-                    Some(old) => {
-                        let new = op.apply(&old, now);
+                let Some(old) = tx.action(id)? else {
+                    refused.push((id.clone(), "unknown action".to_string()));
+                    continue;
+                };
+                match op.verdict(&old, now) {
+                    Ok(new) => {
                         tx.transition(&old, &new, None)?;
                         moved.push(ActionRow::of(&new));
                     }
+                    Err(why) => refused.push((id.clone(), why)),
                 }
             }
             tx.flush_counts()?;
@@ -493,24 +453,21 @@ impl Store {
                 .or_default()
                 .entry(a.state.as_str().to_string())
                 .or_default() += 1;
-            if !matches!(a.state, State::Queued | State::Parked) {
+            let Some(standing) = status::standing(&a) else {
                 continue;
-            }
+            };
             draws
                 .entry(a.account.clone())
                 .or_default()
                 .insert(a.campaign.clone());
-            let until = a.until_ms.map(from_ms);
-            let reason = match (a.state, until, a.reason.as_deref()) {
-                (State::Queued, None, _) => {
+            let reason = match standing {
+                Standing::Ready => {
                     *ready.entry(a.account.clone()).or_default() += 1;
                     continue;
                 }
-                (State::Queued, Some(_), None) => "not_before".to_string(),
-                (State::Queued, Some(_), Some(_)) => "retry".to_string(),
-                (_, _, Some(why)) => why.to_string(),
-                (_, _, None) => "parked".to_string(),
+                Standing::Waiting(why) => why,
             };
+            let until = a.until_ms.map(from_ms);
             if let Some(t) = until {
                 let e = earliest.entry(a.account.clone()).or_insert(t);
                 *e = (*e).min(t);
@@ -546,7 +503,7 @@ impl Store {
             s.paused = pauses.accounts.contains(&s.id);
             let held_by_operator = pauses.all || s.paused;
             let n_ready = ready.get(&s.id).copied().unwrap_or(0);
-            let next = next_send(
+            let next = status::next_send(
                 a,
                 now,
                 held_by_operator,
@@ -565,7 +522,7 @@ impl Store {
                 })
                 .collect();
             if n_ready > 0 {
-                let (reason, until) = ready_reason(a, now, held_by_operator, next);
+                let (reason, until) = status::ready_reason(a, now, held_by_operator, next);
                 w.push(Waiting {
                     reason: reason.to_string(),
                     count: n_ready,
@@ -620,81 +577,15 @@ impl Store {
     }
 }
 
-/// When `account` will next send, judged from the store: the earliest moment it has
-/// due work, is not held, its pacing gap (at least `min_gap_s` after the last
-/// reservation) has passed and its window is open. `None`: paused, restricted, or no
-/// work that will come due by itself.
-fn next_send(
-    a: &super::Account,
-    now: DateTime<Utc>,
-    held_by_operator: bool,
-    has_ready: bool,
-    earliest_until: Option<DateTime<Utc>>,
-    min_gap_s: u64,
-) -> Option<DateTime<Utc>> {
-    if held_by_operator || a.restricted {
-        return None;
-    }
-    let work = if has_ready { Some(now) } else { earliest_until }?;
-    let mut t = work.max(now);
-    if let Some(h) = a.held_until_ms.map(from_ms) {
-        t = t.max(h);
-    }
-    if let Some(last) = a.last_reserved_ms.map(from_ms) {
-        t = t.max(last + Duration::seconds(i64::try_from(min_gap_s).unwrap_or(i64::MAX / 1000)));
-    }
-    let zones = a.zones();
-    if zones.is_open(&a.window, t) {
-        Some(t)
-    } else {
-        zones.next_open(&a.window, t)
-    }
-}
-
-/// Why due (queued, ready) actions of `a` are not sent right now, and until when.
-fn ready_reason(
-    a: &super::Account,
-    now: DateTime<Utc>,
-    held_by_operator: bool,
-    next: Option<DateTime<Utc>>,
-) -> (&'static str, Option<DateTime<Utc>>) {
-    if held_by_operator {
-        ("paused", None)
-    } else if a.restricted {
-        ("account_restricted", None)
-    } else if a.held(now) {
-        ("held", a.held_until_ms.map(from_ms))
-    } else if !a.zones().is_open(&a.window, now) {
-        ("window", next)
-    } else {
-        ("due", next)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Window;
 
     fn action(state: State, account: &str, campaign: &str, kind: Kind) -> Action {
         Action {
-            id: "x".into(),
-            campaign: campaign.into(),
             account: account.into(),
-            kind,
-            prospect: "p".into(),
-            payload: "{}".into(),
-            priority: 0,
-            seq: 1,
-            state,
-            attempts: 0,
-            retries: 0,
-            reason: None,
-            until_ms: None,
-            updated_ms: 0,
-            sent_day: None,
-            accepted: false,
-            refunded: false,
+            campaign: campaign.into(),
+            ..Action::fixture(kind, state)
         }
     }
 
@@ -721,41 +612,6 @@ mod tests {
     }
 
     #[test]
-    fn moves_follow_the_event_rules() {
-        for s in State::ALL {
-            assert_eq!(
-                Move::Cancel.movable(s),
-                matches!(s, State::Queued | State::Parked),
-                "{s:?}"
-            );
-            assert_eq!(
-                Move::Requeue.movable(s),
-                matches!(s, State::Failed | State::Unknown),
-                "{s:?}"
-            );
-        }
-        let mut old = action(State::Failed, "a1", "q4", Kind::Invite);
-        old.retries = 5;
-        old.reason = Some("invalid".into());
-        old.until_ms = Some(7);
-        let now = from_ms(1_000);
-        let r = Move::Requeue.apply(&old, now);
-        assert_eq!(
-            (r.state, r.retries, r.reason.clone(), r.until_ms),
-            (State::Queued, 0, None, None)
-        );
-        let c = Move::Cancel.apply(&action(State::Parked, "a1", "q4", Kind::Invite), now);
-        assert_eq!(
-            (c.state, c.reason.as_deref()),
-            (State::Cancelled, Some("cancelled"))
-        );
-        assert_eq!(
-            Move::Cancel.refusal(State::Sent),
-            "cannot cancel an action that is sent"
-        );
-    }
-
-    #[test]
     fn pause_keys_are_distinct_per_scope() {
         let keys = [
             Scope::All.key(),
@@ -765,38 +621,5 @@ mod tests {
         assert_ne!(keys[0], keys[1]);
         assert_ne!(keys[1], keys[2]);
         assert_eq!(Scope::Campaign("q4".into()).describe(), "campaign q4");
-    }
-
-    #[test]
-    fn next_send_waits_for_work_hold_pacing_and_window() {
-        let t = |s: &str| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .expect("time")
-                .with_timezone(&Utc)
-        };
-        let now = t("2026-11-25T10:00:00Z"); // a Wednesday, inside 09:00-17:00
-        let json = format!(
-            r#"{{"id":"a1","tier":"free","timezone":"UTC","window":{},"ramp_start":"2026-11-01","established":true,"proxy":null,"caps":{{"invites":null,"messages":null,"inmails":null,"engagement":null,"weekly_invites":null}},"credits":0,"refill_day":1,"last_refill_ms":0,"ramp_ceiling":20,"ramp_history":[],"last_reserved_ms":null,"ramp_steps":0,"health":"healthy","restricted":false,"held_until_ms":null,"maintained_day":"2026-11-25","pending_zone":null,"summarised_day":null}}"#,
-            serde_json::to_string(&Window::default()).expect("window")
-        );
-        let mut a: super::super::Account = serde_json::from_str(&json).expect("account");
-        assert_eq!(next_send(&a, now, false, true, None, 45), Some(now));
-        assert_eq!(next_send(&a, now, true, true, None, 45), None, "paused");
-        assert_eq!(next_send(&a, now, false, false, None, 45), None, "no work");
-        let later = t("2026-11-25T11:00:00Z");
-        assert_eq!(next_send(&a, now, false, false, Some(later), 45), Some(later));
-        a.last_reserved_ms = Some(ms(now));
-        assert_eq!(
-            next_send(&a, now, false, true, None, 45),
-            Some(now + Duration::seconds(45))
-        );
-        a.held_until_ms = Some(ms(t("2026-11-25T18:00:00Z")));
-        // Held past the window's end: the next opening, Thursday 09:00.
-        assert_eq!(
-            next_send(&a, now, false, true, None, 45),
-            Some(t("2026-11-26T09:00:00Z"))
-        );
-        a.restricted = true;
-        assert_eq!(next_send(&a, now, false, true, None, 45), None);
     }
 }

@@ -7,11 +7,15 @@ use super::records::{
 };
 use super::reserve::Change;
 use super::{Store, StoreError, ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, LEDGER, LINKS, READY, TIMED, WAITING};
-use crate::policy::caps::{draws, CampaignDay, Counter};
+use crate::policy::caps::{CampaignDay, Counter};
 use crate::policy::window::local_day;
-use crate::policy::{health, ramp, CampaignType};
-use crate::rules::maintain;
+use crate::policy::{health, ramp};
+use crate::rules::audit::Recount;
+pub use crate::rules::audit::{LedgerSum, Overshoot};
+use crate::rules::records::{self, RedZoneNote};
+use crate::rules::{maintain, park};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+pub use maintain::DaySummary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -23,10 +27,6 @@ pub const MIN_RETENTION_DAYS: u32 = 30;
 /// Tombstones of pruned action ids are kept this long after pruning (at least a
 /// year, SPEC: an id is never new twice).
 pub const TOMBSTONE_DAYS: i64 = 400;
-
-/// A day turn summarises at most this many past days (a worker stopped for more than
-/// a year summarises the last year).
-pub const MAX_SUMMARY_DAYS: i64 = 366;
 
 /// Actions moved from `timed` to `ready` per transaction.
 pub const PROMOTE_BATCH: usize = 512;
@@ -176,15 +176,6 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Overshoot {
-    pub owner: String,
-    pub day: NaiveDate,
-    pub counter: String,
-    pub count: u32,
-    pub limit: u32,
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditReport {
     pub entries: u64,
@@ -199,26 +190,10 @@ pub struct AuditReport {
     pub sums: Vec<LedgerSum>,
 }
 
-/// One counter's total in this store's ledger: `owner` is `account` or `campaign`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerSum {
-    pub owner: String,
-    pub id: String,
-    pub day: NaiveDate,
-    pub counter: String,
-    pub count: u32,
-}
-
 impl AuditReport {
     pub fn clean(&self) -> bool {
         self.overshoots.is_empty() && self.mismatches.is_empty()
     }
-}
-
-/// Count one more and return (the new count, `limit`).
-fn bump(counter: &mut u32, limit: u32) -> (u32, u32) {
-    *counter += 1;
-    (*counter, limit)
 }
 
 /// What a day turn did: changes to log, the days it summarised, and when the
@@ -228,86 +203,6 @@ pub struct DayTurn {
     pub changes: Vec<Change>,
     pub summaries: Vec<DaySummary>,
     pub next: Option<DateTime<Utc>>,
-}
-
-/// The figures of one account's local day, for `day_summary`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DaySummary {
-    pub day: NaiveDate,
-    pub rec: AccountDayRec,
-    pub invite_cap: u32,
-    pub ramp_ceiling: u32,
-    pub health: crate::policy::Health,
-    pub inmail_balance: u32,
-}
-
-#[derive(Default)]
-struct Tally {
-    day: AccountDayRec,
-}
-
-/// The non-zero totals of the ledger's days in range (`AuditReport::sums`).
-fn ledger_sums(
-    acct: &BTreeMap<(String, NaiveDate), Tally>,
-    camp: &BTreeMap<(String, NaiveDate), CampaignDay>,
-    in_range: impl Fn(NaiveDate) -> bool,
-) -> Vec<LedgerSum> {
-    let mut out = Vec::new();
-    let mut push = |owner: &str, id: &str, day: NaiveDate, counter: &str, count: u32| {
-        if count > 0 && in_range(day) {
-            out.push(LedgerSum {
-                owner: owner.into(),
-                id: id.into(),
-                day,
-                counter: counter.into(),
-                count,
-            });
-        }
-    };
-    for ((a, day), t) in acct {
-        let r = &t.day.reserved;
-        for (c, n) in [
-            (Counter::Invites, r.invites),
-            (Counter::Messages, r.messages),
-            (Counter::Inmails, r.inmails),
-            (Counter::Engagement, r.engagement),
-        ] {
-            push("account", a, *day, c.as_str(), n);
-        }
-    }
-    for ((c, day), d) in camp {
-        for t in [
-            CampaignType::Invites,
-            CampaignType::Messages,
-            CampaignType::Inmails,
-        ] {
-            push("campaign", c, *day, t.as_str(), d.get(t));
-        }
-    }
-    out
-}
-
-/// Take a release off the running counts of the reservation's days (P1 is judged on
-/// reservations minus releases). A release with nothing to take from is a mismatch.
-fn subtract(
-    acct: &mut BTreeMap<(String, NaiveDate), Tally>,
-    camp: &mut BTreeMap<(String, NaiveDate), CampaignDay>,
-    r: &LedgerRelease,
-) -> Result<(), String> {
-    let day = &mut acct
-        .entry((r.account.clone(), r.account_day))
-        .or_default()
-        .day
-        .reserved;
-    let c = camp.entry((r.campaign.clone(), r.campaign_day)).or_default();
-    if crate::policy::caps::give_back(r.kind, day, c) {
-        Ok(())
-    } else {
-        Err(format!(
-            "release of {} attempt {} ({} {}): no such reservation counted",
-            r.action, r.attempt, r.account, r.account_day
-        ))
-    }
 }
 
 impl Store {
@@ -336,13 +231,9 @@ impl Store {
                 tx.del(TIMED, k)?;
                 let id = String::from_utf8_lossy(&k[8..]).into_owned();
                 let Some(old) = tx.action(&id)? else { continue };
-                if !matches!(old.state, State::Queued | State::Parked) || old.until_ms.is_none() {
+                let Some(a) = park::promote(&old, now) else {
                     continue;
-                }
-                let mut a = old.clone();
-                a.state = State::Queued;
-                a.until_ms = None;
-                a.updated_ms = ms(now);
+                };
                 tx.transition(&old, &a, None)?;
                 accounts.push(a.account);
             }
@@ -495,30 +386,13 @@ impl Store {
         self.op("scan ledger")?;
         let in_range = |d: NaiveDate| from.is_none_or(|f| d >= f) && to.is_none_or(|t| d <= t);
         let mut report = AuditReport::default();
-        let mut acct: BTreeMap<(String, NaiveDate), Tally> = BTreeMap::new();
-        let mut camp: BTreeMap<(String, NaiveDate), CampaignDay> = BTreeMap::new();
-        let mut over = |owner: &str, day: NaiveDate, counter: &str, count: u32, limit: u32| {
-            if count > limit {
-                report.overshoots.push(Overshoot {
-                    owner: owner.to_string(),
-                    day,
-                    counter: counter.to_string(),
-                    count,
-                    limit,
-                });
-            }
-        };
+        let mut recount = Recount::default();
         // Retention prunes the ledger oldest first: a release of a reservation before
         // the first id left names a pruned one and has nothing to subtract from.
         let first_id = self.trees[LEDGER]
             .first()?
             .and_then(|(k, _)| codec::ledger_id(&k))
             .unwrap_or(0);
-        let (mut releases, mut bad_releases) = (0u64, Vec::new());
-        // Per account: the latest day reserved on, and when it was first reserved on.
-        // A reservation on an earlier day after that instant means two days overlapped
-        // in real time (each may be under its cap, the account was not).
-        let mut latest: BTreeMap<String, (NaiveDate, i64)> = BTreeMap::new();
         for kv in self.trees[LEDGER].iter() {
             let (k, v) = kv?;
             // Outcomes move no counter: nothing to sum.
@@ -528,10 +402,7 @@ impl Store {
             if codec::is_release_key(&k) {
                 let r: LedgerRelease = codec::decode_at("ledger release", &k, &v)?;
                 if r.reservation >= first_id {
-                    releases += 1;
-                    if let Err(m) = subtract(&mut acct, &mut camp, &r) {
-                        bad_releases.push(m);
-                    }
+                    recount.release(&r);
                 }
                 continue;
             }
@@ -541,85 +412,26 @@ impl Store {
                 }
                 _ => vec![codec::decode_at::<LedgerEntry>("ledger entry", &k, &v)?],
             };
-            for e in entries {
-                let l = e.limits;
-                match latest.get(&e.account) {
-                    Some(&(day, since)) if e.account_day < day && e.at_ms >= since => {
-                        if in_range(e.account_day) {
-                            report.mismatches.push(format!(
-                                "account {} {}: reserved at {} after day {day} began at {} (days overlap)",
-                                e.account,
-                                e.account_day,
-                                from_ms(e.at_ms),
-                                from_ms(since)
-                            ));
-                        }
-                    }
-                    Some(&(day, _)) if e.account_day <= day => {}
-                    _ => {
-                        latest.insert(e.account.clone(), (e.account_day, e.at_ms));
-                    }
-                }
-                // Every counter the kind draws from, in the policy's own table; the
-                // running count is checked against the limit recorded with the entry.
-                for &counter in draws(e.kind) {
-                    let d = &mut acct
-                        .entry((e.account.clone(), e.account_day))
-                        .or_default()
-                        .day
-                        .reserved;
-                    let (count, limit) = match counter {
-                        Counter::Invites => bump(&mut d.invites, l.invites),
-                        Counter::Messages => bump(&mut d.messages, l.messages),
-                        Counter::Inmails => bump(&mut d.inmails, l.inmails),
-                        Counter::Engagement => bump(&mut d.engagement, l.engagement),
-                        Counter::WeeklyInvites => {
-                            let Some(w) = l.weekly_invites else { continue };
-                            let week: u32 = (0..7)
-                                .map(|ago| {
-                                    let day = e.account_day - Duration::days(ago);
-                                    acct.get(&(e.account.clone(), day))
-                                        .map_or(0, |t| t.day.reserved.invites)
-                                })
-                                .sum();
-                            (week, w)
-                        }
-                        // A balance, not a daily counter: it cannot go below zero.
-                        Counter::InmailCredits => continue,
-                    };
-                    over(&e.account, e.account_day, counter.as_str(), count, limit);
-                }
-                if let Some(t) = CampaignType::of(e.kind) {
-                    let c = camp.entry((e.campaign.clone(), e.campaign_day)).or_default();
-                    let n = match t {
-                        CampaignType::Invites => &mut c.invites,
-                        CampaignType::Messages => &mut c.messages,
-                        CampaignType::Inmails => &mut c.inmails,
-                    };
-                    *n += 1;
-                    over(
-                        &e.campaign,
-                        e.campaign_day,
-                        &format!("campaign.{}", t.as_str()),
-                        *n,
-                        l.campaign,
-                    );
-                }
-                report.entries += 1;
+            for e in &entries {
+                recount.reservation(e, in_range);
             }
         }
-        report.releases = releases;
-        report.mismatches.extend(bad_releases);
+        report.entries = recount.entries;
+        report.releases = recount.releases;
+        report.mismatches.append(&mut recount.overlaps);
+        report.mismatches.append(&mut recount.bad_releases);
+        report.overshoots = std::mem::take(&mut recount.overshoots);
         report.overshoots.retain(|o| in_range(o.day));
-        report.sums = ledger_sums(&acct, &camp, in_range);
+        report.sums = recount.sums(in_range);
+        let (acct, camp) = (recount.accounts, recount.campaigns);
         // Stored counters must equal the ledger's totals (a day fully pruned from the
         // ledger is pruned from the counters too).
         for ((account, day), t) in &acct {
             let stored = self.account_day(account, *day)?;
-            if stored.reserved != t.day.reserved && in_range(*day) {
+            if stored.reserved != *t && in_range(*day) {
                 report.mismatches.push(format!(
-                    "account {account} {day}: stored {:?}, ledger {:?}",
-                    stored.reserved, t.day.reserved
+                    "account {account} {day}: stored {:?}, ledger {t:?}",
+                    stored.reserved
                 ));
             }
         }
@@ -721,20 +533,24 @@ impl Store {
             };
             owners.insert((kind.to_vec(), String::from_utf8_lossy(owner).into_owned()));
         }
+        if owners.is_empty() {
+            return Ok(());
+        }
+        // Operator holds, read once for every campaign owner.
+        let pauses = self.pauses()?;
         for (kind, owner) in owners {
             let active = if kind == b"c" {
-                self.trees[CAMPAIGNS]
+                let c = self.trees[CAMPAIGNS]
                     .get(owner.as_bytes())?
                     .map(|v| codec::decode_at::<super::Campaign>("campaign", owner.as_bytes(), &v))
-                    .transpose()?
-                    .is_some_and(|c| !c.paused)
-                    && !self.pauses()?.campaigns.contains(&owner)
+                    .transpose()?;
+                park::campaign_active(c.as_ref(), pauses.campaigns.contains(&owner))
             } else {
-                self.trees[ACCOUNTS]
+                let a = self.trees[ACCOUNTS]
                     .get(owner.as_bytes())?
                     .map(|v| codec::decode_at::<super::Account>("account", owner.as_bytes(), &v))
-                    .transpose()?
-                    .is_some_and(|a| !a.restricted)
+                    .transpose()?;
+                park::account_active(a.as_ref())
             };
             if active {
                 self.release(&kind, &owner, now)?;
@@ -757,25 +573,12 @@ impl Store {
             let before = a.clone();
             super::reserve::maintain(tx, &mut a, now, st, &mut turn.changes)?;
             let today = a.day_at(now);
-            let yesterday = today.pred_opt().unwrap_or(today);
-            let last = a.summarised_day.unwrap_or(yesterday);
-            let first = (last + Duration::days(1)).max(today - Duration::days(MAX_SUMMARY_DAYS));
-            let mut day = first;
-            while day < today {
+            for day in maintain::unsummarised(&a, today) {
                 let rec = tx.account_day(account, day)?;
-                turn.summaries.push(DaySummary {
-                    day,
-                    rec,
-                    invite_cap: a.invite_cap(&st.policy, day),
-                    ramp_ceiling: a.ramp_ceiling_on(day),
-                    health: a.health,
-                    inmail_balance: a.credits,
-                });
-                day += Duration::days(1);
+                turn.summaries.push(maintain::summary(&a, day, rec, st));
             }
             if let Some(s) = turn.summaries.last() {
-                debug_assert!(a.summarised_day.is_none_or(|d| d < s.day));
-                a.summarised_day = Some(s.day);
+                maintain::summarised(&mut a, s.day);
             }
             if a != before {
                 tx.put_account(&a)?;
@@ -810,15 +613,17 @@ impl Store {
                 .get(key.as_bytes())?
                 .map(|b| codec::decode_at("red zone", key.as_bytes(), &b))
                 .transpose()?;
-            if crate::policy::caps::red_zone(counter, v) {
-                if was != Some(v) {
+            match records::config_red_zone(counter, v, was) {
+                RedZoneNote::Log => {
                     out.push((counter.as_str(), v));
                     meta.insert(key.as_bytes(), codec::encode(&v))?;
                     changed = true;
                 }
-            } else if was.is_some() {
-                meta.remove(key.as_bytes())?;
-                changed = true;
+                RedZoneNote::Forget => {
+                    meta.remove(key.as_bytes())?;
+                    changed = true;
+                }
+                RedZoneNote::Keep => {}
             }
         }
         if changed {
