@@ -358,3 +358,43 @@ fn old_whole_actions_read_and_are_split_at_their_next_write() {
         "{pruned:?}"
     );
 }
+
+/// The commands that only read (`status`, `list`, `show`, `audit`) run by a newer
+/// build on an older store leave its format as it was, so the older build still opens
+/// it (a rollback stays possible); the first command that writes upgrades it.
+#[test]
+fn reading_an_older_store_with_a_newer_build_leaves_its_format() {
+    let (dir, path) = format_1_copy();
+    let config = dir.path().join("sendgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\nfsync = false\n[admin]\nsocket = \"{}\"\n",
+            path.display(),
+            dir.path().join("admin.sock").display()
+        ),
+    )
+    .expect("write config");
+    let sendgate = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendgate"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run sendgate");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "sendgate {args:?}: {err}");
+    };
+    assert_eq!(format_of(&path), 1);
+    for args in [
+        &["status", "--json"][..],
+        &["list", "--limit", "0"],
+        &["show", "q4/3"],
+        &["audit"],
+    ] {
+        sendgate(args);
+        assert_eq!(format_of(&path), 1, "sendgate {args:?} changed the format");
+    }
+    sendgate(&["pause", "--all"]);
+    assert_eq!(format_of(&path), 3, "a write upgrades the store first");
+}

@@ -61,7 +61,14 @@ fn from_store(config: &Config, socket: &Path, req: &Request) -> Result<Reply, i3
         e.exit_code()
     };
     // Never creates a store: a missing or empty path is an error naming it (exit 1).
-    let store = match Store::open_existing(path, Settings::from_config(config), opts) {
+    // A command that only reads leaves an older store in its format (an older build
+    // still opens it); one that writes upgrades it first.
+    let open = if req.mutates() {
+        Store::open_existing
+    } else {
+        Store::open_read_only
+    };
+    let store = match open(path, Settings::from_config(config), opts) {
         Ok(s) => s,
         Err(e @ StoreError::Locked { .. }) => {
             eprintln!(

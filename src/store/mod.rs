@@ -240,6 +240,9 @@ pub struct Store {
     mark: Option<Mutex<Mark>>,
     /// How long each `make_durable` took (`sendgate_store_durable_commit_seconds`).
     durable_times: std::sync::Arc<timing::DurableTimes>,
+    /// Opened by a command that only reads: an older format is not upgraded, so
+    /// nothing may be written (`open_read_only`).
+    read_only: bool,
 }
 
 /// The identity file as last written, and when.
@@ -294,13 +297,21 @@ impl Store {
     /// empty directory). A locked, corrupt, newer, emptied or replaced store is an error
     /// and is never replaced by an empty one (SPEC P5).
     pub fn open(path: &Path, settings: Settings, opts: OpenOptions) -> Result<Store, StoreError> {
-        Store::open_with(path, settings, opts, Mode::Create)
+        Store::open_with(path, settings, opts, Mode::Create, true)
     }
 
     /// Open an existing store and never create one: a missing path or an empty
     /// directory is `StoreError::NotFound` (the read-only commands, SPEC §8).
     pub fn open_existing(path: &Path, settings: Settings, opts: OpenOptions) -> Result<Store, StoreError> {
-        Store::open_with(path, settings, opts, Mode::Existing)
+        Store::open_with(path, settings, opts, Mode::Existing, true)
+    }
+
+    /// `open_existing` for a command that only reads (`status`, `list`, `show`,
+    /// `audit`): a store of an older format is read as it is and stays in that format,
+    /// so looking at a store with a newer build never makes an older build refuse it.
+    /// Such a store must not be written (`transact_mode` checks it in debug builds).
+    pub fn open_read_only(path: &Path, settings: Settings, opts: OpenOptions) -> Result<Store, StoreError> {
+        Store::open_with(path, settings, opts, Mode::Existing, false)
     }
 
     fn open_with(
@@ -308,6 +319,7 @@ impl Store {
         settings: Settings,
         opts: OpenOptions,
         mode: Mode,
+        upgrade: bool,
     ) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let not_found = || StoreError::NotFound { path: shown.clone() };
@@ -395,7 +407,12 @@ impl Store {
             synced: Mutex::new(identity::Synced::default()),
             mark: None,
             durable_times: std::sync::Arc::default(),
+            read_only: !upgrade,
         };
+        debug_assert!(
+            upgrade || mode == Mode::Existing,
+            "a store that may be created is written"
+        );
         store.check_format(matches!(found, Found::New(_)))?;
         let identity = store.check_identity(found, mode)?;
         store.mark = identity.map(|identity| {
@@ -424,7 +441,7 @@ impl Store {
                         supported: FORMAT_VERSION,
                     });
                 }
-                if found < FORMAT_VERSION {
+                if found < FORMAT_VERSION && !self.read_only {
                     // Format 1 -> 2 only added record kinds, and 2 -> 3 a record layout
                     // read beside the old one (an action is split at its next write):
                     // nothing stored changes but the number, one atomic insert made
@@ -688,6 +705,7 @@ impl Store {
         f: impl Fn(&Tx) -> tx::TxResult<T>,
     ) -> Result<Result<T, tx::Rejection>, StoreError> {
         use sled::transaction::{TransactionError, Transactional};
+        debug_assert!(!self.read_only, "a store opened read-only is written");
         self.op("transaction")?;
         let result = self
             .trees
