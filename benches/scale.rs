@@ -19,8 +19,8 @@
 //!    due, then run the daemon's loop shape on the real clock — sleep until
 //!    `next_wake`, tick when due — and measure process CPU time (all threads, sled's
 //!    included) over wall time.
-//! 4. `daemon` (after `ingest`, before `start`): the release `sendgate run` on that store
-//!    with a loopback upstream; time from spawning the process to the first request the
+//! 4. `daemon` (after `ingest`, before `start`): the release `sendgate run` on a copy of
+//!    that store with a loopback upstream; time from spawning the process to the first request the
 //!    upstream receives, and the worker's peak RSS then.
 //!
 //! `BENCH_SENDGATE=PATH` runs another build's `sendgate` in the `daemon` phase.
@@ -589,7 +589,12 @@ fn main() {
         }
     };
     let (apparent, allocated) = common::disk_usage(&store_path(&dir));
-    let daemon = child("daemon", &dir, "-");
+    // On a copy: its sends must not pace the accounts of the phases after it.
+    let daemon_dir = dir.join("daemon");
+    std::fs::create_dir_all(&daemon_dir).expect("daemon dir");
+    copy_dir(&store_path(&dir), &store_path(&daemon_dir));
+    let daemon = child("daemon", &daemon_dir, "-");
+    let _ = std::fs::remove_dir_all(&daemon_dir);
     eprintln!("  daemon: {daemon}");
     let start = child("start", &dir, "-");
     eprintln!("  start: {start}");
