@@ -19,6 +19,14 @@
 //!    due, then run the daemon's loop shape on the real clock — sleep until
 //!    `next_wake`, tick when due — and measure process CPU time (all threads, sled's
 //!    included) over wall time.
+//! 4. `daemon` (after `ingest`, before `start`): the release `sendgate run` on a copy of
+//!    that store with a loopback upstream; time from spawning the process to the first request the
+//!    upstream receives, and the worker's peak RSS then.
+//!
+//! `BENCH_SENDGATE=PATH` runs another build's `sendgate` in the `daemon` phase.
+//! `BENCH_KEEP=1` keeps a copy of the ingested store in `target/bench/scale-store-N`;
+//! `BENCH_STORE_FROM=DIR` starts from a copy of such a store instead of ingesting (and
+//! skips the big-file phase): for repeated start-up and memory runs on one store.
 
 mod common;
 
@@ -138,7 +146,8 @@ fn phase_ingest(dir: &Path, accounts: usize) -> Value {
         i = end;
     }
     assert_eq!(applied, total);
-    store.make_durable().expect("flush");
+    // As the worker leaves its store at a clean stop.
+    store.close().expect("clean close");
     json!({
         "actions": total,
         "files": file,
@@ -219,8 +228,19 @@ fn phase_bigfile(dir: &Path, n: usize) -> Value {
     })
 }
 
+/// Seconds since the parent spawned this phase's process (`BENCH_SPAWNED_AT_NS`).
+fn since_spawn_s() -> Option<f64> {
+    let at: u128 = std::env::var("BENCH_SPAWNED_AT_NS").ok()?.parse().ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(now.saturating_sub(at) as f64 / 1e9)
+}
+
 /// Phase 2: time from `Engine::new` to the first reservation, and RSS after it.
 fn phase_start(dir: &Path) -> Value {
+    let at_main_s = since_spawn_s();
     let now = common::bench_now();
     let t_open = Instant::now();
     let store = Store::open(&store_path(dir), common::settings(true), open_options()).expect("store opens");
@@ -243,6 +263,7 @@ fn phase_start(dir: &Path) -> Value {
         assert!(ticks < 1000, "no reservation after 1000 ticks");
     };
     let first_s = t0.elapsed().as_secs_f64();
+    let spawn_to_first_s = since_spawn_s();
     let counts = engine.store().state_counts().expect("counts");
     let (heap_in_use, heap_held) = heap_bytes();
     json!({
@@ -253,6 +274,8 @@ fn phase_start(dir: &Path) -> Value {
         "store_open_s": open_s,
         "engine_new_s": new_s,
         "first_reservation_s": first_s,
+        "process_to_main_s": at_main_s,
+        "process_to_first_reservation_s": spawn_to_first_s,
         "ticks": ticks,
         "events": events,
         "first_batch": first.len(),
@@ -359,10 +382,147 @@ fn phase_parked(dir: &Path, idle_s: f64) -> Value {
     })
 }
 
+/// A loopback upstream that answers every request `200 {}` and sends the instant each
+/// one arrived on the returned channel.
+fn loopback_upstream() -> (String, std::sync::mpsc::Receiver<Instant>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let Ok(mut w) = conn.try_clone() else { return };
+                let mut r = BufReader::new(conn);
+                let mut line = String::new();
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let _ = tx.send(Instant::now());
+                    let reply =
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    if w.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// Phase 4: the release `sendgate run` on the ingested store (default configuration but
+/// for paths, the loopback upstream and a clock at the bench's instant): time from
+/// spawning the process to the first request the upstream receives.
+fn phase_daemon(dir: &Path) -> Value {
+    use std::io::BufRead;
+    let (url, first) = loopback_upstream();
+    let cfg = dir.join("sendgate.toml");
+    let now = common::bench_now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\npath = \"{d}/store\"\n[spool]\ndir = \"{d}/spool\"\n\
+             [upstream]\nkind = \"http\"\nurl = \"{url}\"\ntimeout_s = 5\n\
+             [status]\npath = \"{d}/status.json\"\n[clock]\nstart = \"{now}\"\nspeed = 1.0\n",
+            d = dir.display()
+        ),
+    )
+    .expect("write config");
+    let t0 = Instant::now();
+    // `BENCH_SENDGATE`: another build's binary, for a side-by-side run.
+    let exe = std::env::var_os("BENCH_SENDGATE").unwrap_or_else(|| env!("CARGO_BIN_EXE_sendgate").into());
+    let mut worker = Command::new(exe)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sendgate run");
+    let pid = worker.id();
+    // The instant `worker_started` was logged (the store open and the engine built).
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let stderr = worker.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("\"worker_started\"") {
+                let _ = started_tx.send(Instant::now());
+            }
+        }
+    });
+    let got = first.recv_timeout(Duration::from_secs(120));
+    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    // SAFETY: `pid` is our own child, not yet waited for.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = worker.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            let _ = worker.kill();
+            let _ = worker.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let got = got.expect("the worker sent a request within 120 s");
+    let started = started.try_recv().ok();
+    json!({
+        "process_to_first_send_s": (got - t0).as_secs_f64(),
+        "process_to_worker_started_s": started.map(|t| (t - t0).as_secs_f64()),
+        "vm_hwm_kib_at_first_send": hwm,
+        "clean_exit": status.is_some_and(|s| s.success()),
+    })
+}
+
+/// `cp -a from to`: a store directory, as it is.
+fn copy_dir(from: &Path, to: &Path) {
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "copy {} to {}", from.display(), to.display());
+}
+
 /// Runs one phase in a child process and returns what it printed.
 fn child(phase: &str, dir: &Path, extra: &str) -> Value {
     let exe = std::env::current_exe().expect("own path");
+    let spawned = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
     let out = Command::new(exe)
+        .env("BENCH_SPAWNED_AT_NS", spawned.to_string())
         .args(["--phase", phase])
         .arg(dir)
         .arg(extra)
@@ -384,6 +544,7 @@ fn main() {
             "bigfile" => phase_bigfile(&dir, extra.parse().expect("actions")),
             "start" => phase_start(&dir),
             "parked" => phase_parked(&dir, extra.parse().expect("idle seconds")),
+            "daemon" => phase_daemon(&dir),
             other => panic!("unknown phase {other}"),
         };
         println!("{v}");
@@ -404,13 +565,37 @@ fn main() {
         common::loadavg()
     );
     let big_n = if mode == Mode::Smoke { 5_000 } else { 227_000 };
-    let bigfile = child("bigfile", &dir, &big_n.to_string());
-    eprintln!("  bigfile: {bigfile}");
-    let _ = std::fs::remove_dir_all(dir.join("big-store"));
-    let t = Instant::now();
-    let ingest = child("ingest", &dir, &accounts.to_string());
-    eprintln!("  ingest: {ingest} ({:.1}s)", t.elapsed().as_secs_f64());
+    let from = std::env::var_os("BENCH_STORE_FROM").map(PathBuf::from);
+    let (bigfile, ingest) = match &from {
+        Some(src) => {
+            copy_dir(src, &store_path(&dir));
+            eprintln!("  store copied from {}", src.display());
+            (Value::Null, Value::Null)
+        }
+        None => {
+            let bigfile = child("bigfile", &dir, &big_n.to_string());
+            eprintln!("  bigfile: {bigfile}");
+            let _ = std::fs::remove_dir_all(dir.join("big-store"));
+            let t = Instant::now();
+            let ingest = child("ingest", &dir, &accounts.to_string());
+            eprintln!("  ingest: {ingest} ({:.1}s)", t.elapsed().as_secs_f64());
+            if std::env::var_os("BENCH_KEEP").is_some() {
+                let keep = common::target_dir().join(format!("bench/scale-store-{accounts}"));
+                let _ = std::fs::remove_dir_all(&keep);
+                copy_dir(&store_path(&dir), &keep);
+                eprintln!("  kept the ingested store in {}", keep.display());
+            }
+            (bigfile, ingest)
+        }
+    };
     let (apparent, allocated) = common::disk_usage(&store_path(&dir));
+    // On a copy: its sends must not pace the accounts of the phases after it.
+    let daemon_dir = dir.join("daemon");
+    std::fs::create_dir_all(&daemon_dir).expect("daemon dir");
+    copy_dir(&store_path(&dir), &store_path(&daemon_dir));
+    let daemon = child("daemon", &daemon_dir, "-");
+    let _ = std::fs::remove_dir_all(&daemon_dir);
+    eprintln!("  daemon: {daemon}");
     let start = child("start", &dir, "-");
     eprintln!("  start: {start}");
     let parked = child("parked", &dir, &idle_s.to_string());
@@ -460,6 +645,22 @@ fn main() {
         "store on disk per queued action (bytes, apparent)",
         format!("{:.0}", apparent as f64 / n as f64),
     );
+    row(
+        "`sendgate run`: process start → first request upstream (s) (goal ≤ 0.5)",
+        format!("{:.3}", f(&daemon, "process_to_first_send_s")),
+    );
+    row(
+        "  the same: process start → `worker_started` (s)",
+        format!("{:.3}", f(&daemon, "process_to_worker_started_s")),
+    );
+    row(
+        "  the same: worker peak RSS at the first send (MiB)",
+        format!("{:.1}", kib(&daemon, "vm_hwm_kib_at_first_send")),
+    );
+    row(
+        "bench process start → first reservation (s)",
+        format!("{:.3}", f(&start, "process_to_first_reservation_s")),
+    );
     row("Store::open (s)", format!("{:.3}", f(&start, "store_open_s")));
     row("Engine::new (s)", format!("{:.3}", f(&start, "engine_new_s")));
     row(
@@ -479,7 +680,7 @@ fn main() {
         format!("{:.1}", f(&parked, "park_s")),
     );
     row(
-        "worker peak RSS after parking everything (MiB)",
+        "worker peak RSS after parking everything (MiB) (goal ≤ 200)",
         format!("{:.1}", kib(&parked, "after_park_vm_hwm_kib")),
     );
     row(
@@ -504,6 +705,13 @@ fn main() {
         "bigfile": bigfile,
         "start": start,
         "parked": parked,
+        "daemon": daemon,
+        // The goal rows of issue 13, in one place.
+        "goals": {
+            "peak_rss_mib_after_walk": kib(&parked, "after_park_vm_hwm_kib"),
+            "process_start_to_first_send_s": f(&daemon, "process_to_first_send_s"),
+            "store_bytes_per_queued_action": apparent as f64 / n as f64,
+        },
         "rss_mib_after_first_reservation": kib(&start, "vm_rss_kib"),
         "first_reservation_s": f(&start, "first_reservation_s"),
         "idle_cpu_pct_of_core": f(&parked, "idle_cpu_pct_of_core"),
@@ -512,6 +720,10 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     if mode == Mode::Smoke {
         assert_eq!(j["parked"]["queued_left"], 0, "everything parked");
+        assert_eq!(
+            j["daemon"]["clean_exit"], true,
+            "the worker stopped cleanly on SIGTERM"
+        );
         println!("smoke run ok");
     } else {
         let out = common::target_dir().join("bench/scale.json");

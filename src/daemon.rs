@@ -280,7 +280,14 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     match result {
         Ok(()) => {
             notify(&[sd_notify::NotifyState::Stopping]);
-            exit::OK
+            // In-flight calls are over (or abandoned at the stop deadline, as before);
+            // then the store is closed so that the next start replays no log.
+            let Worker { engine, runtime, .. } = worker;
+            drop(runtime);
+            match engine.into_store().close() {
+                Ok(()) => exit::OK,
+                Err(e) => store_failed(&e, &store_path),
+            }
         }
         Err(Fatal::Store(e)) => store_failed(&e, &store_path),
         Err(Fatal::Other(e)) => {

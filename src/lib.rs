@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod engine;
 pub mod log;
 pub mod logline;
+pub mod mem;
 pub mod metrics;
 pub mod rules;
 /// The pure policy core, a crate of its own (`crates/policy`).

@@ -1113,3 +1113,62 @@ fn a_configured_red_zone_cap_is_logged_once_per_value_not_at_every_start() {
     e.tick(now).expect("tick");
     assert_eq!(red(&mut e), vec![("invites".to_string(), 96)]);
 }
+
+#[test]
+fn a_restart_turns_each_account_s_day_before_its_first_dispatch_however_many_accounts() {
+    use sendgate::engine::MAX_TURNS_PER_TICK;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day1 = utc("2026-11-25T10:00:00Z");
+    // More accounts than one tick turns: the accounts with work come after the first
+    // tick's turns, so each is dispatched before the bounded loop reaches it.
+    let n = MAX_TURNS_PER_TICK + 44;
+    let id = |i: usize| format!("a{i:04}");
+    {
+        let mut run = engine_at(dir.path(), quiet_settings(), day1);
+        let mut text = campaign_line("c1", 5000, "") + "\n";
+        for i in 0..n {
+            text += &account_line(&id(i), "");
+            text += "\n";
+        }
+        run.apply_text("accounts.jsonl", &text).expect("apply");
+        run.run_until(day1 + Duration::minutes(1), &mut always(Outcome::Sent))
+            .expect("run");
+    }
+    // Started again on day 2: every account has day 1 to summarise.
+    let day2 = utc("2026-11-26T01:00:00Z");
+    let mut run = engine_at(dir.path(), quiet_settings(), day2);
+    let text: String = (MAX_TURNS_PER_TICK..n)
+        .map(|i| action_line(&format!("x{i:04}"), "c1", &id(i), "message") + "\n")
+        .collect();
+    run.apply_text("work.jsonl", &text).expect("apply");
+    run.run_until(day2 + Duration::minutes(10), &mut always(Outcome::Sent))
+        .expect("run");
+    let mut summaries: BTreeMap<String, Vec<chrono::NaiveDate>> = BTreeMap::new();
+    let mut dispatched_unturned = Vec::new();
+    for (_, e) in &run.log {
+        match e {
+            Event::DaySummary { account, day, .. } => {
+                summaries.entry(account.clone()).or_default().push(*day)
+            }
+            Event::ActionReserved { account, .. } if !summaries.contains_key(account) => {
+                dispatched_unturned.push(account.clone())
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        dispatched_unturned,
+        Vec::<String>::new(),
+        "an account was dispatched on day 2 before its day turn"
+    );
+    assert_eq!(
+        run.events("action_sent").count(),
+        n - MAX_TURNS_PER_TICK,
+        "every action went"
+    );
+    assert_eq!(summaries.len(), n, "every account's day turned");
+    assert!(
+        summaries.values().all(|d| *d == vec![day1.date_naive()]),
+        "day 1 once for each: {summaries:?}"
+    );
+}

@@ -1052,3 +1052,61 @@ fn audit_reports_days_that_overlap_in_real_time() {
         "{audit:?}"
     );
 }
+
+// ---- a clean close leaves sled a snapshot (start-up time, BENCHMARKS.md Scale) ----
+
+/// sled's snapshot files in `store`, by name (`snap.<lsn>`: the log position it covers).
+fn snapshots(store: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(store)
+        .expect("read store dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("snap."))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_clean_close_leaves_a_snapshot_so_the_next_open_replays_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T10:00:00Z");
+    let path = dir.path().join("store");
+    let backlog = |prefix: &str| {
+        let mut text = format!("{}\n{}\n", account_line("a1", ""), campaign_line("c1", 1000, ""));
+        for i in 0..200 {
+            text.push_str(&action_line(&format!("{prefix}{i}"), "c1", "a1", "message"));
+            text.push('\n');
+        }
+        text
+    };
+    // The control: written and dropped, the next open replays the log and snapshots
+    // where it got to, so the snapshot moves.
+    let s = open(dir.path(), Settings::default());
+    apply(&s, "1.jsonl", &backlog("x"), now);
+    s.make_durable().expect("durable");
+    drop(s);
+    let before = snapshots(&path);
+    let s = open(dir.path(), Settings::default());
+    let after = snapshots(&path);
+    assert_ne!(
+        before, after,
+        "an open after a plain drop replays the log and writes a new snapshot"
+    );
+    // Written and closed: the close snapshots the tip, the next open has nothing to replay.
+    apply(&s, "2.jsonl", &backlog("y"), now);
+    s.close().expect("clean close");
+    let closed = snapshots(&path);
+    assert_eq!(closed.len(), 1, "one snapshot, the old ones removed: {closed:?}");
+    assert_ne!(closed, after, "the close wrote a snapshot of the new tip");
+    let s = open(dir.path(), Settings::default());
+    assert_eq!(
+        snapshots(&path),
+        closed,
+        "nothing was replayed, so no new snapshot"
+    );
+    // And the data is whole.
+    let queued = s.state_counts().expect("counts")[State::Queued.index()];
+    assert_eq!(queued, 400, "every action of both files is there");
+    assert!(s.action("y199").expect("read").is_some());
+}

@@ -34,8 +34,15 @@ use std::time::Instant;
 pub const MAX_RESERVE_BATCH: usize = 64;
 /// Reservation attempts per `tick` before it yields (it asks to be woken at once).
 pub const MAX_RESERVATIONS_PER_TICK: usize = 4096;
+/// Events (each parked action logs one) after which `dispatch` yields: walking a
+/// million-action backlog, one tick once held 250,000 of them.
+pub const MAX_EVENTS_PER_TICK: usize = 16_384;
 /// Promotion rounds (of `store::PROMOTE_BATCH` each) per `tick`.
 pub const MAX_PROMOTE_ROUNDS: usize = 64;
+/// Day turns per `tick` before it dispatches and yields (it asks to be woken at once):
+/// at start-up every account has one due, and one is a store transaction. An account
+/// about to be dispatched has its own due turn first (`candidate`).
+pub const MAX_TURNS_PER_TICK: usize = 256;
 /// Actions parked per backlog transaction when a counter is exhausted.
 pub const MAX_PARK_BATCH: usize = 4096;
 /// When a reservation is skipped for a reason the engine did not foresee (a race with
@@ -82,6 +89,11 @@ struct Sched {
     inflight: bool,
     last_campaign: Option<String>,
     day: NaiveDate,
+    /// This account's entry in `turns` (at most one: the earliest).
+    turn_at: Option<DateTime<Utc>>,
+    /// Woken without knowing whether it has a ready action (at start-up, after a file):
+    /// `candidate` looks at the ready index before anything else.
+    check_ready: bool,
 }
 
 pub struct Engine {
@@ -118,6 +130,8 @@ pub struct Engine {
     fleet: Option<fleet::Fleet>,
     /// When the file being applied last logged `file_progress`.
     progress_at: Instant,
+    /// Work since the heap was last given back (`mem`).
+    churn: crate::mem::Churn,
 }
 
 fn change_event(c: Change) -> Event {
@@ -187,6 +201,7 @@ impl Engine {
             feed: None,
             fleet: None,
             progress_at: Instant::now(),
+            churn: crate::mem::Churn::default(),
         };
         let rec = e.store.recover(now)?;
         for id in rec.unknown.iter().chain(&rec.requeued) {
@@ -234,6 +249,11 @@ impl Engine {
         &mut self.store
     }
 
+    /// The store, for a clean close (`Store::close`) once the engine is done.
+    pub fn into_store(self) -> Store {
+        self.store
+    }
+
     pub fn config_mut(&mut self) -> &mut EngineConfig {
         &mut self.cfg
     }
@@ -257,13 +277,10 @@ impl Engine {
                         // A changed zone can only end the current day later; a turn at
                         // the new end makes sure it is not missed.
                         s.zones = zones;
-                        self.turns.insert((zones.start_of_next_day(now), a.id.clone()));
+                        self.plan_turn(&a.id, zones.start_of_next_day(now));
                     }
                 }
                 None => {
-                    // A turn now: it summarises any day that ended while the worker
-                    // was stopped (the store remembers the last one summarised).
-                    self.turns.insert((now, a.id.clone()));
                     // Pacing survives a restart: the gap counts from the last reservation.
                     let gap = next_gap_s(self.cfg.min_gap_s, self.cfg.max_gap_s, &mut self.rng);
                     let next_ok = a
@@ -281,15 +298,62 @@ impl Engine {
                             inflight: false,
                             last_campaign: None,
                             day: zones.day_at(now),
+                            turn_at: None,
+                            check_ready: false,
                         },
                     );
+                    // A turn now: it summarises any day that ended while the worker
+                    // was stopped (the store remembers the last one summarised).
+                    self.plan_turn(&a.id, now);
                 }
             }
-        }
-        for id in self.store.ready_accounts()? {
-            self.schedule_min(&id, now);
+            // Every account is woken, each to look at its own ready actions when its
+            // turn in `dispatch` comes: no scan of the whole ready index here, so a
+            // million queued actions do not delay the first send (or a file's apply).
+            if let Some(s) = self.accounts.get_mut(&a.id) {
+                s.check_ready = true;
+            }
+            self.schedule_min(&a.id, now);
         }
         Ok(())
+    }
+
+    /// Plan a day turn of `account` at `at`, unless one is planned no later. One entry
+    /// an account is enough: every turn plans the next one from the zones in force.
+    fn plan_turn(&mut self, account: &str, at: DateTime<Utc>) {
+        let Some(s) = self.accounts.get_mut(account) else {
+            return;
+        };
+        match s.turn_at {
+            Some(t) if t <= at => return,
+            Some(t) => {
+                self.turns.remove(&(t, account.to_string()));
+            }
+            None => {}
+        }
+        s.turn_at = Some(at);
+        self.turns.insert((at, account.to_string()));
+        debug_assert!(
+            self.turns.len() <= self.accounts.len(),
+            "one turn an account at most"
+        );
+    }
+
+    /// Run `account`'s day turn now if one is due.
+    fn turn_if_due(&mut self, account: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let Some(t) = self
+            .accounts
+            .get(account)
+            .and_then(|s| s.turn_at)
+            .filter(|t| *t <= now)
+        else {
+            return Ok(());
+        };
+        self.turns.remove(&(t, account.to_string()));
+        if let Some(s) = self.accounts.get_mut(account) {
+            s.turn_at = None;
+        }
+        self.day_turn(account, now)
     }
 
     /// Wake `account` at `at`, replacing any earlier plan.
@@ -394,6 +458,8 @@ impl Engine {
                 self.events
                     .extend(a.effects.iter().map(|e| operator::effect_event(name, e)));
                 self.sync_accounts(now)?;
+                self.churn.add(u64::from(a.actions));
+                self.give_back_if_churned();
             }
             ApplyOutcome::AlreadyApplied => {}
             ApplyOutcome::Rejected(r) => self.events.push(Event::FileRejected {
@@ -444,19 +510,47 @@ impl Engine {
                 break;
             }
         }
-        while let Some((t, account)) = self.turns.first().cloned() {
+        for done in 0.. {
+            let Some((t, account)) = self.turns.first().cloned() else {
+                break;
+            };
             if t > now {
                 break;
             }
+            if done >= MAX_TURNS_PER_TICK {
+                // The rest in the next ticks; an account dispatched before then turns
+                // its own day first (`candidate`).
+                self.more = true;
+                break;
+            }
             self.turns.remove(&(t, account.clone()));
+            if let Some(s) = self.accounts.get_mut(&account) {
+                debug_assert_eq!(s.turn_at, Some(t), "`turns` and `turn_at` agree");
+                s.turn_at = None;
+            }
             self.day_turn(&account, now)?;
         }
-        self.check_feedback(now)?;
-        self.dispatch(now)
+        let out = self.dispatch(now)?;
+        if out.is_empty() {
+            // It reads every account: on a tick that hands nothing out, so that it
+            // never delays a send (the first tick after a start, above all).
+            self.check_feedback(now)?;
+        }
+        self.give_back_if_churned();
+        Ok(out)
+    }
+
+    /// After enough work (a backlog walked and parked, every account's day turned, a
+    /// big file), give the heap's free pages back.
+    fn give_back_if_churned(&mut self) {
+        if self.churn.trim_due() {
+            crate::mem::give_back();
+        }
     }
 
     /// Once per UTC day: while no `invite_accepted` has ever reached the worker, say so
-    /// (SPEC §3.4). A clock that steps back does not log it again.
+    /// (SPEC §3.4). A clock that steps back does not log it again. Checked on the first
+    /// tick of the day that reserves nothing.
     fn check_feedback(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
         let day = now.date_naive();
         if self.feedback_day.is_some_and(|d| d >= day) {
@@ -474,10 +568,11 @@ impl Engine {
             return Ok(());
         }
         let turn = self.store.day_turn(account, now)?;
+        self.churn.add(1);
         let Some(next) = turn.next else {
             return Ok(());
         };
-        self.turns.insert((next, account.to_string()));
+        self.plan_turn(account, next);
         self.events.extend(turn.changes.into_iter().map(change_event));
         for d in &turn.summaries {
             self.events.push(Event::DaySummary {
@@ -557,7 +652,9 @@ impl Engine {
             for r in results {
                 self.on_reserve_result(r, now, &mut out)?;
             }
-            if attempts >= MAX_RESERVATIONS_PER_TICK {
+            if attempts >= MAX_RESERVATIONS_PER_TICK || self.events.len() >= MAX_EVENTS_PER_TICK {
+                // The rest in the next tick; the caller logs and drops these events
+                // first, so a walked backlog never piles up in memory.
                 self.more = true;
                 return Ok(out);
             }
@@ -573,6 +670,20 @@ impl Engine {
         s.wake_at = None;
         if s.inflight {
             return Ok(None); // `complete` reschedules it
+        }
+        if std::mem::take(&mut s.check_ready) && !self.store.has_ready(account)? {
+            // Nothing to send: a promotion, an event or a file wakes it again.
+            return Ok(None);
+        }
+        // A new local day is turned before anything is dispatched on it.
+        self.turn_if_due(account, now)?;
+        let Some(s) = self.accounts.get_mut(account) else {
+            return Ok(None);
+        };
+        if let Some(w) = s.wake_at.take() {
+            // Its turn woke it for the new day: that is this very wake.
+            debug_assert!(w <= now, "a day turn wakes an account now");
+            self.wake.remove(&(w, account.to_string()));
         }
         let (next_ok, last) = (s.next_ok, s.last_campaign.clone());
         let Some(a) = self.store.account(account)? else {
@@ -623,6 +734,7 @@ impl Engine {
                     s.last_campaign = Some(res.campaign.clone());
                     s.next_ok = now + Duration::seconds(gap as i64);
                 }
+                self.churn.add(1);
                 self.inflight += 1;
                 self.events.push(Event::ActionReserved {
                     action: res.request.id.clone(),
@@ -674,6 +786,7 @@ impl Engine {
                         .store
                         .park_backlog(&account, only, hold, now, MAX_PARK_BATCH)?
                     {
+                        self.churn.add(1);
                         self.events.push(Event::ActionParked {
                             action: p.action,
                             account: account.clone(),

@@ -114,6 +114,10 @@ const META_FEEDBACK_SEEN: &[u8] = b"feedback_seen";
 /// current one; an emptied or replaced store always is (the store id).
 pub const MARK_EVERY: Duration = Duration::from_secs(60);
 
+/// How long `Store::close` waits for sled to let go of the lock of the handle it
+/// dropped before reopening it.
+const CLOSE_LOCK_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path} is locked by another sendgate ({detail}): is another worker running?")]
@@ -591,6 +595,45 @@ impl Store {
     /// Write the ledger high-water mark to the identity file now (at a clean stop).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.mark_now(true)
+    }
+
+    /// A clean close (the worker's stop): everything durable and the identity's mark
+    /// current, then sled opened once more and closed. sled writes its snapshot (where
+    /// every page lives) only while it opens, and every open replays the log written
+    /// since the last snapshot: without this, a start after weeks of running reads the
+    /// whole `db` file first (1.3–1.6 s for a million queued actions), with it nothing.
+    /// A crash in here loses nothing: the data is durable before sled is reopened, the
+    /// snapshot is sled's own (written, synced, renamed), and without it the next open
+    /// replays the log as always.
+    pub fn close(self) -> Result<(), StoreError> {
+        self.make_durable()?;
+        self.checkpoint()?;
+        let path = self.path.clone();
+        drop(self);
+        // sled lets go of its file lock from a background thread a moment after the
+        // handle is dropped.
+        let deadline = Instant::now() + CLOSE_LOCK_WAIT;
+        loop {
+            let opened = sled::Config::new()
+                .path(&path)
+                // Nothing is read: the open's recovery is the point.
+                .cache_capacity(1024 * 1024)
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                Ok(db) => {
+                    // Dropping it flushes and syncs (nothing was written).
+                    drop(db);
+                    return Ok(());
+                }
+                Err(sled::Error::Io(ref e))
+                    if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Before a flush: if the mark is due (or `force`), keep the data's mark in `meta`

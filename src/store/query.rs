@@ -247,6 +247,16 @@ impl Store {
         Ok(accounts)
     }
 
+    /// Whether `account` has a ready action (one seek).
+    pub fn has_ready(&self, account: &str) -> Result<bool, StoreError> {
+        self.op("scan ready")?;
+        Ok(self.trees[READY]
+            .scan_prefix(codec::account_prefix(account))
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
     /// Accounts with at least one ready action, in id order (one seek per account).
     pub fn ready_accounts(&self) -> Result<Vec<String>, StoreError> {
         self.op("scan ready")?;
