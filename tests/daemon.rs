@@ -905,17 +905,12 @@ fn a_store_read_failing_for_the_status_file_exits_74() {
     // Only the status file reads the per-state counts of an idle store: make them
     // undecodable behind the store's back.
     let store = dir.path().join("store");
-    for _ in 0..400 {
-        match sled::open(&store) {
-            Ok(db) => {
-                let meta = db.open_tree("meta").expect("meta");
-                meta.insert("state_counts", &[0xffu8, 0xff, 0xff][..])
-                    .expect("write");
-                db.flush().expect("flush");
-                break;
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-        }
+    {
+        let db = common::raw_sled(&store);
+        let meta = db.open_tree("meta").expect("meta");
+        meta.insert("state_counts", &[0xffu8, 0xff, 0xff][..])
+            .expect("write");
+        db.flush().expect("flush");
     }
     std::thread::sleep(Duration::from_millis(200)); // sled lets go of its lock
     let (code, log) = run_to_exit(dir.path(), &cfg);

@@ -51,17 +51,7 @@ fn visible(store: &Store, id: &str) -> (usize, u64, bool, bool) {
 /// How many action bodies the store at `dir` holds, read with sled directly (the store
 /// must be closed; sled may hold its lock a moment after the last handle went).
 fn bodies(dir: &std::path::Path) -> usize {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let db = loop {
-        match sled::open(dir.join("store")) {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("store still locked ({e}), retrying");
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => panic!("raw open: {e}"),
-        }
-    };
+    let db = common::raw_sled(&dir.join("store"));
     db.open_tree("bodies").expect("bodies").len()
 }
 

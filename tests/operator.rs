@@ -7,7 +7,7 @@ mod common;
 
 use common::http::{read_request, reply};
 use common::worker::{wait_until, Worker, DEADLINE};
-use common::{account_line, action_line, campaign_line};
+use common::{account_line, action_line, campaign_line, cli};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
@@ -97,21 +97,6 @@ fn drop_file(dir: &Path, name: &str, text: &str) {
     let spool = dir.join("spool");
     wait_until("the spool", || spool.join("incoming").is_dir());
     common::drop_job_file(&spool, name, text);
-}
-
-/// `sendgate ARGS --config CONFIG`: (exit code, stdout, stderr).
-fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run sendgate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn ok(config: &Path, args: &[&str]) -> String {

@@ -240,18 +240,7 @@ fn an_unknown_kind_tag_is_refused_naming_the_action_and_its_key() {
 /// The layout of each action in a store's raw trees: `actions` value's first byte (0:
 /// whole, format 1 and 2; 1: its state, format 3) and whether `bodies` holds its body.
 fn layouts(path: &Path) -> std::collections::BTreeMap<String, (u8, bool)> {
-    // sled may hold the lock a moment after the store's last handle went.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let db = loop {
-        match sled::open(path) {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("store still locked ({e}), retrying");
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => panic!("raw open: {e}"),
-        }
-    };
+    let db = common::raw_sled(path);
     let (actions, bodies) = (
         db.open_tree("actions").expect("actions"),
         db.open_tree("bodies").expect("bodies"),
@@ -376,14 +365,8 @@ fn reading_an_older_store_with_a_newer_build_leaves_its_format() {
     )
     .expect("write config");
     let sendgate = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendgate"))
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .expect("run sendgate");
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(0), "sendgate {args:?}: {err}");
+        let (code, _, err) = common::cli(&config, args);
+        assert_eq!(code, 0, "sendgate {args:?}: {err}");
     };
     assert_eq!(format_of(&path), 1);
     for args in [

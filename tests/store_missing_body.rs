@@ -6,7 +6,7 @@
 mod common;
 
 use common::worker::Worker;
-use common::{account_line, action_line, apply, campaign_line, open, utc};
+use common::{account_line, action_line, apply, campaign_line, cli, open, utc};
 use sendgate::store::Settings;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,37 +58,13 @@ fn damaged_store(dir: &Path) {
         );
         apply(&store, "f.jsonl", &text, utc("2026-03-02T09:00:00Z"));
     }
-    let deadline = std::time::Instant::now() + common::worker::DEADLINE;
-    let db = loop {
-        match sled::open(dir.join("store")) {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("store still locked ({e}), retrying");
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => panic!("raw open: {e}"),
-        }
-    };
+    let db = common::raw_sled(&dir.join("store"));
     let bodies = db.open_tree("bodies").expect("bodies");
     assert!(
         bodies.remove("lost").expect("remove").is_some(),
         "lost had a body"
     );
     db.flush().expect("flush");
-}
-
-fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run sendgate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -52,6 +52,37 @@ pub fn open_with(path: &Path, settings: Settings, opts: OpenOptions) -> Result<S
     }
 }
 
+/// The store's sled database at `path`, opened directly (the store must be closed),
+/// waiting (bounded) while sled still holds the lock of a handle just dropped.
+pub fn raw_sled(path: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("store still locked ({e}), retrying");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("raw open of {}: {e}", path.display()),
+        }
+    }
+}
+
+/// `sendgate ARGS --config CONFIG`: (exit code, stdout, stderr).
+pub fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run sendgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Parse and apply a job file; panics unless it applied.
 pub fn apply(store: &Store, name: &str, text: &str, now: DateTime<Utc>) {
     parse_file(name, text.as_bytes()).expect("valid job file");
