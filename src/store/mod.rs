@@ -118,6 +118,12 @@ pub const MARK_EVERY: Duration = Duration::from_secs(60);
 /// dropped before reopening it.
 const CLOSE_LOCK_WAIT: Duration = Duration::from_secs(10);
 
+/// sled's open failed because another handle (another process, or one of ours just
+/// dropped) still holds the store's file lock.
+fn lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path} is locked by another sendgate ({detail}): is another worker running?")]
@@ -377,15 +383,13 @@ impl Store {
             .flush_every_ms(None)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked {
-                        path: shown.clone(),
-                        detail: match identity::lock_holder(&path.join("db")) {
-                            Some(pid) => format!("pid {pid}"),
-                            None => "pid unknown".into(),
-                        },
-                    }
-                }
+                ref locked if lock_held(locked) => StoreError::Locked {
+                    path: shown.clone(),
+                    detail: match identity::lock_holder(&path.join("db")) {
+                        Some(pid) => format!("pid {pid}"),
+                        None => "pid unknown".into(),
+                    },
+                },
                 sled::Error::Io(source) => StoreError::Io {
                     op: "open",
                     path: shown.clone(),
@@ -626,9 +630,7 @@ impl Store {
                     drop(db);
                     return Ok(());
                 }
-                Err(sled::Error::Io(ref e))
-                    if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
-                {
+                Err(ref e) if lock_held(e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(e) => return Err(e.into()),
