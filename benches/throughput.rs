@@ -120,6 +120,8 @@ struct Ingest {
     parse_per_s: f64,
     apply_per_s: f64,
     total_per_s: f64,
+    /// Process CPU time (all threads, sled's included) of `apply`, per action.
+    apply_cpu_us: f64,
 }
 
 /// Ingest: one file of `n` actions, parsed and applied (in chunks, durable).
@@ -132,11 +134,13 @@ fn ingest(dir: &Path, n: usize, accounts: usize) -> Ingest {
     let records = parse_file("01-actions.jsonl", text.as_bytes()).expect("valid job file");
     let parse_s = t0.elapsed().as_secs_f64();
     drop(records);
+    let cpu0 = common::cpu_time_rusage();
     let t1 = Instant::now();
     let out = store
         .apply("01-actions.jsonl", text.as_bytes(), common::bench_now())
         .expect("store works");
     let apply_s = t1.elapsed().as_secs_f64();
+    let apply_cpu_s = (common::cpu_time_rusage() - cpu0).as_secs_f64();
     match out {
         ApplyOutcome::Applied(a) => assert_eq!(a.actions as usize, n, "every action applied"),
         other => panic!("ingest did not apply: {other:?}"),
@@ -145,6 +149,7 @@ fn ingest(dir: &Path, n: usize, accounts: usize) -> Ingest {
         parse_per_s: n as f64 / parse_s,
         apply_per_s: n as f64 / apply_s,
         total_per_s: n as f64 / apply_s,
+        apply_cpu_us: 1e6 * apply_cpu_s / n as f64,
     }
 }
 
@@ -288,7 +293,10 @@ fn main() {
             "ingest" => repeat(sz.reps, "ingest", |r| {
                 let d = dir.join(format!("ingest-{r}"));
                 let i = ingest(&d, sz.ingest, sz.accounts);
-                eprintln!("  parse {:.0}/s, apply {:.0}/s", i.parse_per_s, i.apply_per_s);
+                eprintln!(
+                    "  parse {:.0}/s, apply {:.0}/s; apply's process CPU {:.1} µs per action",
+                    i.parse_per_s, i.apply_per_s, i.apply_cpu_us
+                );
                 i.total_per_s
             }),
             "single" | "batched" | "single-nofsync" | "batched-nofsync" => {
