@@ -25,6 +25,7 @@ use crate::store::codec::ms;
 use crate::store::records::{Account, AccountDayRec, Action, LedgerEntry, LedgerRelease, State};
 use crate::store::Settings;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use std::borrow::Cow;
 
 /// The reason of an action parked by a `restricted` answer; it waits on its account.
 pub const ACCOUNT_RESTRICTED: &str = "account_restricted";
@@ -159,16 +160,18 @@ impl OutcomeEffects {
 pub fn effects(i: &OutcomeInput) -> Result<OutcomeEffects, Inconsistent> {
     let (old, now, st) = (i.action, i.now, i.settings);
     debug_assert!(awaits_outcome(old), "only an action in flight takes an outcome");
-    let mut acct = i.account.clone();
+    // Cloned only by an answer that changes the account.
+    let mut acct = Cow::Borrowed(i.account);
     let today = acct.day_at(now);
-    let mut a = old.clone();
+    // The action after the answer: `a` is `fx.action`, changed in place.
+    let mut fx = OutcomeEffects::only(old.clone());
+    let a = &mut fx.action;
     a.updated_ms = ms(now);
     if i.probe {
         // A probe is not one of the action's attempts (SPEC §5 "Upstream down").
         debug_assert!(a.retries >= 1, "a probe was reserved, so counted once");
         a.retries = a.retries.saturating_sub(1);
     }
-    let mut fx = OutcomeEffects::only(old.clone());
     let retry = |a: &mut Action, why: &str| {
         if a.retries < st.max_attempts {
             a.state = State::Queued;
@@ -188,11 +191,11 @@ pub fn effects(i: &OutcomeInput) -> Result<OutcomeEffects, Inconsistent> {
                 sent: Some(a.kind),
                 ..DayDelta::default()
             };
-            let link = (acct.id.clone(), a.prospect.clone(), a.id.clone());
+            let link = |a: &Action| (acct.id.clone(), a.prospect.clone(), a.id.clone());
             if a.kind == Kind::Invite {
                 delta.invites_sent = 1;
                 a.sent_day = Some(today);
-                let (account, prospect, action) = link;
+                let (account, prospect, action) = link(a);
                 fx.links.push(Link::Invite {
                     account,
                     prospect,
@@ -201,7 +204,7 @@ pub fn effects(i: &OutcomeInput) -> Result<OutcomeEffects, Inconsistent> {
             } else if a.kind == Kind::Inmail {
                 // The last InMail to this prospect: a reply named by account and
                 // prospect returns its credit (SPEC §9).
-                let (account, prospect, action) = link;
+                let (account, prospect, action) = link(a);
                 fx.links.push(Link::Inmail {
                     account,
                     prospect,
@@ -212,7 +215,8 @@ pub fn effects(i: &OutcomeInput) -> Result<OutcomeEffects, Inconsistent> {
         }
         Outcome::RateLimited { retry_after_s } => {
             let until = park::rate_limit_hold(&acct, now, *retry_after_s);
-            acct.held_until_ms = Some(acct.held_until_ms.unwrap_or(0).max(ms(until)));
+            let held = acct.held_until_ms.unwrap_or(0).max(ms(until));
+            acct.to_mut().held_until_ms = Some(held);
             fx.counters = Some(DayDelta {
                 day: today,
                 rate_limits: 1,
@@ -224,7 +228,7 @@ pub fn effects(i: &OutcomeInput) -> Result<OutcomeEffects, Inconsistent> {
                 rate_limits: i.signals.rate_limits + 1,
                 ..i.signals
             };
-            maintain::judge_health(&mut acct, sig, st, &mut fx.changes);
+            maintain::judge_health(acct.to_mut(), sig, st, &mut fx.changes);
             fx.changes.push(Change::AccountHeld {
                 account: acct.id.clone(),
                 until,
@@ -238,7 +242,7 @@ pub fn effects(i: &OutcomeInput) -> Result<OutcomeEffects, Inconsistent> {
             a.reason = Some("out_of_network".into());
         }
         Outcome::Restricted => {
-            acct.restricted = true;
+            acct.to_mut().restricted = true;
             if acct.health != Health::Restricted {
                 fx.changes.push(Change::HealthChanged {
                     account: acct.id.clone(),
@@ -247,7 +251,7 @@ pub fn effects(i: &OutcomeInput) -> Result<OutcomeEffects, Inconsistent> {
                     reason: health::REASON_RESTRICTED,
                     health_reason: "restricted: the upstream answered `restricted`".into(),
                 });
-                acct.health = Health::Restricted;
+                acct.to_mut().health = Health::Restricted;
             }
             a.state = State::Parked;
             a.reason = Some(ACCOUNT_RESTRICTED.into());
@@ -255,7 +259,7 @@ pub fn effects(i: &OutcomeInput) -> Result<OutcomeEffects, Inconsistent> {
             fx.waiting_on = Some(WaitOn::Account(old.account.clone()));
         }
         Outcome::NoCredits => {
-            acct.credits = 0;
+            acct.to_mut().credits = 0;
             a.state = State::Parked;
             a.reason = Some("no_credits".into());
             a.until_ms = Some(ms(park::no_credits_until(&acct, now)));
@@ -266,17 +270,17 @@ pub fn effects(i: &OutcomeInput) -> Result<OutcomeEffects, Inconsistent> {
         }
         Outcome::NotDelivered { reason } => {
             if let Some(r) = i.reserved {
-                let release = release(old, &mut acct, r, now, st)?;
+                let release = release(old, acct.to_mut(), r, now, st)?;
                 if release.record.kind == Kind::Inmail {
-                    fx.account = Some(acct.clone());
+                    fx.account = Some(acct.clone().into_owned());
                 }
                 fx.release = Some(release);
             }
-            retry(&mut a, &format!("not_delivered: {reason}"));
+            retry(a, &format!("not_delivered: {reason}"));
         }
         Outcome::MaybeDelivered { reason } => {
             if st.idempotent {
-                retry(&mut a, &format!("maybe_delivered: {reason}"));
+                retry(a, &format!("maybe_delivered: {reason}"));
             } else {
                 a.state = State::Unknown;
                 a.reason = Some(format!("maybe_delivered: {reason}"));
@@ -284,9 +288,8 @@ pub fn effects(i: &OutcomeInput) -> Result<OutcomeEffects, Inconsistent> {
         }
     }
     if binding(i.outcome) {
-        fx.account = Some(acct);
+        fx.account = Some(acct.into_owned());
     }
-    fx.action = a;
     Ok(fx)
 }
 

@@ -129,12 +129,17 @@ pub fn decide(i: &ReserveInput) -> ReserveDecision {
     else {
         return ReserveDecision::Skip(UNKNOWN_CAMPAIGN);
     };
-    let mut parked = action.clone();
-    parked.state = State::Parked;
-    parked.updated_ms = ms(now);
+    // The action as parked, built only when it parks: an admission clones it once.
+    let parked = |reason: String, until_ms: Option<i64>| {
+        let mut p = action.clone();
+        p.state = State::Parked;
+        p.updated_ms = ms(now);
+        p.reason = Some(reason);
+        p.until_ms = until_ms;
+        p
+    };
     if campaign.paused || operator_hold {
-        parked.reason = Some(CAMPAIGN_PAUSED.into());
-        parked.until_ms = None;
+        let parked = parked(CAMPAIGN_PAUSED.into(), None);
         return ReserveDecision::Park {
             action: Box::new(parked),
             waiting_on: Some(WaitOn::Campaign(campaign.id.clone())),
@@ -160,8 +165,7 @@ pub fn decide(i: &ReserveInput) -> ReserveDecision {
         Decision::Blocked(blocker) => {
             let weekly_cap = limits.weekly_invites.unwrap_or(u32::MAX);
             let until = park::until(acct, campaign.tz(), blocker, now, week, weekly_cap);
-            parked.reason = Some(blocker.name());
-            parked.until_ms = Some(ms(until));
+            let parked = parked(blocker.name(), Some(ms(until)));
             ReserveDecision::Park {
                 action: Box::new(parked),
                 waiting_on: None,

@@ -97,6 +97,11 @@ pub(super) fn seal_v2<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 
 /// The `Stored::V1` value of `bytes`; layout 2 is refused.
 pub(super) fn open_v1<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    open_v1_in(bytes)
+}
+
+/// The `Stored::V1` value of `bytes`, borrowing its text from them; layout 2 is refused.
+pub(super) fn open_v1_in<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
     match postcard::from_bytes::<Stored<T>>(bytes) {
         Ok(Stored::V1(v)) => Ok(v),
         Ok(Stored::V2(_)) => Err("unexpected layout 2".into()),

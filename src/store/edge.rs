@@ -12,9 +12,10 @@ use super::records::{
     LedgerOutcomes, LedgerRelease, LedgerReservations, PendingZone, State, StateCounts,
 };
 use super::wire::{
-    AccountCapsW, AccountDayW, AccountReservedW, AccountV1W, AccountV2W, ActionBodyW, ActionStateW, ActionW,
-    CampaignDayW, CampaignW, HealthW, KindW, LedgerEntryW, LedgerLimitsW, LedgerOutcomeW, LedgerOutcomesW,
-    LedgerReleaseW, LedgerReservationsW, PendingZoneW, StateCountsW, StateW, Tag, TierW, WindowW, WireEnum,
+    AccountCapsW, AccountDayW, AccountReservedW, AccountV1W, AccountV2W, ActionBodyView, ActionBodyW,
+    ActionStateW, ActionW, CampaignDayW, CampaignW, HealthW, KindW, LedgerEntryW, LedgerLimitsW,
+    LedgerOutcomeW, LedgerOutcomesW, LedgerReleaseW, LedgerReservationsW, PendingZoneW, StateCountsW, StateW,
+    Tag, TierW, WindowW, WireEnum,
 };
 use crate::policy::caps::{AccountDay, CampaignDay};
 use crate::policy::{Health, Kind, Tier, Window};
@@ -350,6 +351,27 @@ impl Action {
             sent_day: s.sent_day.map(codec::from_day_num),
             accepted: s.accepted,
             refunded: s.refunded,
+        })
+    }
+}
+
+/// Where publishing puts a staged action (layout 2) in the indexes: what `Tx::index`
+/// reads of an action, without building one.
+pub(super) struct Indexing {
+    pub state: State,
+    pub until_ms: Option<i64>,
+    /// Its `ready` key (`codec::ready_key`), from the body.
+    pub ready: Vec<u8>,
+}
+
+impl Indexing {
+    /// From a state record and its body's bytes, the body's text read in place.
+    pub(super) fn of(s: &ActionStateW<'_>, body: &[u8]) -> Result<Indexing, String> {
+        let b: ActionBodyView<'_> = codec::open_v1_in(body).map_err(|e| format!("its body: {e}"))?;
+        Ok(Indexing {
+            state: untag(s.state)?,
+            until_ms: s.until_ms,
+            ready: codec::ready_key(b.account, b.campaign, b.priority, b.seq),
         })
     }
 }
@@ -819,5 +841,43 @@ mod tests {
         };
         let e = Action::join("q4/jane", s, &body).expect_err("tag 9 is no kind");
         assert_eq!(e, "its body: unknown kind tag 9");
+    }
+
+    /// Publishing reads a body through `ActionBodyView` (text borrowed) instead of
+    /// `ActionBodyW`: both must read the same bytes the same way, or a published
+    /// action would be indexed under another key than the one it is moved by later.
+    #[test]
+    fn the_body_view_indexes_as_the_whole_action_does() {
+        let mut a = Action::fixture(Kind::Inmail, State::Queued);
+        a.campaign = "q4 \u{e9}t\u{e9}".into();
+        a.account = "acct-\u{1f600}".into();
+        a.priority = -7;
+        a.seq = 1 << 40;
+        a.payload = "{\"note\":\"a longer payload, past one length byte\"}".repeat(4);
+        for (state, until) in [(State::Queued, None), (State::Queued, Some(1_764_403_200_000))] {
+            a.state = state;
+            a.until_ms = until;
+            let StoredAction::State(s) = Action::read_stored(&a.encode_state()).expect("reads") else {
+                panic!("a state record reads as layout 2");
+            };
+            let ix = Indexing::of(&s, &a.encode_body()).expect("the body reads");
+            assert_eq!(ix.state, a.state);
+            assert_eq!(ix.until_ms, a.until_ms);
+            assert_eq!(
+                ix.ready,
+                codec::ready_key(&a.account, &a.campaign, a.priority, a.seq)
+            );
+            let whole = Action::join(&a.id, s, &a.encode_body()).expect("joins");
+            assert_eq!(whole, a, "the same bytes read whole");
+        }
+        // A body cut short is an error, never a key made of part of it.
+        let body = a.encode_body();
+        let StoredAction::State(s) = Action::read_stored(&a.encode_state()).expect("reads") else {
+            panic!("a state record reads as layout 2");
+        };
+        let e = Indexing::of(&s, &body[..body.len() - 3])
+            .err()
+            .expect("a cut body");
+        assert!(e.starts_with("its body: "), "{e}");
     }
 }

@@ -5,7 +5,7 @@
 
 use super::codec::waiting_prefix;
 use super::records::Account;
-use super::reserve::{maintain, reserve_one, waiting_key, ParkedAction, ReserveResult};
+use super::reserve::{maintain, reserve_one, waiting_key, Batch, ParkedAction, ReserveResult};
 use super::tx::{reject, Tx, TxResult};
 use super::{Settings, Store, StoreError};
 use crate::cluster::plan::{AccountState, STATE_VERSION};
@@ -99,7 +99,7 @@ impl Store {
             let route = RefCell::new(Route::Local);
             let result = self.transact(|tx| {
                 let draw = draw_of(tx, id, now, st)?;
-                let r = reserve_one(tx, id, now, st, 0, &mut Vec::new(), &mut Vec::new())?;
+                let r = reserve_one(tx, id, now, st, &mut Batch::new(0, 1), &mut Vec::new())?;
                 *route.borrow_mut() = match (r, draw) {
                     (ReserveResult::Reserved(_), Some(d)) => Route::Fleet(Box::new(d)),
                     _ => Route::Local,

@@ -25,7 +25,7 @@
 
 use super::apply::{leftover_key, ApplyOutcome, Carry, Ctx};
 use super::codec::{self, content_hash, file_key, ms};
-use super::edge::StoredAction;
+use super::edge::{Indexing, StoredAction};
 use super::records::Action;
 use super::tx::{stage_key, Mode, Overlay, Rejection, Tx};
 use super::{Store, StoreError, ACTIONS, BODIES, FILES, LINKS, META, STAGED};
@@ -48,6 +48,14 @@ fn marker_key(token: u64) -> Vec<u8> {
 
 /// The marker's value: the file's name, and whether it was committed.
 type Marker = (String, bool);
+
+/// A staged action as publishing moves it.
+enum Staged {
+    /// Layout 1 (staged by a format 1 or 2 build): the whole action.
+    Whole(Action),
+    /// Layout 2: its id and where it is indexed; the state record is moved as it is.
+    State(String, Indexing),
+}
 
 enum Phase {
     Staging,
@@ -291,31 +299,28 @@ impl Store {
             if batch.is_empty() {
                 continue;
             }
-            // A staged action is its state record, its body already in `bodies`; one
-            // staged by a format 1 or 2 build is the whole action (layout 1).
+            // A staged action is its state record, its body already in `bodies`: the
+            // body is read only for the index key. One staged by a format 1 or 2 build
+            // is the whole action (layout 1).
             let actions = if tree == ACTIONS {
                 batch
                     .iter()
-                    .map(|(k, v)| {
-                        let key = &k[prefix.len()..];
-                        let whole = matches!(Action::read_stored(v), Ok(StoredAction::Whole(_)));
-                        Ok(Some((self.action_at(key, v)?, whole)))
-                    })
+                    .map(|(k, v)| self.staged_action(&k[prefix.len()..], v).map(Some))
                     .collect::<Result<Vec<_>, StoreError>>()?
             } else {
-                vec![None; batch.len()]
+                (0..batch.len()).map(|_| None).collect()
             };
             let result = self.transact(|tx| {
                 for ((k, v), a) in batch.iter().zip(&actions) {
                     let key = &k[prefix.len()..];
-                    if let Some((a, whole)) = a {
-                        debug_assert_eq!(a.id.as_bytes(), key);
+                    if let Some(a) = a {
                         if tx.get_raw(ACTIONS, key)?.is_some() {
                             // Published before a crash: nothing to move.
-                        } else if *whole {
-                            tx.insert_action(a)?;
                         } else {
-                            tx.insert_state(a, v)?;
+                            match a {
+                                Staged::Whole(a) => tx.insert_action(a)?,
+                                Staged::State(id, ix) => tx.insert_state(id, ix, v)?,
+                            }
                         }
                     } else if tx.get_raw(LINKS, key)?.is_none() {
                         tx.put_raw(LINKS, key, v)?;
@@ -331,6 +336,30 @@ impl Store {
         self.op("drop ingest marker")?;
         self.trees[META].remove(marker_key(token))?;
         Ok(false)
+    }
+
+    /// A staged `actions` value under action id `key`, read for publishing.
+    fn staged_action(&self, key: &[u8], value: &[u8]) -> Result<Staged, StoreError> {
+        let corrupt = |e: String| {
+            StoreError::Corrupt(format!(
+                "cannot decode action at key \"{}\": {e}",
+                key.escape_ascii()
+            ))
+        };
+        match Action::read_stored(value).map_err(corrupt)? {
+            StoredAction::Whole(a) => {
+                debug_assert_eq!(a.id.as_bytes(), key);
+                Ok(Staged::Whole(a))
+            }
+            StoredAction::State(s) => {
+                let id = std::str::from_utf8(key).map_err(|e| corrupt(e.to_string()))?;
+                let body = self.trees[BODIES]
+                    .get(key)?
+                    .ok_or_else(|| corrupt("its body is missing".into()))?;
+                let ix = Indexing::of(&s, &body).map_err(corrupt)?;
+                Ok(Staged::State(id.to_string(), ix))
+            }
+        }
     }
 
     /// Forget what an uncommitted file staged (a rejection, or recovery).

@@ -185,10 +185,15 @@ fn paused_in(tx: &Tx, key: &[u8]) -> super::tx::TxResult<bool> {
     Ok(tx.get_raw(META, key)?.is_some())
 }
 
-/// Inside a reservation: whether an operator hold stops `account` (everything, or the
-/// account itself).
+/// Inside a reservation: whether the operator holds everything.
+pub(super) fn all_held_by_operator(tx: &Tx) -> super::tx::TxResult<bool> {
+    paused_in(tx, &Scope::All.key())
+}
+
+/// Inside a reservation: whether the operator holds `account` itself (the hold on
+/// everything is `all_held_by_operator`).
 pub(super) fn account_held_by_operator(tx: &Tx, account: &str) -> super::tx::TxResult<bool> {
-    Ok(paused_in(tx, &Scope::All.key())? || paused_in(tx, &Scope::Account(account.to_string()).key())?)
+    paused_in(tx, &Scope::Account(account.to_string()).key())
 }
 
 /// Inside a reservation: whether the operator paused `campaign`.

@@ -5,7 +5,8 @@
 //! (`rules::park`): the reads and the writes, never the rule.
 
 use super::codec;
-use super::records::{Account, AccountDayRec, Action, LedgerEntry, LedgerReservations};
+use super::operator;
+use super::records::{Account, AccountDayRec, Action, Campaign, LedgerEntry, LedgerReservations};
 use super::tx::{Tx, TxResult};
 use super::{Settings, Store, StoreError, INFLIGHT, LEDGER, META, META_FEEDBACK_SEEN, READY};
 use crate::contract::upstream::redact_proxy;
@@ -18,6 +19,7 @@ use crate::rules::reserve::{self, ReserveDecision};
 pub use crate::rules::Change;
 use crate::rules::{maintain, park, WaitOn};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use std::collections::BTreeMap;
 
 /// Permission to send one attempt: the reservation is durable when this exists.
 #[derive(Clone, Debug, PartialEq)]
@@ -131,14 +133,60 @@ pub(super) fn waiting_key(w: &WaitOn) -> (&'static [u8], &str) {
     }
 }
 
+/// One reserve transaction's running state: its ledger record (id and entries so far)
+/// and what it reads once. A reservation writes no campaign and no operator hold, so
+/// each campaign (with its hold) and the store-wide hold are read once per attempt of
+/// the transaction, not once per action.
+pub(super) struct Batch {
+    pub id: u64,
+    pub entries: Vec<LedgerEntry>,
+    all_held: Option<bool>,
+    /// By id: the campaign (`None`: unknown) and whether the operator paused it.
+    campaigns: BTreeMap<String, Option<(Campaign, bool)>>,
+}
+
+impl Batch {
+    pub fn new(id: u64, capacity: usize) -> Batch {
+        Batch {
+            id,
+            entries: Vec::with_capacity(capacity),
+            all_held: None,
+            campaigns: BTreeMap::new(),
+        }
+    }
+
+    /// Whether an operator hold stops `account`: everything, or the account itself.
+    fn account_held(&mut self, tx: &Tx, account: &str) -> TxResult<bool> {
+        let all = match self.all_held {
+            Some(held) => held,
+            None => *self.all_held.insert(operator::all_held_by_operator(tx)?),
+        };
+        Ok(all || operator::account_held_by_operator(tx, account)?)
+    }
+
+    /// Campaign `id` and whether the operator paused it (`None`: unknown).
+    fn campaign(&mut self, tx: &Tx, id: &str) -> TxResult<Option<&(Campaign, bool)>> {
+        if !self.campaigns.contains_key(id) {
+            let c = match tx.campaign(id)? {
+                Some(c) => {
+                    let held = operator::campaign_held_by_operator(tx, &c.id)?;
+                    Some((c, held))
+                }
+                None => None,
+            };
+            self.campaigns.insert(id.to_string(), c);
+        }
+        Ok(self.campaigns.get(id).and_then(Option::as_ref))
+    }
+}
+
 /// Reserve one action: read what `rules::reserve::decide` needs, then write its verdict.
 pub(super) fn reserve_one(
     tx: &Tx,
     id: &str,
     now: DateTime<Utc>,
     st: &Settings,
-    batch_id: u64,
-    entries: &mut Vec<LedgerEntry>,
+    batch: &mut Batch,
     out: &mut Vec<Change>,
 ) -> TxResult<ReserveResult> {
     let Some(action) = tx.action(id)? else {
@@ -150,15 +198,12 @@ pub(super) fn reserve_one(
     let Some(mut acct) = tx.account(&action.account)? else {
         return Ok(skipped(id, reserve::UNKNOWN_ACCOUNT));
     };
-    let before = acct.clone();
     maintain(tx, &mut acct, now, st, out)?;
-    let account_hold = super::operator::account_held_by_operator(tx, &acct.id)?;
-    let campaign = tx.campaign(&action.campaign)?;
+    let account_hold = batch.account_held(tx, &acct.id)?;
+    let campaign = batch.campaign(tx, &action.campaign)?;
     let mut counters = reserve::Counters::default();
-    let mut campaign_hold = false;
     let mut day_rec = None;
-    if let Some(c) = &campaign {
-        campaign_hold = super::operator::campaign_held_by_operator(tx, &c.id)?;
+    if let Some((c, _)) = campaign {
         let (today, camp_today) = reserve::days(&acct, c, now);
         let rec = tx.account_day(&acct.id, today)?;
         counters.day = rec.reserved;
@@ -172,9 +217,9 @@ pub(super) fn reserve_one(
         action: &action,
         account: &acct,
         account_operator_hold: account_hold,
-        campaign: campaign.as_ref().map(|c| reserve::CampaignInput {
+        campaign: campaign.map(|(c, held)| reserve::CampaignInput {
             campaign: c,
-            operator_hold: campaign_hold,
+            operator_hold: *held,
         }),
         counters,
         now,
@@ -182,9 +227,7 @@ pub(super) fn reserve_one(
     });
     match decision {
         ReserveDecision::Skip(why) => {
-            if acct != before {
-                tx.put_account(&acct)?;
-            }
+            put_if_maintained(tx, &acct)?;
             Ok(skipped(id, why))
         }
         ReserveDecision::Park {
@@ -193,9 +236,7 @@ pub(super) fn reserve_one(
             blocked,
             until,
         } => {
-            if acct != before {
-                tx.put_account(&acct)?;
-            }
+            put_if_maintained(tx, &acct)?;
             tx.transition(&action, &parked, waiting_on.as_ref().map(waiting_key))?;
             Ok(ReserveResult::Parked {
                 blocker: parked.reason.clone().unwrap_or_default(),
@@ -209,9 +250,19 @@ pub(super) fn reserve_one(
         }
         ReserveDecision::Admit(adm) => {
             let mut rec = day_rec.unwrap_or_default();
-            admit(tx, &action, *adm, &mut rec, batch_id, entries)
+            admit(tx, &action, *adm, &mut rec, batch.id, &mut batch.entries)
         }
     }
+}
+
+/// Write `acct` when maintenance changed it (a refused reservation; an admitted one
+/// writes the account anyway). Compared with the stored one, read again from the
+/// transaction's cache, so an admission pays for no copy of the account.
+fn put_if_maintained(tx: &Tx, acct: &Account) -> TxResult<()> {
+    if tx.account(&acct.id)?.as_ref() != Some(acct) {
+        tx.put_account(acct)?;
+    }
+    Ok(())
 }
 
 /// Write an admitted reservation: the slots, the account, the action in flight and
@@ -373,23 +424,17 @@ impl Store {
         let result = self.transact(|tx| {
             let mut changes = Vec::new();
             let mut results = Vec::with_capacity(ids.len());
-            let mut entries = Vec::with_capacity(ids.len());
+            let mut batch = Batch::new(batch_id, ids.len());
             for id in ids {
-                results.push(reserve_one(
-                    tx,
-                    id,
-                    now,
-                    st,
-                    batch_id,
-                    &mut entries,
-                    &mut changes,
-                )?);
+                results.push(reserve_one(tx, id, now, st, &mut batch, &mut changes)?);
             }
-            if !entries.is_empty() {
+            if !batch.entries.is_empty() {
                 tx.put(
                     LEDGER,
                     &codec::reservations_key(batch_id),
-                    &LedgerReservations { entries },
+                    &LedgerReservations {
+                        entries: batch.entries,
+                    },
                 )?;
             }
             tx.flush_counts()?;
@@ -400,5 +445,68 @@ impl Store {
         // reservation survives a crash and a power cut.
         self.make_durable()?;
         Ok((results, changes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Scope;
+
+    /// One batch reads each campaign and the store-wide hold once (`Batch`): what it
+    /// keeps must stay each campaign's own, and an account's hold is never taken for
+    /// another account's.
+    #[test]
+    fn one_batch_keeps_each_campaigns_and_accounts_operator_hold_apart() {
+        let (_dir, store, now) = super::super::writes::fresh();
+        let win = super::super::writes::WINDOW;
+        let mut text = String::new();
+        for c in ["c1", "c2"] {
+            text += &format!("{{\"type\":\"campaign\",\"id\":\"{c}\",\"daily_limit\":1000}}\n");
+        }
+        for a in ["a0", "a1"] {
+            text += &format!(
+                "{{\"type\":\"account\",\"id\":\"{a}\",\"tier\":\"sales_navigator_core\",\"timezone\":\"UTC\",{win},\"established\":true}}\n"
+            );
+        }
+        let plan = [
+            ("x0", "c1", "a1"),
+            ("x1", "c2", "a1"),
+            ("x2", "c2", "a0"),
+            ("x3", "c1", "a1"),
+            ("x4", "c2", "a1"),
+        ];
+        for (id, c, a) in plan {
+            text += &format!(
+                "{{\"type\":\"action\",\"id\":\"{id}\",\"campaign\":\"{c}\",\"account\":\"{a}\",\"kind\":\"message\",\"prospect\":\"https://www.linkedin.com/in/{id}\",\"payload\":{{\"note\":\"hi\"}}}}\n"
+            );
+        }
+        store.apply("ops.jsonl", text.as_bytes(), now).expect("applies");
+        store
+            .set_pause(&Scope::Campaign("c1".into()), true, now)
+            .expect("pause c1");
+        store
+            .set_pause(&Scope::Account("a0".into()), true, now)
+            .expect("pause a0");
+        let ids: Vec<String> = plan.iter().map(|p| p.0.to_string()).collect();
+        let (results, _) = store.reserve(&ids, now).expect("reserves");
+        let got: Vec<(&str, &str)> = results
+            .iter()
+            .map(|r| match r {
+                ReserveResult::Reserved(res) => (res.request.id.as_str(), "reserved"),
+                ReserveResult::Parked { action, blocker, .. } => (action.as_str(), blocker.as_str()),
+                ReserveResult::Skipped { action, why } => (action.as_str(), *why),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("x0", reserve::CAMPAIGN_PAUSED),
+                ("x1", "reserved"),
+                ("x2", reserve::OPERATOR_PAUSE),
+                ("x3", reserve::CAMPAIGN_PAUSED),
+                ("x4", "reserved"),
+            ]
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! pure: sled may run them more than once, and a plain `Tree` call inside one deadlocks.
 
 use super::codec::{self, account_day_key, campaign_day_key, Value};
-use super::edge::StoredAction;
+use super::edge::{Indexing, StoredAction};
 use super::records::{Account, AccountDayRec, Action, Campaign, CampaignDayRec, State, StateCounts};
 use super::{
     ACCOUNTS, ACTIONS, BODIES, CAMPAIGNS, DAYS, INFLIGHT, LINKS, META, META_COUNTS, READY, STAGED, TIMED,
@@ -305,18 +305,31 @@ impl<'a> Tx<'a> {
     /// Add an action to the index its state calls for: `ready` (queued, due),
     /// `timed` (has an until), `waiting` (parked on an event, keyed by `waiting_on`).
     pub fn index(&self, a: &Action, waiting_on: Option<(&[u8], &str)>) -> TxResult<()> {
-        match a.state {
+        self.index_as(a.state, a.until_ms, &a.id, waiting_on, || {
+            codec::ready_key(&a.account, &a.campaign, a.priority, a.seq)
+        })
+    }
+
+    /// `index` of action `id` in `state` with `until_ms`; `ready` makes its `ready` key.
+    fn index_as<R: AsRef<[u8]>>(
+        &self,
+        state: State,
+        until_ms: Option<i64>,
+        id: &str,
+        waiting_on: Option<(&[u8], &str)>,
+        ready: impl FnOnce() -> R,
+    ) -> TxResult<()> {
+        match state {
             State::Queued | State::Parked => {
-                if let Some(until) = a.until_ms {
-                    self.put_raw(TIMED, &codec::timed_key(until, &a.id), &[])?;
-                } else if let (State::Parked, Some((kind, owner))) = (a.state, waiting_on) {
-                    self.put_raw(WAITING, &codec::waiting_key(kind, owner, &a.id), &[])?;
+                if let Some(until) = until_ms {
+                    self.put_raw(TIMED, &codec::timed_key(until, id), &[])?;
+                } else if let (State::Parked, Some((kind, owner))) = (state, waiting_on) {
+                    self.put_raw(WAITING, &codec::waiting_key(kind, owner, id), &[])?;
                 } else {
-                    let k = codec::ready_key(&a.account, &a.campaign, a.priority, a.seq);
-                    self.put_raw(READY, &k, a.id.as_bytes())?;
+                    self.put_raw(READY, ready().as_ref(), id.as_bytes())?;
                 }
             }
-            State::Inflight => self.put_raw(INFLIGHT, a.id.as_bytes(), &[])?,
+            State::Inflight => self.put_raw(INFLIGHT, id.as_bytes(), &[])?,
             State::Sent | State::Failed | State::Unknown | State::Cancelled => {}
         }
         Ok(())
@@ -361,14 +374,15 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// `insert_action` of an action whose body is stored and whose state record is
-    /// `state` (publishing a staged one).
-    pub fn insert_state(&self, a: &Action, state: &[u8]) -> TxResult<()> {
+    /// `insert_action` of action `id` whose body is stored and whose state record is
+    /// `state`, indexed as `ix` says (publishing a staged one: its body is not read
+    /// into an `Action`).
+    pub fn insert_state(&self, id: &str, ix: &Indexing, state: &[u8]) -> TxResult<()> {
         debug_assert!(matches!(self.mode, Mode::Live));
         debug_assert_eq!(state.first(), Some(&1), "a layout-2 state record");
-        self.index(a, None)?;
-        self.put_raw(ACTIONS, a.id.as_bytes(), state)?;
-        self.counts.borrow_mut()[a.state.index()] += 1;
+        self.index_as(ix.state, ix.until_ms, id, None, || ix.ready.as_slice())?;
+        self.put_raw(ACTIONS, id.as_bytes(), state)?;
+        self.counts.borrow_mut()[ix.state.index()] += 1;
         Ok(())
     }
 

@@ -295,6 +295,19 @@ pub struct ActionBodyW<'a> {
     pub seq: u64,
 }
 
+/// `ActionBodyW` read in place: the same fields in the same order, its text borrowed
+/// from the stored bytes (publishing reads a body only for its index key).
+#[derive(Debug, Deserialize)]
+pub struct ActionBodyView<'a> {
+    pub campaign: &'a str,
+    pub account: &'a str,
+    pub kind: Tag<KindW>,
+    pub prospect: &'a str,
+    pub payload: &'a str,
+    pub priority: i32,
+    pub seq: u64,
+}
+
 /// The slots an account reserved on one local day.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AccountReservedW {

@@ -14,11 +14,11 @@ struct Cost {
 }
 
 /// An account's window open all day, every day (a job-file fragment).
-const WINDOW: &str =
+pub(super) const WINDOW: &str =
     r#""window":{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}"#;
 
 /// A new store without fsync, in a directory that lives as long as the first value.
-fn fresh() -> (tempfile::TempDir, Store, chrono::DateTime<Utc>) {
+pub(super) fn fresh() -> (tempfile::TempDir, Store, chrono::DateTime<Utc>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings {
         fsync: false,
