@@ -375,6 +375,8 @@ impl Store {
                 ));
             }
         };
+        // A kill while sled wrote its snapshot must not stop every later open.
+        identity::clear_unfinished_snapshots(path)?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(opts.cache_mb.saturating_mul(1024 * 1024))
@@ -618,6 +620,7 @@ impl Store {
         // handle is dropped.
         let deadline = Instant::now() + CLOSE_LOCK_WAIT;
         loop {
+            identity::clear_unfinished_snapshots(&path)?;
             let opened = sled::Config::new()
                 .path(&path)
                 // Nothing is read: the open's recovery is the point.
