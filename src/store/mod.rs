@@ -386,6 +386,8 @@ impl Store {
                 ));
             }
         };
+        // A kill while sled wrote its snapshot must not stop every later open.
+        identity::clear_unfinished_snapshots(path)?;
         let db = sled_config(path, opts.cache_mb.saturating_mul(1024 * 1024))
             .open()
             .map_err(|e| match e {
@@ -624,6 +626,7 @@ impl Store {
         // handle is dropped.
         let deadline = Instant::now() + CLOSE_LOCK_WAIT;
         loop {
+            identity::clear_unfinished_snapshots(&path)?;
             // Nothing is read: the open's recovery is the point.
             let opened = sled_config(&path, 1024 * 1024).open();
             match opened {
