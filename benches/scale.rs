@@ -23,8 +23,13 @@
 //!    that store with a loopback upstream; time from spawning the process to the first request the
 //!    upstream receives, and the worker's peak RSS then.
 //!
+//! The store's bytes are reported by sled file kind (`db`, `snapshots`, `blobs`, `other`;
+//! apparent and allocated): `ingest.files_before_close` and `files_after_close`,
+//! `disk_files_after_ingest` and `disk_files_after_parking` in `scale.json`.
+//!
 //! `BENCH_SENDGATE=PATH` runs another build's `sendgate` in the `daemon` phase.
-//! `BENCH_KEEP=1` keeps a copy of the ingested store in `target/bench/scale-store-N`;
+//! `BENCH_KEEP=1` keeps a copy of the ingested store in `target/bench/scale-store-N`
+//! (and of the store after the `parked` phase in `scale-store-N-parked`);
 //! `BENCH_STORE_FROM=DIR` starts from a copy of such a store instead of ingesting (and
 //! skips the big-file phase): for repeated start-up and memory runs on one store.
 
@@ -84,6 +89,46 @@ const FILE_ACTIONS: usize = 50_000;
 
 fn store_path(dir: &Path) -> PathBuf {
     dir.join("store")
+}
+
+/// A store directory's bytes by sled file kind — its log (`db`), snapshots (`snap.*`),
+/// blobs (`blobs/*`) and the rest (`conf`, the identity file) — each as apparent size
+/// and allocated blocks (BENCHMARKS.md, "Where the bytes on disk go").
+fn store_files(dir: &Path) -> Value {
+    use std::os::unix::fs::MetadataExt;
+    let mut kinds = serde_json::Map::new();
+    let mut add = |kind: &str, len: u64, blocks: u64| {
+        let e = kinds
+            .entry(kind.to_string())
+            .or_insert_with(|| json!({"files": 0, "apparent": 0, "allocated": 0}));
+        let bump = |v: &Value, by: u64| json!(v.as_u64().unwrap_or(0) + by);
+        e["files"] = bump(&e["files"], 1);
+        e["apparent"] = bump(&e["apparent"], len);
+        e["allocated"] = bump(&e["allocated"], blocks * 512);
+    };
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                dirs.push(e.path());
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            let kind = if d != dir {
+                "blobs"
+            } else if name == "db" {
+                "db"
+            } else if name.starts_with("snap.") {
+                "snapshots"
+            } else {
+                "other"
+            };
+            add(kind, md.len(), md.blocks());
+        }
+    }
+    Value::Object(kinds)
 }
 
 fn apply(store: &Store, name: &str, text: &str) -> u32 {
@@ -146,9 +191,12 @@ fn phase_ingest(dir: &Path, accounts: usize) -> Value {
         i = end;
     }
     assert_eq!(applied, total);
+    let before_close = store_files(&store_path(dir));
     // As the worker leaves its store at a clean stop.
     store.close().expect("clean close");
     json!({
+        "files_before_close": before_close,
+        "files_after_close": store_files(&store_path(dir)),
         "actions": total,
         "files": file,
         "parse_s": parse_s,
@@ -589,6 +637,7 @@ fn main() {
         }
     };
     let (apparent, allocated) = common::disk_usage(&store_path(&dir));
+    let files_after_ingest = store_files(&store_path(&dir));
     // On a copy: its sends must not pace the accounts of the phases after it.
     let daemon_dir = dir.join("daemon");
     std::fs::create_dir_all(&daemon_dir).expect("daemon dir");
@@ -601,6 +650,13 @@ fn main() {
     let parked = child("parked", &dir, &idle_s.to_string());
     eprintln!("  parked: {parked}");
     let (apparent_after, allocated_after) = common::disk_usage(&store_path(&dir));
+    let files_after_parking = store_files(&store_path(&dir));
+    if from.is_none() && std::env::var_os("BENCH_KEEP").is_some() {
+        let keep = common::target_dir().join(format!("bench/scale-store-{accounts}-parked"));
+        let _ = std::fs::remove_dir_all(&keep);
+        copy_dir(&store_path(&dir), &keep);
+        eprintln!("  kept the parked store in {}", keep.display());
+    }
 
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let kib = |v: &Value, k: &str| common::mib(v[k].as_u64().unwrap_or(0));
@@ -644,6 +700,15 @@ fn main() {
     row(
         "store on disk per queued action (bytes, apparent)",
         format!("{:.0}", apparent as f64 / n as f64),
+    );
+    let per = |files: &Value, kind: &str| files[kind]["apparent"].as_f64().unwrap_or(0.0) / n as f64;
+    row(
+        "  of which sled's log `db` / snapshots (bytes per action)",
+        format!(
+            "{:.0} / {:.1}",
+            per(&files_after_ingest, "db"),
+            per(&files_after_ingest, "snapshots")
+        ),
     );
     row(
         "`sendgate run`: process start → first request upstream (s) (goal ≤ 0.5)",
@@ -701,6 +766,8 @@ fn main() {
         "disk_bytes_allocated_after_ingest": allocated,
         "disk_bytes_after_parking": apparent_after,
         "disk_bytes_allocated_after_parking": allocated_after,
+        "disk_files_after_ingest": files_after_ingest,
+        "disk_files_after_parking": files_after_parking,
         "ingest": ingest,
         "bigfile": bigfile,
         "start": start,
@@ -719,6 +786,20 @@ fn main() {
     });
     let _ = std::fs::remove_dir_all(&dir);
     if mode == Mode::Smoke {
+        let total = |v: &Value| -> u64 {
+            v.as_object()
+                .map(|m| m.values().map(|k| k["apparent"].as_u64().unwrap_or(0)).sum())
+                .unwrap_or(0)
+        };
+        assert_eq!(
+            total(&j["disk_files_after_ingest"]),
+            apparent,
+            "the breakdown by file kind covers every byte of the store"
+        );
+        assert!(
+            j["disk_files_after_ingest"]["db"]["apparent"].as_u64() > Some(0),
+            "sled's log `db` is counted"
+        );
         assert_eq!(j["parked"]["queued_left"], 0, "everything parked");
         assert_eq!(
             j["daemon"]["clean_exit"], true,

@@ -7,6 +7,7 @@
 //! cargo bench --bench throughput -- --quick   # the same, smaller (under 3 minutes)
 //! cargo bench --bench throughput -- --quick --no-effectum
 //! cargo bench --bench throughput -- --quick --only batched   # one figure, for profiling
+//! cargo bench --bench throughput -- --quick --only floor      # sled's own floor alone
 //! ```
 //!
 //! Every figure is the median of 3 (quick) or 5 (full) repetitions, each on a fresh
@@ -18,6 +19,7 @@
 //! and lints never compile SQLite.
 
 mod common;
+mod floor;
 
 use common::{Mode, Stat};
 use sendgate::contract::{parse_file, Outcome, SendRequest};
@@ -205,6 +207,127 @@ fn pipeline_with(dir: &Path, n: usize, accounts: usize, batch: usize, fsync: boo
     n as f64 / wall
 }
 
+/// The floor under sled (`floor.rs`): every figure with its spread, the record sizes
+/// used and where each commit's time went (summed over the repetitions).
+struct Floor {
+    sizes: floor::Sizes,
+    commit: Stat,
+    commit_times: floor::Times,
+    commit_nofsync: Stat,
+    commit_nofsync_times: floor::Times,
+    /// Actions per second (batches × `BATCH`).
+    batch_separate: Stat,
+    batch_separate_times: floor::Times,
+    batch_folded: Stat,
+    batch_folded_times: floor::Times,
+    ingest: Stat,
+    ingest_times: floor::Times,
+    chunk_is_blob: bool,
+}
+
+fn measure_floor(dir: &Path, sz: &Sizes) -> Floor {
+    let sizes = floor::sizes(dir, BATCH, sz.accounts.max(BATCH), common::settings(true));
+    eprintln!(
+        "  record sizes (bytes, as the store wrote them): state {}, body {}, reservations of {BATCH} {} \
+         ({} an entry), outcomes of {BATCH} {} ({} an entry)",
+        sizes.state,
+        sizes.body,
+        sizes.reservations,
+        sizes.entry(),
+        sizes.outcomes,
+        sizes.outcome()
+    );
+    let runs = |label: &str, f: &dyn Fn(&Path) -> (f64, floor::Times)| {
+        let mut times = floor::Times::default();
+        let s = repeat(sz.reps, label, |r| {
+            let (x, t) = f(&dir.join(format!("floor-{label}-{r}")));
+            let _ = std::fs::remove_dir_all(dir.join(format!("floor-{label}-{r}")));
+            times.add(&t);
+            x
+        });
+        (s, times)
+    };
+    let batches = (sz.batched / BATCH).max(1);
+    let (record_len, outcome_len) = (BATCH * sizes.entry(), BATCH * sizes.outcome());
+    let per_batch = |s: Stat| Stat {
+        median: s.median * BATCH as f64,
+        min: s.min * BATCH as f64,
+        max: s.max * BATCH as f64,
+    };
+    let (commit, commit_times) = runs("commit", &|d| floor::commit(d, sz.single, sizes.state, true));
+    let (commit_nofsync, commit_nofsync_times) = runs("commit-nofsync", &|d| {
+        floor::commit(d, sz.single, sizes.state, false)
+    });
+    let (sep, batch_separate_times) = runs("batch-separate", &|d| {
+        floor::batch_log(d, batches, record_len, outcome_len, floor::Outcomes::Separate)
+    });
+    let (fold, batch_folded_times) = runs("batch-folded", &|d| {
+        floor::batch_log(d, batches, record_len, outcome_len, floor::Outcomes::Folded)
+    });
+    let (ingest, ingest_times) = runs("ingest", &|d| floor::ingest(d, sz.ingest, sizes.body));
+    let chunk_is_blob = floor::stored_as_blob(&dir.join("floor-blob"), floor::CHUNK_BODIES * sizes.body);
+    Floor {
+        sizes,
+        commit,
+        commit_times,
+        commit_nofsync,
+        commit_nofsync_times,
+        batch_separate: per_batch(sep),
+        batch_separate_times,
+        batch_folded: per_batch(fold),
+        batch_folded_times,
+        ingest,
+        ingest_times,
+        chunk_is_blob,
+    }
+}
+
+/// One floor run's time per unit (`unit`: what its rate counts), as a JSON object
+/// (microseconds).
+fn times_json(unit: &str, t: &floor::Times) -> serde_json::Value {
+    serde_json::json!({
+        "unit": unit,
+        "units": t.units,
+        "sled_transactions": t.commits,
+        "transaction_us": t.per_unit_us(t.tx),
+        "flush_us": t.per_unit_us(t.flush),
+        "fsync_us": t.per_unit_us(t.sync),
+        "wall_us": t.per_unit_us(t.wall),
+        "process_cpu_us": t.per_unit_us(t.cpu),
+    })
+}
+
+fn print_times(label: &str, unit: &str, t: &floor::Times) {
+    eprintln!(
+        "  {label}: per {unit} wall {:.1} µs = transactions {:.1} + flushes {:.1} + fsyncs {:.1}; \
+         process CPU {:.1} µs",
+        t.per_unit_us(t.wall),
+        t.per_unit_us(t.tx),
+        t.per_unit_us(t.flush),
+        t.per_unit_us(t.sync),
+        t.per_unit_us(t.cpu)
+    );
+}
+
+impl Floor {
+    fn print_times(&self) {
+        print_times("commit", "commit", &self.commit_times);
+        print_times("commit without fdatasync", "commit", &self.commit_nofsync_times);
+        print_times(
+            "batch log, outcomes separate",
+            "batch",
+            &self.batch_separate_times,
+        );
+        print_times("batch log, outcomes folded", "batch", &self.batch_folded_times);
+        print_times("ingest chunks", "action", &self.ingest_times);
+    }
+
+    /// The better of the two batch-log variants.
+    fn batch_best(&self) -> f64 {
+        self.batch_separate.median.max(self.batch_folded.median)
+    }
+}
+
 fn repeat(reps: usize, label: &str, mut f: impl FnMut(usize) -> f64) -> Stat {
     let v: Vec<f64> = (0..reps)
         .map(|r| {
@@ -281,13 +404,31 @@ fn main() {
         common::loadavg()
     );
 
-    // `--only fdatasync|ingest|single|batched|single-nofsync|batched-nofsync`: one
+    // `--only fdatasync|ingest|single|batched|single-nofsync|batched-nofsync|floor`: one
     // measurement with a time breakdown and no report (for profiling).
     if let Some(only) = args
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
     {
+        if only == "floor" {
+            let f = measure_floor(&dir, &sz);
+            f.print_times();
+            for (name, s) in [
+                ("durable commits", f.commit),
+                ("commits, flush only", f.commit_nofsync),
+                ("batch log actions, outcomes separate", f.batch_separate),
+                ("batch log actions, outcomes folded", f.batch_folded),
+                ("ingest chunk actions", f.ingest),
+            ] {
+                println!(
+                    "floor {name}: median {:.0}/s (min {:.0}, max {:.0})",
+                    s.median, s.min, s.max
+                );
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
         let s = match only.as_str() {
             "fdatasync" => repeat(sz.reps, "fdatasync", |_| fdatasync_rate(&dir, sz.fsyncs)),
             "ingest" => repeat(sz.reps, "ingest", |r| {
@@ -324,8 +465,8 @@ fn main() {
                 s
             }
             other => panic!(
-                "--only takes fdatasync, ingest, single, batched, single-nofsync or batched-nofsync, \
-                 not {other}"
+                "--only takes fdatasync, ingest, single, batched, single-nofsync, batched-nofsync \
+                 or floor, not {other}"
             ),
         };
         println!(
@@ -375,6 +516,10 @@ fn main() {
         let _ = std::fs::remove_dir_all(&d);
         x
     });
+
+    eprintln!("(d) the floor under sled: sled 0.34 alone, the store's config and syncs");
+    let fl = measure_floor(&dir, &sz);
+    fl.print_times();
 
     let (eff, eff_single, eff_skip) = if want_effectum {
         eprintln!(
@@ -509,6 +654,83 @@ fn main() {
         batched.median,
         Some(fsync.median),
     );
+    let eff1_wal = eff_single.as_ref().and_then(|m| num(m, "wal_jobs_per_s"));
+    let eff_enqueue = eff.as_ref().and_then(|m| num(m, "wal_enqueue_jobs_per_s"));
+    let floor_ingest_parsed = 1.0 / (1.0 / fl.ingest.median + 1.0 / parse.median);
+    let sz_f = fl.sizes;
+    row(
+        &format!("floor: durable commit of one {} B record (commits)", sz_f.state),
+        &fl.commit,
+    );
+    row(
+        "floor: the same, flush without fdatasync (commits)",
+        &fl.commit_nofsync,
+    );
+    row(
+        &format!(
+            "floor: batch log, {BATCH} × {} B, outcomes separate (act.)",
+            sz_f.entry()
+        ),
+        &fl.batch_separate,
+    );
+    row(
+        &format!(
+            "floor: batch log, {BATCH} × {} B, outcomes folded (act.)",
+            sz_f.entry()
+        ),
+        &fl.batch_folded,
+    );
+    row(
+        &format!(
+            "floor: ingest, {} × {} B a chunk record (actions)",
+            floor::CHUNK_BODIES,
+            sz_f.body
+        ),
+        &fl.ingest,
+    );
+    one(
+        "floor: ingest chunks + this run's parse, serial",
+        Some(floor_ingest_parsed),
+    );
+    one("effectum WAL FULL add_jobs enqueue (jobs)", eff_enqueue);
+    ratio(
+        "ratio: floor commit / effectum WAL c=1 (goal ≥ 1.5)",
+        fl.commit.median,
+        eff1_wal,
+    );
+    ratio(
+        "ratio: floor batch log best / effectum WAL ×64 (goal ≥ 2)",
+        fl.batch_best(),
+        eff_wal,
+    );
+    ratio(
+        "ratio: floor ingest / effectum WAL enqueue (goal ≥ 1)",
+        fl.ingest.median,
+        eff_enqueue,
+    );
+    // What is left per action for everything but sled at the goal rate: the goal's time
+    // per action minus the floor's (negative: out of reach even with no work at all).
+    let budget_us =
+        |floor_per_s: f64, goal_per_s: Option<f64>| goal_per_s.map(|g| 1e6 / g - 1e6 / floor_per_s);
+    let budget_batch = budget_us(fl.batch_best(), eff_wal.map(|e| 2.0 * e));
+    let budget_single = budget_us(fl.commit.median, eff1_wal.map(|e| 1.5 * e));
+    let budget_ingest = budget_us(fl.ingest.median, eff_enqueue);
+    let us = |name: &str, v: Option<f64>| match v {
+        Some(v) => println!("| {name:<58} | {v:>10.1}µs | {:>23} |", ""),
+        None => println!("| {name:<58} | {:>12} | {:>23} |", "n/a", ""),
+    };
+    us(
+        "budget per action left at 2× effectum ×64 (batch log)",
+        budget_batch,
+    );
+    us(
+        "budget per action left at 1.5× effectum c=1 (commit)",
+        budget_single,
+    );
+    us(
+        "budget per action left at 1× effectum enqueue (ingest)",
+        budget_ingest,
+    );
 
     let mut j = serde_json::json!({
         "mode": format!("{mode:?}").to_lowercase(),
@@ -547,6 +769,55 @@ fn main() {
             "cpu": common::cpu_model(),
             "filesystem": fs,
             "loadavg_at_end": common::loadavg(),
+        },
+    });
+    let spread = |s: &Stat| serde_json::json!([s.min, s.max]);
+    j["floor"] = serde_json::json!({
+        "what": "sled 0.34 alone with store::sled_config and make_durable's syncs (benches/floor)",
+        "batch": BATCH,
+        "chunk_bodies": floor::CHUNK_BODIES,
+        "record_bytes": {
+            "state": sz_f.state,
+            "body": sz_f.body,
+            "reservations_record": sz_f.reservations,
+            "reservation_entry": sz_f.entry(),
+            "outcomes_record": sz_f.outcomes,
+            "outcome_entry": sz_f.outcome(),
+            "batch_log_record": BATCH * sz_f.entry(),
+            "batch_log_outcome_record": BATCH * sz_f.outcome(),
+            "ingest_chunk_record": floor::CHUNK_BODIES * sz_f.body,
+            "ingest_chunk_stored_as_blob": fl.chunk_is_blob,
+        },
+        "commit_durable_per_s": fl.commit.median,
+        "commit_flush_only_per_s": fl.commit_nofsync.median,
+        "batch_log_separate_actions_per_s": fl.batch_separate.median,
+        "batch_log_folded_actions_per_s": fl.batch_folded.median,
+        "ingest_actions_per_s": fl.ingest.median,
+        "ingest_with_parse_actions_per_s": floor_ingest_parsed,
+        "spread": {
+            "commit_durable_per_s": spread(&fl.commit),
+            "commit_flush_only_per_s": spread(&fl.commit_nofsync),
+            "batch_log_separate_actions_per_s": spread(&fl.batch_separate),
+            "batch_log_folded_actions_per_s": spread(&fl.batch_folded),
+            "ingest_actions_per_s": spread(&fl.ingest),
+        },
+        "time_per_unit": {
+            "commit_durable": times_json("commit", &fl.commit_times),
+            "commit_flush_only": times_json("commit", &fl.commit_nofsync_times),
+            "batch_log_separate": times_json("batch", &fl.batch_separate_times),
+            "batch_log_folded": times_json("batch", &fl.batch_folded_times),
+            "ingest": times_json("action", &fl.ingest_times),
+        },
+        "effectum_wal_concurrency1_jobs_per_s": eff1_wal,
+        "effectum_wal_x64_jobs_per_s": eff_wal,
+        "effectum_wal_enqueue_jobs_per_s": eff_enqueue,
+        "ratio_commit_vs_effectum_concurrency1": eff1_wal.map(|e| fl.commit.median / e),
+        "ratio_batch_log_vs_effectum_x64": eff_wal.map(|e| fl.batch_best() / e),
+        "ratio_ingest_vs_effectum_enqueue": eff_enqueue.map(|e| fl.ingest.median / e),
+        "budget_us_per_action_at_goal": {
+            "batched_2x": budget_batch,
+            "single_1_5x": budget_single,
+            "ingest_1x": budget_ingest,
         },
     });
     if let Some(m) = eff {

@@ -540,6 +540,72 @@ fn assert_one_local_day(start: DateTime<Utc>, real: Duration) {
     }
 }
 
+/// One request the upstream received, on its account's local day.
+struct Send {
+    key: String,
+    cycle: usize,
+    account: String,
+    day: NaiveDate,
+    rate_limited: bool,
+}
+
+impl Send {
+    /// A 429 the worker logged (`rate_limited`) on the same local day.
+    fn recorded(&self, recorded_429: &BTreeSet<(String, NaiveDate)>) -> bool {
+        self.rate_limited && recorded_429.contains(&(self.key.clone(), self.day))
+    }
+}
+
+/// (e), P7: a request for an account on a local day after a 429 the worker recorded
+/// for that account on that day, in upstream order.
+fn p7_violations(sends: &[Send], recorded_429: &BTreeSet<(String, NaiveDate)>) -> Vec<String> {
+    let mut held: BTreeMap<(String, NaiveDate), String> = BTreeMap::new();
+    let mut p7 = Vec::new();
+    for l in sends {
+        let ad = (l.account.clone(), l.day);
+        if let Some(limited) = held.get(&ad) {
+            p7.push(format!(
+                "{} sent for {} on {} (cycle {}) after the 429 of {limited}",
+                l.key, ad.0, ad.1, l.cycle
+            ));
+        }
+        if l.recorded(recorded_429) {
+            held.entry(ad).or_insert_with(|| l.key.clone());
+        }
+    }
+    p7
+}
+
+/// The judge of (e) holds a day only for a 429 recorded on that day. An action answered
+/// 429 on day 1 (recorded), sent again on day 2 and answered 429 by a worker killed
+/// before it recorded that, does not hold day 2: the worker never learned of it (the
+/// judge keyed by action id alone reported such days as violations in a 1,000-cycle run).
+/// A 429 recorded on day 2 does hold it.
+#[test]
+fn the_p7_judge_holds_only_the_day_a_429_was_recorded() {
+    let day = |d| NaiveDate::from_ymd_opt(2026, 10, d).expect("day");
+    let send = |key: &str, cycle, d, rate_limited| Send {
+        key: key.to_string(),
+        cycle,
+        account: "a-kolkata".to_string(),
+        day: day(d),
+        rate_limited,
+    };
+    let sends = [
+        send("x", 1, 27, true),
+        send("x", 2, 28, true),
+        send("y", 3, 28, false),
+        send("z", 4, 27, false),
+    ];
+    let recorded = BTreeSet::from([("x".to_string(), day(27))]);
+    assert_eq!(
+        p7_violations(&sends, &recorded),
+        vec!["z sent for a-kolkata on 2026-10-27 (cycle 4) after the 429 of x".to_string()]
+    );
+    let both = BTreeSet::from([("x".to_string(), day(27)), ("x".to_string(), day(28))]);
+    assert_eq!(p7_violations(&sends, &both).len(), 2);
+}
+
 #[test]
 fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
     let began = Instant::now();
@@ -832,40 +898,52 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
     // (e) P7 at the upstream: after a 429 the worker recorded, nothing more for that
     // account on that local day, across restarts and steps back.
     let worker_log = std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default();
-    let recorded_429: BTreeSet<String> = worker_log
+    // A 429 counts as recorded on the account's local day of the worker's `vtime` when
+    // it logged it: an action can be answered 429 on one day (recorded), sent again on a
+    // later day and answered 429 again by a worker killed before it could record that
+    // one, which it therefore cannot honour.
+    let recorded_429: BTreeSet<(String, NaiveDate)> = worker_log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["event"] == "rate_limited")
-        .filter_map(|v| v["action"].as_str().map(str::to_string))
+        .map(|v| {
+            let action = v["action"].as_str().expect("rate_limited names its action");
+            let account = v["account"].as_str().expect("rate_limited names its account");
+            let at = v["vtime"]
+                .as_str()
+                .expect("every line carries vtime under [clock]");
+            let at = DateTime::parse_from_rfc3339(at).expect("vtime is RFC 3339");
+            (
+                action.to_string(),
+                local_day(zone(account), at.with_timezone(&Utc)),
+            )
+        })
         .collect();
     let account_day = |l: &Logged| {
         let account = l.body["account"].as_str().expect("account").to_string();
         let day = local_day(zone(&account), starts[l.cycle]);
         (account, day)
     };
-    let mut held: BTreeMap<(String, NaiveDate), String> = BTreeMap::new();
-    let mut p7: Vec<String> = Vec::new();
-    for l in &logged {
-        let ad = account_day(l);
-        if let Some(limited) = held.get(&ad) {
-            p7.push(format!(
-                "{} sent for {} on {} (cycle {}) after the 429 of {limited}",
-                l.key, ad.0, ad.1, l.cycle
-            ));
-        }
-        if l.answer == Answer::RateLimited && recorded_429.contains(&l.key) {
-            held.entry(ad).or_insert_with(|| l.key.clone());
-        }
-    }
+    let sends: Vec<Send> = logged
+        .iter()
+        .map(|l| {
+            let (account, day) = account_day(l);
+            Send {
+                key: l.key.clone(),
+                cycle: l.cycle,
+                account,
+                day,
+                rate_limited: l.answer == Answer::RateLimited,
+            }
+        })
+        .collect();
+    let p7 = p7_violations(&sends, &recorded_429);
     let answered_429 = logged.iter().filter(|l| l.answer == Answer::RateLimited).count();
     // Later cycles (restarts, steps back) that ran on a held account's day: the
     // occasions (e) had to catch a send.
     let mut held_at: BTreeMap<(String, NaiveDate), usize> = BTreeMap::new();
-    for l in logged
-        .iter()
-        .filter(|l| l.answer == Answer::RateLimited && recorded_429.contains(&l.key))
-    {
-        held_at.entry(account_day(l)).or_insert(l.cycle);
+    for l in sends.iter().filter(|l| l.recorded(&recorded_429)) {
+        held_at.entry((l.account.clone(), l.day)).or_insert(l.cycle);
     }
     let p7_watched = held_at
         .iter()

@@ -211,6 +211,60 @@ pub fn new_store_id(path: &Path) -> Result<String, StoreError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Remove the snapshots sled left unfinished (`snap.<lsn>.generating`), if no process
+/// holds the store, and return their names.
+///
+/// sled 0.34 writes a snapshot each time it opens: to `snap.<lsn>.generating`, synced,
+/// then renamed to `snap.<lsn>`, the rename being the commit. A kill during the write
+/// leaves the `.generating` file behind, and sled's next open takes it for the newest
+/// snapshot (its listing skips only `.in___motion` files): an empty or torn file fails
+/// that open and every later one with "corrupted data", so a crash at that moment would
+/// stop the worker for good. A file that was never renamed is a snapshot that never
+/// existed; removing it leaves sled exactly where the rename would not have happened.
+/// The store's `flock` (sled's own lock on `db`) is taken first, so a live worker's
+/// snapshot in progress is never touched; if it is held, nothing is removed and sled's
+/// open reports the lock.
+pub fn clear_unfinished_snapshots(path: &Path) -> Result<Vec<String>, StoreError> {
+    let unfinished = |dir: &Path| -> Vec<OsString> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| is_unfinished_snapshot(&n.to_string_lossy()))
+            .collect()
+    };
+    if unfinished(path).is_empty() {
+        return Ok(Vec::new());
+    }
+    let db = path.join("db");
+    let Ok(file) = File::open(&db) else {
+        // No data file: sled starts from nothing and reads no snapshot.
+        return Ok(Vec::new());
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: `file` is open for the whole call; flock has no other precondition.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Ok(Vec::new());
+    }
+    let mut removed = Vec::new();
+    for name in unfinished(path) {
+        let p = path.join(&name);
+        std::fs::remove_file(&p).map_err(io("remove the unfinished sled snapshot", &p))?;
+        removed.push(name.to_string_lossy().into_owned());
+    }
+    sync_dir(path)?;
+    // Closing `file` lets go of the lock.
+    Ok(removed)
+}
+
+/// `snap.<16 hex digits>.generating`: a snapshot sled began and never renamed.
+pub fn is_unfinished_snapshot(name: &str) -> bool {
+    name.strip_prefix("snap.")
+        .and_then(|r| r.strip_suffix(".generating"))
+        .is_some_and(|lsn| !lsn.is_empty() && lsn.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The pid holding the `flock` on `file`, from `/proc/locks` (Linux), if it can be known.
 pub fn lock_holder(file: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;

@@ -124,6 +124,17 @@ fn lock_held(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
+/// The sled configuration of every store open (and of the benchmark that measures what
+/// sled itself allows, `benches/throughput.rs`, so the two cannot drift apart).
+pub fn sled_config(path: &Path, cache_bytes: u64) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        // Every write that matters is flushed explicitly (`make_durable`, `flush`);
+        // without the background flusher nothing wakes while everything is parked.
+        .flush_every_ms(None)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path} is locked by another sendgate ({detail}): is another worker running?")]
@@ -375,12 +386,9 @@ impl Store {
                 ));
             }
         };
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(opts.cache_mb.saturating_mul(1024 * 1024))
-            // Every write that matters is flushed explicitly (`make_durable`, `flush`);
-            // without the background flusher nothing wakes while everything is parked.
-            .flush_every_ms(None)
+        // A kill while sled wrote its snapshot must not stop every later open.
+        identity::clear_unfinished_snapshots(path)?;
+        let db = sled_config(path, opts.cache_mb.saturating_mul(1024 * 1024))
             .open()
             .map_err(|e| match e {
                 ref locked if lock_held(locked) => StoreError::Locked {
@@ -618,12 +626,9 @@ impl Store {
         // handle is dropped.
         let deadline = Instant::now() + CLOSE_LOCK_WAIT;
         loop {
-            let opened = sled::Config::new()
-                .path(&path)
-                // Nothing is read: the open's recovery is the point.
-                .cache_capacity(1024 * 1024)
-                .flush_every_ms(None)
-                .open();
+            identity::clear_unfinished_snapshots(&path)?;
+            // Nothing is read: the open's recovery is the point.
+            let opened = sled_config(&path, 1024 * 1024).open();
             match opened {
                 Ok(db) => {
                     // Dropping it flushes and syncs (nothing was written).
