@@ -7,6 +7,7 @@
 mod common;
 
 use chrono::{DateTime, Utc};
+use common::cli;
 use common::http::{read_request, reply, HttpRequest};
 use common::worker::{wait_until, Worker, DEADLINE};
 use std::io::{BufReader, Write};
@@ -233,17 +234,8 @@ fn files_in_requests_out_caps_held_and_no_secret_logged() {
     );
     assert!(!log.contains("secret-payload"), "a payload leaked into the log");
     // The store agrees: audit is clean.
-    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
-        .args(["audit", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("audit");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, out, _) = cli(&cfg, &["audit"]);
+    assert_eq!(code, 0, "{out}");
 }
 
 /// Requests received by `w` (for a clock `c`) that it certainly sent before `t`.
@@ -523,32 +515,14 @@ fn a_second_worker_on_the_same_store_exits_74() {
     let cfg = config(dir.path(), &up.url, "");
     let w = start_worker(dir.path(), &cfg);
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("second worker");
-    assert_eq!(
-        out.status.code(),
-        Some(74),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = cli(&cfg, &["run"]);
+    assert_eq!(code, 74, "{err}");
     assert!(start.elapsed() < Duration::from_secs(10), "exits at once");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("store_failed"));
+    assert!(err.contains("store_failed"));
     // `status` asks the running worker through its admin socket instead.
-    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
-        .args(["status", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("status");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("status at"));
+    let (code, out, err) = cli(&cfg, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("status at"));
     assert_eq!(w.stop().0, 0);
 }
 
@@ -723,21 +697,6 @@ fn sighup_applies_status_every_s_and_max_file_bytes() {
 
 // --- The store's identity, read-only commands, errors, modes, status and notify. ---
 
-/// Run a read-only command (`status`, `audit`) against `cfg`: (exit code, stdout, stderr).
-fn command(cmd: &str, cfg: &Path, extra: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sendgate"))
-        .args([cmd, "--config"])
-        .arg(cfg)
-        .args(extra)
-        .output()
-        .expect("run sendgate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Run `sendgate run` until it exits by itself.
 fn run_to_exit(dir: &Path, cfg: &Path) -> (i32, String) {
     Worker::spawn(&mut run_command(dir, cfg)).wait_exit()
@@ -792,7 +751,7 @@ fn a_wiped_store_exits_74_and_the_upstream_gets_nothing_more() {
             log.contains(&store.display().to_string()),
             "names the path:\n{log}"
         );
-        let (code, out, err) = command("audit", &cfg, &[]);
+        let (code, out, err) = cli(&cfg, &["audit"]);
         assert_eq!(code, 74, "{wipe}: audit refuses too:\n{out}{err}");
         assert!(!out.contains("overshoots: 0"), "{out}");
     }
@@ -819,7 +778,8 @@ fn status_and_audit_never_create_a_store() {
         ("status", &["--json"][..]),
         ("audit", &[][..]),
     ] {
-        let (code, out, err) = command(cmd, &cfg, extra);
+        let args: Vec<&str> = [cmd].iter().chain(extra).copied().collect();
+        let (code, out, err) = cli(&cfg, &args);
         assert_eq!(code, 1, "{cmd} {extra:?}: a missing store is exit 1:\n{out}{err}");
         assert!(err.contains(&typo.display().to_string()), "names the path: {err}");
         assert!(!out.contains("overshoots: 0"), "{out}");
@@ -975,18 +935,18 @@ fn status_json_has_one_schema_whether_the_worker_runs_or_not() {
         assert_eq!(v["states"]["parked"], 2, "{from}: {v}");
         v
     };
-    let (code, running, err) = command("status", &cfg, &["--json"]);
+    let (code, running, err) = cli(&cfg, &["status", "--json"]);
     assert_eq!(code, 0, "{err}");
     let running = check(&running, "running worker");
     assert_eq!(w.stop().0, 0);
     // A stopped worker's status is of the real clock unless `--at` names the time.
     let at = running["now"].as_str().expect("now").to_string();
-    let (code, stopped, err) = command("status", &cfg, &["--json", "--at", &at]);
+    let (code, stopped, err) = cli(&cfg, &["status", "--json", "--at", &at]);
     assert_eq!(code, 0, "{err}");
     let stopped = check(&stopped, "store");
     assert_eq!(shape(&running), shape(&stopped), "one schema");
     // The text output reads the same report, from the store.
-    let (code, text, err) = command("status", &cfg, &["--at", &at]);
+    let (code, text, err) = cli(&cfg, &["status", "--at", &at]);
     assert_eq!(code, 0, "{err}");
     assert!(text.contains(&format!("{sent}/3")), "{text}");
 }
