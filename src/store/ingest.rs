@@ -340,12 +340,7 @@ impl Store {
 
     /// A staged `actions` value under action id `key`, read for publishing.
     fn staged_action(&self, key: &[u8], value: &[u8]) -> Result<Staged, StoreError> {
-        let corrupt = |e: String| {
-            StoreError::Corrupt(format!(
-                "cannot decode action at key \"{}\": {e}",
-                key.escape_ascii()
-            ))
-        };
+        let corrupt = |e: String| super::undecodable_action(key, e);
         match Action::read_stored(value).map_err(corrupt)? {
             StoredAction::Whole(a) => {
                 debug_assert_eq!(a.id.as_bytes(), key);

@@ -120,6 +120,14 @@ const CLOSE_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// sled's open failed because another handle (another process, or one of ours just
 /// dropped) still holds the store's file lock.
+/// The error for an `actions` value at `key` that does not decode.
+fn undecodable_action(key: &[u8], e: String) -> StoreError {
+    StoreError::Corrupt(format!(
+        "cannot decode action at key \"{}\": {e}",
+        key.escape_ascii()
+    ))
+}
+
 fn lock_held(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
@@ -813,12 +821,7 @@ impl Store {
     /// The action stored at `key` with value `value` of `actions` (a scan), joined
     /// with its body when `value` holds only its state (format 3).
     fn action_at(&self, key: &[u8], value: &[u8]) -> Result<Action, StoreError> {
-        let corrupt = |e: String| {
-            StoreError::Corrupt(format!(
-                "cannot decode action at key \"{}\": {e}",
-                key.escape_ascii()
-            ))
-        };
+        let corrupt = |e: String| undecodable_action(key, e);
         match Action::read_stored(value).map_err(corrupt)? {
             edge::StoredAction::Whole(a) => Ok(a),
             edge::StoredAction::State(s) => {
