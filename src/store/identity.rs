@@ -212,7 +212,7 @@ pub fn new_store_id(path: &Path) -> Result<String, StoreError> {
 }
 
 /// Remove the snapshots sled left unfinished (`snap.<lsn>.generating`), if no process
-/// holds the store, and return their names.
+/// holds the store.
 ///
 /// sled 0.34 writes a snapshot each time it opens: to `snap.<lsn>.generating`, synced,
 /// then renamed to `snap.<lsn>`, the rename being the commit. A kill during the write
@@ -224,7 +224,7 @@ pub fn new_store_id(path: &Path) -> Result<String, StoreError> {
 /// The store's `flock` (sled's own lock on `db`) is taken first, so a live worker's
 /// snapshot in progress is never touched; if it is held, nothing is removed and sled's
 /// open reports the lock.
-pub fn clear_unfinished_snapshots(path: &Path) -> Result<Vec<String>, StoreError> {
+pub fn clear_unfinished_snapshots(path: &Path) -> Result<(), StoreError> {
     let unfinished = |dir: &Path| -> Vec<OsString> {
         std::fs::read_dir(dir)
             .into_iter()
@@ -235,30 +235,27 @@ pub fn clear_unfinished_snapshots(path: &Path) -> Result<Vec<String>, StoreError
             .collect()
     };
     if unfinished(path).is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let db = path.join("db");
     let Ok(file) = File::open(&db) else {
         // No data file: sled starts from nothing and reads no snapshot.
-        return Ok(Vec::new());
+        return Ok(());
     };
     use std::os::fd::AsRawFd;
     // SAFETY: `file` is open for the whole call; flock has no other precondition.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let mut removed = Vec::new();
     for name in unfinished(path) {
-        let p = path.join(&name);
+        let p = path.join(name);
         std::fs::remove_file(&p).map_err(io("remove the unfinished sled snapshot", &p))?;
-        removed.push(name.to_string_lossy().into_owned());
     }
-    sync_dir(path)?;
-    // Closing `file` lets go of the lock.
-    Ok(removed)
+    // Closing `file` afterwards lets go of the lock.
+    sync_dir(path)
 }
 
-/// `snap.<16 hex digits>.generating`: a snapshot sled began and never renamed.
+/// `snap.<hex lsn>.generating`: a snapshot sled began and never renamed.
 pub fn is_unfinished_snapshot(name: &str) -> bool {
     name.strip_prefix("snap.")
         .and_then(|r| r.strip_suffix(".generating"))
