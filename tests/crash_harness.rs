@@ -879,6 +879,25 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
             "{id} is sent but the upstream never received it"
         );
     }
+    // Nothing is logged that a kill could still undo: an action the worker logged as
+    // sent is sent in the store, whatever came after (`sent` is final).
+    let worker_log = std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default();
+    let logged_sent: BTreeSet<&str> = worker_log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "action_sent")
+        .filter_map(|v| v["action"].as_str().map(|a| a.to_string()))
+        .filter_map(|a| stored.get_key_value(a.as_str()).map(|(k, _)| *k))
+        .collect();
+    let unsent: Vec<(&str, State)> = logged_sent
+        .iter()
+        .map(|id| (*id, stored[id]))
+        .filter(|(_, s)| *s != State::Sent)
+        .collect();
+    assert!(
+        unsent.is_empty(),
+        "logged as sent, not sent in the store: {unsent:?}"
+    );
     drop(store);
 
     // (d) the audit agrees.
@@ -897,7 +916,6 @@ fn sigkill_at_random_moments_never_overshoots_nor_sends_twice() {
 
     // (e) P7 at the upstream: after a 429 the worker recorded, nothing more for that
     // account on that local day, across restarts and steps back.
-    let worker_log = std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default();
     // A 429 counts as recorded on the account's local day of the worker's `vtime` when
     // it logged it: an action can be answered 429 on one day (recorded), sent again on a
     // later day and answered 429 again by a worker killed before it could record that
