@@ -22,6 +22,9 @@
 //! 4. `daemon` (after `ingest`, before `start`): the release `sendgate run` on a copy of
 //!    that store with a loopback upstream; time from spawning the process to the first request the
 //!    upstream receives, and the worker's peak RSS then.
+//! 5. `daemon` and `start` after a kill -9 (`*_after_crash`): the same two phases on the
+//!    store as a kill -9 right after the ingest's last file leaves it (a copy taken
+//!    before the clean close), so sled replays its whole log at open.
 //!
 //! The store's bytes are reported by sled file kind (`db`, `snapshots`, `blobs`, `other`;
 //! apparent and allocated): `ingest.files_before_close` and `files_after_close`,
@@ -29,9 +32,11 @@
 //!
 //! `BENCH_SENDGATE=PATH` runs another build's `sendgate` in the `daemon` phase.
 //! `BENCH_KEEP=1` keeps a copy of the ingested store in `target/bench/scale-store-N`
-//! (and of the store after the `parked` phase in `scale-store-N-parked`);
+//! (its crashed image in `scale-store-N-crashed`, and the store after the `parked`
+//! phase in `scale-store-N-parked`);
 //! `BENCH_STORE_FROM=DIR` starts from a copy of such a store instead of ingesting (and
-//! skips the big-file phase): for repeated start-up and memory runs on one store.
+//! skips the big-file phase): for repeated start-up and memory runs on one store
+//! (`BENCH_CRASHED_FROM=DIR` adds the after-crash phases).
 
 mod common;
 
@@ -89,6 +94,11 @@ const FILE_ACTIONS: usize = 50_000;
 
 fn store_path(dir: &Path) -> PathBuf {
     dir.join("store")
+}
+
+/// The store as a kill -9 after the ingest's last file leaves it (`phase_ingest`).
+fn crashed_path(dir: &Path) -> PathBuf {
+    dir.join("crashed-store")
 }
 
 /// A store directory's bytes by sled file kind — its log (`db`), snapshots (`snap.*`),
@@ -192,6 +202,11 @@ fn phase_ingest(dir: &Path, accounts: usize) -> Value {
     }
     assert_eq!(applied, total);
     let before_close = store_files(&store_path(dir));
+    // What a kill -9 here would leave: every byte sled wrote is in the kernel's hands,
+    // and sled has no snapshot (it writes one only when an open finds a log to
+    // replay, and this store's only open found it empty), so the next open replays
+    // the whole log. The `*_after_crash` phases start from this copy.
+    copy_dir(&store_path(dir), &crashed_path(dir));
     // As the worker leaves its store at a clean stop.
     store.close().expect("clean close");
     json!({
@@ -560,6 +575,13 @@ fn copy_dir(from: &Path, to: &Path) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "copy {} to {}", from.display(), to.display());
+    // Written back before any phase runs on the copy: its first fsync of `db` (sled's
+    // recovery after a crash, `Store::open`'s own) would otherwise wait for the whole
+    // copy to reach the disk (1.3–1.4 s at a million queued), which no real start pays.
+    let dir = std::fs::File::open(to).expect("open the copy");
+    // SAFETY: `dir` is an open descriptor for the whole call.
+    let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+    assert_eq!(rc, 0, "syncfs {}", to.display());
 }
 
 /// Runs one phase in a child process and returns what it printed.
@@ -618,6 +640,9 @@ fn main() {
         Some(src) => {
             copy_dir(src, &store_path(&dir));
             eprintln!("  store copied from {}", src.display());
+            if let Some(crashed) = std::env::var_os("BENCH_CRASHED_FROM") {
+                copy_dir(Path::new(&crashed), &crashed_path(&dir));
+            }
             (Value::Null, Value::Null)
         }
         None => {
@@ -632,6 +657,10 @@ fn main() {
                 let _ = std::fs::remove_dir_all(&keep);
                 copy_dir(&store_path(&dir), &keep);
                 eprintln!("  kept the ingested store in {}", keep.display());
+                let keep = common::target_dir().join(format!("bench/scale-store-{accounts}-crashed"));
+                let _ = std::fs::remove_dir_all(&keep);
+                copy_dir(&crashed_path(&dir), &keep);
+                eprintln!("  kept its crashed image in {}", keep.display());
             }
             (bigfile, ingest)
         }
@@ -645,6 +674,23 @@ fn main() {
     let daemon = child("daemon", &daemon_dir, "-");
     let _ = std::fs::remove_dir_all(&daemon_dir);
     eprintln!("  daemon: {daemon}");
+    // The same after a kill -9, each on its own copy of the crashed image (an open
+    // writes a snapshot, so a second open of one copy would replay nothing).
+    let (daemon_after_crash, start_after_crash) = if crashed_path(&dir).exists() {
+        let run = |phase: &str| {
+            let d = dir.join(format!("{phase}-after-crash"));
+            std::fs::create_dir_all(&d).expect("after-crash dir");
+            copy_dir(&crashed_path(&dir), &store_path(&d));
+            let v = child(phase, &d, "-");
+            let _ = std::fs::remove_dir_all(&d);
+            eprintln!("  {phase} after a kill -9: {v}");
+            v
+        };
+        (run("daemon"), run("start"))
+    } else {
+        eprintln!("  no crashed image (BENCH_CRASHED_FROM unset): the after-crash phases are skipped");
+        (Value::Null, Value::Null)
+    };
     let start = child("start", &dir, "-");
     eprintln!("  start: {start}");
     let parked = child("parked", &dir, &idle_s.to_string());
@@ -723,6 +769,22 @@ fn main() {
         format!("{:.1}", kib(&daemon, "vm_hwm_kib_at_first_send")),
     );
     row(
+        "`sendgate run` after a kill -9: process start → first request (s)",
+        format!("{:.3}", f(&daemon_after_crash, "process_to_first_send_s")),
+    );
+    row(
+        "  the same: process start → `worker_started` (s)",
+        format!("{:.3}", f(&daemon_after_crash, "process_to_worker_started_s")),
+    );
+    row(
+        "  `--phase start` after a kill -9: Store::open (s)",
+        format!("{:.3}", f(&start_after_crash, "store_open_s")),
+    );
+    row(
+        "  the same: bench process start → first reservation (s)",
+        format!("{:.3}", f(&start_after_crash, "process_to_first_reservation_s")),
+    );
+    row(
         "bench process start → first reservation (s)",
         format!("{:.3}", f(&start, "process_to_first_reservation_s")),
     );
@@ -773,10 +835,13 @@ fn main() {
         "start": start,
         "parked": parked,
         "daemon": daemon,
+        "daemon_after_crash": daemon_after_crash,
+        "start_after_crash": start_after_crash,
         // The goal rows of issue 13, in one place.
         "goals": {
             "peak_rss_mib_after_walk": kib(&parked, "after_park_vm_hwm_kib"),
             "process_start_to_first_send_s": f(&daemon, "process_to_first_send_s"),
+            "process_start_to_first_send_after_kill_s": f(&daemon_after_crash, "process_to_first_send_s"),
             "store_bytes_per_queued_action": apparent as f64 / n as f64,
         },
         "rss_mib_after_first_reservation": kib(&start, "vm_rss_kib"),
@@ -804,6 +869,14 @@ fn main() {
         assert_eq!(
             j["daemon"]["clean_exit"], true,
             "the worker stopped cleanly on SIGTERM"
+        );
+        assert_eq!(
+            j["daemon_after_crash"]["clean_exit"], true,
+            "the worker started on the crashed image, sent and stopped cleanly"
+        );
+        assert_eq!(
+            j["start_after_crash"]["queued"], j["start"]["queued"],
+            "the crashed image recovers what the cleanly closed store holds"
         );
         println!("smoke run ok");
     } else {
