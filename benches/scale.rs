@@ -254,7 +254,7 @@ fn phase_bigfile(dir: &Path, n: usize) -> Value {
             // What the daemon does between two steps (nothing is due: caps never bind
             // but the bench clock stands still, so this is the tick's own cost).
             let _ = engine.tick(now).expect("tick");
-            engine.drain_events();
+            engine.drain_events().expect("settled");
             step_at = Instant::now();
         },
     };
@@ -303,7 +303,7 @@ fn phase_start(dir: &Path) -> Value {
     let first = loop {
         let r = engine.tick(now).expect("tick");
         // The daemon logs and drops events after every tick; so do we.
-        events += engine.drain_events().len();
+        events += engine.drain_events().expect("settled").len();
         ticks += 1;
         if !r.is_empty() {
             break r;
@@ -342,7 +342,7 @@ fn phase_parked(dir: &Path, idle_s: f64) -> Value {
     let t0 = Instant::now();
     let mut engine = Engine::new(store, EngineConfig::default(), base).expect("engine starts");
     let mut park_ticks = 0u64;
-    let mut events = engine.drain_events().len();
+    let mut events = engine.drain_events().expect("settled").len();
     // Accounts that sent in the `start` phase wait out their pacing gap (persisted
     // across restarts) first: follow virtual time up to an hour to park them too.
     let mut now = base;
@@ -353,7 +353,7 @@ fn phase_parked(dir: &Path, idle_s: f64) -> Value {
     {
         now = now.max(t);
         let r = engine.tick(now).expect("tick");
-        events += engine.drain_events().len();
+        events += engine.drain_events().expect("settled").len();
         assert!(r.is_empty(), "a reservation with caps.invites = 0");
         park_ticks += 1;
     }
@@ -382,7 +382,7 @@ fn phase_parked(dir: &Path, idle_s: f64) -> Value {
         match engine.next_wake().expect("next wake") {
             Some(t) if t <= now => {
                 engine.tick(now).expect("tick");
-                engine.drain_events();
+                engine.drain_events().expect("settled");
                 idle_ticks += 1;
             }
             Some(t) => {

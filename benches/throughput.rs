@@ -200,6 +200,9 @@ fn pipeline_with(dir: &Path, n: usize, accounts: usize, batch: usize, fsync: boo
         b.record_s += t_rec.elapsed().as_secs_f64();
         sent += recorded.len();
     }
+    // As the worker does before it logs: the last answers' flush (every earlier one rode
+    // on the next reservation's durable commit).
+    store.settle().expect("settle");
     let wall = t.elapsed().as_secs_f64();
     b.wall_s += wall;
     b.cpu_s += (common::cpu_time_rusage() - cpu0).as_secs_f64();

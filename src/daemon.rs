@@ -425,7 +425,7 @@ impl Worker {
                     last_prune = Instant::now();
                 }
             }
-            self.flush_log();
+            self.flush_log()?;
             if !self.status_due()?
                 && self
                     .metrics
@@ -556,7 +556,7 @@ impl Worker {
         if !done.is_empty() {
             self.engine.complete_many(done, self.clock.now())?;
         }
-        self.flush_log();
+        self.flush_log()?;
         self.status_due()?;
         self.ping_watchdog()
     }
@@ -648,10 +648,12 @@ impl Worker {
         });
     }
 
-    fn flush_log(&mut self) {
-        for ev in self.engine.drain_events() {
+    /// Log the engine's events, once what they tell of is flushed (`drain_events`).
+    fn flush_log(&mut self) -> Result<(), Fatal> {
+        for ev in self.engine.drain_events()? {
             log::event(&ev);
         }
+        Ok(())
     }
 
     /// Take job files: leftovers in `processing/` first (after a crash), then files

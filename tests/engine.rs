@@ -1088,6 +1088,7 @@ fn a_configured_red_zone_cap_is_logged_once_per_value_not_at_every_start() {
     settings.policy.caps.invites = 95;
     let red = |e: &mut Engine| -> Vec<(String, u32)> {
         e.drain_events()
+            .expect("settled")
             .into_iter()
             .filter_map(|e| match e {
                 Event::RedZone {
@@ -1171,4 +1172,39 @@ fn a_restart_turns_each_account_s_day_before_its_first_dispatch_however_many_acc
         summaries.values().all(|d| *d == vec![day1.date_naive()]),
         "day 1 once for each: {summaries:?}"
     );
+}
+
+/// Nothing is logged that a `kill -9` could still undo: an answer recorded without its
+/// own flush is flushed before the events that tell of it are handed out.
+#[test]
+fn the_events_of_an_answer_are_handed_out_only_once_it_is_flushed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T10:00:00Z");
+    let mut e =
+        Engine::new(open(dir.path(), quiet_settings()), EngineConfig::default(), now).expect("engine");
+    let text = format!(
+        "{}\n{}\n{}",
+        account_line("a1", ""),
+        campaign_line("c1", 10, ""),
+        actions("m", 1, "c1", "a1", "message")
+    );
+    e.apply_file("f.jsonl", text.as_bytes(), now).expect("apply");
+    let mut at = now;
+    let mut reserved = Vec::new();
+    for _ in 0..100 {
+        reserved = e.tick(at).expect("tick");
+        if !reserved.is_empty() {
+            break;
+        }
+        at = e.next_wake().expect("wake").expect("a wake is planned");
+    }
+    assert_eq!(reserved.len(), 1, "the action is handed out within the window");
+    e.drain_events().expect("settled");
+    e.complete(&reserved[0], Outcome::Sent, at).expect("complete");
+    assert!(e.store().unsettled(), "the answer waits for a flush");
+    let before = e.store().flushes();
+    let events = e.drain_events().expect("settled");
+    assert!(!e.store().unsettled());
+    assert_eq!(e.store().flushes(), before + 1);
+    assert!(events.iter().any(|ev| ev.name() == "action_sent"), "{events:?}");
 }

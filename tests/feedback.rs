@@ -236,7 +236,7 @@ fn a_page_applies_whole_and_each_event_once_whatever_the_cursor_does() {
         None,
         "the cursor did not move"
     );
-    let logged = e.drain_events();
+    let logged = e.drain_events().expect("settled");
     let reason = logged
         .iter()
         .find_map(|ev| match ev {

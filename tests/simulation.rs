@@ -1068,7 +1068,7 @@ fn run_day(
                 ctx.on_released(&r.request.id)?;
             }
         }
-        for e in engine.drain_events() {
+        for e in engine.drain_events().expect("settled") {
             if e.name() == "upstream_down" {
                 ctx.n.upstream_down += 1;
             }

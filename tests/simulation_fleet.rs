@@ -664,7 +664,7 @@ impl Run<'_> {
         let Some(live) = self.workers[wi].live.as_mut() else {
             return;
         };
-        for e in live.engine.drain_events() {
+        for e in live.engine.drain_events().expect("settled") {
             let line = format!("{e:?}");
             match e.name() {
                 "action_failed" if line.contains("duplicate_in_fleet") => self.n.duplicates_in_fleet += 1,

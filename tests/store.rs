@@ -1173,3 +1173,65 @@ fn an_unfinished_snapshot_of_a_held_store_is_left_alone() {
     assert!(path.join(name).exists(), "a held store's file was removed");
     drop(held);
 }
+
+/// An ordinary answer needs to survive the process, not a power cut (SPEC §5: lost, it
+/// reads `unknown`). It rides on the next reservation's durable commit, so sending one
+/// action at a time costs one sled flush per action, not two; an answer that holds or
+/// stops an account is still made durable before `record` returns.
+#[test]
+fn an_ordinary_answer_is_flushed_with_the_next_reservation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Settings::default());
+    let now = utc(NOW);
+    let mut text = format!("{}\n{}\n", account_line("a1", ""), campaign_line("c1", 10, ""));
+    for i in 0..4 {
+        text.push_str(&action_line(&format!("x{i}"), "c1", "a1", "message"));
+        text.push('\n');
+    }
+    apply(&store, "f.jsonl", &text, now);
+    let reserve = |id: &str| {
+        let (r, _) = store.reserve(&[id.to_string()], now).expect("reserve");
+        assert!(matches!(r[0], ReserveResult::Reserved(_)), "{r:?}");
+    };
+    reserve("x0");
+    let before = store.flushes();
+    assert!(!store.unsettled(), "a reservation leaves nothing waiting");
+    store
+        .record(&[("x0".to_string(), Outcome::Sent, 0)], now)
+        .expect("record");
+    assert_eq!(store.flushes(), before, "a sent answer waits for the next flush");
+    assert!(store.unsettled());
+    assert_eq!(
+        store.action("x0").expect("read").map(|a| a.state),
+        Some(State::Sent)
+    );
+    reserve("x1");
+    assert_eq!(
+        store.flushes(),
+        before + 1,
+        "one flush carries the answer and the reservation"
+    );
+    assert!(!store.unsettled());
+    store
+        .record(&[("x1".to_string(), Outcome::Sent, 0)], now)
+        .expect("record");
+    store.settle().expect("settle");
+    assert_eq!(store.flushes(), before + 2, "settle flushes what waits");
+    store.settle().expect("settle");
+    assert_eq!(store.flushes(), before + 2, "and nothing when nothing waits");
+    // A rate limit holds the account: durable before `record` returns.
+    reserve("x2");
+    let durable = store.durable_times().histogram().count;
+    store
+        .record(
+            &[("x2".to_string(), Outcome::RateLimited { retry_after_s: None }, 0)],
+            now,
+        )
+        .expect("record");
+    assert_eq!(
+        store.durable_times().histogram().count,
+        durable + 1,
+        "a rate limit is made durable at once"
+    );
+    assert!(!store.unsettled());
+}

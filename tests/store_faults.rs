@@ -181,7 +181,7 @@ fn drive(
             let outcome = up.answer(&r.request, ops, *now, &r.campaign);
             engine.complete(&r, outcome, *now)?;
         }
-        engine.drain_events();
+        engine.drain_events()?;
     }
     panic!("the engine did not go to sleep");
 }

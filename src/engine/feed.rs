@@ -236,6 +236,7 @@ mod tests {
         assert_eq!(e.store().events_cursor().expect("read"), Some("c1".into()));
         let logged: Vec<_> = e
             .drain_events()
+            .expect("settled")
             .into_iter()
             .filter(|ev| ev.name() == "events_polled")
             .collect();

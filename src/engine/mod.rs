@@ -258,8 +258,11 @@ impl Engine {
         &mut self.cfg
     }
 
-    pub fn drain_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
+    /// The events so far, to be logged: the store is settled first, so no line tells
+    /// of a commit a `kill -9` could still undo.
+    pub fn drain_events(&mut self) -> Result<Vec<Event>, StoreError> {
+        self.store.settle()?;
+        Ok(std::mem::take(&mut self.events))
     }
 
     pub fn inflight(&self) -> usize {

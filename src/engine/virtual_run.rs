@@ -67,16 +67,17 @@ impl VirtualRun {
         }
     }
 
-    fn collect(&mut self) {
+    fn collect(&mut self) -> Result<(), StoreError> {
         let now = self.now;
         self.log
-            .extend(self.engine.drain_events().into_iter().map(|e| (now, e)));
+            .extend(self.engine.drain_events()?.into_iter().map(|e| (now, e)));
+        Ok(())
     }
 
     /// Apply a job file's text at the current time.
     pub fn apply_text(&mut self, name: &str, text: &str) -> Result<(), StoreError> {
         self.engine.apply_file(name, text.as_bytes(), self.now)?;
-        self.collect();
+        self.collect()?;
         Ok(())
     }
 
@@ -139,7 +140,7 @@ impl VirtualRun {
             if !done.is_empty() {
                 self.engine.complete_many(done, self.now)?;
             }
-            self.collect();
+            self.collect()?;
         }
         self.now = self.now.max(until);
         Ok(())

@@ -57,7 +57,7 @@ use crate::config::Policy;
 use codec::FORMAT_VERSION;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 pub use tx::Rejection;
@@ -297,6 +297,11 @@ pub struct Store {
     pub settings: Settings,
     ops: AtomicU64,
     fail_from_op: Option<u64>,
+    /// A commit that only needs to survive the process (an ordinary outcome) is
+    /// waiting for sled's flush: the next `make_durable` carries it, else `settle`.
+    unflushed: AtomicBool,
+    /// sled flushes issued (`make_durable` and `settle`), for tests and benchmarks.
+    flushes: AtomicU64,
     /// Files and directory entries already synced (`make_durable`).
     synced: Mutex<identity::Synced>,
     /// The identity this process keeps up to date; `None` for the read-only commands.
@@ -446,6 +451,8 @@ impl Store {
             path: path.to_path_buf(),
             settings,
             ops: AtomicU64::new(0),
+            unflushed: AtomicBool::new(false),
+            flushes: AtomicU64::new(0),
             fail_from_op: opts.fail_from_op,
             synced: Mutex::new(identity::Synced::default()),
             mark: None,
@@ -689,7 +696,7 @@ impl Store {
     fn mark_now(&self, force: bool) -> Result<(), StoreError> {
         self.op("flush")?;
         let due = self.mark_due(force)?;
-        self.db.flush()?;
+        self.sled_flush()?;
         if self.settings.fsync {
             self.op("fdatasync")?;
             self.sync_files()?;
@@ -748,8 +755,43 @@ impl Store {
     /// sled's flush without the `fdatasync`: survives the process dying, not a power cut.
     fn flush(&self) -> Result<(), StoreError> {
         self.op("flush")?;
+        self.sled_flush()
+    }
+
+    /// sled's flush: everything committed so far reaches the file, the waiting
+    /// commits included.
+    fn sled_flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.unflushed.store(false, Ordering::Release);
         Ok(())
+    }
+
+    /// A commit that only needs to survive the process is left to the next flush:
+    /// the next `make_durable` (usually the next reservation, a moment later) or
+    /// `settle`, whichever comes first.
+    fn flush_later(&self) {
+        self.unflushed.store(true, Ordering::Release);
+    }
+
+    /// Flush what `flush_later` left waiting, if anything. Whoever reports a commit
+    /// (a log line, a reply) settles first, so nothing is told that a `kill -9` could
+    /// still undo.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        if self.unflushed.load(Ordering::Acquire) {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Whether a commit is waiting for `settle` (or the next `make_durable`).
+    pub fn unsettled(&self) -> bool {
+        self.unflushed.load(Ordering::Acquire)
+    }
+
+    /// sled flushes issued so far (`make_durable`, `settle` and the store's own).
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
     }
 
     /// Run `f` as one transaction over every tree. An `Abort::Reject` comes back as

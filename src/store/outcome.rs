@@ -74,10 +74,12 @@ impl Store {
     }
 
     /// Record the outcomes of several attempts in one transaction. Rate limits,
-    /// restrictions and `no_credits` are made durable (flush + fdatasync); other
-    /// outcomes are flushed (they survive `kill -9`; a power cut can only turn them
-    /// into `unknown`). An attempt that was not delivered gives its slots back in the
-    /// same transaction (SPEC §3).
+    /// restrictions and `no_credits` are made durable (flush + fdatasync) before this
+    /// returns; other outcomes are committed and flushed with the next durable commit
+    /// (the next reservation) or at `settle`, whichever comes first: until then a
+    /// `kill -9` turns them into `unknown`, as it would an answer not yet recorded.
+    /// An attempt that was not delivered gives its slots back in the same transaction
+    /// (SPEC §3).
     pub fn record_attempts(
         &self,
         attempts: &[Attempt],
@@ -112,15 +114,17 @@ impl Store {
             Ok((out, changes))
         })?;
         let done = result.map_err(|r| StoreError::Corrupt(r.reason))?;
-        // An outcome that holds, stops or drains an account must survive a power cut:
-        // losing it could let the account send again the same day. Any other outcome
-        // only needs to survive the process: lost to a power cut, its action reads
-        // `unknown` at the next start, its slot still used — never a second send.
+        // An outcome that holds, stops or drains an account must survive a power cut
+        // before anything else is decided: losing it could let the account send again
+        // the same day. Any other outcome only needs to reach the file before anyone is
+        // told of it: lost to a crash, its action reads `unknown` at the next start, its
+        // slot still used — never a second send. The next reservation's durable commit
+        // carries it (one flush per action instead of two), else `settle` does.
         let binding = attempts.iter().any(|at| outcome::binding(&at.outcome));
         if binding {
             self.make_durable()?;
         } else {
-            self.flush()?;
+            self.flush_later();
         }
         Ok(done)
     }
