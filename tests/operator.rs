@@ -10,7 +10,7 @@ use common::worker::{wait_until, Worker, DEADLINE};
 use common::{account_line, action_line, campaign_line, cli};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -498,6 +498,42 @@ fn without_a_worker_no_store_is_created_and_usage_errors_exit_2() {
     assert_eq!(cli(&cfg, &["list", "--kind", "poke"]).0, 2);
     assert_eq!(cli(&cfg, &["status", "--at", "yesterday"]).0, 2);
     assert_eq!(cli(&cfg, &["pause", "--all", "--account", "a"]).0, 2);
+}
+
+/// A worker killed with `kill -9` leaves its socket taking connections while the kernel
+/// tears it down, and they close without a word. `status` then reads the store, as when
+/// no worker runs; `pause` is not run a second time on the store (the worker may have
+/// carried it out) and says so.
+#[test]
+fn a_worker_that_closes_without_an_answer_leaves_reads_to_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), "http://127.0.0.1:9");
+    let store = common::open(dir.path(), sendgate::store::Settings::default());
+    common::apply(&store, "f1.jsonl", &setup(1, "invite"), common::utc(START));
+    store.close().expect("close");
+    // The going worker's socket: every connection accepted, then closed unread.
+    let listener = UnixListener::bind(dir.path().join("admin.sock")).expect("bind the socket");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let stop = Arc::new(AtomicUsize::new(0));
+    let stop2 = Arc::clone(&stop);
+    let closer = std::thread::spawn(move || {
+        let start = Instant::now();
+        while stop2.load(Ordering::SeqCst) == 0 && start.elapsed() < DEADLINE {
+            match listener.accept() {
+                Ok((conn, _)) => drop(conn),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let (code, out, err) = cli(&cfg, &["status"]);
+    assert_eq!(code, 0, "status falls back to the store: {err}");
+    assert!(out.contains("acct-1"), "{out}");
+    let (code, _, err) = cli(&cfg, &["pause", "--all"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("without an answer"), "{err}");
+    assert!(err.contains("sendgate status"), "{err}");
+    stop.store(1, Ordering::SeqCst);
+    closer.join().expect("the closer thread");
 }
 
 #[test]

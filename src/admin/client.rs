@@ -19,6 +19,10 @@ pub enum ClientError {
     NoWorker,
     /// Something listens but the exchange failed.
     Failed(String),
+    /// The connection was closed or reset before a word of the reply: the worker is
+    /// gone or going (a `kill -9`ed worker's socket takes connections for as long as
+    /// the kernel tears the process down), or it stopped while answering.
+    Closed(String),
 }
 
 /// Send `req` to the worker listening at `path` and read its reply.
@@ -46,6 +50,12 @@ pub fn call(path: &Path, req: &Request) -> Result<Reply, ClientError> {
     let mut reply = Vec::new();
     let read = BufReader::new(stream.take(MAX_REPLY_BYTES)).read_until(b'\n', &mut reply);
     if reply.is_empty() {
+        if closed_without_answer(&read) {
+            return Err(ClientError::Closed(format!(
+                "{}: the worker closed the connection without an answer",
+                path.display()
+            )));
+        }
         written.map_err(fail)?;
         read.map_err(fail)?;
     }
@@ -55,4 +65,14 @@ pub fn call(path: &Path, req: &Request) -> Result<Reply, ClientError> {
             path.display()
         ))
     })
+}
+
+/// Whether a read that got nothing means the other end closed or reset the connection
+/// (not a timeout: a worker that hangs is not taken for one that is gone).
+fn closed_without_answer(read: &std::io::Result<usize>) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    match read {
+        Ok(_) => true,
+        Err(e) => matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe),
+    }
 }

@@ -40,6 +40,16 @@ pub fn ask(config: Option<&Path>, req: &Request) -> Result<Reply, i32> {
             return Err(exit::FAILURE);
         }
         Err(ClientError::NoWorker) => from_store(&config, &socket, req)?,
+        // A command that only reads asks the store (which waits for a going worker's
+        // lock); one that writes may have been carried out, so it is not run twice.
+        Err(ClientError::Closed(_)) if !req.mutates() => from_store(&config, &socket, req)?,
+        Err(ClientError::Closed(e)) => {
+            eprintln!(
+                "sendgate: admin socket {e}; it may have stopped after carrying the command \
+                 out: see `sendgate status`, then run the command again if needed"
+            );
+            return Err(exit::FAILURE);
+        }
     };
     match reply {
         Reply::Error { message, exit } => {

@@ -15,7 +15,7 @@
 //! It never opens sled and never decides to create a store on its own: `Store::open`
 //! does, from the [`Layout`] found here.
 
-use super::{damaged, io, StoreError};
+use super::{damaged, io, lock, StoreError};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
@@ -275,6 +275,29 @@ pub fn lock_holder(file: &Path) -> Option<u32> {
         let at = f.iter().position(|x| *x == want)?;
         f.get(at.checked_sub(1)?)?.parse().ok().filter(|&pid| pid != 0)
     })
+}
+
+/// What can be seen of the process holding the `flock` on `file` (`lock::step` decides
+/// what to do about it).
+pub fn observe_holder(file: &Path) -> lock::Holder {
+    let Some(pid) = lock_holder(file) else {
+        return lock::Holder::Unlisted;
+    };
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    match std::fs::read_to_string(proc_dir.join("stat")) {
+        Ok(stat) => {
+            // A process that exits between the two reads has no status: it was exiting.
+            let status = std::fs::read_to_string(proc_dir.join("status")).unwrap_or_default();
+            if status.is_empty() || lock::is_exiting(&stat, &status) {
+                lock::Holder::Exiting(pid)
+            } else {
+                lock::Holder::Live(pid)
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => lock::Holder::Gone(pid),
+        // Present but unreadable: live, as far as anyone can tell.
+        Err(_) => lock::Holder::Live(pid),
+    }
 }
 
 /// Which of sled's files and directory entries are known durable, so that each new file

@@ -22,6 +22,7 @@ mod feed;
 mod fleet;
 pub mod identity;
 mod ingest;
+pub mod lock;
 mod operator;
 mod outcome;
 mod query;
@@ -114,12 +115,6 @@ const META_FEEDBACK_SEEN: &[u8] = b"feedback_seen";
 /// current one; an emptied or replaced store always is (the store id).
 pub const MARK_EVERY: Duration = Duration::from_secs(60);
 
-/// How long `Store::close` waits for sled to let go of the lock of the handle it
-/// dropped before reopening it.
-const CLOSE_LOCK_WAIT: Duration = Duration::from_secs(10);
-
-/// sled's open failed because another handle (another process, or one of ours just
-/// dropped) still holds the store's file lock.
 /// The error for an `actions` value at `key` that does not decode.
 fn undecodable_action(key: &[u8], e: String) -> StoreError {
     StoreError::Corrupt(format!(
@@ -128,8 +123,47 @@ fn undecodable_action(key: &[u8], e: String) -> StoreError {
     ))
 }
 
+/// sled's open failed because another handle (another process, or one of ours just
+/// dropped) still holds the store's file lock.
 fn lock_held(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+/// Open sled at `path`, first clearing the snapshots a kill left unfinished; while the
+/// store's lock is held, try again as long as `lock::step` says (a holder that is gone
+/// or going, for an open; sled's own threads, for a close), then report who holds it.
+fn open_sled(path: &Path, cache_bytes: u64, patience: lock::Patience) -> Result<sled::Db, StoreError> {
+    let shown = path.display().to_string();
+    let first = Instant::now();
+    loop {
+        // A kill while sled wrote its snapshot must not stop every later open.
+        identity::clear_unfinished_snapshots(path)?;
+        let e = match sled_config(path, cache_bytes).open() {
+            Ok(db) => return Ok(db),
+            Err(e) => e,
+        };
+        if !lock_held(&e) {
+            return Err(match e {
+                sled::Error::Io(source) => StoreError::Io {
+                    op: "open",
+                    path: shown,
+                    source,
+                },
+                sled::Error::Corruption { .. } => StoreError::Corrupt(format!("{shown}: {e}")),
+                other => StoreError::Sled(other),
+            });
+        }
+        let holder = identity::observe_holder(&path.join("db"));
+        match lock::step(holder, patience, first.elapsed()) {
+            lock::Step::Retry => std::thread::sleep(lock::POLL),
+            lock::Step::Fail => {
+                return Err(StoreError::Locked {
+                    path: shown,
+                    detail: lock::detail(holder),
+                })
+            }
+        }
+    }
 }
 
 /// The sled configuration of every store open (and of the benchmark that measures what
@@ -399,26 +433,11 @@ impl Store {
                 ));
             }
         };
-        // A kill while sled wrote its snapshot must not stop every later open.
-        identity::clear_unfinished_snapshots(path)?;
-        let db = sled_config(path, opts.cache_mb.saturating_mul(1024 * 1024))
-            .open()
-            .map_err(|e| match e {
-                ref locked if lock_held(locked) => StoreError::Locked {
-                    path: shown.clone(),
-                    detail: match identity::lock_holder(&path.join("db")) {
-                        Some(pid) => format!("pid {pid}"),
-                        None => "pid unknown".into(),
-                    },
-                },
-                sled::Error::Io(source) => StoreError::Io {
-                    op: "open",
-                    path: shown.clone(),
-                    source,
-                },
-                sled::Error::Corruption { .. } => StoreError::Corrupt(format!("{shown}: {e}")),
-                other => StoreError::Sled(other),
-            })?;
+        let db = open_sled(
+            path,
+            opts.cache_mb.saturating_mul(1024 * 1024),
+            lock::Patience::Open,
+        )?;
         let trees = TREE_NAMES
             .iter()
             .map(|n| db.open_tree(n))
@@ -638,24 +657,10 @@ impl Store {
         let path = self.path.clone();
         drop(self);
         // sled lets go of its file lock from a background thread a moment after the
-        // handle is dropped.
-        let deadline = Instant::now() + CLOSE_LOCK_WAIT;
-        loop {
-            identity::clear_unfinished_snapshots(&path)?;
-            // Nothing is read: the open's recovery is the point.
-            let opened = sled_config(&path, 1024 * 1024).open();
-            match opened {
-                Ok(db) => {
-                    // Dropping it flushes and syncs (nothing was written).
-                    drop(db);
-                    return Ok(());
-                }
-                Err(ref e) if lock_held(e) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // handle is dropped. Nothing is read: the open's recovery is the point, and
+        // dropping the handle flushes and syncs (nothing was written).
+        drop(open_sled(&path, 1024 * 1024, lock::Patience::Close)?);
+        Ok(())
     }
 
     /// Before a flush: if the mark is due (or `force`), keep the data's mark in `meta`
