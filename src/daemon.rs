@@ -593,6 +593,8 @@ impl Worker {
             c.send(Request::Want(w));
         }
         if let Some(claim) = self.engine.fleet_take_claim() {
+            // The claim was decided on the store as it is: what it tells etcd is flushed.
+            self.engine.store().settle()?;
             if !c.send(Request::Claim(claim.clone())) {
                 for r in self.engine.fleet_claim_lost(claim, now)? {
                     self.send(r);
@@ -660,6 +662,9 @@ impl Worker {
     /// whose last step failed, then new ones in byte order of their names, at most
     /// `MAX_FILES_PER_PASS`. Spool directories that vanished are recreated first.
     fn take_files(&mut self, leftovers: bool) -> Result<(), Fatal> {
+        // Answers recorded last turn reach the disk before a file is read and parsed: a
+        // file that kills the worker (out of memory) must not take them along.
+        self.engine.store().settle()?;
         self.repair_spool();
         if leftovers {
             let claimed = self

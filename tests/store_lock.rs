@@ -130,13 +130,16 @@ fn an_open_waits_while_the_lock_outlives_its_holder() {
     });
     assert_eq!(reap(locker), 0, "the holder could not lock or fork");
     assert!(held(&db), "the grandchild let go too early");
-    // Listed under the pid that took it, which no longer exists (or, seen from another
-    // pid namespace, not listed at all).
+    // Listed under the pid that took it, which no longer exists.
     let seen = identity::observe_holder(&db);
-    assert!(
-        matches!(seen, Holder::Unlisted) || seen == Holder::Gone(locker as u32),
-        "{seen:?}"
-    );
+    if seen == Holder::Unlisted {
+        // The kernel lists the lock under other device numbers than `stat` gives (btrfs
+        // subvolumes, overlayfs): an unlisted holder is waited for only briefly.
+        eprintln!("skipped: this filesystem's locks are not found in /proc/locks by device and inode");
+        nanosleep(HELD_AFTER_EXIT);
+        return;
+    }
+    assert_eq!(seen, Holder::Gone(locker as u32));
     let store = Store::open(&path, Settings::default(), OpenOptions::default())
         .expect("the open waits for a lock whose holder is gone");
     assert!(store.state_counts().is_ok());

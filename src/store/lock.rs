@@ -16,6 +16,11 @@ pub const OPEN_WAIT: Duration = Duration::from_secs(5);
 /// How long `Store::close` waits for sled to let go of the lock of the handle it just
 /// dropped (sled's background threads hold it a moment longer, more on a loaded machine).
 pub const CLOSE_WAIT: Duration = Duration::from_secs(10);
+/// How long an open waits when no holder is listed: long enough for a lock that went
+/// between the failed try and the look (the next try takes it), short enough that a
+/// live holder the kernel lists under other device numbers (btrfs subvolumes, overlayfs)
+/// or another pid namespace still fails at once, for an operator.
+pub const UNLISTED_WAIT: Duration = Duration::from_millis(250);
 /// The pause between two tries.
 pub const POLL: Duration = Duration::from_millis(10);
 
@@ -59,10 +64,11 @@ pub enum Step {
 
 /// After an open failed on the lock held by `holder`, `waited` after the first try.
 pub fn step(holder: Holder, patience: Patience, waited: Duration) -> Step {
-    debug_assert!(POLL < OPEN_WAIT && OPEN_WAIT <= CLOSE_WAIT);
-    let (limit, waits) = match patience {
-        Patience::Open => (OPEN_WAIT, !matches!(holder, Holder::Live(_))),
-        Patience::Close => (CLOSE_WAIT, true),
+    debug_assert!(POLL < UNLISTED_WAIT && UNLISTED_WAIT < OPEN_WAIT && OPEN_WAIT <= CLOSE_WAIT);
+    let (limit, waits) = match (patience, holder) {
+        (Patience::Open, Holder::Unlisted) => (UNLISTED_WAIT, true),
+        (Patience::Open, _) => (OPEN_WAIT, !matches!(holder, Holder::Live(_))),
+        (Patience::Close, _) => (CLOSE_WAIT, true),
     };
     if waits && waited < limit {
         Step::Retry
@@ -131,8 +137,10 @@ mod tests {
         check(Exiting(42), Open, open_ms, Fail);
         check(Gone(42), Open, 0, Retry);
         check(Gone(42), Open, open_ms, Fail);
+        let unlisted_ms = UNLISTED_WAIT.as_millis() as u64;
         check(Unlisted, Open, 0, Retry);
-        check(Unlisted, Open, open_ms + 1, Fail);
+        check(Unlisted, Open, unlisted_ms - 1, Retry);
+        check(Unlisted, Open, unlisted_ms, Fail);
         check(Live(42), Close, 0, Retry);
         check(Live(42), Close, open_ms, Retry);
         check(Live(42), Close, close_ms, Fail);

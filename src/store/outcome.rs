@@ -117,8 +117,9 @@ impl Store {
         // An outcome that holds, stops or drains an account must survive a power cut
         // before anything else is decided: losing it could let the account send again
         // the same day. Any other outcome only needs to reach the file before anyone is
-        // told of it: lost to a crash, its action reads `unknown` at the next start, its
-        // slot still used — never a second send. The next reservation's durable commit
+        // told of it: lost to a crash, it is as if the answer never came (its action reads
+        // `unknown`, or is queued again under the same key when idempotent; its slot stays
+        // used). The next reservation's durable commit
         // carries it (one flush per action instead of two), else `settle` does.
         let binding = attempts.iter().any(|at| outcome::binding(&at.outcome));
         if binding {
