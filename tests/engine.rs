@@ -1208,3 +1208,45 @@ fn the_events_of_an_answer_are_handed_out_only_once_it_is_flushed() {
     assert_eq!(e.store().flushes(), before + 1);
     assert!(events.iter().any(|ev| ev.name() == "action_sent"), "{events:?}");
 }
+
+/// A held backlog is read once, a window at a time, however many of its actions are
+/// refused. Here the front of the account's ready actions is a campaign of profile
+/// views its invite cap does not stop, more than one window long, and the invites of a
+/// second campaign come after them: each refused invite read the same first window
+/// again (4,096 actions in one transaction), which stalled a worker for minutes while
+/// a big file came in.
+#[test]
+fn a_held_backlog_is_read_once_whatever_its_front_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T00:00:00Z");
+    let mut run = engine_at(dir.path(), quiet_settings(), now);
+    let views = sendgate::engine::MAX_PARK_BATCH + 200;
+    let invites = 40;
+    let text = format!(
+        "{}\n{}\n{}\n{}{}",
+        account_line("a1", r#","caps":{"invites":1}"#),
+        campaign_line("c1", 100_000, ""),
+        campaign_line("c2", 100_000, ""),
+        actions("v", views, "c1", "a1", "profile_view"),
+        actions("i", invites, "c2", "a1", "invite"),
+    );
+    run.apply_text("f.jsonl", &text).expect("apply");
+    run.run_until(now + Duration::hours(20), &mut always(Outcome::Sent))
+        .expect("run");
+    let store = run.engine.store();
+    let parked_invites = parked(&run)
+        .iter()
+        .filter(|(id, counter, _)| id.starts_with('i') && counter == "account.invites")
+        .count();
+    assert_eq!(
+        parked_invites,
+        invites - 1,
+        "every invite but the first waits for tomorrow"
+    );
+    let reads = store.backlog_reads();
+    let ready = (views + invites) as u64;
+    assert!(
+        reads <= 2 * ready,
+        "the backlog scans read {reads} ready actions for a backlog of {ready}"
+    );
+}

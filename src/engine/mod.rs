@@ -45,6 +45,13 @@ pub const MAX_PROMOTE_ROUNDS: usize = 64;
 pub const MAX_TURNS_PER_TICK: usize = 256;
 /// Actions parked per backlog transaction when a counter is exhausted.
 pub const MAX_PARK_BATCH: usize = 4096;
+/// Held backlogs remembered (`Engine::backlogs`) before those whose hold ended are
+/// forgotten.
+const MAX_BACKLOGS: usize = 1024;
+
+/// A held backlog: account, campaign (`None`: the whole account), counter, end of the
+/// hold.
+type BacklogKey = (String, Option<String>, String, DateTime<Utc>);
 /// When a reservation is skipped for a reason the engine did not foresee (a race with
 /// an event), the account is looked at again after this long.
 const RECHECK_S: i64 = 60;
@@ -106,6 +113,12 @@ pub struct Engine {
     inflight: usize,
     /// `cap_exhausted` is logged once per account, counter and local day.
     exhausted: BTreeSet<(String, String, NaiveDate)>,
+    /// How far the backlog of a held account (or campaign) was parked, per account,
+    /// campaign (`None`: the whole account), counter and end of the hold: the key to
+    /// read after, or `None` once it was read to its end. A backlog is read once per
+    /// hold, a window at a time, however many of its actions are refused: the front of
+    /// it may be actions the hold does not stop.
+    backlogs: BTreeMap<BacklogKey, Option<Vec<u8>>>,
     /// The UTC day `feedback_missing` was last checked: once per day for the engine's
     /// life (a restart checks again on its first tick).
     feedback_day: Option<NaiveDate>,
@@ -189,6 +202,7 @@ impl Engine {
             turns: BTreeSet::new(),
             inflight: 0,
             exhausted: BTreeSet::new(),
+            backlogs: BTreeMap::new(),
             feedback_day: None,
             more: false,
             events: Vec::new(),
@@ -785,10 +799,8 @@ impl Engine {
                     _ => None,
                 };
                 if let Some((only, hold)) = backlog {
-                    for p in self
-                        .store
-                        .park_backlog(&account, only, hold, now, MAX_PARK_BATCH)?
-                    {
+                    let parked = self.park_backlog(&account, only, hold, &blocker, now)?;
+                    for p in parked {
                         self.churn.add(1);
                         self.events.push(Event::ActionParked {
                             action: p.action,
@@ -809,6 +821,45 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Park the next window of a held backlog (at most `MAX_PARK_BATCH` ready actions
+    /// read), after the last one read under the same hold; nothing once the backlog
+    /// was read to its end under that hold. A paused campaign's backlog is read from
+    /// its start each time: the pause stops every action of it, so a window never
+    /// reads the same action twice.
+    fn park_backlog(
+        &mut self,
+        account: &str,
+        only: Option<&str>,
+        hold: Hold,
+        counter: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::store::ParkedAction>, StoreError> {
+        let key = match hold {
+            Hold::Counter(_, until) => Some((
+                account.to_string(),
+                only.map(str::to_string),
+                counter.to_string(),
+                until,
+            )),
+            Hold::CampaignPaused => None,
+        };
+        let after = match key.as_ref().and_then(|k| self.backlogs.get(k)) {
+            Some(None) => return Ok(Vec::new()),
+            Some(Some(k)) => Some(k.clone()),
+            None => None,
+        };
+        let (parked, next) =
+            self.store
+                .park_backlog(account, only, hold, now, MAX_PARK_BATCH, after.as_deref())?;
+        if let Some(k) = key {
+            if self.backlogs.len() >= MAX_BACKLOGS {
+                self.backlogs.retain(|(_, _, _, until), _| *until > now);
+            }
+            self.backlogs.insert(k, next);
+        }
+        Ok(parked)
     }
 
     /// Record what the upstream answered for an attempt handed out by `tick`.

@@ -151,7 +151,8 @@ impl Store {
         max: usize,
     ) -> Result<Vec<ParkedAction>, StoreError> {
         let plan = park::owned_elsewhere(account, OWNED_ELSEWHERE);
-        self.park_ready(&super::codec::account_prefix(account), &plan, now, max)
+        let (parked, _) = self.park_ready(&super::codec::account_prefix(account), &plan, now, max, None)?;
+        Ok(parked)
     }
 
     /// On taking `account` over: adopt the fleet's state of it (one transaction, made

@@ -302,6 +302,8 @@ pub struct Store {
     unflushed: AtomicBool,
     /// sled flushes issued (`make_durable` and `settle`), for tests and benchmarks.
     flushes: AtomicU64,
+    /// Ready actions read by backlog scans (`park_ready`), for tests.
+    backlog_reads: AtomicU64,
     /// Files and directory entries already synced (`make_durable`).
     synced: Mutex<identity::Synced>,
     /// The identity this process keeps up to date; `None` for the read-only commands.
@@ -453,6 +455,7 @@ impl Store {
             ops: AtomicU64::new(0),
             unflushed: AtomicBool::new(false),
             flushes: AtomicU64::new(0),
+            backlog_reads: AtomicU64::new(0),
             fail_from_op: opts.fail_from_op,
             synced: Mutex::new(identity::Synced::default()),
             mark: None,
@@ -792,6 +795,11 @@ impl Store {
     /// sled flushes issued so far (`make_durable`, `settle` and the store's own).
     pub fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Ready actions read so far by the scans that park a blocked backlog.
+    pub fn backlog_reads(&self) -> u64 {
+        self.backlog_reads.load(Ordering::Relaxed)
     }
 
     /// Run `f` as one transaction over every tree. An `Abort::Reject` comes back as

@@ -341,7 +341,9 @@ impl Store {
     /// Park, in one transaction, every ready action of `account` (of `campaign` only,
     /// when given) that `hold` stops: all kinds drawing from an exhausted counter, or
     /// every action of a paused campaign. They would all be refused, so trying them
-    /// one by one only burns transactions. At most `max` per call.
+    /// one by one only burns transactions. At most `max` ready actions are read per
+    /// call, from the start or after `after` (the cursor a previous call returned);
+    /// the cursor returned is `None` once the backlog was read to its end.
     pub fn park_backlog(
         &self,
         account: &str,
@@ -349,9 +351,10 @@ impl Store {
         hold: Hold,
         now: DateTime<Utc>,
         max: usize,
-    ) -> Result<Vec<ParkedAction>, StoreError> {
+        after: Option<&[u8]>,
+    ) -> Result<(Vec<ParkedAction>, Option<Vec<u8>>), StoreError> {
         let Some(plan) = park::backlog(hold, campaign) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
         let prefix = match campaign {
             Some(c) => {
@@ -361,27 +364,50 @@ impl Store {
             }
             None => codec::account_prefix(account),
         };
-        self.park_ready(&prefix, &plan, now, max)
+        self.park_ready(&prefix, &plan, now, max, after)
     }
 
-    /// Park, in one transaction, the ready actions under `prefix` (at most `max`) that
-    /// `plan` stops (`rules::park::park_with`); durable when any moved.
+    /// Park, in one transaction, the ready actions under `prefix` (at most `max`, after
+    /// the key `after` when given) that `plan` stops (`rules::park::park_with`); durable
+    /// when any moved. Returns them, and the last key read when more may follow.
     pub(super) fn park_ready(
         &self,
         prefix: &[u8],
         plan: &park::Backlog,
         now: DateTime<Utc>,
         max: usize,
-    ) -> Result<Vec<ParkedAction>, StoreError> {
+        after: Option<&[u8]>,
+    ) -> Result<(Vec<ParkedAction>, Option<Vec<u8>>), StoreError> {
+        use std::ops::Bound;
+        debug_assert!(
+            after.is_none_or(|k| k.starts_with(prefix)),
+            "a cursor outside its backlog"
+        );
         self.op("scan ready")?;
-        let ids: Vec<String> = self.trees[READY]
-            .scan_prefix(prefix)
-            .values()
-            .take(max)
-            .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()))
-            .collect::<Result<_, _>>()?;
+        let start = match after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let mut ids: Vec<String> = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        let mut more = false;
+        for kv in self.trees[READY].range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (k, v) = kv?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if ids.len() == max {
+                more = true;
+                break;
+            }
+            ids.push(String::from_utf8_lossy(&v).into_owned());
+            last = Some(k.to_vec());
+        }
+        self.backlog_reads
+            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let next = if more { last } else { None };
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), next));
         }
         let waiting_on = plan.waiting_on.as_ref().map(waiting_key);
         let result = self.transact(|tx| {
@@ -405,7 +431,7 @@ impl Store {
         if !out.is_empty() {
             self.make_durable()?;
         }
-        Ok(out)
+        Ok((out, next))
     }
 
     /// Reserve several actions in one transaction and one durable commit (group
