@@ -77,7 +77,8 @@ impl Store {
     /// restrictions and `no_credits` are made durable (flush + fdatasync) before this
     /// returns; other outcomes are committed and flushed with the next durable commit
     /// (the next reservation) or at `settle`, whichever comes first: until then a
-    /// `kill -9` turns them into `unknown`, as it would an answer not yet recorded.
+    /// `kill -9` undoes them as it would an answer not yet recorded (`unknown`, or
+    /// queued again under the same key when idempotent).
     /// An attempt that was not delivered gives its slots back in the same transaction
     /// (SPEC §3).
     pub fn record_attempts(
@@ -117,10 +118,10 @@ impl Store {
         // An outcome that holds, stops or drains an account must survive a power cut
         // before anything else is decided: losing it could let the account send again
         // the same day. Any other outcome only needs to reach the file before anyone is
-        // told of it: lost to a crash, it is as if the answer never came (its action reads
-        // `unknown`, or is queued again under the same key when idempotent; its slot stays
-        // used). The next reservation's durable commit
-        // carries it (one flush per action instead of two), else `settle` does.
+        // told of it: lost to a crash, it is as if the answer never came (its action
+        // reads `unknown`, or is queued again under the same key when idempotent; its
+        // slot stays used). The next reservation's durable commit carries it (one flush
+        // per action instead of two), else `settle` does.
         let binding = attempts.iter().any(|at| outcome::binding(&at.outcome));
         if binding {
             self.make_durable()?;
