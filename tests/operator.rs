@@ -8,6 +8,9 @@ mod common;
 use common::http::{read_request, reply};
 use common::worker::{wait_until, Worker, DEADLINE};
 use common::{account_line, action_line, campaign_line, cli};
+use sendgate::admin::client::{self, ClientError, Silence, Stage};
+use sendgate::admin::{parse_request, Reply, Request};
+use sendgate::cli::operator;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -534,6 +537,85 @@ fn a_worker_that_closes_without_an_answer_leaves_reads_to_the_store() {
     assert!(err.contains("sendgate status"), "{err}");
     stop.store(1, Ordering::SeqCst);
     closer.join().expect("the closer thread");
+}
+
+/// The bound the tests give the client in place of the CLI's `EXCHANGE_TIMEOUT`.
+const SHORT_BOUND: Duration = Duration::from_millis(200);
+
+/// Call the socket at `sock` with `req` on a thread, within `SHORT_BOUND`: what it
+/// returned and how long it took. Waits at most `DEADLINE` for it (a client that waits
+/// for ever fails the test instead of hanging it).
+fn call_bounded(sock: &Path, req: Request) -> (Result<Reply, ClientError>, Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sock = sock.to_path_buf();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let result = client::call(&sock, &req, SHORT_BOUND);
+        let _ = tx.send((result, start.elapsed()));
+    });
+    rx.recv_timeout(DEADLINE)
+        .expect("the client returns within its bound, not after a socket timeout or never")
+}
+
+fn silence(result: Result<Reply, ClientError>) -> Silence {
+    match result {
+        Err(ClientError::NoAnswer(s)) => s,
+        other => panic!("expected no answer, got {other:?}"),
+    }
+}
+
+/// A worker stopped with `kill -STOP`: its socket takes connections (the kernel queues
+/// them) and nobody answers. The client gives up once its bound passes (before, a read
+/// timeout of 60 s ended in "Resource temporarily unavailable"), and knows the request
+/// was sent: the message for `pause` names the socket and the store and says the worker
+/// may still carry it out; the one for `status` does not.
+#[test]
+fn a_worker_that_never_answers_is_given_up_on_within_the_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("admin.sock");
+    let store = dir.path().join("store");
+    // Never accepts, never reads: a stopped worker's listener.
+    let _listener = UnixListener::bind(&sock).expect("bind the socket");
+    let pause = parse_request(br#"{"cmd":"pause","scope":"all"}"#).expect("pause");
+    let status = parse_request(br#"{"cmd":"status"}"#).expect("status");
+    for req in [pause, status] {
+        let mutates = req.mutates();
+        let (result, took) = call_bounded(&sock, req);
+        let s = silence(result);
+        assert_eq!(s.stage, Stage::Answer, "the request was written whole");
+        assert!(took >= SHORT_BOUND, "gave up after {took:?}, before its bound");
+        assert!(took < SHORT_BOUND * 10, "gave up after {took:?}");
+        let msg = operator::no_answer(&s, &store, mutates);
+        assert!(msg.contains(&sock.display().to_string()), "{msg}");
+        assert!(msg.contains(&format!("store {}", store.display())), "{msg}");
+        assert!(msg.contains("did not answer within 0.2 s"), "{msg}");
+        assert_eq!(msg.contains("may still carry it out"), mutates, "{msg}");
+    }
+}
+
+/// A stopped worker's backlog fills with the connections of every command that gave up
+/// on it; then a connect waits for room. The client bounds that wait too (before, it
+/// waited for ever), and knows that the request was never sent.
+#[test]
+fn a_full_backlog_is_given_up_on_within_the_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("admin.sock");
+    let listener = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).expect("socket");
+    listener
+        .bind(&socket2::SockAddr::unix(&sock).expect("address"))
+        .expect("bind");
+    // A backlog of 0 holds one connection not yet accepted.
+    listener.listen(0).expect("listen");
+    let _queued = UnixStream::connect(&sock).expect("the first connection is queued");
+    let pause = parse_request(br#"{"cmd":"pause","scope":"all"}"#).expect("pause");
+    let (result, took) = call_bounded(&sock, pause);
+    let s = silence(result);
+    assert_eq!(s.stage, Stage::Connect);
+    assert!(!s.stage.sent());
+    assert!(took < SHORT_BOUND * 10, "gave up after {took:?}");
+    let msg = operator::no_answer(&s, &dir.path().join("store"), true);
+    assert!(msg.contains("did not take the connection"), "{msg}");
+    assert!(msg.contains("will not be carried out"), "{msg}");
 }
 
 #[test]

@@ -8,7 +8,9 @@ mod common;
 
 use common::*;
 use sendgate::store::lock::Holder;
+use sendgate::store::lock::Name;
 use sendgate::store::{identity, OpenOptions, Settings, Store, StoreError};
+use std::ffi::CStr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -55,6 +57,11 @@ fn close_all_but(keep: libc::c_int) {
 /// and `_exit`s with its result. The parent's copy of the descriptor is closed on
 /// return: the lock belongs to the open file, so only the child's copies hold it.
 fn fork_holder(db: &Path, then: fn() -> libc::c_int) -> libc::pid_t {
+    fork_named_holder(db, None, then)
+}
+
+/// [`fork_holder`], the child first taking `name` as its process name (`/proc/PID/comm`).
+fn fork_named_holder(db: &Path, name: Option<&CStr>, then: fn() -> libc::c_int) -> libc::pid_t {
     let file = std::fs::File::open(db).expect("open db");
     let fd = file.as_raw_fd();
     // SAFETY: the child makes system calls only and leaves by `_exit`.
@@ -62,6 +69,10 @@ fn fork_holder(db: &Path, then: fn() -> libc::c_int) -> libc::pid_t {
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
         close_all_but(fd);
+        if let Some(name) = name {
+            // SAFETY: prctl(2) reads the NUL-terminated name, which outlives the call.
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+        }
         // SAFETY: `fd` is open in the child; blocking until sled's threads of the
         // closed store let go.
         let code = if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
@@ -154,18 +165,54 @@ fn a_live_holder_fails_the_open_at_once_and_a_killed_one_does_not() {
         return;
     };
     let db = path.join("db");
-    let holder = fork_holder(&db, || {
+    let holder = fork_named_holder(&db, Some(c"sendgate"), || {
         nanosleep(LIVE_HOLDER_MAX);
         0
     });
     wait_for_holder(&db, holder);
-    assert_eq!(identity::observe_holder(&db), Holder::Live(holder as u32));
+    assert_eq!(
+        identity::observe_holder(&db),
+        Holder::Live(holder as u32, Name::Sendgate)
+    );
+    let needle = format!("locked by another sendgate (pid {holder}): is another worker running?");
+    fails_at_once(&path, holder, &needle, "");
+    kill_and_open(&path, holder);
+}
+
+/// A holder that is not sendgate (here a process named `python3`) is named as what it
+/// is, not called another sendgate. Before, every holder was "another sendgate".
+#[test]
+fn a_holder_that_is_not_sendgate_is_named_by_its_process_name() {
+    let Some((_dir, path)) = closed_store() else {
+        return;
+    };
+    let db = path.join("db");
+    let holder = fork_named_holder(&db, Some(c"python3"), || {
+        nanosleep(LIVE_HOLDER_MAX);
+        0
+    });
+    wait_for_holder(&db, holder);
+    assert_eq!(
+        identity::observe_holder(&db),
+        Holder::Live(holder as u32, Name::Other("python3".into()))
+    );
+    let needle = format!("locked by process {holder} (python3), not a sendgate");
+    fails_at_once(&path, holder, &needle, "another sendgate");
+    kill_and_open(&path, holder);
+}
+
+/// Every open of the store held by the live `holder` fails at once: a lock error whose
+/// message holds `needle` and not `not` (unless empty), exit 74, the holder still
+/// holding the lock.
+fn fails_at_once(path: &Path, holder: libc::pid_t, needle: &str, not: &str) {
+    let db = path.join("db");
     for open in [Store::open, Store::open_existing, Store::open_read_only] {
-        match open(&path, Settings::default(), OpenOptions::default()) {
+        match open(path, Settings::default(), OpenOptions::default()) {
             Err(e @ StoreError::Locked { .. }) => {
                 let msg = e.to_string();
-                let needle = format!("locked by another sendgate (pid {holder}): is another worker running?");
-                assert!(msg.contains(&needle), "`{needle}` in: {msg}");
+                assert!(msg.contains(needle), "`{needle}` in: {msg}");
+                assert!(not.is_empty() || !msg.contains(not), "no `{not}` in: {msg}");
+                assert!(msg.contains(&path.display().to_string()), "{msg}");
                 assert_eq!(e.exit_code(), 74);
             }
             Err(e) => panic!("expected a lock error, got {e}"),
@@ -174,9 +221,13 @@ fn a_live_holder_fails_the_open_at_once_and_a_killed_one_does_not() {
         // The open did not wait for the lock to go: the holder still has it.
         assert_eq!(identity::lock_holder(&db), Some(holder as u32));
     }
+}
+
+/// Kill the live `holder`: the next open waits for its lock to go, and succeeds.
+fn kill_and_open(path: &Path, holder: libc::pid_t) {
     // SAFETY: kill(2) takes no pointers; `holder` is our unreaped child.
     assert_eq!(unsafe { libc::kill(holder, libc::SIGKILL) }, 0);
-    let store = Store::open(&path, Settings::default(), OpenOptions::default())
+    let store = Store::open(path, Settings::default(), OpenOptions::default())
         .expect("a killed holder's lock is waited for");
     drop(store);
     assert_eq!(

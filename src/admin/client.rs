@@ -1,14 +1,16 @@
-//! The CLI side of the admin socket: one request, one reply.
+//! The CLI side of the admin socket: one request, one reply, within one bound.
 
 use super::protocol::{Reply, Request};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-/// How long the CLI waits for the worker's reply (an audit of a long ledger takes a
-/// while; the worker gives up on its side after `server::REQUEST_TIMEOUT`).
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a command waits for the worker, in all: connecting, sending the request and
+/// reading the whole reply. The worker answers within its own `server::REQUEST_TIMEOUT`
+/// (30 s), or says it timed out; the 5 s beyond carry that reply. A worker stopped with
+/// `kill -STOP` (its socket still takes connections, nobody answers) is given up on then.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(35);
 /// The longest reply read (`list --limit 0` of a big store is long).
 pub const MAX_REPLY_BYTES: u64 = 1 << 30;
 
@@ -23,11 +25,54 @@ pub enum ClientError {
     /// gone or going (a `kill -9`ed worker's socket takes connections for as long as
     /// the kernel tears the process down), or it stopped while answering.
     Closed(String),
+    /// The bound passed first: the worker is stopped (`kill -STOP`), hung or swamped.
+    NoAnswer(Silence),
 }
 
-/// Send `req` to the worker listening at `path` and read its reply.
-pub fn call(path: &Path, req: &Request) -> Result<Reply, ClientError> {
-    let mut stream = match UnixStream::connect(path) {
+/// What a command saw of a worker that did not answer in time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Silence {
+    pub socket: PathBuf,
+    /// The bound that passed.
+    pub waited: Duration,
+    pub stage: Stage,
+}
+
+/// How far the exchange got when the bound passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The connection was not taken (the socket's backlog is full).
+    Connect,
+    /// The request was not written whole: the worker cannot read it as a request.
+    Send,
+    /// The request was sent and nothing came back: the worker may still read it and
+    /// carry it out.
+    Answer,
+    /// The reply began but did not arrive whole.
+    Reply,
+}
+
+impl Stage {
+    /// Whether the worker holds the whole request (and so may carry it out later).
+    pub fn sent(self) -> bool {
+        matches!(self, Stage::Answer | Stage::Reply)
+    }
+}
+
+/// Send `req` to the worker listening at `path` and read its reply, all within `bound`
+/// (the CLI passes [`EXCHANGE_TIMEOUT`]).
+pub fn call(path: &Path, req: &Request, bound: Duration) -> Result<Reply, ClientError> {
+    debug_assert!(!bound.is_zero());
+    let deadline = Instant::now() + bound;
+    let silence = |stage| {
+        ClientError::NoAnswer(Silence {
+            socket: path.to_path_buf(),
+            waited: bound,
+            stage,
+        })
+    };
+    let fail = |e: std::io::Error| ClientError::Failed(format!("{}: {e}", path.display()));
+    let stream = match connect(path, bound) {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -37,18 +82,32 @@ pub fn call(path: &Path, req: &Request) -> Result<Reply, ClientError> {
         {
             return Err(ClientError::NoWorker)
         }
-        Err(e) => return Err(ClientError::Failed(format!("{}: {e}", path.display()))),
+        Err(e) if timed_out(&e) => return Err(silence(Stage::Connect)),
+        Err(e) => return Err(fail(e)),
     };
-    let fail = |e: std::io::Error| ClientError::Failed(format!("{}: {e}", path.display()));
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(fail)?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(fail)?;
     let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Failed(e.to_string()))?;
     line.push(b'\n');
+    let mut bounded = Bounded {
+        stream: &stream,
+        deadline,
+    };
     // A worker that is busy answers at once and closes, maybe before the request is
     // written whole: a failed write still reads what it said.
-    let written = stream.write_all(&line);
+    let written = bounded.write_all(&line);
+    if written.as_ref().is_err_and(timed_out) {
+        return Err(silence(Stage::Send));
+    }
     let mut reply = Vec::new();
-    let read = BufReader::new(stream.take(MAX_REPLY_BYTES)).read_until(b'\n', &mut reply);
+    let read = BufReader::new(bounded.take(MAX_REPLY_BYTES)).read_until(b'\n', &mut reply);
+    if read.as_ref().is_err_and(timed_out) {
+        // A partial request (a failed write) is not one the worker can carry out.
+        let stage = match (reply.is_empty(), written.is_ok()) {
+            (false, _) => Stage::Reply,
+            (true, true) => Stage::Answer,
+            (true, false) => Stage::Send,
+        };
+        return Err(silence(stage));
+    }
     if reply.is_empty() {
         if closed_without_answer(&read) {
             return Err(ClientError::Closed(format!(
@@ -65,6 +124,63 @@ pub fn call(path: &Path, req: &Request) -> Result<Reply, ClientError> {
             path.display()
         ))
     })
+}
+
+/// Connect within `bound`: the send timeout is set before `connect`, which on Linux
+/// bounds the wait for room in a listener's full backlog (a stopped worker's socket
+/// fills up with the connections of every command that gave up on it; `std`'s connect
+/// would wait for ever).
+fn connect(path: &Path, bound: Duration) -> std::io::Result<UnixStream> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let addr = SockAddr::unix(path)?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
+    socket.set_write_timeout(Some(bound))?;
+    socket.connect(&addr)?;
+    Ok(socket.into())
+}
+
+/// The stream, each read and write of it given what is left of the exchange's bound.
+struct Bounded<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Bounded<'_> {
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(std::io::ErrorKind::TimedOut.into())
+        } else {
+            Ok(left)
+        }
+    }
+}
+
+impl Read for Bounded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+impl Write for Bounded<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        (&mut &*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A socket timeout reads as `EAGAIN` on Linux (`WouldBlock`), the bound's own check as
+/// `TimedOut`.
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// Whether a read that got nothing means the other end closed or reset the connection

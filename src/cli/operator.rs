@@ -4,7 +4,7 @@
 //! request with the same code (`admin::ops`), so both paths print the same thing.
 
 use super::load_config;
-use crate::admin::client::{self, ClientError};
+use crate::admin::client::{self, ClientError, Silence, Stage};
 use crate::admin::{ops, Reply, Request};
 use crate::config::Config;
 use crate::exit;
@@ -32,17 +32,30 @@ pub fn parse_kind(s: &str) -> Result<crate::policy::Kind, String> {
 /// message is printed).
 pub fn ask(config: Option<&Path>, req: &Request) -> Result<Reply, i32> {
     let config = load_config(config)?;
-    let socket = crate::admin::server::socket_path(&config);
-    let reply = match client::call(&socket, req) {
+    ask_within(&config, req, client::EXCHANGE_TIMEOUT)
+}
+
+/// [`ask`], with the worker given `bound` for the whole exchange through its socket.
+pub fn ask_within(config: &Config, req: &Request, bound: std::time::Duration) -> Result<Reply, i32> {
+    let socket = crate::admin::server::socket_path(config);
+    let reply = match client::call(&socket, req, bound) {
         Ok(reply) => reply,
         Err(ClientError::Failed(e)) => {
             eprintln!("sendgate: admin socket {e}");
             return Err(exit::FAILURE);
         }
-        Err(ClientError::NoWorker) => from_store(&config, &socket, req)?,
+        // The worker holds the store (it took the connection): the store is not read.
+        Err(ClientError::NoAnswer(silence)) => {
+            eprintln!(
+                "sendgate: {}",
+                no_answer(&silence, &config.store.path, req.mutates())
+            );
+            return Err(exit::FAILURE);
+        }
+        Err(ClientError::NoWorker) => from_store(config, &socket, req)?,
         // A command that only reads asks the store (which waits for a going worker's
         // lock); one that writes may have been carried out, so it is not run twice.
-        Err(ClientError::Closed(_)) if !req.mutates() => from_store(&config, &socket, req)?,
+        Err(ClientError::Closed(_)) if !req.mutates() => from_store(config, &socket, req)?,
         Err(ClientError::Closed(e)) => {
             eprintln!(
                 "sendgate: admin socket {e}; it may have stopped after carrying the command \
@@ -58,6 +71,37 @@ pub fn ask(config: Option<&Path>, req: &Request) -> Result<Reply, i32> {
         }
         reply => Ok(reply),
     }
+}
+
+/// The message for a worker that did not answer within the bound: it names the socket
+/// and the store, and for a command that writes, whether the worker may still carry it
+/// out (it holds the whole request) or cannot (it never got it).
+pub fn no_answer(silence: &Silence, store: &Path, mutates: bool) -> String {
+    let what = match silence.stage {
+        Stage::Connect => "did not take the connection",
+        Stage::Send => "did not read the request",
+        Stage::Answer => "did not answer",
+        Stage::Reply => "did not finish its reply",
+    };
+    let head = format!(
+        "admin socket {}: the worker {what} within {} s (stopped, as by `kill -STOP`, or hung); \
+         its store {} was not read or changed by this command",
+        silence.socket.display(),
+        silence.waited.as_secs_f64(),
+        store.display()
+    );
+    let tail = match (mutates, silence.stage.sent()) {
+        (false, _) => "check the worker's process, then run the command again",
+        (true, true) => {
+            "the request was sent, so the worker may still carry it out when it runs again: \
+             see `sendgate status` once it answers before running the command again"
+        }
+        (true, false) => {
+            "the request did not reach the worker whole, so it will not be carried out: \
+             check the worker's process, then run the command again"
+        }
+    };
+    format!("{head}; {tail}")
 }
 
 fn from_store(config: &Config, socket: &Path, req: &Request) -> Result<Reply, i32> {
@@ -186,4 +230,54 @@ fn print(reply: &Reply, json: bool) -> i32 {
         }
     }
     exit::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn message(stage: Stage, mutates: bool) -> String {
+        let silence = Silence {
+            socket: PathBuf::from("/run/sg/admin.sock"),
+            waited: client::EXCHANGE_TIMEOUT,
+            stage,
+        };
+        no_answer(&silence, Path::new("/var/lib/sg/store"), mutates)
+    }
+
+    #[test]
+    fn a_silent_worker_is_named_with_its_store_and_what_a_write_may_still_do() {
+        let stages = [Stage::Connect, Stage::Send, Stage::Answer, Stage::Reply];
+        for (stage, mutates) in stages.into_iter().flat_map(|s| [(s, false), (s, true)]) {
+            let m = message(stage, mutates);
+            let case = format!("{stage:?} mutates={mutates}: {m}");
+            assert!(
+                m.starts_with("admin socket /run/sg/admin.sock: the worker "),
+                "{case}"
+            );
+            assert!(m.contains("within 35 s"), "{case}");
+            assert!(m.contains("store /var/lib/sg/store"), "{case}");
+            let may = m.contains("may still carry it out");
+            assert_eq!(may, mutates && stage.sent(), "{case}");
+            assert_eq!(
+                m.contains("will not be carried out"),
+                mutates && !stage.sent(),
+                "{case}"
+            );
+        }
+        assert!(message(Stage::Answer, false).contains("did not answer"));
+        assert!(message(Stage::Connect, true).contains("did not take the connection"));
+    }
+
+    #[test]
+    fn the_bound_is_the_worker_s_own_plus_a_margin() {
+        let server = crate::admin::server::REQUEST_TIMEOUT;
+        assert!(
+            client::EXCHANGE_TIMEOUT > server,
+            "the worker's own timeout reply must arrive"
+        );
+        assert!(client::EXCHANGE_TIMEOUT <= server + Duration::from_secs(10));
+    }
 }

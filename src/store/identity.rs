@@ -277,27 +277,44 @@ pub fn lock_holder(file: &Path) -> Option<u32> {
     })
 }
 
-/// What can be seen of the process holding the `flock` on `file` (`lock::step` decides
-/// what to do about it).
+/// What can be seen of the process holding the `flock` on `file` (`lock::holder` reads
+/// it, `lock::step` decides what to do about it).
 pub fn observe_holder(file: &Path) -> lock::Holder {
     let Some(pid) = lock_holder(file) else {
         return lock::Holder::Unlisted;
     };
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    match std::fs::read_to_string(proc_dir.join("stat")) {
-        Ok(stat) => {
-            // A process that exits between the two reads has no status: it was exiting.
-            let status = std::fs::read_to_string(proc_dir.join("status")).unwrap_or_default();
-            if status.is_empty() || lock::is_exiting(&stat, &status) {
-                lock::Holder::Exiting(pid)
-            } else {
-                lock::Holder::Live(pid)
-            }
+    let look = |name: &str| match std::fs::read_to_string(proc_dir.join(name)) {
+        Ok(text) => lock::Look::Text(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            lock::Look::Gone
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => lock::Holder::Gone(pid),
-        // Present but unreadable: live, as far as anyone can tell.
-        Err(_) => lock::Holder::Live(pid),
-    }
+        Err(_) => lock::Look::Hidden,
+    };
+    // In this order: a `stat` read gone is gone for good, so a `kill` after it that
+    // finds the pid finds a process hidden from this user (`hidepid=2`).
+    let stat = look("stat");
+    let status = look("status");
+    let comm = look("comm");
+    let exists = stat == lock::Look::Gone && pid_exists(pid);
+    lock::holder(&lock::Seen {
+        pid,
+        stat,
+        status,
+        comm,
+        exists,
+    })
+}
+
+/// Whether `kill(pid, 0)` finds the pid: it does when allowed to signal it, and when
+/// refused (`EPERM`: another user's process).
+fn pid_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 sends nothing and takes no pointers.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Which of sled's files and directory entries are known durable, so that each new file

@@ -154,12 +154,12 @@ fn open_sled(path: &Path, cache_bytes: u64, patience: lock::Patience) -> Result<
             });
         }
         let holder = identity::observe_holder(&path.join("db"));
-        match lock::step(holder, patience, first.elapsed()) {
+        match lock::step(&holder, patience, first.elapsed()) {
             lock::Step::Retry => std::thread::sleep(lock::POLL),
             lock::Step::Fail => {
                 return Err(StoreError::Locked {
                     path: shown,
-                    detail: lock::detail(holder),
+                    detail: lock::detail(&holder),
                 })
             }
         }
@@ -179,7 +179,9 @@ pub fn sled_config(path: &Path, cache_bytes: u64) -> sled::Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {path} is locked by another sendgate ({detail}): is another worker running?")]
+    /// `detail` is `lock::detail`: who holds it (`another sendgate (pid N): ...` for a
+    /// worker, `process N (python3), ...` for another program).
+    #[error("store {path} is locked by {detail}")]
     Locked { path: String, detail: String },
     #[error("no store at {path} (nothing was created; check store.path)")]
     NotFound { path: String },
