@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 /// (30 s), or says it timed out; the 5 s beyond carry that reply. A worker stopped with
 /// `kill -STOP` (its socket still takes connections, nobody answers) is given up on then.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(35);
+/// The longest single wait of the kernel's: a socket timeout is a timer-wheel timer,
+/// which fires up to an eighth late (a 35 s one, up to 4 s), so the bound is waited out
+/// in slices of at most this long and checked after each.
+const SLICE: Duration = Duration::from_millis(500);
 /// The longest reply read (`list --limit 0` of a big store is long).
 pub const MAX_REPLY_BYTES: u64 = 1 << 30;
 
@@ -72,7 +76,7 @@ pub fn call(path: &Path, req: &Request, bound: Duration) -> Result<Reply, Client
         })
     };
     let fail = |e: std::io::Error| ClientError::Failed(format!("{}: {e}", path.display()));
-    let stream = match connect(path, bound) {
+    let stream = match connect(path, deadline) {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -126,17 +130,33 @@ pub fn call(path: &Path, req: &Request, bound: Duration) -> Result<Reply, Client
     })
 }
 
-/// Connect within `bound`: the send timeout is set before `connect`, which on Linux
+/// Connect by `deadline`: the send timeout is set before `connect`, which on Linux
 /// bounds the wait for room in a listener's full backlog (a stopped worker's socket
 /// fills up with the connections of every command that gave up on it; `std`'s connect
-/// would wait for ever).
-fn connect(path: &Path, bound: Duration) -> std::io::Result<UnixStream> {
+/// would wait for ever). A connect that timed out leaves the socket unconnected, so it
+/// is tried again until the deadline.
+fn connect(path: &Path, deadline: Instant) -> std::io::Result<UnixStream> {
     use socket2::{Domain, SockAddr, Socket, Type};
     let addr = SockAddr::unix(path)?;
     let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
-    socket.set_write_timeout(Some(bound))?;
-    socket.connect(&addr)?;
-    Ok(socket.into())
+    loop {
+        socket.set_write_timeout(Some(slice(deadline)?))?;
+        match socket.connect(&addr) {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) if timed_out(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What is left until `deadline`, at most [`SLICE`]; `TimedOut` once nothing is.
+fn slice(deadline: Instant) -> std::io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(std::io::ErrorKind::TimedOut.into())
+    } else {
+        Ok(left.min(SLICE))
+    }
 }
 
 /// The stream, each read and write of it given what is left of the exchange's bound.
@@ -145,28 +165,27 @@ struct Bounded<'a> {
     deadline: Instant,
 }
 
-impl Bounded<'_> {
-    fn left(&self) -> std::io::Result<Duration> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            Err(std::io::ErrorKind::TimedOut.into())
-        } else {
-            Ok(left)
-        }
-    }
-}
-
 impl Read for Bounded<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.stream.set_read_timeout(Some(self.left()?))?;
-        (&mut &*self.stream).read(buf)
+        loop {
+            self.stream.set_read_timeout(Some(slice(self.deadline)?))?;
+            match (&mut &*self.stream).read(buf) {
+                Err(e) if timed_out(&e) => continue,
+                other => return other,
+            }
+        }
     }
 }
 
 impl Write for Bounded<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.stream.set_write_timeout(Some(self.left()?))?;
-        (&mut &*self.stream).write(buf)
+        loop {
+            self.stream.set_write_timeout(Some(slice(self.deadline)?))?;
+            match (&mut &*self.stream).write(buf) {
+                Err(e) if timed_out(&e) => continue,
+                other => return other,
+            }
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
