@@ -970,6 +970,16 @@ impl Worker {
         cfg.max_gap_s = new.pacing.max_gap_s;
         self.engine
             .set_breaker(new.upstream.breaker_failures, new.upstream.breaker_max_s);
+        // Restart-only keys keep the values the worker runs with, so the next reload
+        // compares the file with what runs, not with the last file read.
+        let mut new = new;
+        new.store.path = self.config.store.path.clone();
+        new.store.cache_mb = self.config.store.cache_mb;
+        new.spool.dir = self.config.spool.dir.clone();
+        new.log.format = self.config.log.format;
+        new.metrics = self.config.metrics;
+        new.clock = self.config.clock;
+        new.admin = self.config.admin.clone();
         self.config = new;
         tracing::info!(event = "config_reloaded", path = %path.display());
     }
