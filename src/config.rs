@@ -25,6 +25,10 @@ pub const RUNTIME_STATUS: &str = "status.json";
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
     Read { path: String, source: std::io::Error },
+    /// The file is not TOML at all there (a broken table header, a stray character):
+    /// no key to name, only the line.
+    #[error("{path}: TOML syntax: {reason}")]
+    Syntax { path: String, reason: String },
     #[error("{path}: key `{key}`: {reason}")]
     Invalid {
         path: String,
@@ -360,6 +364,11 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     let before = text.get(..offset)?;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next()?;
+    // A table header (a broken one, or one written twice) names its table.
+    if let Some(header) = line.trim().strip_prefix('[') {
+        let table = header.trim_matches(|c: char| c == '[' || c == ']' || c.is_whitespace());
+        return (!table.is_empty()).then(|| table.to_string());
+    }
     let (key, _) = line.split_once('=')?;
     let key = key.trim().trim_matches('"');
     if key.is_empty() {
@@ -484,6 +493,15 @@ impl Config {
                     )
                 })
                 .unwrap_or_default();
+            // toml's messages span lines; a log line or an error is one line.
+            let msg = msg.trim().replace('\n', "; ");
+            if key == "." {
+                // Not a key's value but the text itself: "key `.`" would name nothing.
+                return ConfigError::Syntax {
+                    path: path.to_string(),
+                    reason: format!("{msg}{line}"),
+                };
+            }
             invalid(key, format!("{msg}{line}"))
         })?;
         config.validate().map_err(|(k, r)| invalid(k, r))?;
@@ -669,6 +687,29 @@ mod tests {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("expected an invalid key, got {other:?}"),
         }
+    }
+
+    /// A broken table header names its table.
+    #[test]
+    fn a_broken_table_header_names_the_table() {
+        let e = Config::parse("t.toml", "[store]\nfsync = true\n[caps\ninvites = 3\n")
+            .expect_err("broken header");
+        assert!(e.to_string().starts_with("t.toml: key `caps`: "), "{e}");
+        assert!(
+            e.to_string().contains("(line 3)") && !e.to_string().contains('\n'),
+            "{e}"
+        );
+    }
+
+    /// A syntax error names its line, not a key `.` that means nothing to an operator.
+    #[test]
+    fn a_syntax_error_names_the_line_not_a_key() {
+        let e = Config::parse("t.toml", "[store]\nfsync = true\n@@@\n").expect_err("not TOML");
+        let text = e.to_string();
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
+        assert!(text.starts_with("t.toml: TOML syntax: "), "{text}");
+        assert!(text.contains("(line 3)"), "{text}");
+        assert!(!text.contains("key `.`") && !text.contains('\n'), "{text}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::config::{Config, UpstreamKind};
 use crate::contract::events::FetchError;
 use crate::contract::Outcome;
 use crate::engine::{Engine, EngineConfig};
-use crate::spool::{Claimed, ReadError, Spool};
+use crate::spool::{self, Claimed, Leftover, ReadError, Spool, QUARANTINE_AFTER_STARTS};
 use crate::store::{ApplyOutcome, Begin, OpenOptions, Reservation, Settings, Store, StoreError};
 use crate::upstream::{events::HttpEvents, exec::Exec, http::Http, sim::SimUpstream, EventSource, Upstream};
 use crate::{admin, exit, log};
@@ -35,9 +35,6 @@ const SEND_GRACE: Duration = Duration::from_secs(5);
 /// Reads a claimed file gets against an error that may pass (no file descriptors or
 /// memory left, an I/O error), one per spool pass, before it is rejected with that error.
 const MAX_READ_ATTEMPTS: u32 = 5;
-/// A job file found in `processing/` at this many start-ups in a row without being
-/// applied is quarantined (SPEC 6, poison files).
-const QUARANTINE_AFTER_STARTS: u32 = 2;
 /// How long a clean stop waits for the cluster task to revoke its lease.
 const CLUSTER_STOP_WAIT: Duration = Duration::from_secs(2);
 /// Finished actions and old ledger entries are pruned this often, in bounded batches.
@@ -655,6 +652,7 @@ impl Worker {
         for ev in self.engine.drain_events()? {
             log::event(&ev);
         }
+        self.engine.events_logged()?;
         Ok(())
     }
 
@@ -671,20 +669,52 @@ impl Worker {
                 .spool
                 .leftovers()
                 .map_err(|e| Fatal::Other(format!("spool: {e}")))?;
+            // Files the worker that died committed without logging `file_applied`
+            // (SPEC 6): each is reported now, once, and never taken for a second drop.
+            let mut unreported = self.engine.store().unreported_files()?;
             for c in claimed {
                 // SPEC 6, poison files: one found here at two start-ups in a row was
                 // being applied when the worker died twice; a third try would likely
                 // kill it again, and every account on the host with it.
                 let starts = self.engine.store().leftover_found(&c.name)?;
-                if starts >= QUARANTINE_AFTER_STARTS && !self.applied_before(&c)? {
-                    self.quarantine(c, starts)?;
+                // Hashed only when it can matter: a report of its name, or a quarantine.
+                let hash = if starts >= QUARANTINE_AFTER_STARTS || unreported.iter().any(|r| r.name == c.name)
+                {
+                    self.spool.content_hash(&c).ok()
                 } else {
-                    let name = c.name.clone();
-                    self.take_file(c, 0)?;
-                    // Applied, rejected or waiting for a retry: it no longer counts
-                    // as interrupted (the apply itself clears it too).
-                    self.engine.store().forget_leftover(&name)?;
+                    None
+                };
+                let report = hash
+                    .and_then(|h| unreported.iter().position(|r| r.name == c.name && r.hash == h))
+                    .map(|i| unreported.remove(i));
+                let applied = match (&report, hash) {
+                    (Some(_), _) => true,
+                    (None, Some(h)) => self.engine.store().file_hash_applied(&c.name, h)?,
+                    // Unreadable, or not looked at: not applied.
+                    (None, None) => false,
+                };
+                let name = c.name.clone();
+                match spool::leftover(starts, applied, report.is_some()) {
+                    Leftover::Quarantine => {
+                        self.quarantine(c, starts)?;
+                        continue;
+                    }
+                    Leftover::Report => {
+                        if let Some(r) = &report {
+                            self.engine.report_file(r);
+                        }
+                        self.finish(c, Move::Done);
+                    }
+                    Leftover::Take => self.take_file(c, 0)?,
                 }
+                // Reported, applied, rejected or waiting for a retry: it no longer
+                // counts as interrupted (the apply itself clears it too).
+                self.engine.store().forget_leftover(&name)?;
+            }
+            // The rest had left `processing/` (moved to `done/` before the line was
+            // logged): reported all the same.
+            for r in &unreported {
+                self.engine.report_file(r);
             }
         }
         for s in std::mem::take(&mut self.stuck) {
@@ -780,15 +810,6 @@ impl Worker {
             }
         }
         Ok(())
-    }
-
-    /// Whether a leftover's content was applied before (the worker died between the
-    /// apply and the move to `done/`). Unreadable: not applied.
-    fn applied_before(&self, c: &Claimed) -> Result<bool, Fatal> {
-        match self.spool.content_hash(c) {
-            Ok(hash) => Ok(self.engine.store().file_hash_applied(&c.name, hash)?),
-            Err(_) => Ok(false),
-        }
     }
 
     /// Moves a poison file to `rejected/` with an `.error` saying why (SPEC 6).
@@ -970,6 +991,16 @@ impl Worker {
         cfg.max_gap_s = new.pacing.max_gap_s;
         self.engine
             .set_breaker(new.upstream.breaker_failures, new.upstream.breaker_max_s);
+        // Restart-only keys keep the values the worker runs with, so the next reload
+        // compares the file with what runs, not with the last file read.
+        let mut new = new;
+        new.store.path = self.config.store.path.clone();
+        new.store.cache_mb = self.config.store.cache_mb;
+        new.spool.dir = self.config.spool.dir.clone();
+        new.log.format = self.config.log.format;
+        new.metrics = self.config.metrics;
+        new.clock = self.config.clock;
+        new.admin = self.config.admin.clone();
         self.config = new;
         tracing::info!(event = "config_reloaded", path = %path.display());
     }

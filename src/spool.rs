@@ -45,6 +45,38 @@ const DIR_MODE: u32 = 0o770;
 const PRODUCER_DIR_MODE: u32 = 0o2770;
 /// The suffix of the file written beside a rejected file.
 const ERROR_SUFFIX: &str = ".error";
+/// A job file found in `processing/` at this many start-ups in a row without being
+/// applied is quarantined (SPEC 6, poison files).
+pub const QUARANTINE_AFTER_STARTS: u32 = 2;
+
+/// What a start-up does with a file a crash left in `processing/` (SPEC §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leftover {
+    /// Its commit is durable but its `file_applied` was never logged (the worker died
+    /// in between): log `file_applied` with the counts the commit stored, move it to
+    /// `done/`. Never a `file_duplicate`: nothing logged it before.
+    Report,
+    /// Found here at `QUARANTINE_AFTER_STARTS` start-ups in a row and never applied:
+    /// it likely kills the worker; moved to `rejected/`.
+    Quarantine,
+    /// Taken like any claim: applied, rejected, or (its content applied and reported
+    /// before: a second drop) `file_duplicate`.
+    Take,
+}
+
+/// PURE: the [`Leftover`] verdict on a file found in `processing/` at `starts`
+/// start-ups in a row, whose content is `applied` in the store (false when not looked
+/// at or unreadable), and `unreported` (its commit's report is still stored).
+pub fn leftover(starts: u32, applied: bool, unreported: bool) -> Leftover {
+    debug_assert!(applied || !unreported, "a report is written by the commit");
+    if unreported {
+        Leftover::Report
+    } else if starts >= QUARANTINE_AFTER_STARTS && !applied {
+        Leftover::Quarantine
+    } else {
+        Leftover::Take
+    }
+}
 
 /// A job-file spool rooted at `dir`.
 #[derive(Clone, Debug)]
@@ -923,6 +955,24 @@ mod tests {
         }
         drop_file(&spool, "b.jsonl", b"{}");
         assert_eq!(claim(&spool).name, "b.jsonl");
+    }
+
+    #[test]
+    fn a_leftover_committed_but_not_reported_is_reported_whatever_its_starts() {
+        for starts in [1, QUARANTINE_AFTER_STARTS, QUARANTINE_AFTER_STARTS + 5] {
+            assert_eq!(leftover(starts, true, true), Leftover::Report, "{starts}");
+            // Applied and reported before: a second drop, taken (`file_duplicate`).
+            assert_eq!(leftover(starts, true, false), Leftover::Take, "{starts}");
+        }
+        assert_eq!(leftover(1, false, false), Leftover::Take);
+        assert_eq!(
+            leftover(QUARANTINE_AFTER_STARTS - 1, false, false),
+            Leftover::Take
+        );
+        assert_eq!(
+            leftover(QUARANTINE_AFTER_STARTS, false, false),
+            Leftover::Quarantine
+        );
     }
 
     #[test]

@@ -695,6 +695,48 @@ fn sighup_applies_status_every_s_and_max_file_bytes() {
     assert!(!log.contains("config_restart_needed"), "{log}");
 }
 
+/// A restart-only key keeps its running value across reloads: while the file differs
+/// from what runs, every reload says a restart is needed; once the file is put back,
+/// none does (the running worker never took the new value).
+#[test]
+fn sighup_reports_a_restart_only_key_against_the_running_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let original = std::fs::read_to_string(&cfg).expect("config");
+    let store = format!("path = \"{}\"", dir.path().join("store").display());
+    assert!(original.contains(&store), "{original}");
+    let moved = original.replace(
+        &store,
+        &format!("path = \"{}\"", dir.path().join("elsewhere").display()),
+    );
+    let w = start_worker(dir.path(), &cfg);
+    let count = |needle: &str| w.log().matches(needle).count();
+    let reload = |text: &str, n: usize| {
+        std::fs::write(&cfg, text).expect("write config");
+        w.signal(libc::SIGHUP);
+        wait_until("the reload", || count("\"config_reloaded\"") >= n);
+    };
+    reload(&moved, 1);
+    assert_eq!(count("\"config_restart_needed\""), 1, "{}", w.log());
+    reload(&moved, 2);
+    assert_eq!(
+        count("\"config_restart_needed\""),
+        2,
+        "still needed:\n{}",
+        w.log()
+    );
+    reload(&original, 3);
+    assert_eq!(
+        count("\"config_restart_needed\""),
+        2,
+        "the file matches what runs:\n{}",
+        w.log()
+    );
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
 // --- The store's identity, read-only commands, errors, modes, status and notify. ---
 
 /// Run `sendgate run` until it exits by itself.

@@ -1,12 +1,14 @@
 //! The spool under a running worker (SPEC §6), driven from outside the way an operator
 //! or a clean-up job would: directories removed, unreadable files, names at the length
-//! limit, identical re-drops, and a file noticed through inotify alone. The worker runs
-//! the real binary with the `sim` upstream; the job files only set up an account and a
-//! campaign, so nothing is sent.
+//! limit, identical re-drops, a file noticed through inotify alone, and files a killed
+//! worker committed but never reported. The worker runs the real binary with the `sim`
+//! upstream; the job files set up accounts and campaigns, and their few actions wait in
+//! a paused campaign, so nothing is sent.
 
 mod common;
 
 use common::worker::{wait_until, Worker};
+use sendgate::store::{Applied, ApplyOutcome, Begin, Settings, Store};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -234,4 +236,177 @@ fn inotify_notices_a_file_without_the_rescan() {
     }
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
+}
+
+/// A file of every record kind, so that each count of `file_applied` is non-zero: an
+/// account, a campaign, two actions, the second of them again (a duplicate), an event
+/// (one that pauses the campaign: nothing is sent).
+fn counted_file(id: &str) -> String {
+    let action = |n: u32| common::action_line(&format!("{id}-{n}"), &format!("c-{id}"), id, "invite");
+    [
+        common::account_line(id, ""),
+        common::campaign_line(&format!("c-{id}"), 10, ""),
+        action(1),
+        action(2),
+        action(2),
+        format!(r#"{{"type":"event","kind":"campaign_paused","campaign":"c-{id}"}}"#),
+    ]
+    .join("\n")
+        + "\n"
+}
+
+/// The store of the worker in `dir`, opened through the library (no worker runs).
+fn open_store(dir: &Path) -> Store {
+    common::open(dir, Settings::default())
+}
+
+/// The counts a normal apply of `text` logs: applied to a scratch store of its own.
+fn expected_counts(name: &str, text: &str) -> Applied {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let store = open_store(scratch.path());
+    match store
+        .apply(name, text.as_bytes(), chrono::Utc::now())
+        .expect("store works")
+    {
+        ApplyOutcome::Applied(a) => a,
+        other => panic!("{name} did not apply: {other:?}"),
+    }
+}
+
+/// The JSON lines of `event` in `log` that name `file`.
+fn file_lines(log: &str, event: &str, file: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == event && v["file"] == file)
+        .collect()
+}
+
+/// `file_applied` for `file` is logged exactly once in `log`, with the counts of
+/// `a`, and no `file_duplicate` for it.
+fn assert_reported_once(log: &str, file: &str, a: &Applied) {
+    let lines = file_lines(log, "file_applied", file);
+    assert_eq!(lines.len(), 1, "one file_applied for {file}:\n{log}");
+    let counts: Vec<u64> = ["accounts", "campaigns", "actions", "duplicates", "events"]
+        .iter()
+        .map(|k| {
+            lines[0][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k} in {}", lines[0]))
+        })
+        .collect();
+    let want = [a.accounts, a.campaigns, a.actions, a.duplicates, a.events].map(u64::from);
+    assert_eq!(counts, want, "the counts of a normal apply: {}", lines[0]);
+    assert!(
+        file_lines(log, "file_duplicate", file).is_empty(),
+        "{file} is no duplicate:\n{log}"
+    );
+}
+
+/// The kill window of SPEC §6 staged from outside: `commit` applies `name` through the
+/// store of `dir` (no worker runs, so nothing reports it), the file is left in spool
+/// `sub/` as the kill found it, and a worker starts. Its log, once the file is in
+/// `done/` and a `file_applied` was logged.
+fn commit_kill_and_start(
+    dir: &Path,
+    name: &str,
+    text: &str,
+    sub: &str,
+    commit: impl FnOnce(&Store),
+) -> String {
+    let store = open_store(dir);
+    commit(&store);
+    store.close().expect("close");
+    std::fs::create_dir_all(spool(dir, sub)).expect("the spool directory");
+    std::fs::write(spool(dir, sub).join(name), text).expect("the file as the kill left it");
+    let w = start_worker(dir, 1);
+    wait_until("the file in done/", || spool(dir, "done").join(name).exists());
+    w.wait_for_log("\"event\":\"file_applied\"");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    log
+}
+
+/// Applies `text` as `name` whole: the commit and the publishing, not the report.
+fn apply_whole(store: &Store, name: &str, text: &str) {
+    match store.apply(name, text.as_bytes(), chrono::Utc::now()) {
+        Ok(ApplyOutcome::Applied(_)) => {}
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// The crash window of SPEC §6: the worker committed a file (durably) and was killed
+/// before it logged `file_applied` and moved the file. The next start reports it
+/// applied, with its counts, once; a later start does not report it again; a genuine
+/// second drop of it is a `file_duplicate`.
+#[test]
+fn a_file_committed_before_a_kill_is_reported_applied_at_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = "001-crash.jsonl";
+    let text = counted_file("r1");
+    let want = expected_counts(name, &text);
+    let counts = (
+        want.accounts,
+        want.campaigns,
+        want.actions,
+        want.duplicates,
+        want.events,
+    );
+    assert_eq!(counts, (1, 1, 2, 1, 1), "every count of the file is exercised");
+    let log = commit_kill_and_start(dir.path(), name, &text, "processing", |store| {
+        apply_whole(store, name, &text)
+    });
+    assert_reported_once(&log, name, &want);
+    assert!(!spool(dir.path(), "processing").join(name).exists());
+
+    // Reported: the next start says nothing more of it; a second drop is a duplicate.
+    let w = start_worker(dir.path(), 1);
+    drop_file(dir.path(), name, text.as_bytes());
+    w.wait_for_log("\"event\":\"file_duplicate\"");
+    wait_until("the second drop moved to done/", || {
+        spool(dir.path(), "done").join(format!("{name}.1")).exists()
+    });
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(file_lines(&log, "file_applied", name).is_empty(), "{log}");
+    assert_eq!(file_lines(&log, "file_duplicate", name).len(), 1, "{log}");
+}
+
+/// The same window when the kill came before the file's actions were published:
+/// recovery at open publishes them, and the start-up reports the file applied.
+#[test]
+fn a_file_published_by_the_recovery_at_open_is_reported_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = "001-half.jsonl";
+    let text = counted_file("r2");
+    let want = expected_counts(name, &text);
+    let log = commit_kill_and_start(dir.path(), name, &text, "processing", |store| {
+        let mut job = match store.begin_ingest(name, text.as_bytes().to_vec(), chrono::Utc::now()) {
+            Ok(Begin::Started(job)) => job,
+            other => panic!("not started: {:?}", other.err()),
+        };
+        // Stage (one chunk), then commit; killed before anything is published.
+        assert!(store.ingest_step(&mut job).expect("stage").is_none());
+        assert!(store.ingest_step(&mut job).expect("commit").is_none());
+        assert!(store.file_applied(name, text.as_bytes()).expect("read"));
+        assert!(store.action("r2-1").expect("read").is_none(), "not published yet");
+    });
+    assert_reported_once(&log, name, &want);
+    let store = open_store(dir.path());
+    assert!(store.action("r2-2").expect("read").is_some(), "published at open");
+}
+
+/// Killed after the move to `done/` but before the line was logged: nothing is left in
+/// `processing/`, and the start-up still reports the file applied, once.
+#[test]
+fn a_file_moved_to_done_before_its_line_is_reported_at_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = "001-moved.jsonl";
+    let text = counted_file("r3");
+    let want = expected_counts(name, &text);
+    let log = commit_kill_and_start(dir.path(), name, &text, "done", |store| {
+        apply_whole(store, name, &text)
+    });
+    assert_reported_once(&log, name, &want);
+    let done = spool(dir.path(), "done").read_dir().expect("list").count();
+    assert_eq!(done, 1, "the file is not moved again");
 }

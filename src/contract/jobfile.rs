@@ -787,6 +787,17 @@ pub fn record_spans(name: &str, bytes: &[u8]) -> Result<Vec<Span>, FileError> {
             field_err("record", format!("not UTF-8 text (byte {})", e.valid_up_to())),
         )
     })?;
+    // Windows editors often save one; serde would only say "expected value at column 1".
+    if text.starts_with('\u{feff}') {
+        return Err(file_err(
+            name,
+            1,
+            field_err(
+                "file",
+                "starts with a byte order mark (U+FEFF): save it as UTF-8 without BOM".to_string(),
+            ),
+        ));
+    }
     if name.ends_with(".json") {
         let doc: Document = serde_json::from_str(text).map_err(|e| {
             let msg = e.to_string();
@@ -848,6 +859,26 @@ mod tests {
     }
 
     const CAMPAIGN: &str = r#"{"type":"campaign","id":"c","daily_limit":20}"#;
+
+    /// A byte order mark is named as such, not as JSON that "expected value".
+    #[test]
+    fn a_byte_order_mark_is_named() {
+        for name in ["t.jsonl", "t.json"] {
+            let text = format!("\u{feff}{{\"records\":[{CAMPAIGN}]}}");
+            let text = if name == "t.json" {
+                text
+            } else {
+                format!("\u{feff}{CAMPAIGN}\n")
+            };
+            let e = parse_file(name, text.as_bytes()).expect_err(name);
+            assert_eq!((e.line, e.field.as_str()), (1, "file"), "{e}");
+            assert!(e.reason.contains("byte order mark"), "{e}");
+            assert_eq!(check_file(name, text.as_bytes()).len(), 1, "{name}");
+        }
+        // Later in a file it is a character like any other: an error of that record.
+        let later = format!("{CAMPAIGN}\n\u{feff}{CAMPAIGN}\n");
+        assert_eq!(parse_file("t.jsonl", later.as_bytes()).expect_err("bom").line, 2);
+    }
 
     /// SPEC §6 and §9: a reply names its action, or the account and the prospect.
     #[test]

@@ -24,7 +24,8 @@ use crate::policy::pacing::{backoff_s, next_gap_s, SplitMix64};
 use crate::policy::zone::Zones;
 use crate::store::Change;
 use crate::store::{
-    ApplyOutcome, Attempt, Begin, Hold, Ingest, Reservation, ReserveResult, State, Store, StoreError,
+    ApplyOutcome, Attempt, Begin, FileReport, Hold, Ingest, Reservation, ReserveResult, State, Store,
+    StoreError,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -125,6 +126,11 @@ pub struct Engine {
     /// Set when a tick stopped early: wake again at once.
     more: bool,
     events: Vec<Event>,
+    /// The files (name, content hash) whose `file_applied` is in `events`, and those
+    /// whose line was handed out by the last `drain_events`: each file's stored report
+    /// is dropped once its line is logged (`events_logged`).
+    reports: Vec<(String, u64)>,
+    drained_reports: Vec<(String, u64)>,
     /// Wake-ups served (`tick` calls), for the idle test and status.
     pub ticks: u64,
     /// The configured caps last checked for red-zone values (a reload may change them).
@@ -206,6 +212,8 @@ impl Engine {
             feedback_day: None,
             more: false,
             events: Vec::new(),
+            reports: Vec::new(),
+            drained_reports: Vec::new(),
             ticks: 0,
             red_zone_caps: None,
             breaker,
@@ -276,7 +284,32 @@ impl Engine {
     /// of a commit a `kill -9` could still undo.
     pub fn drain_events(&mut self) -> Result<Vec<Event>, StoreError> {
         self.store.settle()?;
+        self.drained_reports.append(&mut self.reports);
         Ok(std::mem::take(&mut self.events))
+    }
+
+    /// The events `drain_events` handed out are logged: the files they report applied
+    /// need no report at the next start-up any more (SPEC §6). A crash before this
+    /// (or before the store's next flush) reports such a file again, never not at all.
+    pub fn events_logged(&mut self) -> Result<(), StoreError> {
+        for (name, hash) in std::mem::take(&mut self.drained_reports) {
+            self.store.file_reported(&name, hash)?;
+        }
+        Ok(())
+    }
+
+    /// Report a file a previous process committed but died before logging (a report
+    /// from `Store::unreported_files`): `file_applied` with its stored counts.
+    pub fn report_file(&mut self, r: &FileReport) {
+        self.events.push(Event::FileApplied {
+            file: r.name.clone(),
+            accounts: r.accounts,
+            campaigns: r.campaigns,
+            actions: r.actions,
+            duplicates: r.duplicates,
+            events: r.events,
+        });
+        self.reports.push((r.name.clone(), r.hash));
     }
 
     pub fn inflight(&self) -> usize {
@@ -441,7 +474,12 @@ impl Engine {
         let outcome = self.store.ingest_step(job)?;
         let (done, total) = job.progress();
         match &outcome {
-            Some(o) => self.file_outcome(job.name(), o, now)?,
+            Some(o) => {
+                if matches!(o, ApplyOutcome::Applied(_)) {
+                    self.reports.push((job.name().to_string(), job.hash()));
+                }
+                self.file_outcome(job.name(), o, now)?
+            }
             None if total > PROGRESS_RECORDS && self.progress_at.elapsed() >= PROGRESS_EVERY => {
                 self.progress_at = Instant::now();
                 self.events.push(Event::FileProgress {

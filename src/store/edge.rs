@@ -8,12 +8,12 @@
 
 use super::codec::{self, Layout, Value};
 use super::records::{
-    Account, AccountCaps, AccountDayRec, Action, Campaign, LedgerEntry, LedgerLimits, LedgerOutcome,
-    LedgerOutcomes, LedgerRelease, LedgerReservations, PendingZone, State, StateCounts,
+    Account, AccountCaps, AccountDayRec, Action, Campaign, FileReport, LedgerEntry, LedgerLimits,
+    LedgerOutcome, LedgerOutcomes, LedgerRelease, LedgerReservations, PendingZone, State, StateCounts,
 };
 use super::wire::{
     AccountCapsW, AccountDayW, AccountReservedW, AccountV1W, AccountV2W, ActionBodyView, ActionBodyW,
-    ActionStateW, ActionW, CampaignDayW, CampaignW, HealthW, KindW, LedgerEntryW, LedgerLimitsW,
+    ActionStateW, ActionW, CampaignDayW, CampaignW, FileReportW, HealthW, KindW, LedgerEntryW, LedgerLimitsW,
     LedgerOutcomeW, LedgerOutcomesW, LedgerReleaseW, LedgerReservationsW, PendingZoneW, StateCountsW, StateW,
     Tag, TierW, WindowW, WireEnum,
 };
@@ -482,6 +482,33 @@ impl Value for StateCounts {
             }
         }
         Ok(StateCounts(counts))
+    }
+}
+
+impl Value for FileReport {
+    fn to_stored(&self) -> Vec<u8> {
+        codec::seal_v1(&FileReportW {
+            name: text(&self.name),
+            hash: self.hash,
+            accounts: self.accounts,
+            campaigns: self.campaigns,
+            actions: self.actions,
+            duplicates: self.duplicates,
+            events: self.events,
+        })
+    }
+
+    fn from_stored(bytes: &[u8]) -> Result<FileReport, String> {
+        let w: FileReportW<'static> = codec::open_v1(bytes)?;
+        Ok(FileReport {
+            name: w.name.into_owned(),
+            hash: w.hash,
+            accounts: w.accounts,
+            campaigns: w.campaigns,
+            actions: w.actions,
+            duplicates: w.duplicates,
+            events: w.events,
+        })
     }
 }
 

@@ -9,8 +9,8 @@
 use super::codec;
 use super::edge::StoredAction;
 use super::records::{
-    Account, AccountCaps, AccountDayRec, Action, Campaign, LedgerEntry, LedgerLimits, LedgerOutcome,
-    LedgerOutcomes, LedgerRelease, LedgerReservations, PendingZone, State, StateCounts,
+    Account, AccountCaps, AccountDayRec, Action, Campaign, FileReport, LedgerEntry, LedgerLimits,
+    LedgerOutcome, LedgerOutcomes, LedgerRelease, LedgerReservations, PendingZone, State, StateCounts,
 };
 use super::wire::{HealthW, KindW, StateW, Tag, TierW, WireEnum};
 use crate::policy::caps::{AccountDay, CampaignDay};
@@ -532,6 +532,26 @@ fn plain_values() {
         codec::encode,
         |b| codec::decode("ingest marker", b).expect("decodes"),
         "0008696e2e6a736f6e6c01",
+    );
+}
+
+/// `meta/unreported/<files key>`: a committed file's counts until `file_applied` is logged.
+#[test]
+fn file_report() {
+    pin(
+        "file report",
+        &FileReport {
+            name: "in.jsonl".into(),
+            hash: 0x0102_0304_0506_0708,
+            accounts: 1,
+            campaigns: 2,
+            actions: 300,
+            duplicates: 4,
+            events: 5,
+        },
+        codec::encode,
+        |b| codec::decode("file report", b).expect("decodes"),
+        "0008696e2e6a736f6e6c888e98a8c0e08081010102ac020405",
     );
 }
 

@@ -149,6 +149,8 @@ pub fn read(dir: &Path) -> Result<Identity, StoreError> {
 /// Write the identity file: a temporary beside it, fsynced, renamed over it, and the
 /// directory fsynced, so that a crash leaves the old or the new file, never neither.
 /// `sync = false` (only with `store.fsync = false`, for mark updates) skips the syncs.
+/// A write that fails (a full disk) removes its temporary: the old file stays as it
+/// was and nothing half-written is left beside it.
 pub fn write(dir: &Path, id: &Identity, sync: bool) -> Result<(), StoreError> {
     let file = dir.join(ID_FILE);
     let tmp = dir.join(TMP_FILE);
@@ -157,22 +159,30 @@ pub fn write(dir: &Path, id: &Identity, sync: bool) -> Result<(), StoreError> {
         "# sendgate store identity. Do not edit, copy or delete it: a store whose data\n\
          # does not match it (wiped, replaced, restored from an older copy) is refused.\n{body}"
     );
+    let written = write_tmp(&tmp, text.as_bytes(), sync)
+        .and_then(|()| std::fs::rename(&tmp, &file).map_err(io("rename the identity file", &file)));
+    if let Err(e) = written {
+        // Best effort: the error that matters is the write's.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if sync {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn write_tmp(tmp: &Path, text: &[u8], sync: bool) -> Result<(), StoreError> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(ID_FILE_MODE)
-        .open(&tmp)
-        .map_err(io("create the identity file", &tmp))?;
-    f.write_all(text.as_bytes())
-        .map_err(io("write the identity file", &tmp))?;
+        .open(tmp)
+        .map_err(io("create the identity file", tmp))?;
+    f.write_all(text).map_err(io("write the identity file", tmp))?;
     if sync {
-        f.sync_all().map_err(io("fsync the identity file", &tmp))?;
-    }
-    drop(f);
-    std::fs::rename(&tmp, &file).map_err(io("rename the identity file", &file))?;
-    if sync {
-        sync_dir(dir)?;
+        f.sync_all().map_err(io("fsync the identity file", tmp))?;
     }
     Ok(())
 }
@@ -367,5 +377,44 @@ fn sync_file(file: &Path) -> Result<(), StoreError> {
         // directory sync that follows makes the removal durable.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io("open a store file to fsync it", file)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> Identity {
+        Identity {
+            format: ID_FORMAT,
+            store_id: "s-1".into(),
+            created_at: "2026-11-30T00:00:00Z".into(),
+            ledger_mark: n,
+            complete: true,
+        }
+    }
+
+    /// A write that fails leaves no temporary beside the store (a clean stop on a full
+    /// disk left an empty `sendgate-store.id.tmp`).
+    #[test]
+    fn a_failed_write_leaves_no_temporary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The rename fails: the identity's name is taken by a directory that is not empty.
+        std::fs::create_dir_all(dir.path().join(ID_FILE).join("x")).expect("mkdir");
+        let err = write(dir.path(), &id(1), true).expect_err("a rename over a directory fails");
+        assert!(err.to_string().contains(ID_FILE), "names the path: {err}");
+        assert!(!dir.path().join(TMP_FILE).exists(), "the temporary is removed");
+    }
+
+    /// A temporary that cannot be written leaves the identity as it was.
+    #[test]
+    fn a_write_that_cannot_create_its_temporary_leaves_the_old_identity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), &id(1), true).expect("first write");
+        let before = std::fs::read(dir.path().join(ID_FILE)).expect("read");
+        std::fs::create_dir_all(dir.path().join(TMP_FILE).join("x")).expect("mkdir");
+        let err = write(dir.path(), &id(2), true).expect_err("the temporary is a directory");
+        assert!(err.to_string().contains(TMP_FILE), "names the path: {err}");
+        assert_eq!(std::fs::read(dir.path().join(ID_FILE)).expect("read"), before);
     }
 }

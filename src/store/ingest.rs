@@ -10,8 +10,9 @@
 //!    file and drops what was staged.
 //! 2. **Commit.** One transaction (`Mode::Commit`) re-applies the file's account,
 //!    campaign and event records in file order to the live state (they are few, and kept
-//!    parsed), writes the `files` record, and marks the file committed. From here on
-//!    the file counts as applied, and a crash cannot undo it.
+//!    parsed), writes the `files` record and the file's report (`FileReport`: its
+//!    record counts, until its `file_applied` is logged), and marks the file committed.
+//!    From here on the file counts as applied, and a crash cannot undo it.
 //! 3. **Publish.** Bounded transactions move staged actions into the live trees (the
 //!    record, its index entry, its state count) and staged links after them, then drop
 //!    the marker. Each move is one transaction, so a crash repeats none and loses none.
@@ -19,14 +20,16 @@
 //! A marker `ingest/<token>` in `meta` exists from the first chunk until the file is
 //! published or dropped. Recovery at open drops a staged, uncommitted file (it is still
 //! in `processing/`, and is applied again or quarantined by the spool rules) and
-//! publishes the rest of a committed one.
+//! publishes the rest of a committed one; that file's report is still stored, so the
+//! next start-up logs its `file_applied` ([`Store::unreported_files`]), not a
+//! `file_duplicate`.
 //!
 //! Between two chunks the caller runs the engine (sends, timers, watchdog).
 
 use super::apply::{leftover_key, ApplyOutcome, Carry, Ctx};
 use super::codec::{self, content_hash, file_key, ms};
 use super::edge::{Indexing, StoredAction};
-use super::records::Action;
+use super::records::{Action, FileReport};
 use super::tx::{stage_key, Mode, Overlay, Rejection, Tx};
 use super::{Store, StoreError, ACTIONS, BODIES, FILES, LINKS, META, STAGED};
 use crate::contract::jobfile::{self, Line, Record, Span};
@@ -38,6 +41,14 @@ use chrono::{DateTime, Utc};
 pub const CHUNK_RECORDS: usize = 2048;
 
 const MARKER_PREFIX: &[u8] = b"ingest/";
+
+/// `meta` keys of the reports of committed files whose `file_applied` is not logged yet:
+/// this prefix and the file's `files` key.
+const REPORT_PREFIX: &[u8] = b"unreported/";
+
+fn report_key(name: &str, hash: u64) -> Vec<u8> {
+    [REPORT_PREFIX, &file_key(name, hash)].concat()
+}
 
 /// The token of a file that staged nothing (no record): no staged key carries it.
 const NO_TOKEN: u64 = u64::MAX;
@@ -70,6 +81,8 @@ pub struct Ingest {
     /// Records done so far.
     next: usize,
     now: DateTime<Utc>,
+    /// The content hash of `bytes`; with `name`, the file's `files` key `fkey`.
+    hash: u64,
     fkey: Vec<u8>,
     token: Option<u64>,
     overlay: Overlay,
@@ -89,6 +102,11 @@ impl Ingest {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The content hash of the file (`codec::content_hash`).
+    pub fn hash(&self) -> u64 {
+        self.hash
     }
 }
 
@@ -111,7 +129,8 @@ fn rejection(line: usize, field: &str, reason: String) -> ApplyOutcome {
 impl Store {
     /// Start ingesting job file `name` (its whole content).
     pub fn begin_ingest(&self, name: &str, bytes: Vec<u8>, now: DateTime<Utc>) -> Result<Begin, StoreError> {
-        let fkey = file_key(name, content_hash(&bytes));
+        let hash = content_hash(&bytes);
+        let fkey = file_key(name, hash);
         self.op("read files")?;
         if self.trees[FILES].contains_key(&fkey)? {
             return Ok(Begin::Finished(ApplyOutcome::AlreadyApplied));
@@ -126,6 +145,7 @@ impl Store {
             spans,
             next: 0,
             now,
+            hash,
             fkey,
             token: None,
             overlay: Overlay::new(),
@@ -234,6 +254,18 @@ impl Store {
         let token = job.token.unwrap_or(NO_TOKEN);
         let (st, now, rest, name, fkey) = (&self.settings, job.now, &job.rest, &job.name, &job.fkey);
         let marker: Marker = (name.clone(), true);
+        // The counts are the staging pass's: the commit re-applies the same records.
+        let staged = &job.carry.out;
+        let report = FileReport {
+            name: name.clone(),
+            hash: job.hash,
+            accounts: staged.accounts,
+            campaigns: staged.campaigns,
+            actions: staged.actions,
+            duplicates: staged.duplicates,
+            events: staged.events,
+        };
+        let rkey = report_key(name, job.hash);
         let result = self.transact_mode(Mode::Commit { token }, |tx: &Tx| {
             if tx.get_raw(FILES, fkey)?.is_some() {
                 return Ok(None);
@@ -243,6 +275,9 @@ impl Store {
                 c.record(l)?;
             }
             tx.put(FILES, fkey, &ms(now))?;
+            // Until `file_applied` is logged: a crash before that is reported at the
+            // next start-up, not taken for a second drop.
+            tx.put(META, &rkey, &report)?;
             // Applied: it is no poison file, whatever start-ups found it before.
             tx.del(META, &leftover_key(name))?;
             if job.token.is_some() {
@@ -394,6 +429,29 @@ impl Store {
             self.trees[STAGED].apply_batch(batch)?;
         }
         self.trees[META].remove(marker_key(token))?;
+        Ok(())
+    }
+
+    /// The reports of committed files whose `file_applied` was never logged (the worker
+    /// died between the commit and the log line), in key order. A start-up reports
+    /// each once (SPEC §6): a file is never silently applied.
+    pub fn unreported_files(&self) -> Result<Vec<FileReport>, StoreError> {
+        self.op("scan file reports")?;
+        let mut reports = Vec::new();
+        for kv in self.trees[META].scan_prefix(REPORT_PREFIX) {
+            let (k, v) = kv?;
+            let report: FileReport = codec::decode_at("file report", &k, &v)?;
+            debug_assert_eq!(&k[..], report_key(&report.name, report.hash).as_slice());
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// `file_applied` of file `name` (content hash `hash`) is logged: forget its report.
+    /// Not made durable here: a crash before the next flush reports it again, once.
+    pub fn file_reported(&self, name: &str, hash: u64) -> Result<(), StoreError> {
+        self.op("drop file report")?;
+        self.trees[META].remove(report_key(name, hash))?;
         Ok(())
     }
 

@@ -50,7 +50,7 @@ pub use query::{
     AccountCampaign, AccountStatus, AuditReport, CampaignStatus, CampaignToday, DaySummary, DayTurn,
     LedgerSum, Overshoot, StatusReport, UpstreamStatus, Use, Waiting, TOMBSTONE_DAYS,
 };
-pub use records::{Account, Action, Campaign, State};
+pub use records::{Account, Action, Campaign, FileReport, State};
 pub use reserve::{kinds_blocked_by, Change, Hold, ParkedAction, Reservation, ReserveResult};
 
 use crate::config::Policy;

@@ -507,6 +507,22 @@ pub type CampaignDayRec = CampaignDay;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateCounts(pub [u64; 7]);
 
+/// A job file committed but not yet reported (`meta/unreported/<files key>`): written by
+/// the transaction that commits the file, removed once its `file_applied` line is
+/// logged. One found at start-up belongs to a file whose worker died in between (SPEC
+/// §6): it is reported then, with these counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileReport {
+    pub name: String,
+    /// Its content hash (`codec::content_hash`), the other half of its `files` key.
+    pub hash: u64,
+    pub accounts: u32,
+    pub campaigns: u32,
+    pub actions: u32,
+    pub duplicates: u32,
+    pub events: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -340,6 +340,19 @@ pub struct CampaignDayW {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StateCountsW(pub [u64; 7]);
 
+/// `meta/unreported/<files key>`: a committed job file whose `file_applied` is not
+/// logged yet, with its record counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileReportW<'a> {
+    pub name: Text<'a>,
+    pub hash: u64,
+    pub accounts: u32,
+    pub campaigns: u32,
+    pub actions: u32,
+    pub duplicates: u32,
+    pub events: u32,
+}
+
 /// The limits in force when a reservation was taken.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LedgerLimitsW {

@@ -3,10 +3,13 @@
 //! An instant is inside a window when its local weekday is one of the window's days and
 //! its local wall time lies in `[start, end)`. Defining it on wall time makes both DST
 //! edges fall out: on a 23-hour day a start inside the skipped hour opens at the first
-//! instant after the gap; on a 25-hour day both passes through a repeated hour count.
+//! instant after the gap; on a 25-hour day both passes through a repeated hour count,
+//! so `next_open` after the first pass finds the second (the repeated start, or the
+//! instant the clock goes back into the window) before the next day's opening.
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday,
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc,
+    Weekday,
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -63,6 +66,35 @@ pub fn first_instant_at_or_after(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> 
     Utc.from_utc_datetime(&local)
 }
 
+/// The instant a local day's clock goes back (the start of its repeated hour), if it does.
+fn clock_back_on(tz: Tz, day: NaiveDate) -> Option<DateTime<Utc>> {
+    let at = |secs: i64| DateTime::<Utc>::from_timestamp(secs, 0);
+    let offset = |secs: i64| {
+        at(secs).map(|t| {
+            tz.offset_from_utc_datetime(&t.naive_utc())
+                .fix()
+                .local_minus_utc()
+        })
+    };
+    let mut lo = start_of_day(tz, day).timestamp();
+    let mut hi = start_of_day(tz, day.succ_opt()?).timestamp() - 1;
+    let before = offset(lo)?;
+    if offset(hi)? >= before {
+        return None;
+    }
+    // Seconds: offset(lo) is the earlier, larger one; find the first with a smaller one.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if offset(mid)? < before {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    debug_assert!(offset(hi) < Some(before) && offset(hi - 1) == Some(before));
+    at(hi)
+}
+
 /// The first instant of a local day.
 pub fn start_of_day(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
     first_instant_at_or_after(tz, day.and_time(NaiveTime::MIN))
@@ -93,9 +125,25 @@ impl Window {
             if !self.days[weekday_index(day.weekday())] {
                 continue;
             }
-            let opening = first_instant_at_or_after(tz, day.and_time(self.start));
-            if opening >= t && self.is_open(tz, opening) {
-                return Some(opening);
+            // On a 25-hour day the window may open twice: at the second pass through a
+            // repeated start, or where the clock going back re-enters the window.
+            let local = day.and_time(self.start);
+            let second = match tz.from_local_datetime(&local) {
+                LocalResult::Ambiguous(a, b) => Some(a.max(b).with_timezone(&Utc)),
+                _ => None,
+            };
+            let candidates = [
+                Some(first_instant_at_or_after(tz, local)),
+                second,
+                clock_back_on(tz, day),
+            ];
+            let opening = candidates
+                .into_iter()
+                .flatten()
+                .filter(|&c| c >= t && self.is_open(tz, c))
+                .min();
+            if opening.is_some() {
+                return opening;
             }
         }
         None
@@ -194,6 +242,29 @@ mod tests {
         // Berlin 2026-10-25 02:00–03:00 CEST then CET.
         let b = every_day(hm(2, 15), hm(9, 0));
         check(&b, BERLIN, "2026-10-24T22:00:00Z", "2026-10-25T00:15:00Z");
+    }
+
+    /// After the first pass closes, the next opening is the second pass on the same
+    /// day, not the next day's: a worker asleep until `next_open` must not skip it.
+    #[test]
+    fn after_the_first_pass_the_next_opening_is_the_second_pass() {
+        // A window inside the repeated hour: 01:30 EDT = 05:30Z, 01:30 EST = 06:30Z.
+        let inside = every_day(hm(1, 30), hm(1, 45));
+        check(&inside, NY, "2026-11-01T05:45:00Z", "2026-11-01T06:30:00Z");
+        check(&inside, NY, "2026-11-01T06:45:00Z", "2026-11-02T06:30:00Z");
+        // A window that covers the start of the repeated hour: open 01:00–01:30 EDT
+        // (05:00–05:30Z), and again when the clock goes back to 01:00 EST (06:00Z).
+        let across = every_day(hm(1, 0), hm(1, 30));
+        check(&across, NY, "2026-11-01T05:30:00Z", "2026-11-01T06:00:00Z");
+        check(&across, NY, "2026-11-01T06:30:00Z", "2026-11-02T06:00:00Z");
+        // 00:30–01:30: the clock going back re-enters the window at 06:00Z.
+        let early = every_day(hm(0, 30), hm(1, 30));
+        check(&early, NY, "2026-11-01T05:30:00Z", "2026-11-01T06:00:00Z");
+        // Berlin 2026-10-25: 02:00 CEST = 00:00Z, 02:00 CET = 01:00Z.
+        let b = every_day(hm(2, 0), hm(2, 30));
+        check(&b, BERLIN, "2026-10-25T00:30:00Z", "2026-10-25T01:00:00Z");
+        // No repeated hour: unchanged.
+        check(&across, NY, "2026-11-02T06:30:00Z", "2026-11-03T06:00:00Z");
     }
 
     #[test]
