@@ -22,6 +22,7 @@ use crate::policy::breaker::{Breaker, Permit};
 use crate::policy::caps::Blocker;
 use crate::policy::pacing::{backoff_s, next_gap_s, SplitMix64};
 use crate::policy::zone::Zones;
+use crate::rules::park;
 use crate::store::Change;
 use crate::store::{
     ApplyOutcome, Attempt, Begin, Hold, Ingest, Reservation, ReserveResult, State, Store, StoreError,
@@ -236,6 +237,74 @@ impl Engine {
         e.sync_accounts(now)?;
         e.check_red_zones()?;
         Ok(e)
+    }
+
+    /// Run with new settings (a reload): the caps in force change now, and the actions
+    /// parked on a cap the new settings raise, for any account, are woken at once
+    /// (`rules::park::raised_by_policy`, `Store::wake_raised`); the reservation check
+    /// decides as always, so nothing goes over the new cap.
+    pub fn set_settings(
+        &mut self,
+        settings: crate::store::Settings,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let old = std::mem::replace(&mut self.store.settings, settings);
+        if old.policy == self.store.settings.policy {
+            return Ok(());
+        }
+        let accounts = self.store.accounts()?;
+        let raised = park::raised_by_policy(&accounts, &old.policy, &self.store.settings.policy, now);
+        if raised.is_empty() {
+            return Ok(());
+        }
+        self.forget_holds(&raised);
+        for account in self.store.wake_raised(&raised, now)? {
+            self.schedule_min(&account, now);
+        }
+        Ok(())
+    }
+
+    /// Forget the held backlogs (and the `cap_exhausted` already logged today) of the
+    /// counters `raised` names: a backlog read to its end under a hold would otherwise
+    /// stay unread when its woken actions are refused again under the same until.
+    fn forget_holds(&mut self, raised: &park::Raised) {
+        if raised.is_empty() {
+            return;
+        }
+        let account_names = |a: &str| -> Vec<String> {
+            raised
+                .accounts
+                .get(a)
+                .into_iter()
+                .flatten()
+                .map(|&c| Blocker::Account(c).name())
+                .collect()
+        };
+        let campaign_names = |c: &str| -> Vec<String> {
+            raised
+                .campaigns
+                .get(c)
+                .into_iter()
+                .flatten()
+                .map(|&t| Blocker::Campaign(t).name())
+                .collect()
+        };
+        self.backlogs.retain(|(account, campaign, counter, _), _| {
+            let by_account = account_names(account).contains(counter);
+            let by_campaign = campaign
+                .as_deref()
+                .is_some_and(|c| campaign_names(c).contains(counter));
+            !(by_account || by_campaign)
+        });
+        let campaign_counters: Vec<String> = raised
+            .campaigns
+            .values()
+            .flatten()
+            .map(|&t| Blocker::Campaign(t).name())
+            .collect();
+        self.exhausted.retain(|(account, counter, _)| {
+            !account_names(account).contains(counter) && !campaign_counters.contains(counter)
+        });
     }
 
     /// Log configured caps in the red zone, once per value (the store remembers them).
@@ -474,6 +543,8 @@ impl Engine {
                 self.events.extend(a.changes.iter().cloned().map(change_event));
                 self.events
                     .extend(a.effects.iter().map(|e| operator::effect_event(name, e)));
+                // The store woke what the file's raised caps had parked.
+                self.forget_holds(&a.raised);
                 self.sync_accounts(now)?;
                 self.churn.add(u64::from(a.actions));
                 self.give_back_if_churned();

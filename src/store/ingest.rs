@@ -151,6 +151,8 @@ impl Store {
                 for (is_campaign, owner) in &carry.resumed {
                     self.release(if *is_campaign { b"c" } else { b"a" }, owner, job.now)?;
                 }
+                // A raised cap takes effect now: what it parked until a later day wakes.
+                self.wake_raised(&carry.out.raised, job.now)?;
                 Ok(Some(ApplyOutcome::Applied(carry.out)))
             }
         }
