@@ -120,6 +120,9 @@ pub struct Engine {
     /// hold, a window at a time, however many of its actions are refused: the front of
     /// it may be actions the hold does not stop.
     backlogs: BTreeMap<BacklogKey, Option<Vec<u8>>>,
+    /// Caps raised whose parked actions are still being woken, a bounded step per tick
+    /// (`Store::wake_raised_step`), and the `timed` key to go on after.
+    waking: Option<(park::Raised, Option<Vec<u8>>)>,
     /// The UTC day `feedback_missing` was last checked: once per day for the engine's
     /// life (a restart checks again on its first tick).
     feedback_day: Option<NaiveDate>,
@@ -204,6 +207,7 @@ impl Engine {
             inflight: 0,
             exhausted: BTreeSet::new(),
             backlogs: BTreeMap::new(),
+            waking: None,
             feedback_day: None,
             more: false,
             events: Vec::new(),
@@ -257,9 +261,37 @@ impl Engine {
         if raised.is_empty() {
             return Ok(());
         }
+        self.raise(raised, now)
+    }
+
+    /// Caps were raised: forget their held backlogs, and wake what they parked, a
+    /// first step now and the rest a step per tick. A raise while one is being woken
+    /// joins it, and the `timed` index is read again from its start.
+    fn raise(&mut self, raised: park::Raised, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if raised.is_empty() {
+            return Ok(());
+        }
         self.forget_holds(&raised);
-        for account in self.store.wake_raised(&raised, now)? {
+        let mut all = self.waking.take().map(|(r, _)| r).unwrap_or_default();
+        all.extend(raised);
+        self.waking = Some((all, None));
+        self.wake_step(now)
+    }
+
+    /// One bounded step of the wake in progress, if any; asks to be woken at once while
+    /// there is more.
+    fn wake_step(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let Some((raised, after)) = self.waking.take() else {
+            return Ok(());
+        };
+        let (woken, next) = self.store.wake_raised_step(&raised, after.as_deref(), now)?;
+        self.churn.add(woken.len() as u64);
+        for account in woken {
             self.schedule_min(&account, now);
+        }
+        if next.is_some() {
+            self.waking = Some((raised, next));
+            self.more = true;
         }
         Ok(())
     }
@@ -543,9 +575,9 @@ impl Engine {
                 self.events.extend(a.changes.iter().cloned().map(change_event));
                 self.events
                     .extend(a.effects.iter().map(|e| operator::effect_event(name, e)));
-                // The store woke what the file's raised caps had parked.
-                self.forget_holds(&a.raised);
                 self.sync_accounts(now)?;
+                // What the file's raised caps had parked wakes, a step per tick.
+                self.raise(a.raised.clone(), now)?;
                 self.churn.add(u64::from(a.actions));
                 self.give_back_if_churned();
             }
@@ -618,6 +650,7 @@ impl Engine {
             }
             self.day_turn(&account, now)?;
         }
+        self.wake_step(now)?;
         let out = self.dispatch(now)?;
         if out.is_empty() {
             // It reads every account: on a tick that hands nothing out, so that it

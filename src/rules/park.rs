@@ -231,6 +231,16 @@ impl Raised {
         e.dedup();
     }
 
+    /// Everything `other` raised too.
+    pub fn extend(&mut self, other: Raised) {
+        for (a, counters) in other.accounts {
+            self.add_account(&a, counters);
+        }
+        for (c, types) in other.campaigns {
+            self.add_campaign(&c, types);
+        }
+    }
+
     /// The blockers raised for `account` and for `campaign`: the parking reasons
     /// (`Blocker::name`) whose actions a raise wakes.
     pub fn blockers(&self, account: &str, campaign: &str) -> Vec<Blocker> {

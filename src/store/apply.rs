@@ -456,61 +456,82 @@ impl Store {
         Ok(self.trees[FILES].contains_key(file_key(name, hash))?)
     }
 
-    /// Wake the actions parked until a time on a cap `raised` covers (`park::wake`):
-    /// queued and due at once. The `timed` index is read a window of `WAKE_SCAN` keys
-    /// at a time, after the last key read, and at most `WAKE_BATCH` actions move per
-    /// transaction, each made durable. Returns the accounts that gained ready work.
-    pub fn wake_raised(&self, raised: &park::Raised, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
-        let mut accounts = std::collections::BTreeSet::new();
+    /// One bounded step of waking the actions parked until a time on a cap `raised`
+    /// covers (`park::wake`): queued and due at once. Reads at most `WAKE_SCAN` keys of
+    /// the `timed` index after `after` and moves at most `WAKE_BATCH` actions in one
+    /// durable transaction. Returns the accounts that gained ready work and the key to
+    /// go on after, `None` once the index was read to its end.
+    pub fn wake_raised_step(
+        &self,
+        raised: &park::Raised,
+        after: Option<&[u8]>,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
         if raised.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
-        let mut after: Option<Vec<u8>> = None;
+        self.op("scan timed")?;
+        let from = match after {
+            Some(k) => std::ops::Bound::Excluded(k.to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut read = 0;
+        let mut last = None;
+        for k in self.trees[TIMED].range((from, std::ops::Bound::Unbounded)).keys() {
+            let k = k?;
+            read += 1;
+            last = Some(k.to_vec());
+            let id = String::from_utf8_lossy(&k[8..]);
+            if let Some(a) = self.action(&id)? {
+                if park::wake(&a, raised, now).is_some() {
+                    keys.push(k.to_vec());
+                }
+            }
+            if keys.len() >= WAKE_BATCH || read >= WAKE_SCAN {
+                break;
+            }
+        }
+        let mut accounts = std::collections::BTreeSet::new();
+        if !keys.is_empty() {
+            let result = self.transact(|tx| {
+                let mut woken = Vec::new();
+                for k in &keys {
+                    let id = String::from_utf8_lossy(&k[8..]);
+                    let Some(old) = tx.action(&id)? else { continue };
+                    let Some(a) = park::wake(&old, raised, now) else {
+                        continue;
+                    };
+                    debug_assert!(a.until_ms.is_none() && a.state == State::Queued);
+                    tx.transition(&old, &a, None)?;
+                    woken.push(a.account);
+                }
+                tx.flush_counts()?;
+                Ok(woken)
+            })?;
+            accounts.extend(result.map_err(|r| StoreError::Corrupt(r.reason))?);
+            self.make_durable()?;
+        }
+        let done = keys.len() < WAKE_BATCH && read < WAKE_SCAN;
+        Ok((accounts.into_iter().collect(), if done { None } else { last }))
+    }
+
+    /// `wake_raised_step` until the `timed` index was read to its end (the store alone,
+    /// without an engine to step it: `Store::apply`).
+    pub fn wake_raised(&self, raised: &park::Raised, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        let mut accounts = Vec::new();
+        let mut after = None;
         loop {
-            self.op("scan timed")?;
-            let from = match &after {
-                Some(k) => std::ops::Bound::Excluded(k.clone()),
-                None => std::ops::Bound::Unbounded,
-            };
-            let mut keys: Vec<Vec<u8>> = Vec::new();
-            let mut read = 0;
-            for k in self.trees[TIMED].range((from, std::ops::Bound::Unbounded)).keys() {
-                let k = k?;
-                read += 1;
-                after = Some(k.to_vec());
-                let id = String::from_utf8_lossy(&k[8..]);
-                if let Some(a) = self.action(&id)? {
-                    if park::wake(&a, raised, now).is_some() {
-                        keys.push(k.to_vec());
-                    }
-                }
-                if keys.len() >= WAKE_BATCH || read >= WAKE_SCAN {
-                    break;
-                }
-            }
-            if !keys.is_empty() {
-                let result = self.transact(|tx| {
-                    let mut woken = Vec::new();
-                    for k in &keys {
-                        let id = String::from_utf8_lossy(&k[8..]);
-                        let Some(old) = tx.action(&id)? else { continue };
-                        let Some(a) = park::wake(&old, raised, now) else {
-                            continue;
-                        };
-                        debug_assert!(a.until_ms.is_none() && a.state == State::Queued);
-                        tx.transition(&old, &a, None)?;
-                        woken.push(a.account);
-                    }
-                    tx.flush_counts()?;
-                    Ok(woken)
-                })?;
-                accounts.extend(result.map_err(|r| StoreError::Corrupt(r.reason))?);
-                self.make_durable()?;
-            }
-            if read == 0 || (read < WAKE_SCAN && keys.len() < WAKE_BATCH) {
-                return Ok(accounts.into_iter().collect());
+            let (woken, next) = self.wake_raised_step(raised, after.as_deref(), now)?;
+            accounts.extend(woken);
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
             }
         }
+        accounts.sort();
+        accounts.dedup();
+        Ok(accounts)
     }
 
     /// Move actions parked on an event of `owner` (a campaign `c` or account `a`) back

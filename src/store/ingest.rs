@@ -151,14 +151,13 @@ impl Store {
                 for (is_campaign, owner) in &carry.resumed {
                     self.release(if *is_campaign { b"c" } else { b"a" }, owner, job.now)?;
                 }
-                // A raised cap takes effect now: what it parked until a later day wakes.
-                self.wake_raised(&carry.out.raised, job.now)?;
                 Ok(Some(ApplyOutcome::Applied(carry.out)))
             }
         }
     }
 
     /// Apply a job file whole, or reject it whole with the line and field.
+    /// Without an engine, the caps it raised wake what they parked before it returns.
     pub fn apply(&self, name: &str, bytes: &[u8], now: DateTime<Utc>) -> Result<ApplyOutcome, StoreError> {
         let mut job = match self.begin_ingest(name, bytes.to_vec(), now)? {
             Begin::Finished(o) => return Ok(o),
@@ -166,6 +165,9 @@ impl Store {
         };
         loop {
             if let Some(o) = self.ingest_step(&mut job)? {
+                if let ApplyOutcome::Applied(a) = &o {
+                    self.wake_raised(&a.raised, now)?;
+                }
                 return Ok(o);
             }
         }
