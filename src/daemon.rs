@@ -488,7 +488,7 @@ impl Worker {
                                 Some(Instant::now() + Duration::from_secs(self.config.upstream.timeout_s));
                         }
                     }
-                    Msg::Reload => self.reload(),
+                    Msg::Reload => self.reload()?,
                     Msg::Cluster(n) => {
                         for r in self.engine.fleet_notice(n, self.clock.now())? {
                             self.send(r);
@@ -925,20 +925,21 @@ impl Worker {
         }
     }
 
-    /// SIGHUP: re-read the configuration; an invalid one is logged and ignored.
-    fn reload(&mut self) {
+    /// SIGHUP: re-read the configuration; an invalid one is logged and ignored. A cap
+    /// it raises takes effect at once (`Engine::set_settings`).
+    fn reload(&mut self) -> Result<(), Fatal> {
         let Some(path) = self.config_path.clone() else {
             tracing::info!(
                 event = "config_reload_skipped",
                 reason = "running on built-in defaults"
             );
-            return;
+            return Ok(());
         };
         let new = match Config::load(&path) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(event = "config_rejected", error = %e);
-                return;
+                return Ok(());
             }
         };
         let upstream = {
@@ -949,7 +950,7 @@ impl Worker {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(event = "config_rejected", error = %e);
-                return;
+                return Ok(());
             }
         };
         // A new file size bound takes a new handle on the same spool (the directory
@@ -961,7 +962,7 @@ impl Worker {
                 Ok(s) => Some(s),
                 Err(e) => {
                     tracing::warn!(event = "config_rejected", error = %e, spool = %self.config.spool.dir.display());
-                    return;
+                    return Ok(());
                 }
             }
         };
@@ -983,7 +984,8 @@ impl Worker {
         }
         // `spool.rescan_s` and `status.every_s` are read from `self.config` every turn.
         self.upstream = upstream;
-        self.engine.store_mut().settings = Settings::from_config(&new);
+        self.engine
+            .set_settings(Settings::from_config(&new), self.clock.now())?;
         self.config.upstream.events_every_s = new.upstream.events_every_s;
         self.set_events(events);
         let cfg = self.engine.config_mut();
@@ -1003,6 +1005,7 @@ impl Worker {
         new.admin = self.config.admin.clone();
         self.config = new;
         tracing::info!(event = "config_reloaded", path = %path.display());
+        Ok(())
     }
 
     /// Rewrite the status file. A store read that fails is a store error (SPEC P5:

@@ -22,6 +22,7 @@ use crate::policy::breaker::{Breaker, Permit};
 use crate::policy::caps::Blocker;
 use crate::policy::pacing::{backoff_s, next_gap_s, SplitMix64};
 use crate::policy::zone::Zones;
+use crate::rules::park;
 use crate::store::Change;
 use crate::store::{
     ApplyOutcome, Attempt, Begin, FileReport, Hold, Ingest, Reservation, ReserveResult, State, Store,
@@ -120,6 +121,9 @@ pub struct Engine {
     /// hold, a window at a time, however many of its actions are refused: the front of
     /// it may be actions the hold does not stop.
     backlogs: BTreeMap<BacklogKey, Option<Vec<u8>>>,
+    /// Caps raised whose parked actions are still being woken, a bounded step per tick
+    /// (`Store::wake_raised_step`), and the `timed` key to go on after.
+    waking: Option<(park::Raised, Option<Vec<u8>>)>,
     /// The UTC day `feedback_missing` was last checked: once per day for the engine's
     /// life (a restart checks again on its first tick).
     feedback_day: Option<NaiveDate>,
@@ -209,6 +213,7 @@ impl Engine {
             inflight: 0,
             exhausted: BTreeSet::new(),
             backlogs: BTreeMap::new(),
+            waking: None,
             feedback_day: None,
             more: false,
             events: Vec::new(),
@@ -244,6 +249,102 @@ impl Engine {
         e.sync_accounts(now)?;
         e.check_red_zones()?;
         Ok(e)
+    }
+
+    /// Run with new settings (a reload): the caps in force change now, and the actions
+    /// parked on a cap the new settings raise, for any account, are woken at once
+    /// (`rules::park::raised_by_policy`, `Store::wake_raised`); the reservation check
+    /// decides as always, so nothing goes over the new cap.
+    pub fn set_settings(
+        &mut self,
+        settings: crate::store::Settings,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let old = std::mem::replace(&mut self.store.settings, settings);
+        if old.policy == self.store.settings.policy {
+            return Ok(());
+        }
+        let accounts = self.store.accounts()?;
+        let raised = park::raised_by_policy(&accounts, &old.policy, &self.store.settings.policy, now);
+        if raised.is_empty() {
+            return Ok(());
+        }
+        self.raise(raised, now)
+    }
+
+    /// Caps were raised: forget their held backlogs, and wake what they parked, a
+    /// first step now and the rest a step per tick. A raise while one is being woken
+    /// joins it, and the `timed` index is read again from its start.
+    fn raise(&mut self, raised: park::Raised, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if raised.is_empty() {
+            return Ok(());
+        }
+        self.forget_holds(&raised);
+        let mut all = self.waking.take().map(|(r, _)| r).unwrap_or_default();
+        all.extend(raised);
+        self.waking = Some((all, None));
+        self.wake_step(now)
+    }
+
+    /// One bounded step of the wake in progress, if any; asks to be woken at once while
+    /// there is more.
+    fn wake_step(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let Some((raised, after)) = self.waking.take() else {
+            return Ok(());
+        };
+        let (woken, next) = self.store.wake_raised_step(&raised, after.as_deref(), now)?;
+        self.churn.add(woken.len() as u64);
+        for account in woken {
+            self.schedule_min(&account, now);
+        }
+        if next.is_some() {
+            self.waking = Some((raised, next));
+            self.more = true;
+        }
+        Ok(())
+    }
+
+    /// Forget the held backlogs (and the `cap_exhausted` already logged today) of the
+    /// counters `raised` names: a backlog read to its end under a hold would otherwise
+    /// stay unread when its woken actions are refused again under the same until.
+    fn forget_holds(&mut self, raised: &park::Raised) {
+        if raised.is_empty() {
+            return;
+        }
+        let account_names = |a: &str| -> Vec<String> {
+            raised
+                .accounts
+                .get(a)
+                .into_iter()
+                .flatten()
+                .map(|&c| Blocker::Account(c).name())
+                .collect()
+        };
+        let campaign_names = |c: &str| -> Vec<String> {
+            raised
+                .campaigns
+                .get(c)
+                .into_iter()
+                .flatten()
+                .map(|&t| Blocker::Campaign(t).name())
+                .collect()
+        };
+        self.backlogs.retain(|(account, campaign, counter, _), _| {
+            let by_account = account_names(account).contains(counter);
+            let by_campaign = campaign
+                .as_deref()
+                .is_some_and(|c| campaign_names(c).contains(counter));
+            !(by_account || by_campaign)
+        });
+        let campaign_counters: Vec<String> = raised
+            .campaigns
+            .values()
+            .flatten()
+            .map(|&t| Blocker::Campaign(t).name())
+            .collect();
+        self.exhausted.retain(|(account, counter, _)| {
+            !account_names(account).contains(counter) && !campaign_counters.contains(counter)
+        });
     }
 
     /// Log configured caps in the red zone, once per value (the store remembers them).
@@ -513,6 +614,8 @@ impl Engine {
                 self.events
                     .extend(a.effects.iter().map(|e| operator::effect_event(name, e)));
                 self.sync_accounts(now)?;
+                // What the file's raised caps had parked wakes, a step per tick.
+                self.raise(a.raised.clone(), now)?;
                 self.churn.add(u64::from(a.actions));
                 self.give_back_if_churned();
             }
@@ -585,6 +688,7 @@ impl Engine {
             }
             self.day_turn(&account, now)?;
         }
+        self.wake_step(now)?;
         let out = self.dispatch(now)?;
         if out.is_empty() {
             // It reads every account: on a tick that hands nothing out, so that it

@@ -1,15 +1,17 @@
 //! Where a blocked action waits (SPEC §4 "Parking", §5), PURE: the next window opening
 //! on a later day of the counter that blocked it; for InMail credits, the next refill;
 //! for the rolling week, the first day its sum drops below the cap. And which actions of
-//! a blocked backlog park with it.
+//! a blocked backlog park with it, and which parked ones a raised cap wakes.
 
 use super::WaitOn;
-use crate::policy::caps::{self, Blocker, Counter};
+use crate::config::Policy;
+use crate::policy::caps::{self, Blocker, CampaignLimits, Counter, Limits};
 use crate::policy::window::start_of_next_day;
 use crate::policy::{credits, CampaignType, Kind};
 use crate::store::codec::ms;
 use crate::store::records::{Account, Action, Campaign, State};
 use chrono::{DateTime, Duration, Utc};
+use std::collections::BTreeMap;
 
 /// When no window opening is found (a window with no open day): a day later.
 fn or_a_day_later(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -190,6 +192,150 @@ pub fn promote(a: &Action, now: DateTime<Utc>) -> Option<Action> {
     p.until_ms = None;
     p.updated_ms = ms(now);
     Some(p)
+}
+
+/// The caps a change raised: per account, the account counters whose cap in force rose;
+/// per campaign, the types whose campaign cap rose. An action parked until a time on
+/// one of them is woken at once (`wake`) rather than at its until: a raised cap takes
+/// effect the same day.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Raised {
+    pub accounts: BTreeMap<String, Vec<Counter>>,
+    pub campaigns: BTreeMap<String, Vec<CampaignType>>,
+}
+
+impl Raised {
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty() && self.campaigns.is_empty()
+    }
+
+    /// `counters` of `account` rose (nothing when empty).
+    pub fn add_account(&mut self, account: &str, counters: Vec<Counter>) {
+        if counters.is_empty() {
+            return;
+        }
+        let e = self.accounts.entry(account.to_string()).or_default();
+        e.extend(counters);
+        e.sort();
+        e.dedup();
+    }
+
+    /// `types` of `campaign` rose (nothing when empty).
+    pub fn add_campaign(&mut self, campaign: &str, types: Vec<CampaignType>) {
+        if types.is_empty() {
+            return;
+        }
+        let e = self.campaigns.entry(campaign.to_string()).or_default();
+        e.extend(types);
+        e.sort();
+        e.dedup();
+    }
+
+    /// Everything `other` raised too.
+    pub fn extend(&mut self, other: Raised) {
+        for (a, counters) in other.accounts {
+            self.add_account(&a, counters);
+        }
+        for (c, types) in other.campaigns {
+            self.add_campaign(&c, types);
+        }
+    }
+
+    /// The blockers raised for `account` and for `campaign`: the parking reasons
+    /// (`Blocker::name`) whose actions a raise wakes.
+    pub fn blockers(&self, account: &str, campaign: &str) -> Vec<Blocker> {
+        let acct = self.accounts.get(account).into_iter().flatten();
+        let camp = self.campaigns.get(campaign).into_iter().flatten();
+        acct.map(|&c| Blocker::Account(c))
+            .chain(camp.map(|&t| Blocker::Campaign(t)))
+            .collect()
+    }
+}
+
+/// The account counters whose cap is higher under `new` than under `old` (SPEC §3.1,
+/// §3.2): the daily caps (`invites` is the effective cap, so a higher `caps.invites`
+/// under a lower tier or ramp ceiling raises nothing) and the rolling week (`None`: no
+/// cap). An InMail credit balance is no cap: never.
+pub fn raised_limits(old: &Limits, new: &Limits) -> Vec<Counter> {
+    let week_rose = match (old.weekly_invites, new.weekly_invites) {
+        (Some(o), Some(n)) => n > o,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    [
+        (Counter::Invites, new.invites > old.invites),
+        (Counter::Messages, new.messages > old.messages),
+        (Counter::Inmails, new.inmails > old.inmails),
+        (Counter::Engagement, new.engagement > old.engagement),
+        (Counter::WeeklyInvites, week_rose),
+    ]
+    .into_iter()
+    .filter_map(|(c, rose)| rose.then_some(c))
+    .collect()
+}
+
+/// The account counters whose cap in force on the account's local day at `now` is
+/// higher for `new` under `new_policy` than for `old` under `old_policy`: an upsert
+/// (one policy, two accounts) or a reload (one account, two policies).
+pub fn raised_account(
+    old: &Account,
+    old_policy: &Policy,
+    new: &Account,
+    new_policy: &Policy,
+    now: DateTime<Utc>,
+) -> Vec<Counter> {
+    let none = CampaignLimits {
+        invites: 0,
+        messages: 0,
+        inmails: 0,
+    };
+    raised_limits(
+        &old.limits(old_policy, none, old.day_at(now)),
+        &new.limits(new_policy, none, new.day_at(now)),
+    )
+}
+
+/// The campaign types whose cap (SPEC §3.6: `cap_split.<type>`, else `daily_limit`) is
+/// higher in `new` than in `old`.
+pub fn raised_campaign(old: CampaignLimits, new: CampaignLimits) -> Vec<CampaignType> {
+    [
+        CampaignType::Invites,
+        CampaignType::Messages,
+        CampaignType::Inmails,
+    ]
+    .into_iter()
+    .filter(|&t| new.get(t) > old.get(t))
+    .collect()
+}
+
+/// What a new configuration raised for each of `accounts` (a reload: `[caps]`,
+/// `[tiers.*]`); campaign caps come only from job files.
+pub fn raised_by_policy(accounts: &[Account], old: &Policy, new: &Policy, now: DateTime<Utc>) -> Raised {
+    let mut r = Raised::default();
+    for a in accounts {
+        r.add_account(&a.id, raised_account(a, old, a, new, now));
+    }
+    r
+}
+
+/// An action parked until a time on a counter `raised` names for its account or its
+/// campaign: queued and due again at once, as `promote` makes it (the reservation
+/// check decides as always; one that still does not fit parks again). `None` for
+/// anything else: another counter or scope, an action waiting on an event, backing
+/// off (queued with an until), or no longer parked.
+pub fn wake(a: &Action, raised: &Raised, now: DateTime<Utc>) -> Option<Action> {
+    if a.state != State::Parked || a.until_ms.is_none() {
+        return None;
+    }
+    let reason = a.reason.as_deref()?;
+    if !raised
+        .blockers(&a.account, &a.campaign)
+        .into_iter()
+        .any(|b| b.name() == reason)
+    {
+        return None;
+    }
+    promote(a, now)
 }
 
 /// An action parked on an event whose owner is active again: queued and due, its

@@ -1591,3 +1591,220 @@ fn the_sums_are_the_non_zero_totals_of_the_days_in_range() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------
+// A raised cap wakes what it parked until a later day.
+
+fn limits(invites: u32, messages: u32, engagement: u32, weekly: Option<u32>) -> crate::policy::caps::Limits {
+    crate::policy::caps::Limits {
+        invites,
+        messages,
+        inmails: 5,
+        engagement,
+        weekly_invites: weekly,
+        campaign: crate::policy::caps::CampaignLimits {
+            invites: 20,
+            messages: 20,
+            inmails: 20,
+        },
+    }
+}
+
+#[test]
+fn only_a_cap_that_rose_counts_as_raised() {
+    use Counter::*;
+    // (old, new) -> the counters raised
+    let rows = [
+        (limits(80, 2, 100, None), limits(80, 4, 100, None), vec![Messages]),
+        (limits(80, 4, 100, None), limits(80, 2, 100, None), vec![]),
+        (limits(80, 4, 100, None), limits(80, 4, 100, None), vec![]),
+        (
+            limits(10, 4, 100, None),
+            limits(20, 4, 150, None),
+            vec![Invites, Engagement],
+        ),
+        (
+            limits(80, 4, 100, Some(100)),
+            limits(80, 4, 100, Some(120)),
+            vec![WeeklyInvites],
+        ),
+        (
+            limits(80, 4, 100, Some(100)),
+            limits(80, 4, 100, None),
+            vec![WeeklyInvites],
+        ),
+        (limits(80, 4, 100, None), limits(80, 4, 100, Some(500)), vec![]),
+        (
+            limits(80, 4, 100, Some(100)),
+            limits(80, 4, 100, Some(90)),
+            vec![],
+        ),
+    ];
+    for (old, new, want) in rows {
+        assert_eq!(park::raised_limits(&old, &new), want, "{old:?} -> {new:?}");
+    }
+}
+
+#[test]
+fn a_raised_invite_cap_under_the_ramp_raises_nothing() {
+    let policy = Settings::default().policy;
+    let old = Account {
+        caps: AccountCaps {
+            invites: Some(40),
+            messages: Some(2),
+            ..AccountCaps::default()
+        },
+        ..account()
+    };
+    // The ramp ceiling is 80: invites 40 -> 90 raises the effective cap to 80 only.
+    let raised = Account {
+        caps: AccountCaps {
+            invites: Some(90),
+            messages: Some(4),
+            ..AccountCaps::default()
+        },
+        ..old.clone()
+    };
+    assert_eq!(
+        park::raised_account(&old, &policy, &raised, &policy, t0()),
+        vec![Counter::Invites, Counter::Messages]
+    );
+    // Under a ramp ceiling of 30, a cap of 40 or 90 leaves the effective cap at 30.
+    let ramped = |a: &Account| Account {
+        ramp_ceiling: 30,
+        ramp_history: vec![(day(2026, 11, 2), 30)],
+        ..a.clone()
+    };
+    assert_eq!(
+        park::raised_account(&ramped(&old), &policy, &ramped(&raised), &policy, t0()),
+        vec![Counter::Messages],
+        "the ramp is not raised by a cap (SPEC §3.3)"
+    );
+    // A reload: the same account under a policy with a higher `[caps] messages`.
+    let mut more = policy.clone();
+    more.caps.messages += 10;
+    assert_eq!(
+        park::raised_account(&account(), &policy, &account(), &more, t0()),
+        vec![Counter::Messages]
+    );
+    assert_eq!(
+        park::raised_account(&account(), &more, &account(), &policy, t0()),
+        vec![],
+        "a lowered cap raises nothing"
+    );
+    let overridden = Account {
+        id: "acct-2".into(),
+        ..old
+    };
+    let r = park::raised_by_policy(&[account(), overridden], &policy, &more, t0());
+    assert_eq!(
+        r.accounts.get("acct-1"),
+        Some(&vec![Counter::Messages]),
+        "the account without an override follows [caps]"
+    );
+    assert_eq!(
+        r.accounts.get("acct-2"),
+        None,
+        "its own cap of 2 did not move: {r:?}"
+    );
+    assert!(r.campaigns.is_empty(), "a reload raises no campaign cap");
+}
+
+#[test]
+fn a_campaign_cap_rises_per_type() {
+    let c = campaign();
+    let split = Campaign {
+        split_invites: Some(5),
+        ..c.clone()
+    };
+    let higher = |x: &Campaign| Campaign {
+        daily_limit: 30,
+        ..x.clone()
+    };
+    // (old, new) -> the types raised
+    let rows = [
+        (
+            c.clone(),
+            higher(&c),
+            vec![
+                CampaignType::Invites,
+                CampaignType::Messages,
+                CampaignType::Inmails,
+            ],
+        ),
+        (
+            split.clone(),
+            higher(&split),
+            vec![CampaignType::Messages, CampaignType::Inmails],
+        ),
+        (higher(&c), c.clone(), vec![]),
+        (c.clone(), split.clone(), vec![]),
+        (split.clone(), c.clone(), vec![CampaignType::Invites]),
+    ];
+    for (old, new, want) in rows {
+        assert_eq!(
+            park::raised_campaign(old.limits(), new.limits()),
+            want,
+            "{:?} -> {:?}",
+            old.limits(),
+            new.limits()
+        );
+    }
+}
+
+#[test]
+fn a_raise_wakes_only_what_it_parked_on_the_raised_counter_of_its_scope() {
+    let mut raised = park::Raised::default();
+    raised.add_account("acct-1", vec![Counter::Messages]);
+    raised.add_campaign("q4", vec![CampaignType::Invites]);
+    let parked = |kind: Kind, reason: &str| {
+        moved(
+            &action(kind, State::Parked),
+            State::Parked,
+            Some(reason),
+            Some(next_window()),
+        )
+    };
+    let due = |a: &Action| Some(moved(a, State::Queued, a.reason.as_deref(), None));
+    let on_messages = parked(Kind::Message, "account.messages");
+    let on_campaign = parked(Kind::Invite, "campaign.invites");
+    let other_account = Action {
+        account: "acct-2".into(),
+        ..on_messages.clone()
+    };
+    let other_campaign = Action {
+        campaign: "q5".into(),
+        ..on_campaign.clone()
+    };
+    let backing_off = moved(
+        &action(Kind::Message, State::Queued),
+        State::Queued,
+        Some("account.messages"),
+        Some(next_window()),
+    );
+    let rows = [
+        (on_messages.clone(), due(&on_messages)),
+        (on_campaign.clone(), due(&on_campaign)),
+        (parked(Kind::Message, "account.engagement"), None),
+        (parked(Kind::Invite, "account.invites"), None),
+        (parked(Kind::Message, "campaign.messages"), None),
+        (parked(Kind::Inmail, "account.inmail_credits"), None),
+        (other_account, None),
+        (other_campaign, None),
+        (parked_invite("campaign_paused", None), None),
+        (backing_off, None),
+        (moved(&on_messages, State::Inflight, None, None), None),
+        (
+            moved(&on_messages, State::Cancelled, Some("account.messages"), None),
+            None,
+        ),
+    ];
+    for (a, want) in rows {
+        assert_eq!(park::wake(&a, &raised, t0()), want, "{a:?}");
+    }
+    assert_eq!(
+        park::wake(&on_messages, &park::Raised::default(), t0()),
+        None,
+        "nothing raised wakes nothing"
+    );
+}

@@ -4,10 +4,10 @@
 //! upstream's events with the same `apply_event`.
 
 use super::codec::{self, content_hash, file_key};
-use super::records::{Account, Action, Campaign};
+use super::records::{Account, Action, Campaign, State};
 use super::reserve::{refresh_health, Change};
 use super::tx::{reject, Tx, TxResult};
-use super::{Settings, Store, StoreError, FILES, LINKS, META, WAITING};
+use super::{Settings, Store, StoreError, FILES, LINKS, META, TIMED, WAITING};
 use crate::contract::jobfile::{
     AccountRecord, ActionRecord, CampaignRecord, EventRecord, FieldError, Line, Record, ReplyTo,
 };
@@ -17,6 +17,11 @@ use crate::rules::park;
 use crate::rules::records::{self, Assign, Candidate};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
+
+/// Actions a cap raise wakes per transaction (`Store::wake_raised`).
+pub const WAKE_BATCH: usize = 1024;
+/// `timed` keys a cap raise reads per window (`Store::wake_raised`).
+pub const WAKE_SCAN: usize = 4096;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Applied {
@@ -29,6 +34,9 @@ pub struct Applied {
     /// What each event record did, in file order (SPEC §6: every record has a
     /// visible effect).
     pub effects: Vec<EventEffect>,
+    /// The caps the file's account and campaign records raised: their parked actions
+    /// are woken once the file is published (`Store::wake_raised`).
+    pub raised: park::Raised,
 }
 
 /// The effect of one event record, for the log.
@@ -80,6 +88,7 @@ fn refuse<T>(line: usize, e: FieldError) -> TxResult<T> {
 fn apply_account(c: &mut Ctx, line: usize, r: &AccountRecord) -> TxResult<()> {
     let tx = c.tx;
     let existing = tx.account(&r.id)?;
+    let before = existing.clone();
     let mut up = match records::account(existing, r, c.st, c.now) {
         Ok(up) => up,
         Err(e) => return refuse(line, e),
@@ -87,6 +96,11 @@ fn apply_account(c: &mut Ctx, line: usize, r: &AccountRecord) -> TxResult<()> {
     if let Some(today) = up.judge_on {
         let signals = super::reserve::signals(tx, &up.account, today)?;
         records::judge_new(&mut up.account, signals, c.st);
+    }
+    if let Some(old) = &before {
+        let policy = &c.st.policy;
+        let counters = park::raised_account(old, policy, &up.account, policy, c.now);
+        c.out.raised.add_account(&r.id, counters);
     }
     tx.put_account(&up.account)?;
     c.out.changes.extend(up.changes);
@@ -104,10 +118,15 @@ fn apply_campaign(c: &mut Ctx, line: usize, r: &CampaignRecord) -> TxResult<()> 
             break;
         }
     }
+    let old_limits = existing.as_ref().map(Campaign::limits);
     let up = match records::campaign(existing, r, unknown) {
         Ok(up) => up,
         Err(e) => return refuse(line, e),
     };
+    if let Some(old) = old_limits {
+        let types = park::raised_campaign(old, up.campaign.limits());
+        c.out.raised.add_campaign(&r.id, types);
+    }
     tx.put_campaign(&up.campaign)?;
     c.campaign_cache.remove(&up.campaign.id);
     if up.resumed {
@@ -435,6 +454,84 @@ impl Store {
     pub fn file_hash_applied(&self, name: &str, hash: u64) -> Result<bool, StoreError> {
         self.op("read files")?;
         Ok(self.trees[FILES].contains_key(file_key(name, hash))?)
+    }
+
+    /// One bounded step of waking the actions parked until a time on a cap `raised`
+    /// covers (`park::wake`): queued and due at once. Reads at most `WAKE_SCAN` keys of
+    /// the `timed` index after `after` and moves at most `WAKE_BATCH` actions in one
+    /// durable transaction. Returns the accounts that gained ready work and the key to
+    /// go on after, `None` once the index was read to its end.
+    pub fn wake_raised_step(
+        &self,
+        raised: &park::Raised,
+        after: Option<&[u8]>,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
+        if raised.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        self.op("scan timed")?;
+        let from = match after {
+            Some(k) => std::ops::Bound::Excluded(k.to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut read = 0;
+        let mut last = None;
+        for k in self.trees[TIMED].range((from, std::ops::Bound::Unbounded)).keys() {
+            let k = k?;
+            read += 1;
+            last = Some(k.to_vec());
+            let id = String::from_utf8_lossy(&k[8..]);
+            if let Some(a) = self.action(&id)? {
+                if park::wake(&a, raised, now).is_some() {
+                    keys.push(k.to_vec());
+                }
+            }
+            if keys.len() >= WAKE_BATCH || read >= WAKE_SCAN {
+                break;
+            }
+        }
+        let mut accounts = std::collections::BTreeSet::new();
+        if !keys.is_empty() {
+            let result = self.transact(|tx| {
+                let mut woken = Vec::new();
+                for k in &keys {
+                    let id = String::from_utf8_lossy(&k[8..]);
+                    let Some(old) = tx.action(&id)? else { continue };
+                    let Some(a) = park::wake(&old, raised, now) else {
+                        continue;
+                    };
+                    debug_assert!(a.until_ms.is_none() && a.state == State::Queued);
+                    tx.transition(&old, &a, None)?;
+                    woken.push(a.account);
+                }
+                tx.flush_counts()?;
+                Ok(woken)
+            })?;
+            accounts.extend(result.map_err(|r| StoreError::Corrupt(r.reason))?);
+            self.make_durable()?;
+        }
+        let done = keys.len() < WAKE_BATCH && read < WAKE_SCAN;
+        Ok((accounts.into_iter().collect(), if done { None } else { last }))
+    }
+
+    /// `wake_raised_step` until the `timed` index was read to its end (the store alone,
+    /// without an engine to step it: `Store::apply`).
+    pub fn wake_raised(&self, raised: &park::Raised, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        let mut accounts = Vec::new();
+        let mut after = None;
+        loop {
+            let (woken, next) = self.wake_raised_step(raised, after.as_deref(), now)?;
+            accounts.extend(woken);
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        accounts.sort();
+        accounts.dedup();
+        Ok(accounts)
     }
 
     /// Move actions parked on an event of `owner` (a campaign `c` or account `a`) back

@@ -177,6 +177,7 @@ impl Store {
     }
 
     /// Apply a job file whole, or reject it whole with the line and field.
+    /// Without an engine, the caps it raised wake what they parked before it returns.
     pub fn apply(&self, name: &str, bytes: &[u8], now: DateTime<Utc>) -> Result<ApplyOutcome, StoreError> {
         let mut job = match self.begin_ingest(name, bytes.to_vec(), now)? {
             Begin::Finished(o) => return Ok(o),
@@ -184,6 +185,9 @@ impl Store {
         };
         loop {
             if let Some(o) = self.ingest_step(&mut job)? {
+                if let ApplyOutcome::Applied(a) = &o {
+                    self.wake_raised(&a.raised, now)?;
+                }
                 return Ok(o);
             }
         }
