@@ -311,30 +311,8 @@ impl Engine {
         if raised.is_empty() {
             return;
         }
-        let account_names = |a: &str| -> Vec<String> {
-            raised
-                .accounts
-                .get(a)
-                .into_iter()
-                .flatten()
-                .map(|&c| Blocker::Account(c).name())
-                .collect()
-        };
-        let campaign_names = |c: &str| -> Vec<String> {
-            raised
-                .campaigns
-                .get(c)
-                .into_iter()
-                .flatten()
-                .map(|&t| Blocker::Campaign(t).name())
-                .collect()
-        };
         self.backlogs.retain(|(account, campaign, counter, _), _| {
-            let by_account = account_names(account).contains(counter);
-            let by_campaign = campaign
-                .as_deref()
-                .is_some_and(|c| campaign_names(c).contains(counter));
-            !(by_account || by_campaign)
+            !raised.covers(account, campaign.as_deref(), counter)
         });
         let campaign_counters: Vec<String> = raised
             .campaigns
@@ -343,7 +321,7 @@ impl Engine {
             .map(|&t| Blocker::Campaign(t).name())
             .collect();
         self.exhausted.retain(|(account, counter, _)| {
-            !account_names(account).contains(counter) && !campaign_counters.contains(counter)
+            !raised.covers(account, None, counter) && !campaign_counters.contains(counter)
         });
     }
 

@@ -211,24 +211,12 @@ impl Raised {
 
     /// `counters` of `account` rose (nothing when empty).
     pub fn add_account(&mut self, account: &str, counters: Vec<Counter>) {
-        if counters.is_empty() {
-            return;
-        }
-        let e = self.accounts.entry(account.to_string()).or_default();
-        e.extend(counters);
-        e.sort();
-        e.dedup();
+        add_sorted(&mut self.accounts, account, counters);
     }
 
     /// `types` of `campaign` rose (nothing when empty).
     pub fn add_campaign(&mut self, campaign: &str, types: Vec<CampaignType>) {
-        if types.is_empty() {
-            return;
-        }
-        let e = self.campaigns.entry(campaign.to_string()).or_default();
-        e.extend(types);
-        e.sort();
-        e.dedup();
+        add_sorted(&mut self.campaigns, campaign, types);
     }
 
     /// Everything `other` raised too.
@@ -241,15 +229,27 @@ impl Raised {
         }
     }
 
-    /// The blockers raised for `account` and for `campaign`: the parking reasons
-    /// (`Blocker::name`) whose actions a raise wakes.
-    pub fn blockers(&self, account: &str, campaign: &str) -> Vec<Blocker> {
-        let acct = self.accounts.get(account).into_iter().flatten();
-        let camp = self.campaigns.get(campaign).into_iter().flatten();
-        acct.map(|&c| Blocker::Account(c))
-            .chain(camp.map(|&t| Blocker::Campaign(t)))
-            .collect()
+    /// Whether `reason` (a parking reason, `Blocker::name`) is a counter raised for
+    /// `account`, or for `campaign` when given: what a raise wakes and forgets.
+    pub fn covers(&self, account: &str, campaign: Option<&str>, reason: &str) -> bool {
+        let by_account = self.accounts.get(account).into_iter().flatten();
+        let by_campaign = campaign.and_then(|c| self.campaigns.get(c)).into_iter().flatten();
+        by_account
+            .map(|&c| Blocker::Account(c))
+            .chain(by_campaign.map(|&t| Blocker::Campaign(t)))
+            .any(|b| b.name() == reason)
     }
+}
+
+/// `items` added to `key`'s sorted, deduplicated list in `map` (nothing when empty).
+fn add_sorted<T: Ord>(map: &mut BTreeMap<String, Vec<T>>, key: &str, items: Vec<T>) {
+    if items.is_empty() {
+        return;
+    }
+    let e = map.entry(key.to_string()).or_default();
+    e.extend(items);
+    e.sort();
+    e.dedup();
 }
 
 /// The account counters whose cap is higher under `new` than under `old` (SPEC §3.1,
@@ -328,11 +328,7 @@ pub fn wake(a: &Action, raised: &Raised, now: DateTime<Utc>) -> Option<Action> {
         return None;
     }
     let reason = a.reason.as_deref()?;
-    if !raised
-        .blockers(&a.account, &a.campaign)
-        .into_iter()
-        .any(|b| b.name() == reason)
-    {
+    if !raised.covers(&a.account, Some(&a.campaign), reason) {
         return None;
     }
     promote(a, now)
