@@ -442,6 +442,7 @@ impl Worker {
                             let _ = wait.recv_timeout(CLUSTER_STOP_WAIT);
                         }
                     }
+                    self.engine.settle_answers()?;
                     self.engine.store().make_durable()?;
                     // A clean stop carries the ledger mark to the store's identity file.
                     self.engine.store().checkpoint()?;
@@ -898,6 +899,8 @@ impl Worker {
     /// Answer an operator request between ticks: the engine thread owns the store, so
     /// a pause is in force before the next dispatch (in-flight calls finish).
     fn admin(&mut self, call: admin::server::Call) -> Result<(), Fatal> {
+        // A request reads and changes what held answers change: they go first.
+        self.engine.settle_answers()?;
         let now = self.clock.now();
         let ctx = self.admin_context();
         let mut events = Vec::new();

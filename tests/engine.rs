@@ -11,7 +11,7 @@ use sendgate::contract::{Outcome, SendRequest};
 use sendgate::engine::virtual_run::{Answer, VirtualRun};
 use sendgate::engine::{Engine, EngineConfig, Event};
 use sendgate::policy::Health;
-use sendgate::store::{Settings, State};
+use sendgate::store::{Reservation, Settings, State};
 use sendgate::upstream::sim::Feedback;
 use std::collections::BTreeMap;
 
@@ -1174,39 +1174,137 @@ fn a_restart_turns_each_account_s_day_before_its_first_dispatch_however_many_acc
     );
 }
 
-/// Nothing is logged that a `kill -9` could still undo: an answer recorded without its
-/// own flush is flushed before the events that tell of it are handed out.
+/// An engine on a fresh store in `dir` with `text` applied at `now`.
+fn engine_with(dir: &std::path::Path, now: DateTime<Utc>, text: &str) -> Engine {
+    let mut e = Engine::new(open(dir, quiet_settings()), EngineConfig::default(), now).expect("engine");
+    e.apply_file("f.jsonl", text.as_bytes(), now).expect("apply");
+    e
+}
+
+/// Tick at each planned wake from `at` (first at `at` itself) until a tick hands out
+/// at least `n` reservations: those and the time of that tick.
+fn tick_until(e: &mut Engine, mut at: DateTime<Utc>, n: usize) -> (Vec<Reservation>, DateTime<Utc>) {
+    for _ in 0..100 {
+        let out = e.tick(at).expect("tick");
+        if out.len() >= n {
+            return (out, at);
+        }
+        at = e.next_wake().expect("wake").expect("a wake is planned");
+    }
+    panic!("no tick handed out {n} reservations");
+}
+
+fn state_of(e: &Engine, id: &str) -> State {
+    e.store().action(id).expect("read").expect("stored").state
+}
+
+/// Nothing is logged that a `kill -9` could still undo: an answer is recorded and
+/// flushed before the events that tell of it are handed out.
 #[test]
 fn the_events_of_an_answer_are_handed_out_only_once_it_is_flushed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let now = utc("2026-11-25T10:00:00Z");
-    let mut e =
-        Engine::new(open(dir.path(), quiet_settings()), EngineConfig::default(), now).expect("engine");
     let text = format!(
         "{}\n{}\n{}",
         account_line("a1", ""),
         campaign_line("c1", 10, ""),
         actions("m", 1, "c1", "a1", "message")
     );
-    e.apply_file("f.jsonl", text.as_bytes(), now).expect("apply");
-    let mut at = now;
-    let mut reserved = Vec::new();
-    for _ in 0..100 {
-        reserved = e.tick(at).expect("tick");
-        if !reserved.is_empty() {
-            break;
-        }
-        at = e.next_wake().expect("wake").expect("a wake is planned");
-    }
+    let mut e = engine_with(dir.path(), now, &text);
+    let (reserved, at) = tick_until(&mut e, now, 1);
     assert_eq!(reserved.len(), 1, "the action is handed out within the window");
     e.drain_events().expect("settled");
     e.complete(&reserved[0], Outcome::Sent, at).expect("complete");
-    assert!(e.store().unsettled(), "the answer waits for a flush");
+    // Held for the next reservation: not even committed yet, and nothing told of it.
+    assert!(!e.store().unsettled(), "a held answer is not committed");
+    let id = &reserved[0].request.id;
+    assert_eq!(state_of(&e, id), State::Inflight);
     let before = e.store().flushes();
     let events = e.drain_events().expect("settled");
     assert!(!e.store().unsettled());
     assert_eq!(e.store().flushes(), before + 1);
+    assert_eq!(state_of(&e, id), State::Sent);
     assert!(events.iter().any(|ev| ev.name() == "action_sent"), "{events:?}");
+}
+
+/// A `sent` answer is recorded in the transaction that reserves the next action, and
+/// made durable with it: one sled transaction and one flush for both (each transaction
+/// writes sled's log buffer twice, which is what one action per commit waits on).
+#[test]
+fn a_sent_answer_rides_on_the_next_reservation_in_one_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T10:00:00Z");
+    let text = format!(
+        "{}\n{}\n{}",
+        account_line("a1", ""),
+        campaign_line("c1", 10, ""),
+        actions("m", 2, "c1", "a1", "message")
+    );
+    let mut e = engine_with(dir.path(), now, &text);
+    let (first, at) = tick_until(&mut e, now, 1);
+    assert_eq!(first.len(), 1, "one at a time on one account");
+    e.drain_events().expect("settled");
+    let (tx0, flush0) = (e.store().transactions(), e.store().flushes());
+    e.complete(&first[0], Outcome::Sent, at).expect("complete");
+    let next = e.next_wake().expect("wake").expect("a wake is planned");
+    let (second, _) = tick_until(&mut e, next, 1);
+    assert_eq!(second.len(), 1, "the second action goes after its pacing gap");
+    assert_eq!(
+        e.store().transactions() - tx0,
+        1,
+        "the answer and the reservation: one transaction"
+    );
+    assert_eq!(e.store().flushes() - flush0, 1, "and one durable commit");
+    assert_eq!(state_of(&e, &first[0].request.id), State::Sent);
+    assert_eq!(state_of(&e, &second[0].request.id), State::Inflight);
+    let events: Vec<&str> = e
+        .drain_events()
+        .expect("settled")
+        .iter()
+        .map(|ev| ev.name())
+        .collect();
+    assert_eq!(
+        events.first(),
+        Some(&"action_sent"),
+        "the answer's line comes first: {events:?}"
+    );
+}
+
+/// An answer other than `sent` is recorded as it comes (a failure feeds the breaker, a
+/// rate limit holds the account): nothing decides before it is in the store.
+#[test]
+fn an_answer_other_than_sent_is_recorded_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T10:00:00Z");
+    let text = format!(
+        "{}\n{}\n{}\n{}{}",
+        account_line("a1", ""),
+        account_line("a2", ""),
+        campaign_line("c1", 10, ""),
+        actions("m", 2, "c1", "a1", "message"),
+        actions("n", 2, "c1", "a2", "message")
+    );
+    let mut e = engine_with(dir.path(), now, &text);
+    let (out, at) = tick_until(&mut e, now, 2);
+    let reason = "HTTP 503".to_string();
+    e.complete(&out[0], Outcome::MaybeDelivered { reason }, at)
+        .expect("complete");
+    assert_ne!(
+        state_of(&e, &out[0].request.id),
+        State::Inflight,
+        "recorded at once"
+    );
+    e.complete(&out[1], Outcome::RateLimited { retry_after_s: None }, at)
+        .expect("complete");
+    assert_ne!(
+        state_of(&e, &out[1].request.id),
+        State::Inflight,
+        "recorded at once"
+    );
+    assert!(
+        !e.store().unsettled(),
+        "a rate limit is durable before `complete` returns"
+    );
 }
 
 /// A held backlog is read once, a window at a time, however many of its actions are

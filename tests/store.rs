@@ -8,7 +8,9 @@ use sendgate::contract::jobfile::parse_file;
 use sendgate::contract::Outcome;
 use sendgate::policy::pacing::{Rng, SplitMix64};
 use sendgate::policy::Kind;
-use sendgate::store::{ApplyOutcome, OpenOptions, ReserveResult, Settings, State, Store, StoreError};
+use sendgate::store::{
+    ApplyOutcome, Attempt, OpenOptions, ReserveResult, Settings, State, Store, StoreError,
+};
 use std::sync::Arc;
 
 const NOW: &str = "2026-11-25T12:00:00Z"; // a Wednesday
@@ -65,6 +67,69 @@ fn apply_reserve_record_and_audit() {
     let audit = store.audit(None, None).expect("audit");
     assert!(audit.clean(), "{audit:?}");
     assert_eq!(audit.entries, 3);
+}
+
+/// `reserve_after` records the answers before it reserves, in one transaction: a slot
+/// an answer gives back (not delivered) is there for the reservation beside it, and
+/// the ledger and counters agree after.
+#[test]
+fn answers_are_recorded_before_the_reservations_they_ride_with() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Settings::default());
+    let now = utc(NOW);
+    let text = format!(
+        "{}\n{}\n{}\n{}\n{}\n",
+        account_line("a1", r#","caps":{"invites":1}"#),
+        campaign_line("c1", 10, ""),
+        action_line("x0", "c1", "a1", "invite"),
+        action_line("x1", "c1", "a1", "invite"),
+        action_line("x2", "c1", "a1", "invite"),
+    );
+    apply(&store, "f1.jsonl", &text, now);
+    let (first, _) = store.reserve(&["x0".to_string()], now).expect("reserve");
+    assert!(matches!(first[0], ReserveResult::Reserved(_)), "{first:?}");
+    let refused = Attempt {
+        action: "x0".into(),
+        outcome: Outcome::NotDelivered {
+            reason: "connection refused".into(),
+        },
+        backoff_s: 60,
+        probe: false,
+    };
+    let tx0 = store.transactions();
+    let folded = store
+        .reserve_after(&[refused], now, &["x1".to_string()], now)
+        .expect("reserve after");
+    assert_eq!(store.transactions() - tx0, 1, "one transaction");
+    assert_eq!(folded.recorded.len(), 1);
+    assert!(folded.recorded[0].released, "its slot given back");
+    assert!(
+        matches!(folded.results[0], ReserveResult::Reserved(_)),
+        "the slot given back is taken in the same transaction: {:?}",
+        folded.results
+    );
+    // The cap is full again: x2 parks, and x0 (queued for its retry) waits.
+    let sent = Attempt {
+        action: "x1".into(),
+        outcome: Outcome::Sent,
+        backoff_s: 0,
+        probe: false,
+    };
+    let folded = store
+        .reserve_after(&[sent], now, &["x2".to_string()], now)
+        .expect("reserve after");
+    assert_eq!(folded.recorded[0].state, State::Sent);
+    assert!(
+        matches!(folded.results[0], ReserveResult::Parked { .. }),
+        "{:?}",
+        folded.results
+    );
+    let audit = store.audit(None, None).expect("audit");
+    assert!(audit.clean(), "{audit:?}");
+    assert_eq!(
+        store.action("x1").expect("read").map(|a| a.state),
+        Some(State::Sent)
+    );
 }
 
 #[test]

@@ -94,6 +94,7 @@ impl Engine {
         fetched: Result<Vec<u8>, FetchError>,
         now: DateTime<Utc>,
     ) -> Result<PollCounts, StoreError> {
+        self.settle_answers()?;
         let (failure, retry_after_s) = match fetched {
             Ok(body) => match parse_page(&body) {
                 Ok(page) => match self.store.apply_page(&page, now)? {

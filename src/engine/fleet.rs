@@ -153,6 +153,7 @@ impl Engine {
 
     /// What the cluster task said. Returns the reservations to send (durable).
     pub fn fleet_notice(&mut self, n: Notice, now: DateTime<Utc>) -> Result<Vec<Reservation>, StoreError> {
+        debug_assert!(self.answers.is_none(), "a fleet records every answer at once");
         let mut out = Vec::new();
         let Some(f) = self.fleet.as_mut() else {
             return Ok(out);

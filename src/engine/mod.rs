@@ -145,6 +145,12 @@ pub struct Engine {
     breaker_rng: SplitMix64,
     /// Actions in flight as probes of the open breaker (at most one).
     probes: BTreeSet<String>,
+    /// `sent` answers not yet recorded: the next reservation's transaction records
+    /// them first (`Store::reserve_after`), so one durable commit carries both. Held
+    /// only until that reservation, the end of the tick, a day turn, or any other
+    /// call that touches the store (`settle_answers`): never across a decision that
+    /// could read what they change.
+    answers: Option<Answers>,
     /// Probes sent during the current outage.
     probes_sent: u32,
     /// The upstream's event feed, when polled (SPEC §9 "events").
@@ -224,6 +230,7 @@ impl Engine {
             breaker,
             breaker_rng,
             probes: BTreeSet::new(),
+            answers: None,
             probes_sent: 0,
             feed: None,
             fleet: None,
@@ -260,6 +267,8 @@ impl Engine {
         settings: crate::store::Settings,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        // Answers held are recorded under the settings they came under.
+        self.settle_answers()?;
         let old = std::mem::replace(&mut self.store.settings, settings);
         if old.policy == self.store.settings.policy {
             return Ok(());
@@ -292,6 +301,7 @@ impl Engine {
         let Some((raised, after)) = self.waking.take() else {
             return Ok(());
         };
+        self.settle_answers()?;
         let (woken, next) = self.store.wake_raised_step(&raised, after.as_deref(), now)?;
         self.churn.add(woken.len() as u64);
         for account in woken {
@@ -362,6 +372,7 @@ impl Engine {
     /// The events so far, to be logged: the store is settled first, so no line tells
     /// of a commit a `kill -9` could still undo.
     pub fn drain_events(&mut self) -> Result<Vec<Event>, StoreError> {
+        self.settle_answers()?;
         self.store.settle()?;
         self.drained_reports.append(&mut self.reports);
         Ok(std::mem::take(&mut self.events))
@@ -371,6 +382,7 @@ impl Engine {
     /// need no report at the next start-up any more (SPEC §6). A crash before this
     /// (or before the store's next flush) reports such a file again, never not at all.
     pub fn events_logged(&mut self) -> Result<(), StoreError> {
+        self.settle_answers()?;
         for (name, hash) in std::mem::take(&mut self.drained_reports) {
             self.store.file_reported(&name, hash)?;
         }
@@ -535,6 +547,7 @@ impl Engine {
         bytes: Vec<u8>,
         now: DateTime<Utc>,
     ) -> Result<Begin, StoreError> {
+        self.settle_answers()?;
         let begin = self.store.begin_ingest(name, bytes, now)?;
         if let Begin::Finished(o) = &begin {
             self.file_outcome(name, o, now)?;
@@ -550,6 +563,7 @@ impl Engine {
         job: &mut Ingest,
         now: DateTime<Utc>,
     ) -> Result<Option<ApplyOutcome>, StoreError> {
+        self.settle_answers()?;
         let outcome = self.store.ingest_step(job)?;
         let (done, total) = job.progress();
         match &outcome {
@@ -668,6 +682,8 @@ impl Engine {
         }
         self.wake_step(now)?;
         let out = self.dispatch(now)?;
+        // Answers no reservation carried are recorded on their own.
+        self.settle_answers()?;
         if out.is_empty() {
             // It reads every account: on a tick that hands nothing out, so that it
             // never delays a send (the first tick after a start, above all).
@@ -704,6 +720,8 @@ impl Engine {
         if !self.accounts.contains_key(account) {
             return Ok(());
         }
+        // A turn reads the day's counters an answer adds to.
+        self.settle_answers()?;
         let turn = self.store.day_turn(account, now)?;
         self.churn.add(1);
         let Some(next) = turn.next else {
@@ -784,9 +802,20 @@ impl Engine {
                 }
                 continue;
             }
-            let (results, changes) = self.store.reserve(&batch, now)?;
-            self.events.extend(changes.into_iter().map(change_event));
-            for r in results {
+            let folded = match self.answers.take() {
+                Some(a) => {
+                    let mut folded = self.store.reserve_after(&a.attempts, a.at, &batch, now)?;
+                    let (recorded, changes) = (
+                        std::mem::take(&mut folded.recorded),
+                        std::mem::take(&mut folded.answer_changes),
+                    );
+                    self.answered(a.done, recorded, changes, BTreeSet::new(), a.at);
+                    folded
+                }
+                None => self.store.reserve_after(&[], now, &batch, now)?,
+            };
+            self.events.extend(folded.changes.into_iter().map(change_event));
+            for r in folded.results {
                 self.on_reserve_result(r, now, &mut out)?;
             }
             if attempts >= MAX_RESERVATIONS_PER_TICK || self.events.len() >= MAX_EVENTS_PER_TICK {
@@ -1014,7 +1043,6 @@ impl Engine {
                 probe: self.probes.contains(&res.request.id),
             });
         }
-        let (recorded, changes) = self.store.record_attempts(&batch, now)?;
         for (res, _) in &done {
             self.inflight = self.inflight.saturating_sub(1);
             let next_ok = match self.accounts.get_mut(&res.account) {
@@ -1026,6 +1054,51 @@ impl Engine {
             };
             self.schedule_at(&res.account, next_ok.max(now));
         }
+        let foldable = self.fleet.is_none()
+            && done.iter().all(|(_, o)| matches!(o, Outcome::Sent))
+            && batch.iter().all(|a| !a.probe)
+            && !self.breaker.is_open()
+            && self.answers.as_ref().is_none_or(|a| a.at == now);
+        if foldable {
+            // Recorded with the next reservation, at this `now`: nothing the breaker
+            // or the rules decide before then reads what a `sent` answer changes.
+            let a = self.answers.get_or_insert_with(|| Answers {
+                at: now,
+                done: Vec::new(),
+                attempts: Vec::new(),
+            });
+            a.done.extend(done);
+            a.attempts.extend(batch);
+            return Ok(());
+        }
+        // Answers are recorded in the order they came.
+        self.settle_answers()?;
+        let (recorded, changes) = self.store.record_attempts(&batch, now)?;
+        self.answered(done, recorded, changes, rate_limited, now);
+        Ok(())
+    }
+
+    /// Record the answers held for the next reservation now, on their own (a no-op
+    /// when none are held). Every call that touches the store other than that
+    /// reservation runs this first.
+    pub fn settle_answers(&mut self) -> Result<(), StoreError> {
+        let Some(a) = self.answers.take() else {
+            return Ok(());
+        };
+        let (recorded, changes) = self.store.record_attempts(&a.attempts, a.at)?;
+        self.answered(a.done, recorded, changes, BTreeSet::new(), a.at);
+        Ok(())
+    }
+
+    /// The events of recorded answers, then the breaker's verdict on them.
+    fn answered(
+        &mut self,
+        done: Vec<(Reservation, Outcome)>,
+        recorded: Vec<crate::store::Recorded>,
+        changes: Vec<Change>,
+        rate_limited: BTreeSet<String>,
+        now: DateTime<Utc>,
+    ) {
         for r in recorded {
             let (action, account, campaign, kind) = (r.action, r.account, r.campaign, r.kind);
             let reason = r.reason.unwrap_or_default();
@@ -1078,6 +1151,13 @@ impl Engine {
         }
         self.events.extend(changes.into_iter().map(change_event));
         self.on_answers(&done, now);
-        Ok(())
     }
+}
+
+/// `sent` answers held for the next reservation (`Engine::answers`), all answered at
+/// `at`.
+struct Answers {
+    at: DateTime<Utc>,
+    done: Vec<(Reservation, Outcome)>,
+    attempts: Vec<Attempt>,
 }

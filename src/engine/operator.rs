@@ -8,6 +8,7 @@ impl Engine {
     /// An operator changed holds or actions: wake every account with due work (a
     /// paused one is dropped again at its turn in `candidate`).
     pub fn operator_changed(&mut self, now: DateTime<Utc>) -> Result<(), crate::store::StoreError> {
+        self.settle_answers()?;
         self.sync_accounts(now)
     }
 

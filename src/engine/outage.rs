@@ -81,6 +81,10 @@ impl Engine {
     /// The breaker is open and a probe is due: reserve the first due action that may
     /// go, and only that one.
     pub(super) fn dispatch_probe(&mut self, now: DateTime<Utc>) -> Result<Vec<Reservation>, StoreError> {
+        debug_assert!(
+            self.answers.is_none(),
+            "no answer is held while the breaker is open"
+        );
         let mut out = Vec::new();
         for _ in 0..MAX_RESERVATIONS_PER_TICK {
             let Some((t, account)) = self.wake.first().cloned() else {

@@ -51,7 +51,7 @@ pub use query::{
     LedgerSum, Overshoot, StatusReport, UpstreamStatus, Use, Waiting, TOMBSTONE_DAYS,
 };
 pub use records::{Account, Action, Campaign, FileReport, State};
-pub use reserve::{kinds_blocked_by, Change, Hold, ParkedAction, Reservation, ReserveResult};
+pub use reserve::{kinds_blocked_by, Change, Folded, Hold, ParkedAction, Reservation, ReserveResult};
 
 use crate::config::Policy;
 use codec::FORMAT_VERSION;
@@ -304,6 +304,8 @@ pub struct Store {
     unflushed: AtomicBool,
     /// sled flushes issued (`make_durable` and `settle`), for tests and benchmarks.
     flushes: AtomicU64,
+    /// sled transactions committed or tried (each writes sled's log buffer twice).
+    transactions: AtomicU64,
     /// Ready actions read by backlog scans (`park_ready`), for tests.
     backlog_reads: AtomicU64,
     /// Files and directory entries already synced (`make_durable`).
@@ -457,6 +459,7 @@ impl Store {
             ops: AtomicU64::new(0),
             unflushed: AtomicBool::new(false),
             flushes: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
             backlog_reads: AtomicU64::new(0),
             fail_from_op: opts.fail_from_op,
             synced: Mutex::new(identity::Synced::default()),
@@ -799,6 +802,12 @@ impl Store {
         self.flushes.load(Ordering::Relaxed)
     }
 
+    /// sled transactions run so far (each seals and writes sled's log buffer before and
+    /// after its batch, so each costs log writes of its own: `Store::reserve_after`).
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
+    }
+
     /// Ready actions read so far by the scans that park a blocked backlog.
     pub fn backlog_reads(&self) -> u64 {
         self.backlog_reads.load(Ordering::Relaxed)
@@ -822,6 +831,7 @@ impl Store {
         use sled::transaction::{TransactionError, Transactional};
         debug_assert!(!self.read_only, "a store opened read-only is written");
         self.op("transaction")?;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
         let result = self
             .trees
             .as_slice()

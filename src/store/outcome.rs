@@ -40,6 +40,12 @@ pub struct Attempt {
     pub probe: bool,
 }
 
+/// Ledger ids of a batch of answers (`Store::answer_ids`).
+pub(super) struct AnswerIds {
+    releases: Vec<Option<u64>>,
+    outcomes: Option<u64>,
+}
+
 fn recorded(a: &Action, released: bool) -> Recorded {
     Recorded {
         action: a.id.clone(),
@@ -86,31 +92,10 @@ impl Store {
         attempts: &[Attempt],
         now: DateTime<Utc>,
     ) -> Result<(Vec<Recorded>, Vec<Change>), StoreError> {
-        // Ids for the releases, taken before the transaction (it may run twice).
-        let mut release_ids = Vec::with_capacity(attempts.len());
-        for at in attempts {
-            release_ids.push(match at.outcome {
-                Outcome::NotDelivered { .. } => {
-                    self.op("generate ledger id")?;
-                    Some(self.db.generate_id()?)
-                }
-                _ => None,
-            });
-        }
-        // One ledger record holds every outcome of the batch (`show` lists them).
-        self.op("generate ledger id")?;
-        let outcomes_id = self.db.generate_id()?;
+        let ids = self.answer_ids(attempts)?;
         let result = self.transact(|tx| {
             let mut changes = Vec::new();
-            let mut out = Vec::with_capacity(attempts.len());
-            let mut ledger = Vec::with_capacity(attempts.len());
-            for (at, rid) in attempts.iter().zip(&release_ids) {
-                if let Some((r, attempt)) = self.record_one(tx, at, *rid, now, &mut changes)? {
-                    ledger.push(outcome_of(&r, attempt, at.outcome.name()));
-                    out.push(r);
-                }
-            }
-            put_outcomes(tx, outcomes_id, now, ledger)?;
+            let out = self.record_in(tx, attempts, &ids, now, &mut changes)?;
             tx.flush_counts()?;
             Ok((out, changes))
         })?;
@@ -129,6 +114,58 @@ impl Store {
             self.flush_later();
         }
         Ok(done)
+    }
+
+    /// The ledger ids a batch of answers needs, taken before its transaction (which
+    /// may run twice): one a release (an attempt not delivered), one for the record of
+    /// the batch's outcomes.
+    pub(super) fn answer_ids(&self, attempts: &[Attempt]) -> Result<AnswerIds, StoreError> {
+        let mut releases = Vec::with_capacity(attempts.len());
+        for at in attempts {
+            releases.push(match at.outcome {
+                Outcome::NotDelivered { .. } => {
+                    self.op("generate ledger id")?;
+                    Some(self.db.generate_id()?)
+                }
+                _ => None,
+            });
+        }
+        // One ledger record holds every outcome of the batch (`show` lists them).
+        let outcomes = if attempts.is_empty() {
+            None
+        } else {
+            self.op("generate ledger id")?;
+            Some(self.db.generate_id()?)
+        };
+        Ok(AnswerIds { releases, outcomes })
+    }
+
+    /// Record `attempts` inside `tx` (the state counts are the caller's to flush).
+    pub(super) fn record_in(
+        &self,
+        tx: &Tx,
+        attempts: &[Attempt],
+        ids: &AnswerIds,
+        now: DateTime<Utc>,
+        changes: &mut Vec<Change>,
+    ) -> TxResult<Vec<Recorded>> {
+        debug_assert_eq!(
+            ids.releases.len(),
+            attempts.len(),
+            "one release id slot an answer"
+        );
+        let mut out = Vec::with_capacity(attempts.len());
+        let mut ledger = Vec::with_capacity(attempts.len());
+        for (at, rid) in attempts.iter().zip(&ids.releases) {
+            if let Some((r, attempt)) = self.record_one(tx, at, *rid, now, changes)? {
+                ledger.push(outcome_of(&r, attempt, at.outcome.name()));
+                out.push(r);
+            }
+        }
+        if let Some(id) = ids.outcomes {
+            put_outcomes(tx, id, now, ledger)?;
+        }
+        Ok(out)
     }
 
     /// Record one answer: read what `rules::outcome::effects` needs, write its effects.

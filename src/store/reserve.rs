@@ -6,6 +6,7 @@
 
 use super::codec;
 use super::operator;
+use super::outcome::{Attempt, Recorded};
 use super::records::{Account, AccountDayRec, Action, Campaign, LedgerEntry, LedgerReservations};
 use super::tx::{Tx, TxResult};
 use super::{Settings, Store, StoreError, INFLIGHT, LEDGER, META, META_FEEDBACK_SEEN, READY};
@@ -442,12 +443,35 @@ impl Store {
         ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<(Vec<ReserveResult>, Vec<Change>), StoreError> {
+        let folded = self.reserve_after(&[], now, ids, now)?;
+        debug_assert!(folded.recorded.is_empty() && folded.answer_changes.is_empty());
+        Ok((folded.results, folded.changes))
+    }
+
+    /// Record `answers` (answered at `answered`, as [`Store::record_attempts`] would
+    /// then) and reserve `ids` at `now`, in one transaction and one durable commit:
+    /// the answers first, so every reservation is decided on them (a slot an answer
+    /// gave back, a hold it set), then the reservations, as [`Store::reserve`] would.
+    /// With no answers this is `reserve`. One sled transaction costs its own writes of
+    /// sled's log buffer (`pin_log` seals it before and after the batch), so an answer
+    /// recorded apart costs the next reservation's durable commit two more log writes
+    /// to wait for.
+    pub fn reserve_after(
+        &self,
+        answers: &[Attempt],
+        answered: DateTime<Utc>,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Folded, StoreError> {
+        let answer_ids = self.answer_ids(answers)?;
         // One ledger record holds every reservation of the batch, with the limits in
         // force; its id is taken before the transaction (which may run twice).
         self.op("generate ledger id")?;
         let batch_id = self.db.generate_id()?;
         let st = &self.settings;
         let result = self.transact(|tx| {
+            let mut answer_changes = Vec::new();
+            let recorded = self.record_in(tx, answers, &answer_ids, answered, &mut answer_changes)?;
             let mut changes = Vec::new();
             let mut results = Vec::with_capacity(ids.len());
             let mut batch = Batch::new(batch_id, ids.len());
@@ -464,14 +488,29 @@ impl Store {
                 )?;
             }
             tx.flush_counts()?;
-            Ok((results, changes))
+            Ok(Folded {
+                recorded,
+                answer_changes,
+                results,
+                changes,
+            })
         })?;
-        let (results, changes) = result.map_err(|r| StoreError::Corrupt(r.reason))?;
+        let folded = result.map_err(|r| StoreError::Corrupt(r.reason))?;
         // The durability boundary: nothing below this line may run before the
         // reservation survives a crash and a power cut.
         self.make_durable()?;
-        Ok((results, changes))
+        Ok(folded)
     }
+}
+
+/// What [`Store::reserve_after`] did: the answers recorded, then the reservations.
+#[derive(Debug)]
+pub struct Folded {
+    pub recorded: Vec<Recorded>,
+    /// The changes the answers made (accounts held, ...), to log before `changes`.
+    pub answer_changes: Vec<Change>,
+    pub results: Vec<ReserveResult>,
+    pub changes: Vec<Change>,
 }
 
 #[cfg(test)]
