@@ -441,7 +441,7 @@ fn audit_with_releases_still_finds_an_overshoot_and_a_mismatch() {
     // Without the release the fourth reservation overshoots: remove it behind the
     // store's back, and the audit must say so (and that the counter disagrees).
     {
-        let db = sled::open(dir.path().join("store")).expect("raw open");
+        let db = raw_sled(&dir.path().join("store"));
         let ledger = db.open_tree("ledger").expect("ledger");
         let release: Vec<_> = ledger
             .iter()
@@ -466,7 +466,7 @@ fn audit_with_releases_still_finds_an_overshoot_and_a_mismatch() {
     drop(store);
     // A release of a slot never counted is a mismatch too.
     {
-        let db = sled::open(dir.path().join("store")).expect("raw open");
+        let db = raw_sled(&dir.path().join("store"));
         let ledger = db.open_tree("ledger").expect("ledger");
         let days = db.open_tree("days").expect("days");
         let key = sendgate::store::codec::account_day_key("a1", now.date_naive());

@@ -241,7 +241,7 @@ fn a_newer_format_is_refused_and_a_locked_store_says_so() {
         drop(store);
     }
     {
-        let db = sled::open(&path).expect("raw open");
+        let db = raw_sled(&path);
         let meta = db.open_tree("meta").expect("meta");
         meta.insert(
             "format_version",
@@ -381,7 +381,7 @@ fn audit_reports_an_overshoot_and_a_counter_mismatch() {
     // Tamper behind the store's back: the last entry claims a limit of 1, and the day
     // counter says 2 where the ledger holds 3.
     {
-        let db = sled::open(dir.path().join("store")).expect("raw open");
+        let db = raw_sled(&dir.path().join("store"));
         let ledger = db.open_tree("ledger").expect("ledger");
         let (k, v) = ledger.last().expect("read").expect("an entry");
         let mut b: LedgerReservations = decode("ledger reservations", &v).expect("decodes");
@@ -1098,7 +1098,7 @@ fn audit_reports_days_that_overlap_in_real_time() {
     // The later reservation claims the day before: what a zone change that reopened
     // an earlier date used to write.
     {
-        let db = sled::open(dir.path().join("store")).expect("raw open");
+        let db = raw_sled(&dir.path().join("store"));
         let ledger = db.open_tree("ledger").expect("ledger");
         let (k, v) = ledger.last().expect("read").expect("an entry");
         let mut b: LedgerReservations = decode("ledger reservations", &v).expect("decodes");

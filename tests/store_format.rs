@@ -26,7 +26,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// The `format_version` a store's data holds, read with sled directly.
 fn format_of(path: &Path) -> u32 {
-    let db = sled::open(path).expect("raw open");
+    let db = common::raw_sled(path);
     let v = db
         .open_tree("meta")
         .expect("meta")
@@ -139,7 +139,7 @@ fn every_record_of_a_format_1_store_reads_and_writes_back_the_same_bytes() {
         1
     }
     let (_dir, path) = format_1_copy();
-    let db = sled::open(&path).expect("raw open");
+    let db = common::raw_sled(&path);
     let tree = |name: &str| db.open_tree(name).expect("tree");
     let mut n = [0usize; 6];
     for kv in tree("accounts").iter() {
@@ -213,7 +213,7 @@ fn an_unknown_kind_tag_is_refused_naming_the_action_and_its_key() {
         apply(&store, "f.jsonl", &text, utc("2026-11-25T10:00:00Z"));
     }
     {
-        let db = sled::open(dir.path().join("store")).expect("raw open");
+        let db = common::raw_sled(&dir.path().join("store"));
         let bodies = db.open_tree("bodies").expect("bodies");
         let mut v = bodies
             .get("x")
