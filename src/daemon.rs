@@ -661,9 +661,11 @@ impl Worker {
     /// whose last step failed, then new ones in byte order of their names, at most
     /// `MAX_FILES_PER_PASS`. Spool directories that vanished are recreated first.
     fn take_files(&mut self, leftovers: bool) -> Result<(), Fatal> {
-        // Answers recorded last turn reach the disk before a file is read and parsed: a
-        // file that kills the worker (out of memory) must not take them along.
-        self.engine.store().settle()?;
+        // Every answer in so far reaches the disk before a file is read and parsed: a
+        // file that kills the worker (out of memory) must not take them along. That
+        // includes the `sent` answers held for the next reservation, which
+        // `Engine::begin_file` would record only after the read, and not flush.
+        self.engine.settle()?;
         self.repair_spool();
         if leftovers {
             let claimed = self

@@ -1270,6 +1270,39 @@ fn a_sent_answer_rides_on_the_next_reservation_in_one_transaction() {
     );
 }
 
+/// Before it reads a job file the daemon settles the engine (`Engine::settle`): every
+/// answer in so far, the `sent` ones held for the next reservation too, is recorded
+/// and flushed, so a file that kills the worker while it is read or parsed (out of
+/// memory) takes no answer along. Settling only the store left a held answer out of
+/// it: after such a crash its action read `unknown` although the upstream said `sent`.
+#[test]
+fn settling_before_a_file_records_and_flushes_the_held_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc("2026-11-25T10:00:00Z");
+    let text = format!(
+        "{}\n{}\n{}",
+        account_line("a1", ""),
+        campaign_line("c1", 10, ""),
+        actions("m", 2, "c1", "a1", "message")
+    );
+    let mut e = engine_with(dir.path(), now, &text);
+    let (first, at) = tick_until(&mut e, now, 1);
+    assert_eq!(first.len(), 1, "one at a time on one account");
+    e.drain_events().expect("settled");
+    e.complete(&first[0], Outcome::Sent, at).expect("complete");
+    let id = &first[0].request.id;
+    assert_eq!(state_of(&e, id), State::Inflight, "held for the next reservation");
+    e.store().settle().expect("store settled");
+    assert_eq!(
+        state_of(&e, id),
+        State::Inflight,
+        "the store alone does not know of a held answer"
+    );
+    e.settle().expect("engine settled");
+    assert_eq!(state_of(&e, id), State::Sent, "recorded before the file is read");
+    assert!(!e.store().unsettled(), "and flushed: a crash cannot undo it");
+}
+
 /// An answer other than `sent` is recorded as it comes (a failure feeds the breaker, a
 /// rate limit holds the account): nothing decides before it is in the store.
 #[test]

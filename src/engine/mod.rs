@@ -1078,6 +1078,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Every answer in so far recorded (those held for the next reservation too) and
+    /// flushed: what the daemon runs before it reads a job file, so that a file which
+    /// kills the worker (out of memory) takes no answer along.
+    pub fn settle(&mut self) -> Result<(), StoreError> {
+        self.settle_answers()?;
+        self.store.settle()
+    }
+
     /// Record the answers held for the next reservation now, on their own (a no-op
     /// when none are held). Every call that touches the store other than that
     /// reservation runs this first.
