@@ -592,7 +592,7 @@ impl Worker {
         }
         if let Some(claim) = self.engine.fleet_take_claim() {
             // The claim was decided on the store as it is: what it tells etcd is flushed.
-            self.engine.store().settle()?;
+            self.engine.settle()?;
             if !c.send(Request::Claim(claim.clone())) {
                 for r in self.engine.fleet_claim_lost(claim, now)? {
                     self.send(r);
