@@ -1198,26 +1198,33 @@ fn state_of(e: &Engine, id: &str) -> State {
     e.store().action(id).expect("read").expect("stored").state
 }
 
-/// Nothing is logged that a `kill -9` could still undo: an answer is recorded and
-/// flushed before the events that tell of it are handed out.
-#[test]
-fn the_events_of_an_answer_are_handed_out_only_once_it_is_flushed() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// One account with `n` messages: an engine ticked until the first is handed out, its
+/// events drained. The reservation and the time of the tick that made it.
+fn first_of_one_account(dir: &std::path::Path, n: usize) -> (Engine, Reservation, DateTime<Utc>) {
     let now = utc("2026-11-25T10:00:00Z");
     let text = format!(
         "{}\n{}\n{}",
         account_line("a1", ""),
         campaign_line("c1", 10, ""),
-        actions("m", 1, "c1", "a1", "message")
+        actions("m", n, "c1", "a1", "message")
     );
-    let mut e = engine_with(dir.path(), now, &text);
-    let (reserved, at) = tick_until(&mut e, now, 1);
-    assert_eq!(reserved.len(), 1, "the action is handed out within the window");
+    let mut e = engine_with(dir, now, &text);
+    let (mut first, at) = tick_until(&mut e, now, 1);
+    assert_eq!(first.len(), 1, "one at a time on one account, within the window");
     e.drain_events().expect("settled");
-    e.complete(&reserved[0], Outcome::Sent, at).expect("complete");
+    (e, first.remove(0), at)
+}
+
+/// Nothing is logged that a `kill -9` could still undo: an answer is recorded and
+/// flushed before the events that tell of it are handed out.
+#[test]
+fn the_events_of_an_answer_are_handed_out_only_once_it_is_flushed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut e, reserved, at) = first_of_one_account(dir.path(), 1);
+    e.complete(&reserved, Outcome::Sent, at).expect("complete");
     // Held for the next reservation: not even committed yet, and nothing told of it.
     assert!(!e.store().unsettled(), "a held answer is not committed");
-    let id = &reserved[0].request.id;
+    let id = &reserved.request.id;
     assert_eq!(state_of(&e, id), State::Inflight);
     let before = e.store().flushes();
     let events = e.drain_events().expect("settled");
@@ -1233,19 +1240,9 @@ fn the_events_of_an_answer_are_handed_out_only_once_it_is_flushed() {
 #[test]
 fn a_sent_answer_rides_on_the_next_reservation_in_one_transaction() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let now = utc("2026-11-25T10:00:00Z");
-    let text = format!(
-        "{}\n{}\n{}",
-        account_line("a1", ""),
-        campaign_line("c1", 10, ""),
-        actions("m", 2, "c1", "a1", "message")
-    );
-    let mut e = engine_with(dir.path(), now, &text);
-    let (first, at) = tick_until(&mut e, now, 1);
-    assert_eq!(first.len(), 1, "one at a time on one account");
-    e.drain_events().expect("settled");
+    let (mut e, first, at) = first_of_one_account(dir.path(), 2);
     let (tx0, flush0) = (e.store().transactions(), e.store().flushes());
-    e.complete(&first[0], Outcome::Sent, at).expect("complete");
+    e.complete(&first, Outcome::Sent, at).expect("complete");
     let next = e.next_wake().expect("wake").expect("a wake is planned");
     let (second, _) = tick_until(&mut e, next, 1);
     assert_eq!(second.len(), 1, "the second action goes after its pacing gap");
@@ -1255,7 +1252,7 @@ fn a_sent_answer_rides_on_the_next_reservation_in_one_transaction() {
         "the answer and the reservation: one transaction"
     );
     assert_eq!(e.store().flushes() - flush0, 1, "and one durable commit");
-    assert_eq!(state_of(&e, &first[0].request.id), State::Sent);
+    assert_eq!(state_of(&e, &first.request.id), State::Sent);
     assert_eq!(state_of(&e, &second[0].request.id), State::Inflight);
     let events: Vec<&str> = e
         .drain_events()
@@ -1278,19 +1275,9 @@ fn a_sent_answer_rides_on_the_next_reservation_in_one_transaction() {
 #[test]
 fn settling_before_a_file_records_and_flushes_the_held_answers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let now = utc("2026-11-25T10:00:00Z");
-    let text = format!(
-        "{}\n{}\n{}",
-        account_line("a1", ""),
-        campaign_line("c1", 10, ""),
-        actions("m", 2, "c1", "a1", "message")
-    );
-    let mut e = engine_with(dir.path(), now, &text);
-    let (first, at) = tick_until(&mut e, now, 1);
-    assert_eq!(first.len(), 1, "one at a time on one account");
-    e.drain_events().expect("settled");
-    e.complete(&first[0], Outcome::Sent, at).expect("complete");
-    let id = &first[0].request.id;
+    let (mut e, first, at) = first_of_one_account(dir.path(), 2);
+    e.complete(&first, Outcome::Sent, at).expect("complete");
+    let id = &first.request.id;
     assert_eq!(state_of(&e, id), State::Inflight, "held for the next reservation");
     e.store().settle().expect("store settled");
     assert_eq!(

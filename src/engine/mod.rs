@@ -318,9 +318,6 @@ impl Engine {
     /// counters `raised` names: a backlog read to its end under a hold would otherwise
     /// stay unread when its woken actions are refused again under the same until.
     fn forget_holds(&mut self, raised: &park::Raised) {
-        if raised.is_empty() {
-            return;
-        }
         self.backlogs.retain(|(account, campaign, counter, _), _| {
             !raised.covers(account, campaign.as_deref(), counter)
         });
@@ -372,8 +369,7 @@ impl Engine {
     /// The events so far, to be logged: the store is settled first, so no line tells
     /// of a commit a `kill -9` could still undo.
     pub fn drain_events(&mut self) -> Result<Vec<Event>, StoreError> {
-        self.settle_answers()?;
-        self.store.settle()?;
+        self.settle()?;
         self.drained_reports.append(&mut self.reports);
         Ok(std::mem::take(&mut self.events))
     }
@@ -802,18 +798,18 @@ impl Engine {
                 }
                 continue;
             }
-            let folded = match self.answers.take() {
-                Some(a) => {
-                    let mut folded = self.store.reserve_after(&a.attempts, a.at, &batch, now)?;
-                    let (recorded, changes) = (
-                        std::mem::take(&mut folded.recorded),
-                        std::mem::take(&mut folded.answer_changes),
-                    );
-                    self.answered(a.done, recorded, changes, BTreeSet::new(), a.at);
-                    folded
-                }
-                None => self.store.reserve_after(&[], now, &batch, now)?,
-            };
+            let held = self.answers.take();
+            let (answers, at) = held.as_ref().map_or((&[][..], now), |a| (&a.attempts[..], a.at));
+            let folded = self.store.reserve_after(answers, at, &batch, now)?;
+            if let Some(a) = held {
+                self.answered(
+                    a.done,
+                    folded.recorded,
+                    folded.answer_changes,
+                    BTreeSet::new(),
+                    a.at,
+                );
+            }
             self.events.extend(folded.changes.into_iter().map(change_event));
             for r in folded.results {
                 self.on_reserve_result(r, now, &mut out)?;

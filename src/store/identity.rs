@@ -334,14 +334,13 @@ fn pid_exists(pid: u32) -> bool {
 pub struct Synced {
     /// Per directory (the store's and `blobs/`): entry name → inode, as last synced.
     dirs: [BTreeMap<OsString, u64>; 2],
-    /// Whether the two directories were listed once.
-    listed: bool,
     /// Tells whether an entry may have changed since the last call, so that a durable
     /// commit lists the directories only then (two listings cost about a twentieth of
     /// a commit). Set up before the first listing; `None` where inotify is not to be
     /// had: then every call lists.
     watch: Option<DirWatch>,
-    /// Listings made so far, and files synced (tests).
+    /// Listings made so far (none: the first call lists and sets up `watch`), and
+    /// files synced (tests).
     listings: u64,
     files_synced: u64,
 }
@@ -351,13 +350,12 @@ impl Synced {
     /// two directories whose entries changed since the last call.
     pub fn sync_new(&mut self, root: &Path) -> Result<(), StoreError> {
         let dirs: [PathBuf; 2] = [root.to_path_buf(), root.join("blobs")];
-        if !self.listed {
+        if self.listings == 0 {
             // Before the listing: a change made while it runs is seen at the next call.
             self.watch = DirWatch::new(&dirs);
         } else if self.watch.as_ref().is_some_and(|w| !w.changed()) {
             return Ok(());
         }
-        self.listed = true;
         self.listings += 1;
         for (dir, known) in dirs.iter().zip(self.dirs.iter_mut()) {
             let mut seen = BTreeMap::new();
