@@ -95,11 +95,7 @@ fn start_worker(dir: &Path, config: &Path) -> Worker {
 fn an_upstream_stopped_and_restarted_on_its_port_fails_nothing_and_caps_are_reached() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A free port, closed again: the upstream is down when the worker starts.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::quiet_port();
     let d = dir.path().display();
     let cfg = dir.path().join("sendgate.toml");
     std::fs::write(

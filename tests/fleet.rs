@@ -44,11 +44,7 @@ fn etcd_binary(test: &str) -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    common::quiet_port()
 }
 
 /// One etcd member on loopback, its data in `dir` (kept across a restart).

@@ -78,8 +78,7 @@ impl Upstream {
 
 /// A port free a moment ago on 127.0.0.1.
 fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
+    format!("127.0.0.1:{}", common::quiet_port())
 }
 
 fn write_config(dir: &Path, upstream: &str, listen: &str, speed: f64, start: &str) -> PathBuf {

@@ -146,3 +146,28 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
     kb * 1024
 }
+
+/// A loopback port for a server a test starts later (a worker's metrics listener, an
+/// etcd member, an upstream that is down at first), free when this returns.
+///
+/// Never a port the kernel hands out by itself: binding port 0 and closing it gives an
+/// ephemeral port, which any outgoing connection of another test may take before the
+/// server binds it ("Address already in use"). These come from below the ephemeral
+/// range (`net.ipv4.ip_local_port_range`, 32768 and up by default), where only a
+/// fixed bind lands, spread by process id and a counter so that tests running side by
+/// side start apart; a port that is taken is skipped.
+pub fn quiet_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(LOW + (base + n.wrapping_mul(101)) % SPAN).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
+}
