@@ -469,8 +469,12 @@ impl Worker {
                 msgs.push(m);
             }
             let mut done = Vec::new();
+            // One operator request a turn: a request over a big store can take seconds,
+            // and the next one waits for a tick and the watchdog (SPEC P8, P9).
+            let mut answered = false;
             for m in msgs {
                 match m {
+                    Msg::Admin(call) if answered => self.deferred.push(Msg::Admin(call)),
                     Msg::Spool => spool_due = true,
                     Msg::Done(res, outcome) => {
                         if let Some(m) = &mut self.metrics {
@@ -495,7 +499,10 @@ impl Worker {
                             self.send(r);
                         }
                     }
-                    Msg::Admin(call) => self.admin(call)?,
+                    Msg::Admin(call) => {
+                        self.admin(call)?;
+                        answered = true;
+                    }
                 }
             }
             if !done.is_empty() {

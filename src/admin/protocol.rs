@@ -7,7 +7,7 @@
 //! ```
 
 use crate::store::{ActionRow, AuditReport, Filter, History, MoveReport, Scope, StatusReport};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The longest request line accepted, newline included.
@@ -97,6 +97,11 @@ impl Request {
                 }
             }
             Request::Show { action } if action.is_empty() => Err("an action id is empty".into()),
+            // The years of RFC 3339, as `--at` takes them: a status walks local days back
+            // from `at`, which at the edge of chrono's range would overflow.
+            Request::Status { at: Some(t), .. } if !(0..=9999).contains(&t.year()) => {
+                Err(format!("`at` {t} is not an RFC 3339 time (years 0000 to 9999)"))
+            }
             _ => Ok(()),
         }
     }
@@ -196,6 +201,13 @@ mod tests {
         assert!(err(r#"{"cmd":"cancel","filter":{"kind":"invite"}}"#).contains("at least one of"));
         assert!(err(r#"{"cmd":"cancel","ids":["a"],"filter":{"state":"queued"}}"#).contains("not both"));
         assert!(err(r#"{"cmd":"list","filter":{"state":"lost"}}"#).contains("lost"));
+        // chrono's first day: a status of it would walk back past the calendar's start.
+        assert!(err(r#"{"cmd":"status","at":"-262143-01-01T00:00:00Z"}"#).contains("years 0000 to 9999"));
+        assert!(err(r#"{"cmd":"status","at":"+10000-01-01T00:00:00Z"}"#).contains("years 0000 to 9999"));
+        assert!(matches!(
+            ok(r#"{"cmd":"status","at":"0000-01-01T00:00:00Z"}"#),
+            Request::Status { at: Some(_), .. }
+        ));
         let huge = format!(r#"{{"cmd":"show","action":"{}"}}"#, "x".repeat(MAX_REQUEST_BYTES));
         assert!(err(&huge).contains("longer than"));
         assert!(parse_request(&[0xff, 0xfe]).expect_err("bytes").contains("UTF-8"));
