@@ -12,7 +12,7 @@ use crate::contract::events::FetchError;
 use crate::contract::Outcome;
 use crate::engine::{Engine, EngineConfig};
 use crate::spool::{self, Claimed, Leftover, ReadError, Spool, QUARANTINE_AFTER_STARTS};
-use crate::store::{ApplyOutcome, Begin, OpenOptions, Reservation, Settings, Store, StoreError};
+use crate::store::{ApplyOutcome, Begin, OpenOptions, Reservation, Settings, Source, Store, StoreError};
 use crate::upstream::{events::HttpEvents, exec::Exec, http::Http, sim::SimUpstream, EventSource, Upstream};
 use crate::{admin, exit, log};
 use chrono::Utc;
@@ -786,8 +786,15 @@ impl Worker {
 
     fn take_file(&mut self, c: Claimed, attempts: u32) -> Result<(), Fatal> {
         let now = self.clock.now();
-        let bytes = match self.spool.read(&c) {
-            Ok(b) => b,
+        // A JSON Lines file is read a chunk at a time while it applies; a `.json`
+        // document is parsed whole, so it is read whole.
+        let read = if c.name.ends_with(".json") {
+            self.spool.read(&c).map(Source::Bytes)
+        } else {
+            self.spool.scan(&c).map(Source::Scanned)
+        };
+        let source = match read {
+            Ok(s) => s,
             Err(ReadError::Io(e)) => {
                 self.read_failed(c, attempts, e);
                 return Ok(());
@@ -797,7 +804,7 @@ impl Worker {
                 return Ok(());
             }
         };
-        let outcome = match self.engine.begin_file(&c.name, bytes, now)? {
+        let outcome = match self.engine.begin_file(&c.name, source, now)? {
             Begin::Finished(o) => o,
             Begin::Started(mut job) => loop {
                 if let Some(o) = self.engine.file_step(&mut job, self.clock.now())? {

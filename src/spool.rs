@@ -283,6 +283,21 @@ impl Spool {
         Ok(bytes)
     }
 
+    /// Reads a claimed JSON Lines file once, a block at a time (`store::scan`): its
+    /// content hash and where its records are, and the open file to read them from
+    /// again, a chunk at a time, while it is applied. It is never held whole.
+    pub fn scan(&self, c: &Claimed) -> Result<crate::store::Scanned, ReadError> {
+        let (file, _) = self.open_claimed(c)?;
+        let scanned = crate::store::scan(&c.name, file).map_err(ReadError::Io)?;
+        // It grew past the bound after the open's look.
+        let max = self.max_file_bytes;
+        let size = scanned.file.metadata().map_err(ReadError::Io)?.len();
+        if size > max {
+            return Err(ReadError::TooLarge { size, max });
+        }
+        Ok(scanned)
+    }
+
     /// The content hash of a claimed file (`store::codec::content_hash`), read in small
     /// blocks: deciding about a file never needs it whole in memory (a poison file may
     /// be one too big to read at all).

@@ -380,7 +380,11 @@ fn a_file_published_by_the_recovery_at_open_is_reported_applied() {
     let text = counted_file("r2");
     let want = expected_counts(name, &text);
     let log = commit_kill_and_start(dir.path(), name, &text, "processing", |store| {
-        let mut job = match store.begin_ingest(name, text.as_bytes().to_vec(), chrono::Utc::now()) {
+        let mut job = match store.begin_ingest(
+            name,
+            sendgate::store::Source::Bytes(text.as_bytes().to_vec()),
+            chrono::Utc::now(),
+        ) {
             Ok(Begin::Started(job)) => job,
             other => panic!("not started: {:?}", other.err()),
         };

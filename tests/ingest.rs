@@ -21,7 +21,11 @@ fn big_file(n: usize) -> String {
 
 fn begin(store: &Store, name: &str, text: &str) -> Box<Ingest> {
     match store
-        .begin_ingest(name, text.as_bytes().to_vec(), utc(NOW))
+        .begin_ingest(
+            name,
+            sendgate::store::Source::Bytes(text.as_bytes().to_vec()),
+            utc(NOW),
+        )
         .expect("store works")
     {
         Begin::Started(job) => job,
@@ -195,5 +199,135 @@ fn later_chunks_see_earlier_ones() {
         !format!("{:?}", results[0]).contains("Reserved"),
         "{:?}",
         results[0]
+    );
+}
+
+/// Ingest `text` the way the daemon takes a JSON Lines file: written to disk, scanned
+/// once, then read back a chunk at a time while it applies. `between` runs after the
+/// first step (a chunk staged), with the path of the file.
+fn ingest_from_disk(
+    store: &Store,
+    dir: &std::path::Path,
+    name: &str,
+    text: &str,
+    between: impl FnOnce(&std::path::Path),
+) -> ApplyOutcome {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write the file");
+    let file = std::fs::File::open(&path).expect("open it");
+    let scanned = sendgate::store::scan(name, file).expect("scan");
+    let mut job = match store
+        .begin_ingest(name, sendgate::store::Source::Scanned(scanned), utc(NOW))
+        .expect("store works")
+    {
+        Begin::Started(job) => job,
+        Begin::Finished(o) => return o,
+    };
+    let mut between = Some(between);
+    loop {
+        if let Some(o) = store.ingest_step(&mut job).expect("store works") {
+            return o;
+        }
+        if let Some(f) = between.take() {
+            f(&path);
+        }
+    }
+}
+
+/// A file read back a chunk at a time applies exactly as the same bytes held whole:
+/// the same outcome, the same actions; and a bad line is named the same way.
+#[test]
+fn a_file_read_a_chunk_at_a_time_applies_as_the_same_bytes_held_whole() {
+    let n = 2 * CHUNK_RECORDS + 17;
+    let text = big_file(n).replace(
+        "\n{\"type\":\"action\",\"id\":\"big-9\"",
+        "\n\r\n  \n{\"type\":\"action\",\"id\":\"big-9\"",
+    );
+    let files = tempfile::tempdir().expect("tempdir");
+    let (da, db) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+    let whole = open(da.path(), Settings::default());
+    let read = open(db.path(), Settings::default());
+    let a = whole
+        .apply("big.jsonl", text.as_bytes(), utc(NOW))
+        .expect("applies");
+    let b = ingest_from_disk(&read, files.path(), "big.jsonl", &text, |_| {});
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    assert!(
+        matches!(b, ApplyOutcome::Applied(ref x) if x.actions as usize == n),
+        "{b:?}"
+    );
+    assert_eq!(listed(&read), n);
+    for id in ["big-0", "big-9", &format!("big-{}", n - 1)] {
+        assert_eq!(
+            whole
+                .action(id)
+                .expect("read")
+                .map(|a| (a.id, a.state, a.payload, a.prospect)),
+            read.action(id)
+                .expect("read")
+                .map(|a| (a.id, a.state, a.payload, a.prospect)),
+            "{id}"
+        );
+    }
+    // A bad line past the first chunk: the same line and field, nothing applied.
+    let bad = big_file(n).replace(
+        &format!("\"id\":\"big-{}\"", CHUNK_RECORDS + 3),
+        &format!("\"id\":\"big-{}\",\"kind\":\"wave\"", CHUNK_RECORDS + 3),
+    );
+    let (dc, dd) = (tempfile::tempdir().expect("c"), tempfile::tempdir().expect("d"));
+    let (c, d) = (
+        open(dc.path(), Settings::default()),
+        open(dd.path(), Settings::default()),
+    );
+    let a = c
+        .apply("bad.jsonl", bad.as_bytes(), utc(NOW))
+        .expect("store works");
+    let b = ingest_from_disk(&d, files.path(), "bad.jsonl", &bad, |_| {});
+    assert!(matches!(b, ApplyOutcome::Rejected(_)), "{b:?}");
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    assert_eq!((listed(&d), queued(&d)), (0, 0));
+}
+
+/// A file written to while it applies (not renamed into the spool whole, or changed by
+/// someone in `processing/`) is rejected at the commit, whole: what was staged is
+/// dropped, and nothing of it is visible.
+#[test]
+fn a_file_changed_while_it_applies_is_rejected_whole() {
+    let n = 2 * CHUNK_RECORDS + 5;
+    let text = big_file(n);
+    let files = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), Settings::default());
+    // Appended to: one more action the scan never saw.
+    let o = ingest_from_disk(&store, files.path(), "grown.jsonl", &text, |path| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).expect("open");
+        writeln!(f, "{}", action_line("late", "c1", "a1", "invite")).expect("append");
+    });
+    match &o {
+        ApplyOutcome::Rejected(r) => {
+            assert_eq!(r.field, "file", "{r:?}");
+            assert!(r.reason.contains("changed while it was being applied"), "{r:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(visible(&store, "big-0"), (0, 0, false, false));
+    // Rewritten in place, the same size: the later chunks are not what was scanned.
+    let o = ingest_from_disk(&store, files.path(), "rewritten.jsonl", &text, |path| {
+        let swapped = text.replace("\"big-", "\"bog-");
+        assert_eq!(swapped.len(), text.len());
+        std::fs::write(path, swapped).expect("rewrite");
+    });
+    assert!(
+        matches!(o, ApplyOutcome::Rejected(ref r) if r.field == "file"),
+        "{o:?}"
+    );
+    assert_eq!(visible(&store, "big-0"), (0, 0, false, false));
+    assert_eq!(visible(&store, "bog-0"), (0, 0, false, false));
+    // Untouched, it applies.
+    let o = ingest_from_disk(&store, files.path(), "kept.jsonl", &text, |_| {});
+    assert!(
+        matches!(o, ApplyOutcome::Applied(ref a) if a.actions as usize == n),
+        "{o:?}"
     );
 }

@@ -848,9 +848,128 @@ pub fn record_spans(name: &str, bytes: &[u8]) -> Result<Vec<Span>, FileError> {
     }
 }
 
+/// `record_spans` of a JSON Lines file fed a block at a time, so a big file is never
+/// held whole: the same spans, and the same first error, as `record_spans` of the whole
+/// text (not UTF-8 comes before a byte order mark, as there). Only the line being read
+/// is kept. A `.json` document is parsed whole and has no such reader.
+#[derive(Debug)]
+pub struct LineSpans {
+    name: String,
+    spans: Vec<Span>,
+    /// The bytes of the line not yet ended.
+    pending: Vec<u8>,
+    /// Its number and the offset of its first byte in the file.
+    line: usize,
+    start: usize,
+    /// The file began with a byte order mark: refused once the rest is known UTF-8.
+    bom: bool,
+}
+
+impl LineSpans {
+    pub fn new(name: &str) -> LineSpans {
+        LineSpans {
+            name: name.to_string(),
+            spans: Vec::new(),
+            pending: Vec::new(),
+            line: 1,
+            start: 0,
+            bom: false,
+        }
+    }
+
+    /// The next bytes of the file.
+    pub fn feed(&mut self, mut block: &[u8]) -> Result<(), FileError> {
+        while let Some(i) = block.iter().position(|&b| b == b'\n') {
+            self.pending.extend_from_slice(&block[..i]);
+            self.end_line()?;
+            block = &block[i + 1..];
+        }
+        self.pending.extend_from_slice(block);
+        Ok(())
+    }
+
+    /// The end of the file: every record's span.
+    pub fn finish(mut self) -> Result<Vec<Span>, FileError> {
+        self.end_line()?;
+        if self.bom {
+            return Err(file_err(
+                &self.name,
+                1,
+                field_err(
+                    "file",
+                    "starts with a byte order mark (U+FEFF): save it as UTF-8 without BOM".to_string(),
+                ),
+            ));
+        }
+        Ok(self.spans)
+    }
+
+    fn end_line(&mut self) -> Result<(), FileError> {
+        let text = std::str::from_utf8(&self.pending).map_err(|e| {
+            let at = self.start + e.valid_up_to();
+            file_err(
+                &self.name,
+                self.line,
+                field_err("record", format!("not UTF-8 text (byte {at})")),
+            )
+        })?;
+        if self.line == 1 && text.starts_with('\u{feff}') {
+            self.bom = true;
+        }
+        let body = text.strip_suffix('\r').unwrap_or(text);
+        if !body.trim().is_empty() {
+            self.spans.push(Span {
+                line: self.line,
+                range: self.start..self.start + body.len(),
+            });
+        }
+        self.start += self.pending.len() + 1;
+        self.line += 1;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fed in blocks of any size, the line reader gives what `record_spans` gives for
+    /// the whole text: the same spans, or the same first error.
+    #[test]
+    fn spans_read_a_block_at_a_time_are_those_of_the_whole_text() {
+        let texts: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"\n\n".to_vec(),
+            b"{\"a\":1}".to_vec(),
+            b"{\"a\":1}\r\n  \n\t\n{\"b\":2}\n".to_vec(),
+            "{\"n\":\"é ü\"}\n\u{2003}\n{\"c\":3}\r".as_bytes().to_vec(),
+            "\u{feff}{\"a\":1}\n".as_bytes().to_vec(),
+            [b"\xef\xbb\xbf{}\n{}\n".as_slice(), &[0xff, b'\n']].concat(),
+            [&b"{}\n{\"x\":\""[..], &[0xe2, 0x82], b"\"}\n"].concat(),
+            [&b"{}\n{}"[..], &[0xe2]].concat(),
+            [&b"{}\n"[..], &[0xe2], b"\n{}\n"].concat(),
+            "{}\n\u{feff}{}\n".as_bytes().to_vec(),
+        ];
+        for text in &texts {
+            let whole = record_spans("t.jsonl", text)
+                .map(|s| s.into_iter().map(|s| (s.line, s.range)).collect::<Vec<_>>());
+            for block in [1, 2, 3, 7, 64, 1 << 20] {
+                let mut r = LineSpans::new("t.jsonl");
+                let fed = text
+                    .chunks(block.max(1))
+                    .try_for_each(|b| r.feed(b))
+                    .and_then(|()| r.finish())
+                    .map(|s| s.into_iter().map(|s| (s.line, s.range)).collect::<Vec<_>>());
+                assert_eq!(
+                    fed,
+                    whole,
+                    "{:?} in blocks of {block}",
+                    String::from_utf8_lossy(text)
+                );
+            }
+        }
+    }
 
     /// One line per case: file text → (line, field) of the first error.
     fn check(text: &str, line: usize, field: &str) {

@@ -25,7 +25,7 @@ use crate::policy::zone::Zones;
 use crate::rules::park;
 use crate::store::Change;
 use crate::store::{
-    ApplyOutcome, Attempt, Begin, FileReport, Hold, Ingest, Reservation, ReserveResult, State, Store,
+    ApplyOutcome, Attempt, Begin, FileReport, Hold, Ingest, Reservation, ReserveResult, Source, State, Store,
     StoreError,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -524,7 +524,7 @@ impl Engine {
         bytes: &[u8],
         now: DateTime<Utc>,
     ) -> Result<ApplyOutcome, StoreError> {
-        let mut job = match self.begin_file(name, bytes.to_vec(), now)? {
+        let mut job = match self.begin_file(name, Source::Bytes(bytes.to_vec()), now)? {
             Begin::Finished(o) => return Ok(o),
             Begin::Started(job) => job,
         };
@@ -540,11 +540,11 @@ impl Engine {
     pub fn begin_file(
         &mut self,
         name: &str,
-        bytes: Vec<u8>,
+        source: Source,
         now: DateTime<Utc>,
     ) -> Result<Begin, StoreError> {
         self.settle_answers()?;
-        let begin = self.store.begin_ingest(name, bytes, now)?;
+        let begin = self.store.begin_ingest(name, source, now)?;
         if let Begin::Finished(o) = &begin {
             self.file_outcome(name, o, now)?;
         }

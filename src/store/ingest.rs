@@ -25,6 +25,12 @@
 //! `file_duplicate`.
 //!
 //! Between two chunks the caller runs the engine (sends, timers, watchdog).
+//!
+//! A JSON Lines file is never held whole: the spool reads it once in blocks for its
+//! content hash and the place of every record ([`Scanned`], `jobfile::LineSpans`), and
+//! each chunk is read again from the open file when it is staged. A file that changed
+//! in between (its size or its change time) is rejected at the commit, before anything
+//! of it counts. A `.json` document is parsed whole, so it is read whole.
 
 use super::apply::{leftover_key, ApplyOutcome, Carry, Ctx};
 use super::codec::{self, content_hash, file_key, ms};
@@ -34,6 +40,9 @@ use super::tx::{stage_key, Mode, Overlay, Rejection, Tx};
 use super::{Store, StoreError, ACTIONS, BODIES, FILES, LINKS, META, STAGED};
 use crate::contract::jobfile::{self, Line, Record, Span};
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 /// Records parsed and applied per staging transaction, and actions moved per publish
 /// transaction: bounds the memory of one transaction and the time between two engine
@@ -68,6 +77,156 @@ enum Staged {
     State(String, Indexing),
 }
 
+/// A job file as the store reads it.
+pub enum Source {
+    /// Its whole content (a `.json` document; tests, `simulate`).
+    Bytes(Vec<u8>),
+    /// A JSON Lines file the spool scanned: read a chunk at a time.
+    Scanned(Scanned),
+}
+
+/// A JSON Lines file read once, a block at a time: what staging needs to read it again
+/// a chunk at a time, without holding it whole.
+pub struct Scanned {
+    pub file: File,
+    pub stamp: Stamp,
+    /// `codec::content_hash` of the whole file.
+    pub hash: u64,
+    /// Where its records are, or why the file cannot be read as records.
+    pub spans: Result<Vec<Span>, jobfile::FileError>,
+}
+
+/// What tells that a file changed after it was scanned: its size and its change time
+/// (every write moves it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    len: u64,
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    pub fn of(file: &File) -> std::io::Result<Stamp> {
+        let m = file.metadata()?;
+        Ok(Stamp {
+            len: m.len(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// Read `file` whole, a block at a time: its `Scanned` (the spans of a JSON Lines file
+/// named `name`; the hash of every byte).
+pub fn scan(name: &str, mut file: File) -> std::io::Result<Scanned> {
+    use std::io::Read;
+    let stamp = Stamp::of(&file)?;
+    let mut hash = codec::ContentHash::default();
+    let mut lines = Some(jobfile::LineSpans::new(name));
+    let mut error = None;
+    let mut block = vec![0u8; 256 * 1024];
+    loop {
+        let n = match file.read(&mut block) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hash.update(&block[..n]);
+        // After the first bad line only the hash is still wanted (`files` dedups by it).
+        if let Some(l) = lines.as_mut() {
+            if let Err(e) = l.feed(&block[..n]) {
+                error = Some(e);
+                lines = None;
+            }
+        }
+    }
+    let spans = match (lines, error) {
+        (_, Some(e)) => Err(e),
+        (Some(l), None) => l.finish(),
+        (None, None) => unreachable!("the reader is dropped only on an error"),
+    };
+    Ok(Scanned {
+        file,
+        stamp,
+        hash: hash.finish(),
+        spans,
+    })
+}
+
+/// The bytes of a file being ingested: whole, or read back a chunk at a time.
+enum Text {
+    Whole(Vec<u8>),
+    File { file: File, stamp: Stamp },
+}
+
+impl Text {
+    /// The text of `range` of the file; `None` when it is not what the scan read (the
+    /// file changed since).
+    fn range(&self, range: std::ops::Range<usize>) -> std::io::Result<Option<Cow<'_, str>>> {
+        match self {
+            Text::Whole(bytes) => Ok(Some(Cow::Borrowed(
+                jobfile::text_of(bytes).get(range).unwrap_or_default(),
+            ))),
+            Text::File { file, .. } => {
+                let mut buf = vec![0u8; range.len()];
+                file.read_exact_at(&mut buf, range.start as u64)?;
+                Ok(String::from_utf8(buf).ok().map(Cow::Owned))
+            }
+        }
+    }
+
+    /// Whether the file is as it was scanned.
+    fn unchanged(&self) -> std::io::Result<bool> {
+        match self {
+            Text::Whole(_) => Ok(true),
+            Text::File { file, stamp } => Ok(Stamp::of(file)? == *stamp),
+        }
+    }
+}
+
+/// Why a file that changed while it was applied is refused.
+const CHANGED: &str = "the file changed while it was being applied (write job files in tmp/ \
+                       and rename them into incoming/); nothing of it was applied";
+
+/// Bytes read from a file in one go while a chunk is staged: records close together
+/// share a read, and the blank lines between records far apart are never read.
+const READ_BYTES: usize = 1 << 20;
+
+/// The records of `spans`, parsed, each with its line; else the line, field and reason
+/// that reject the file.
+fn read_records(text: &Text, spans: &[Span]) -> Result<Vec<Line<Record>>, (usize, String, String)> {
+    let mut records = Vec::with_capacity(spans.len());
+    let mut i = 0;
+    while i < spans.len() {
+        let base = spans[i].range.start;
+        let mut j = i + 1;
+        while j < spans.len() && spans[j].range.end - base <= READ_BYTES {
+            j += 1;
+        }
+        let line = spans[i].line;
+        let part = match text.range(base..spans[j - 1].range.end) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err((line, "file".into(), CHANGED.into())),
+            Err(e) => {
+                let reason = format!("could not be read again while it was applied: {e}");
+                return Err((line, "file".into(), reason));
+            }
+        };
+        for s in &spans[i..j] {
+            // Record bounds fall on characters in the text the scan read; not in a file
+            // changed since.
+            let Some(record) = part.get(s.range.start - base..s.range.end - base) else {
+                return Err((s.line, "file".into(), CHANGED.into()));
+            };
+            match jobfile::parse_record(record) {
+                Ok(record) => records.push(Line { line: s.line, record }),
+                Err(e) => return Err((s.line, e.field, e.reason)),
+            }
+        }
+        i = j;
+    }
+    Ok(records)
+}
+
 enum Phase {
     Staging,
     Publishing,
@@ -76,12 +235,12 @@ enum Phase {
 /// A job file being ingested: `Store::ingest_step` until it returns an outcome.
 pub struct Ingest {
     name: String,
-    bytes: Vec<u8>,
+    text: Text,
     spans: Vec<Span>,
     /// Records done so far.
     next: usize,
     now: DateTime<Utc>,
-    /// The content hash of `bytes`; with `name`, the file's `files` key `fkey`.
+    /// The content hash of the file; with `name`, its `files` key `fkey`.
     hash: u64,
     fkey: Vec<u8>,
     token: Option<u64>,
@@ -127,21 +286,35 @@ fn rejection(line: usize, field: &str, reason: String) -> ApplyOutcome {
 }
 
 impl Store {
-    /// Start ingesting job file `name` (its whole content).
-    pub fn begin_ingest(&self, name: &str, bytes: Vec<u8>, now: DateTime<Utc>) -> Result<Begin, StoreError> {
-        let hash = content_hash(&bytes);
+    /// Start ingesting job file `name`.
+    pub fn begin_ingest(&self, name: &str, source: Source, now: DateTime<Utc>) -> Result<Begin, StoreError> {
+        let (hash, spans, text) = match source {
+            Source::Bytes(bytes) => (
+                content_hash(&bytes),
+                jobfile::record_spans(name, &bytes),
+                Text::Whole(bytes),
+            ),
+            Source::Scanned(s) => (
+                s.hash,
+                s.spans,
+                Text::File {
+                    file: s.file,
+                    stamp: s.stamp,
+                },
+            ),
+        };
         let fkey = file_key(name, hash);
         self.op("read files")?;
         if self.trees[FILES].contains_key(&fkey)? {
             return Ok(Begin::Finished(ApplyOutcome::AlreadyApplied));
         }
-        let spans = match jobfile::record_spans(name, &bytes) {
+        let spans = match spans {
             Ok(s) => s,
             Err(e) => return Ok(Begin::Finished(rejection(e.line, &e.field, e.reason))),
         };
         Ok(Begin::Started(Box::new(Ingest {
             name: name.to_string(),
-            bytes,
+            text,
             spans,
             next: 0,
             now,
@@ -179,7 +352,7 @@ impl Store {
     /// Apply a job file whole, or reject it whole with the line and field.
     /// Without an engine, the caps it raised wake what they parked before it returns.
     pub fn apply(&self, name: &str, bytes: &[u8], now: DateTime<Utc>) -> Result<ApplyOutcome, StoreError> {
-        let mut job = match self.begin_ingest(name, bytes.to_vec(), now)? {
+        let mut job = match self.begin_ingest(name, Source::Bytes(bytes.to_vec()), now)? {
             Begin::Finished(o) => return Ok(o),
             Begin::Started(job) => job,
         };
@@ -194,19 +367,14 @@ impl Store {
     }
 
     fn stage_chunk(&self, job: &mut Ingest) -> Result<Option<ApplyOutcome>, StoreError> {
-        let text = jobfile::text_of(&job.bytes);
         let end = (job.next + CHUNK_RECORDS).min(job.spans.len());
-        let mut records = Vec::with_capacity(end - job.next);
-        for s in &job.spans[job.next..end] {
-            match jobfile::parse_record(&text[s.range.clone()]) {
-                Ok(record) => records.push(Line { line: s.line, record }),
-                Err(e) => {
-                    let line = s.line;
-                    self.drop_staged(job)?;
-                    return Ok(Some(rejection(line, &e.field, e.reason)));
-                }
+        let records = match read_records(&job.text, &job.spans[job.next..end]) {
+            Ok(r) => r,
+            Err((line, field, reason)) => {
+                self.drop_staged(job)?;
+                return Ok(Some(rejection(line, &field, reason)));
             }
-        }
+        };
         let token = match job.token {
             Some(t) => t,
             None => {
@@ -255,6 +423,11 @@ impl Store {
     }
 
     fn commit(&self, job: &mut Ingest) -> Result<Option<ApplyOutcome>, StoreError> {
+        // What was staged must be what the file holds now, or none of it counts.
+        if !job.text.unchanged().unwrap_or(false) {
+            self.drop_staged(job)?;
+            return Ok(Some(rejection(0, "file", CHANGED.into())));
+        }
         let token = job.token.unwrap_or(NO_TOKEN);
         let (st, now, rest, name, fkey) = (&self.settings, job.now, &job.rest, &job.name, &job.fkey);
         let marker: Marker = (name.clone(), true);

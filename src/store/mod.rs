@@ -43,7 +43,7 @@ pub use apply::ApplyOutcome;
 pub use apply::{Applied, EventEffect};
 pub use feed::{PageApplied, PageOutcome};
 pub use fleet::{Route, DUPLICATE_IN_FLEET, OWNED_ELSEWHERE, OWNED_ELSEWHERE_BATCH};
-pub use ingest::{Begin, Ingest, CHUNK_RECORDS};
+pub use ingest::{scan, Begin, Ingest, Scanned, Source, Stamp, CHUNK_RECORDS};
 pub use operator::{ActionRow, Filter, History, Move, MoveReport, OutcomeRow, Pauses, Scope};
 pub use outcome::{Attempt, Recorded};
 pub use query::{
