@@ -137,7 +137,7 @@ fn open_raw(path: &Path) -> sled::Db {
 }
 
 fn cache_bytes() -> u64 {
-    OpenOptions::default().cache_mb * 1024 * 1024
+    sendgate::store::sled_cache_bytes(OpenOptions::default().cache_mb)
 }
 
 /// Where the time of a floor run went, summed over its units (a commit, a batch or an

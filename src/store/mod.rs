@@ -166,6 +166,15 @@ fn open_sled(path: &Path, cache_bytes: u64, patience: lock::Patience) -> Result<
     }
 }
 
+/// What sled is told its cache may hold, for a budget of `cache_mb` MiB of memory
+/// (`store.cache_mb`). sled counts a cached page by its size in the log, and each page
+/// costs more than that in memory: with a million queued actions, whose small records
+/// fill many small pages, the heap grew by 2.3 bytes per byte of `cache_capacity`
+/// (BENCHMARKS.md, "The sled cache budget"). So sled gets half the budget.
+pub fn sled_cache_bytes(cache_mb: u64) -> u64 {
+    cache_mb.saturating_mul(1024 * 1024) / 2
+}
+
 /// The sled configuration of every store open (and of the benchmark that measures what
 /// sled itself allows, `benches/throughput.rs`, so the two cannot drift apart).
 pub fn sled_config(path: &Path, cache_bytes: u64) -> sled::Config {
@@ -175,6 +184,14 @@ pub fn sled_config(path: &Path, cache_bytes: u64) -> sled::Config {
         // Every write that matters is flushed explicitly (`make_durable`, `flush`);
         // without the background flusher nothing wakes while everything is parked.
         .flush_every_ms(None)
+}
+
+#[cfg(test)]
+#[test]
+fn sled_is_given_half_of_the_cache_budget() {
+    assert_eq!(sled_cache_bytes(64), 32 << 20);
+    assert_eq!(sled_cache_bytes(1), 512 << 10);
+    assert_eq!(sled_cache_bytes(u64::MAX), u64::MAX / 2);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -439,11 +456,7 @@ impl Store {
                 ));
             }
         };
-        let db = open_sled(
-            path,
-            opts.cache_mb.saturating_mul(1024 * 1024),
-            lock::Patience::Open,
-        )?;
+        let db = open_sled(path, sled_cache_bytes(opts.cache_mb), lock::Patience::Open)?;
         let trees = TREE_NAMES
             .iter()
             .map(|n| db.open_tree(n))
