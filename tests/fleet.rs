@@ -27,13 +27,15 @@ const CAMPAIGN_LIMIT: usize = 30;
 const ACCOUNT_CAP: usize = 20;
 
 fn etcd_binary(test: &str) -> Option<PathBuf> {
+    // `etcdctl` beside it: a test asks a member whether it leads.
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join("etcd"))
-            .find(|p| p.is_file())
+            .find(|p| p.is_file() && p.with_file_name("etcdctl").is_file())
     });
     if found.is_none() {
-        let why = "`etcd` is not installed (Debian package etcd-server: see .ci/run)";
+        let why = "`etcd` and `etcdctl` are not both installed (Debian packages etcd-server and \
+                   etcd-client: see .ci/run)";
         assert!(
             std::env::var("SENDGATE_CI").as_deref() != Ok("1"),
             "SENDGATE_CI=1 and {why}"
