@@ -788,7 +788,7 @@ impl Worker {
         let now = self.clock.now();
         // A JSON Lines file is read a chunk at a time while it applies; a `.json`
         // document is parsed whole, so it is read whole.
-        let read = if c.name.ends_with(".json") {
+        let read = if crate::contract::jobfile::is_document(&c.name) {
             self.spool.read(&c).map(Source::Bytes)
         } else {
             self.spool.scan(&c).map(Source::Scanned)

@@ -772,6 +772,12 @@ pub fn text_of(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
 }
 
+/// Whether a file named `name` is a JSON document (`.json`), parsed as one value, rather
+/// than JSON Lines (anything else).
+pub fn is_document(name: &str) -> bool {
+    name.ends_with(".json")
+}
+
 /// Where every record of a file is, without parsing any: a big file is then parsed
 /// one chunk at a time (`store::ingest`), never held parsed whole. An error here (not
 /// UTF-8, a broken document) spoils the whole file.
@@ -798,7 +804,7 @@ pub fn record_spans(name: &str, bytes: &[u8]) -> Result<Vec<Span>, FileError> {
             ),
         ));
     }
-    if name.ends_with(".json") {
+    if is_document(name) {
         let doc: Document = serde_json::from_str(text).map_err(|e| {
             let msg = e.to_string();
             let field = if ["unknown field", "missing field", "duplicate field"]

@@ -120,8 +120,7 @@ pub fn scan(name: &str, mut file: File) -> std::io::Result<Scanned> {
     use std::io::Read;
     let stamp = Stamp::of(&file)?;
     let mut hash = codec::ContentHash::default();
-    let mut lines = Some(jobfile::LineSpans::new(name));
-    let mut error = None;
+    let mut lines = Ok(jobfile::LineSpans::new(name));
     let mut block = vec![0u8; 256 * 1024];
     loop {
         let n = match file.read(&mut block) {
@@ -132,18 +131,13 @@ pub fn scan(name: &str, mut file: File) -> std::io::Result<Scanned> {
         };
         hash.update(&block[..n]);
         // After the first bad line only the hash is still wanted (`files` dedups by it).
-        if let Some(l) = lines.as_mut() {
+        if let Ok(l) = lines.as_mut() {
             if let Err(e) = l.feed(&block[..n]) {
-                error = Some(e);
-                lines = None;
+                lines = Err(e);
             }
         }
     }
-    let spans = match (lines, error) {
-        (_, Some(e)) => Err(e),
-        (Some(l), None) => l.finish(),
-        (None, None) => unreachable!("the reader is dropped only on an error"),
-    };
+    let spans = lines.and_then(jobfile::LineSpans::finish);
     Ok(Scanned {
         file,
         stamp,
