@@ -9,7 +9,7 @@ mod common;
 use chrono::{DateTime, Utc};
 use common::cli;
 use common::http::{read_request, reply, HttpRequest};
-use common::worker::{wait_until, Worker, DEADLINE};
+use common::worker::{wait_until, Notify, Worker, DEADLINE};
 use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -1097,48 +1097,18 @@ fn shape(v: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn sd_notify_says_ready_status_watchdog_and_stopping() {
-    use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Upstream::start(|_| (200, "{}".into()));
     let cfg = config(dir.path(), &up.url, "");
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen2 = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            match socket.recv(&mut buf) {
-                Ok(n) => seen2
-                    .lock()
-                    .expect("lock")
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => return,
-            }
-        }
-    });
-    // systemd gives the watchdog to the main pid: WATCHDOG_PID must be the worker's own,
-    // so a shell sets it and execs the worker under the same pid.
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
-        .arg(env!("CARGO_BIN_EXE_sendgate"))
-        .arg(&cfg)
-        .current_dir(dir.path())
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "1000000");
+    let notify = Notify::bind(&dir.path().join("notify.sock"));
+    let mut cmd = notify.worker(&cfg, dir.path(), 1_000_000);
     let w = Worker::spawn(&mut cmd);
     w.wait_for_log("worker_started");
     let has = |needle: &str| {
-        seen.lock()
-            .expect("lock")
+        notify
+            .messages()
             .iter()
-            .any(|m| m.lines().any(|l| l.starts_with(needle)))
+            .any(|(_, m)| m.lines().any(|l| l.starts_with(needle)))
     };
     wait_until("READY=1", || has("READY=1"));
     wait_until("a STATUS= with the upstream state and the action counts", || {
@@ -1146,10 +1116,10 @@ fn sd_notify_says_ready_status_watchdog_and_stopping() {
     });
     wait_until("WATCHDOG=1", || has("WATCHDOG=1"));
     let pings = || {
-        seen.lock()
-            .expect("lock")
+        notify
+            .messages()
             .iter()
-            .filter(|m| m.contains("WATCHDOG=1"))
+            .filter(|(_, m)| m.contains("WATCHDOG=1"))
             .count()
     };
     let first = pings();
@@ -1157,7 +1127,7 @@ fn sd_notify_says_ready_status_watchdog_and_stopping() {
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
     wait_until("STOPPING=1", || has("STOPPING=1"));
-    let all = seen.lock().expect("lock").clone();
+    let all: Vec<String> = notify.messages().into_iter().map(|(_, m)| m).collect();
     let ready = all.iter().position(|m| m.contains("READY=1")).expect("ready");
     let stopping = all
         .iter()

@@ -6,7 +6,7 @@
 mod common;
 
 use common::http::{read_request, reply};
-use common::worker::{wait_until, Worker, DEADLINE};
+use common::worker::{wait_until, Notify, Worker, DEADLINE};
 use common::{account_line, action_line, campaign_line, cli};
 use sendgate::admin::client::{self, ClientError, Silence, Stage};
 use sendgate::admin::{parse_request, Reply, Request};
@@ -673,42 +673,14 @@ fn a_paused_campaign_waits_while_the_others_send() {
 /// these requests.
 #[test]
 fn a_burst_of_requests_is_answered_one_a_turn_with_the_watchdog_fed_between() {
-    use std::os::unix::net::UnixDatagram;
-    use std::sync::{Barrier, Mutex};
+    use std::sync::Barrier;
     const CLIENTS: usize = 8;
     const WAITING: usize = 20_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Upstream::start(200, Duration::ZERO);
     let cfg = config(dir.path(), &up.url);
-    let notify = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&notify).expect("bind the notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    let pings: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let pings2 = Arc::clone(&pings);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            match socket.recv(&mut buf) {
-                Ok(n) if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") => {
-                    pings2.lock().expect("lock").push(Instant::now());
-                }
-                Ok(_) => {}
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => return,
-            }
-        }
-    });
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
-        .arg(env!("CARGO_BIN_EXE_sendgate"))
-        .arg(&cfg)
-        .current_dir(dir.path())
-        .env("NOTIFY_SOCKET", &notify)
-        .env("WATCHDOG_USEC", "20000");
+    let notify = Notify::bind(&dir.path().join("notify.sock"));
+    let mut cmd = notify.worker(&cfg, dir.path(), 20_000);
     let w = Worker::start(&mut cmd);
     // Many waiting actions make each `status` cost a walk over them.
     let mut text = account_line("acct-1", "") + "\n" + &campaign_line("q4", 3, "") + "\n";
@@ -745,12 +717,11 @@ fn a_burst_of_requests_is_answered_one_a_turn_with_the_watchdog_fed_between() {
     // The longest stretch of the burst without a ping: one request's time (and the
     // scheduler's noise) when they are answered a turn each, nearly all of it when
     // they are answered in one turn.
-    let mut marks: Vec<Instant> = pings
-        .lock()
-        .expect("lock")
-        .iter()
-        .copied()
-        .filter(|p| *p > asked && *p < last)
+    let mut marks: Vec<Instant> = notify
+        .messages()
+        .into_iter()
+        .filter(|(at, m)| m.contains("WATCHDOG=1") && *at > asked && *at < last)
+        .map(|(at, _)| at)
         .collect();
     marks.insert(0, asked);
     marks.push(last);

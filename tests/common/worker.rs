@@ -140,3 +140,60 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A stand-in for systemd's notify socket: every datagram a worker sends it, with the
+/// moment it came.
+pub struct Notify {
+    path: std::path::PathBuf,
+    seen: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Notify {
+    /// Listen at `path`.
+    pub fn bind(path: &std::path::Path) -> Notify {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let seen: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        let seen2 = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(n) => seen2
+                        .lock()
+                        .expect("lock")
+                        .push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned())),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Notify {
+            path: path.to_path_buf(),
+            seen,
+        }
+    }
+
+    /// The messages so far, in order, each with when it came.
+    pub fn messages(&self) -> Vec<(Instant, String)> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// `sendgate run --config cfg` in `dir` as systemd starts it under a watchdog of
+    /// `usec` µs. systemd gives the watchdog to the main pid: WATCHDOG_PID must be the
+    /// worker's own, so a shell sets it and execs the worker under the same pid.
+    pub fn worker(&self, cfg: &std::path::Path, dir: &std::path::Path, usec: u64) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
+            .arg(env!("CARGO_BIN_EXE_sendgate"))
+            .arg(cfg)
+            .current_dir(dir)
+            .env("NOTIFY_SOCKET", &self.path)
+            .env("WATCHDOG_USEC", usec.to_string());
+        cmd
+    }
+}
