@@ -10,7 +10,7 @@
 mod common;
 
 use common::http::{read_request, reply, HttpRequest};
-use common::worker::{wait_until, Worker};
+use common::worker::{wait_until, wait_watching, Worker};
 use common::{account_line, action_line, campaign_line, drop_job_file};
 use std::collections::BTreeSet;
 use std::io::{BufReader, Write};
@@ -360,7 +360,7 @@ fn two_workers_share_a_campaign_limit_and_one_account() {
     h1.drop_jobs("001.jsonl", &jobs(&["a1", "a3"], 40, CAMPAIGN_LIMIT));
     h2.drop_jobs("001.jsonl", &jobs(&["a2", "a3"], 40, CAMPAIGN_LIMIT));
     let total = || h1.upstream.requests().len() + h2.upstream.requests().len();
-    wait_until("the fleet reaches the campaign's limit", || {
+    wait_watching(&[&w1, &w2], "the fleet reaches the campaign's limit", || {
         total() >= CAMPAIGN_LIMIT
     });
     // Another virtual hour and a half: nothing more goes out today.
@@ -437,7 +437,7 @@ fn etcd_down_stops_sending_within_the_lease_and_it_resumes_when_back() {
     let w1 = h1.start();
     // Plenty of room: the campaign and the account are far from their caps.
     h1.drop_jobs("001.jsonl", &jobs(&["a1"], 200, 1000));
-    wait_until("sending starts", || h1.upstream.requests().len() >= 3);
+    wait_watching(&[&w1], "sending starts", || h1.upstream.requests().len() >= 3);
     let killed = Instant::now();
     etcd.kill();
     w1.wait_for_log("\"event\":\"cluster_unavailable\"");
@@ -458,7 +458,9 @@ fn etcd_down_stops_sending_within_the_lease_and_it_resumes_when_back() {
     let before = h1.upstream.requests().len();
     etcd.spawn();
     w1.wait_for_log("\"event\":\"cluster_available\"");
-    wait_until("sending resumes", || h1.upstream.requests().len() > before);
+    wait_watching(&[&w1], "sending resumes", || {
+        h1.upstream.requests().len() > before
+    });
     no_id_twice(&[&h1]);
     let (code, log) = w1.stop();
     assert_eq!(code, 0, "{log}");
@@ -476,7 +478,7 @@ fn a_killed_owner_hands_its_account_over_after_the_lease_with_the_days_counts() 
     let h2 = Host::new(root.path(), "h2", &etcd);
     let mut w1 = h1.start();
     h1.drop_jobs("001.jsonl", &jobs(&["a3"], 40, 1000));
-    wait_until("h1 sends for a3", || h1.upstream.count_for("a3") >= 5);
+    wait_watching(&[&w1], "h1 sends for a3", || h1.upstream.count_for("a3") >= 5);
     let w2 = h2.start();
     h2.drop_jobs("001.jsonl", &jobs(&["a3"], 40, 1000));
     w2.wait_for_log("owned_elsewhere");
@@ -486,7 +488,7 @@ fn a_killed_owner_hands_its_account_over_after_the_lease_with_the_days_counts() 
     let _ = w1.child.wait();
     let killed = Instant::now();
     let from_h1 = h1.upstream.count_for("a3");
-    wait_until("h2 takes a3 over", || h2.upstream.count_for("a3") > 0);
+    wait_watching(&[&w2], "h2 takes a3 over", || h2.upstream.count_for("a3") > 0);
     let first = h2.upstream.requests()[0].0;
     println!(
         "takeover: h1 sent {from_h1} for a3, h2's first send {} ms after the kill",
@@ -498,7 +500,7 @@ fn a_killed_owner_hands_its_account_over_after_the_lease_with_the_days_counts() 
     );
     // a3 reaches its cap over both hosts, not per host. A send h1 had claimed but not
     // made when it was killed is a wasted slot, never an extra one.
-    wait_until("a3 reaches its cap over the fleet", || {
+    wait_watching(&[&w2], "a3 reaches its cap over the fleet", || {
         from_h1 + h2.upstream.count_for("a3") + 1 >= ACCOUNT_CAP
     });
     std::thread::sleep(Duration::from_millis(3_000));
@@ -536,7 +538,7 @@ fn three_members_lose_their_leader_during_reservations_and_the_caps_hold() {
     h1.drop_jobs("001.jsonl", &jobs(&["a1", "a3"], 40, LIMIT));
     h2.drop_jobs("001.jsonl", &jobs(&["a2", "a3"], 40, LIMIT));
     let total = || h1.upstream.requests().len() + h2.upstream.requests().len();
-    wait_until("reservations under way", || total() >= 8);
+    wait_watching(&[&w1, &w2], "reservations under way", || total() >= 8);
     let mut leader = None;
     wait_until("a leader", || {
         leader = members.iter().position(|m| m.is_leader() == Some(true));
@@ -545,7 +547,9 @@ fn three_members_lose_their_leader_during_reservations_and_the_caps_hold() {
     let at_kill = total();
     let t_kill = t0.elapsed();
     members[leader.expect("a leader")].kill();
-    wait_until("the fleet reaches the campaign's limit", || total() >= LIMIT);
+    wait_watching(&[&w1, &w2], "the fleet reaches the campaign's limit", || {
+        total() >= LIMIT
+    });
     let t_limit = t0.elapsed();
     std::thread::sleep(Duration::from_millis(3_000));
     println!(
@@ -588,7 +592,9 @@ fn a_new_owner_continues_from_the_killed_owners_inmail_balance() {
     }
     let mut w1 = h1.start();
     h1.drop_jobs("001.jsonl", &text);
-    wait_until("h1 sends InMails for a5", || h1.upstream.count_for("a5") >= 3);
+    wait_watching(&[&w1], "h1 sends InMails for a5", || {
+        h1.upstream.count_for("a5") >= 3
+    });
     let w2 = h2.start();
     h2.drop_jobs("001.jsonl", &text);
     w2.wait_for_log("owned_elsewhere");
@@ -600,7 +606,7 @@ fn a_new_owner_continues_from_the_killed_owners_inmail_balance() {
         "h1 was killed before using every credit ({from_h1})"
     );
     // h2 may find one credit fewer than h1 sent: a claim h1 made but did not send.
-    wait_until("h2 uses what is left", || {
+    wait_watching(&[&w2], "h2 uses what is left", || {
         from_h1 + h2.upstream.count_for("a5") + 1 >= CREDITS
     });
     std::thread::sleep(Duration::from_millis(3_000));

@@ -118,6 +118,39 @@ pub fn action_key(prefix: &str, action: &str) -> String {
     format!("{prefix}/action/{}", esc(action))
 }
 
+/// The value of `action_key`: the node that claimed the action and the days its slots
+/// were counted on (the account's, the campaign's), so a retry of a claim whose answer
+/// was lost can tell that its slots are taken already.
+pub fn action_value(node: &str, d: &Draw) -> String {
+    format!("{node} {} {}", d.account_day, d.campaign_day)
+}
+
+/// What the action key a claim found (`None`: absent) says of draw `d` of `node`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Found {
+    /// No key, or ours from other days (or from before days were recorded): count.
+    Count,
+    /// Another node claimed it: never sent twice.
+    Elsewhere,
+    /// Our claim of this draw on these days committed (its answer was lost, or a crash
+    /// came before the local commit): its slots are counted already.
+    Counted,
+}
+
+fn found(node: &str, d: &Draw, value: Option<&[u8]>) -> Found {
+    let Some(v) = value else {
+        return Found::Count;
+    };
+    let owner = v.split(|&b| b == b' ').next().unwrap_or_default();
+    if owner != node.as_bytes() {
+        Found::Elsewhere
+    } else if v == action_value(node, d).as_bytes() {
+        Found::Counted
+    } else {
+        Found::Count
+    }
+}
+
 pub fn account_key(prefix: &str, account: &str, day: NaiveDate, counter: Counter) -> String {
     format!(
         "{prefix}/count/account/{}/{day}/{}",
@@ -246,17 +279,20 @@ pub struct Admitted {
     pub states: BTreeMap<String, AccountState>,
 }
 
-/// The fleet's decision for a batch, given the counters' current `values` (absent = 0),
-/// the accounts' fleet `states` (by `state_key`), the action keys that `exist`, and
-/// the accounts this worker `owns` (under its lease). Admits in order, each against
-/// the counters and InMail balances as the earlier ones left them; an InMail never
-/// takes the fleet balance below zero.
+/// The fleet's decision for `node`'s batch, given the counters' current `values`
+/// (absent = 0), the accounts' fleet `states` (by `state_key`), the action keys found
+/// with their values (`actions`), and the accounts this worker `owns` (under its
+/// lease). Admits in order, each against the counters and InMail balances as the
+/// earlier ones left them; an InMail never takes the fleet balance below zero. An
+/// action claimed by another node is a duplicate; our own committed claim of the same
+/// draw is admitted without counting it again.
 pub fn admit(
     prefix: &str,
+    node: &str,
     batch: &[Draw],
     values: &BTreeMap<String, u64>,
     states: &BTreeMap<String, AccountState>,
-    exist: &BTreeSet<String>,
+    actions: &BTreeMap<String, Vec<u8>>,
     owns: &dyn Fn(&str) -> bool,
 ) -> Admitted {
     let mut cur = values.clone();
@@ -271,8 +307,13 @@ pub fn admit(
             continue;
         }
         let ak = action_key(prefix, &d.action);
-        if exist.contains(&ak) || !taken.insert(ak) {
+        let seen = found(node, d, actions.get(&ak).map(Vec::as_slice));
+        if seen == Found::Elsewhere || !taken.insert(ak) {
             out.push(Verdict::Duplicate);
+            continue;
+        }
+        if seen == Found::Counted {
+            out.push(Verdict::Claimed);
             continue;
         }
         let (needs, incs) = needs(prefix, d);
@@ -477,7 +518,15 @@ mod tests {
         );
         let Admitted {
             verdicts: v, writes, ..
-        } = admit(P, &batch, &values, &BTreeMap::new(), &BTreeSet::new(), &|_| true);
+        } = admit(
+            P,
+            "w1",
+            &batch,
+            &values,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &|_| true,
+        );
         let claimed = v.iter().filter(|v| **v == Verdict::Claimed).count();
         assert_eq!(claimed, 2, "1 used + 2 = cap 3: {v:?}");
         assert!(matches!(
@@ -509,8 +558,8 @@ mod tests {
             draw("x0", "a", Kind::Invite, l),
             draw("x3", "c", Kind::Invite, l),
         ];
-        let exist: BTreeSet<String> = [action_key(P, "x2")].into();
-        let v = admit(P, &batch, &values, &BTreeMap::new(), &exist, &|a| a != "c").verdicts;
+        let exist = [(action_key(P, "x2"), b"w2 2026-03-06 2026-03-06".to_vec())].into();
+        let v = admit(P, "w1", &batch, &values, &BTreeMap::new(), &exist, &|a| a != "c").verdicts;
         assert_eq!(v[0], Verdict::Claimed);
         assert!(matches!(
             v[1],
@@ -522,6 +571,59 @@ mod tests {
         assert_eq!(v[2], Verdict::Duplicate);
         assert_eq!(v[3], Verdict::Duplicate, "the same id twice in one batch");
         assert_eq!(v[4], Verdict::NotOwned);
+    }
+
+    /// A claim whose answer was lost (a timeout after etcd committed it) is tried
+    /// again: the action key it wrote is ours, for the same days, so its slots are
+    /// counted already. Counting them again wasted a campaign slot per lost answer
+    /// (a fleet test stopped one short of the campaign's limit after a leader change).
+    #[test]
+    fn our_own_committed_claim_is_admitted_without_counting_it_again() {
+        let l = limits(20, None, 3);
+        let d = draw("x0", "a", Kind::Inmail, l);
+        let ck = campaign_key(P, "q4", d.campaign_day, CampaignType::Inmails);
+        let values: BTreeMap<String, u64> = [(ck, 3)].into();
+        // `node` claims `d` and finds its action key holding `value`.
+        let claim = |node: &str, value: &str| {
+            let found = [(action_key(P, "x0"), value.as_bytes().to_vec())].into();
+            admit(
+                P,
+                node,
+                std::slice::from_ref(&d),
+                &values,
+                &BTreeMap::new(),
+                &found,
+                &|_| true,
+            )
+        };
+        let a = claim("w1", &action_value("w1", &d));
+        assert_eq!(
+            a.verdicts,
+            vec![Verdict::Claimed],
+            "the campaign is full, with it"
+        );
+        assert!(
+            a.writes.is_empty() && a.states.is_empty(),
+            "nothing drawn twice: {a:?}"
+        );
+        // The same id claimed by another node is a duplicate.
+        assert_eq!(
+            claim("w1", &action_value("w2", &d)).verdicts,
+            vec![Verdict::Duplicate]
+        );
+        // A node whose name starts like ours is another node.
+        assert_eq!(
+            claim("w", &action_value("w1", &d)).verdicts,
+            vec![Verdict::Duplicate]
+        );
+        // Ours, counted on another day (or before days were recorded): counted again,
+        // so here it is blocked by the full campaign.
+        let mut later = d.clone();
+        later.campaign_day = d.campaign_day + Duration::days(1);
+        for v in [action_value("w1", &later), "w1".to_string()] {
+            let a = claim("w1", &v);
+            assert!(matches!(a.verdicts[0], Verdict::Blocked { .. }), "{v}: {a:?}");
+        }
     }
 
     #[test]
@@ -537,7 +639,15 @@ mod tests {
             .collect();
         // The fleet says 2 left (another owner drew 3): the local 5 does not count.
         let states: BTreeMap<String, AccountState> = [(state_key(P, "a"), state(2, 100))].into();
-        let a = admit(P, &batch, &BTreeMap::new(), &states, &BTreeSet::new(), &|_| true);
+        let a = admit(
+            P,
+            "w1",
+            &batch,
+            &BTreeMap::new(),
+            &states,
+            &BTreeMap::new(),
+            &|_| true,
+        );
         let claimed = a.verdicts.iter().filter(|v| **v == Verdict::Claimed).count();
         assert_eq!(claimed, 2, "{:?}", a.verdicts);
         assert!(matches!(
@@ -556,9 +666,15 @@ mod tests {
                 ..d.clone()
             })
             .collect();
-        let a = admit(P, &refilled, &BTreeMap::new(), &states, &BTreeSet::new(), &|_| {
-            true
-        });
+        let a = admit(
+            P,
+            "w1",
+            &refilled,
+            &BTreeMap::new(),
+            &states,
+            &BTreeMap::new(),
+            &|_| true,
+        );
         assert!(a.verdicts.iter().all(|v| *v == Verdict::Claimed));
         assert_eq!(a.states[&state_key(P, "a")].credits, 1);
         assert_eq!(a.states[&state_key(P, "a")].last_refill_ms, 200);
@@ -566,10 +682,11 @@ mod tests {
         let inv = draw("x", "a", Kind::Invite, l);
         let a = admit(
             P,
+            "w1",
             &[inv],
             &BTreeMap::new(),
             &BTreeMap::new(),
-            &BTreeSet::new(),
+            &BTreeMap::new(),
             &|_| true,
         );
         assert_eq!(a.states[&state_key(P, "a")], state(3, 100));

@@ -454,7 +454,7 @@ impl<C: Connect> Member<C> {
             let r = c.kv.txn(read).await?;
             let mut revs: BTreeMap<String, i64> = keys.iter().map(|k| (k.clone(), 0)).collect();
             let mut values = BTreeMap::new();
-            let mut exist = BTreeSet::new();
+            let mut actions = BTreeMap::new();
             let mut mine = BTreeSet::new();
             let mut states = BTreeMap::new();
             for kv in r.kvs {
@@ -465,12 +465,10 @@ impl<C: Connect> Member<C> {
                         mine.insert(k);
                     }
                 } else if k.starts_with(&action_prefix) {
-                    // Our own key is a retry of ours (or a claim a crash cut off
-                    // before the local commit): only another node's key is a
-                    // duplicate.
-                    if kv.value != self.node.as_bytes() {
-                        exist.insert(k);
-                    }
+                    // Another node's key is a duplicate; ours is a retry of our claim
+                    // (its answer lost, or a crash before the local commit): `admit`
+                    // tells which.
+                    actions.insert(k, kv.value);
                 } else if k.starts_with(&state_prefix) {
                     let st = plan::AccountState::decode(&k, &kv.value).map_err(KvError)?;
                     states.insert(k, st);
@@ -485,7 +483,7 @@ impl<C: Connect> Member<C> {
                 verdicts,
                 writes,
                 states: new_states,
-            } = plan::admit(&self.prefix, batch, &values, &states, &exist, &owns);
+            } = plan::admit(&self.prefix, &self.node, batch, &values, &states, &actions, &owns);
             if !verdicts.contains(&Verdict::Claimed) {
                 return Ok(Some(verdicts));
             }
@@ -509,7 +507,7 @@ impl<C: Connect> Member<C> {
                 if *v == Verdict::Claimed {
                     puts.push(Op::put(
                         plan::action_key(&self.prefix, &d.action),
-                        self.node.clone(),
+                        plan::action_value(&self.node, d),
                         keep,
                     ));
                 }
@@ -570,6 +568,89 @@ mod tests {
             Arc::new(|_| {}),
         );
         (t, etcd, m)
+    }
+
+    fn invite(action: &str) -> Draw {
+        use crate::policy::caps::{CampaignLimits, Limits};
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 6).expect("a date");
+        let until = chrono::DateTime::from_timestamp(1_772_841_600, 0).expect("an instant");
+        Draw {
+            action: action.into(),
+            account: "a".into(),
+            campaign: "q".into(),
+            kind: crate::policy::Kind::Invite,
+            account_day: day,
+            campaign_day: day,
+            limits: Limits {
+                invites: 1000,
+                messages: 1000,
+                inmails: 1000,
+                engagement: 1000,
+                weekly_invites: None,
+                campaign: CampaignLimits {
+                    invites: 1000,
+                    messages: 1000,
+                    inmails: 1000,
+                },
+            },
+            account_until: until,
+            campaign_until: until,
+            state: plan::AccountState {
+                v: plan::STATE_VERSION,
+                credits: 0,
+                last_refill_ms: 0,
+                ramp_ceiling: 1000,
+                ramp_history: Vec::new(),
+                ramp_steps: 0,
+                health: crate::policy::Health::Healthy,
+                restricted: false,
+                held_until_ms: None,
+            },
+        }
+    }
+
+    /// etcd may commit a claim whose answer never comes back (a timeout during a leader
+    /// election): the claim is tried again, and each action must be counted once. It was
+    /// counted again on every retry, a wasted campaign slot per lost answer.
+    #[test]
+    fn a_claim_whose_answer_was_lost_is_counted_once() {
+        let (_t, etcd, mut m) = member(60);
+        etcd.lose_answers(2_500, 7);
+        let wanted: BTreeSet<String> = ["a".to_string()].into();
+        let mut claimed = 0u64;
+        for i in 0..40 {
+            let d = invite(&format!("x{i}"));
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                assert!(tries < 200, "x{i} never claimed");
+                block_on(m.maintain());
+                block_on(m.want(wanted.clone()));
+                let v = block_on(m.claim_draws(vec![d.clone()]));
+                if v[0].1 == Verdict::Claimed {
+                    claimed += 1;
+                    break;
+                }
+                assert_eq!(v[0].1, Verdict::Retry, "x{i}");
+            }
+        }
+        assert!(etcd.answers_lost() >= 10, "answers lost: {}", etcd.answers_lost());
+        let count = |k: String| {
+            let (v, _) = etcd.get(&k).unwrap_or_else(|| panic!("{k}"));
+            String::from_utf8(v)
+                .expect("text")
+                .parse::<u64>()
+                .expect("a count")
+        };
+        let d = invite("x0");
+        let account = plan::account_key("/t", "a", d.account_day, crate::policy::caps::Counter::Invites);
+        let campaign = plan::campaign_key(
+            "/t",
+            "q",
+            d.campaign_day,
+            crate::policy::caps::CampaignType::Invites,
+        );
+        assert_eq!((count(account), count(campaign)), (claimed, claimed));
     }
 
     /// Each reconnect used to grant a new retention lease (`retention_days` + 1 days)

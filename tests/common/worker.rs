@@ -133,6 +133,28 @@ impl Drop for Worker {
     }
 }
 
+/// `wait_until`, and on timeout the last lines each worker logged: what they were doing
+/// when the wait gave up.
+pub fn wait_watching(workers: &[&Worker], what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() >= DEADLINE {
+            let tails: Vec<String> = workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let log = w.log();
+                    let lines: Vec<&str> = log.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                    format!("--- worker {} (last 40 lines) ---\n{tail}", i + 1)
+                })
+                .collect();
+            panic!("timed out waiting for {what}\n{}", tails.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
