@@ -733,3 +733,61 @@ fn a_burst_of_requests_is_answered_one_a_turn_with_the_watchdog_fed_between() {
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
 }
+
+/// `list --limit 0` over more actions than one reply carries. The worker built the
+/// whole listing as one reply (786 MB of worker memory, and 1.4 GB in the command, over
+/// a million actions); it answers `LIST_PAGE` rows at a time now, and the command asks
+/// page after page and prints every action once, oldest first, through the running
+/// worker and from the stopped worker's store alike.
+#[test]
+fn a_long_listing_comes_a_page_at_a_time() {
+    use sendgate::admin::LIST_PAGE;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(200, Duration::ZERO);
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    let n = LIST_PAGE + 7;
+    drop_file(dir.path(), "001.jsonl", &setup(n, "invite"));
+    w.wait_for_log("\"event\":\"file_applied\"");
+    let sock = dir.path().join("admin.sock");
+    let all = Request::List {
+        filter: Default::default(),
+        limit: 0,
+        after: None,
+    };
+    match client::call(&sock, &all, DEADLINE) {
+        Ok(Reply::List { actions, more }) => {
+            assert_eq!(actions.len(), LIST_PAGE, "one page");
+            assert_eq!(more.map(|c| c.id), actions.last().map(|a| a.id.clone()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let expected: Vec<String> = (0..n).map(|i| format!("q4/{i}")).collect();
+    let ids = |args: &[&str]| -> Vec<String> {
+        lines(&cfg, args)
+            .iter()
+            .map(|l| l["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    assert!(
+        ids(&["list", "--json", "--limit", "0"]) == expected,
+        "through the worker"
+    );
+    let some = (LIST_PAGE + 3).to_string();
+    assert_eq!(
+        ids(&["list", "--json", "--limit", &some]),
+        expected[..LIST_PAGE + 3]
+    );
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        ids(&["list", "--json", "--limit", "0"]) == expected,
+        "from the store"
+    );
+    let table = ok(&cfg, &["list", "--limit", "0"]);
+    assert_eq!(
+        table.lines().filter(|l| l.contains("q4/")).count(),
+        n,
+        "the table"
+    );
+}

@@ -17,4 +17,4 @@ pub mod ops;
 pub mod protocol;
 pub mod server;
 
-pub use protocol::{parse_request, Reply, Request};
+pub use protocol::{parse_request, Reply, Request, LIST_PAGE};

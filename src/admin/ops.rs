@@ -3,7 +3,7 @@
 //! (`paused`, `resumed`, `action_cancelled`, `action_requeued`, `event_ignored`) are
 //! handed back, not logged here.
 
-use super::protocol::{Reply, Request};
+use super::protocol::{Reply, Request, LIST_PAGE};
 use crate::engine::Event;
 use crate::exit;
 use crate::store::{Filter, Move, Scope, StatusReport, Store, StoreError, UpstreamStatus};
@@ -77,9 +77,15 @@ pub fn execute(
             }
             Reply::Status(r)
         }
-        Request::List { filter, limit } => Reply::List {
-            actions: store.list(filter, *limit)?,
-        },
+        Request::List { filter, limit, after } => {
+            let page = if *limit == 0 {
+                LIST_PAGE
+            } else {
+                (*limit).min(LIST_PAGE)
+            };
+            let (actions, more) = store.list_page(filter, after.as_ref(), page)?;
+            Reply::List { actions, more }
+        }
         Request::Show { action } => match store.history(action)? {
             Some(h) => Reply::Show(h),
             None => Reply::error(format!("no action `{action}`"), exit::FAILURE),

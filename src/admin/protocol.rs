@@ -6,7 +6,7 @@
 //! {"reply":"pause","scope":"all","paused":true,"changed":true}
 //! ```
 
-use crate::store::{ActionRow, AuditReport, Filter, History, MoveReport, Scope, StatusReport};
+use crate::store::{ActionRow, AuditReport, Filter, History, ListCursor, MoveReport, Scope, StatusReport};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,10 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const MAX_IDS: usize = 10_000;
 /// `list`'s default `--limit` (SPEC §8).
 pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// The most rows one `list` reply carries: a longer listing (`--limit 0` over a million
+/// actions) is asked for a page at a time, so neither the worker nor the client holds
+/// it whole.
+pub const LIST_PAGE: usize = 50_000;
 
 fn default_limit() -> usize {
     DEFAULT_LIST_LIMIT
@@ -36,9 +40,12 @@ pub enum Request {
     List {
         #[serde(default)]
         filter: Filter,
-        /// 0 means all.
+        /// 0 means all. One reply carries at most `LIST_PAGE` rows.
         #[serde(default = "default_limit")]
         limit: usize,
+        /// Where this page starts: after the last row of the page before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<ListCursor>,
     },
     Show {
         action: String,
@@ -114,6 +121,9 @@ pub enum Reply {
     Status(StatusReport),
     List {
         actions: Vec<ActionRow>,
+        /// Set when the page is full and more may match: ask again `after` it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        more: Option<ListCursor>,
     },
     Show(History),
     Pause {
@@ -179,7 +189,8 @@ mod tests {
             ok("{\"cmd\":\"list\"}\n"),
             Request::List {
                 filter: Filter::default(),
-                limit: DEFAULT_LIST_LIMIT
+                limit: DEFAULT_LIST_LIMIT,
+                after: None,
             }
         );
         match ok(r#"{"cmd":"requeue","filter":{"state":"failed","campaign":"q4"}}"#) {

@@ -279,14 +279,7 @@ pub fn main() -> i32 {
             filter,
             limit,
             json,
-        } => operator::run(
-            config.as_deref(),
-            Request::List {
-                filter: filter.filter(),
-                limit,
-            },
-            json,
-        ),
+        } => operator::list(config.as_deref(), filter.filter(), limit, json),
         Command::Show { config, action, json } => {
             operator::run(config.as_deref(), Request::Show { action }, json)
         }

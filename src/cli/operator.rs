@@ -8,8 +8,9 @@ use crate::admin::client::{self, ClientError, Silence, Stage};
 use crate::admin::{ops, Reply, Request};
 use crate::config::Config;
 use crate::exit;
-use crate::store::{OpenOptions, Settings, State, Store, StoreError};
+use crate::store::{Filter, OpenOptions, Settings, State, Store, StoreError};
 use chrono::Utc;
+use std::io::Write;
 use std::path::Path;
 
 /// `--state` of `list`, `cancel` and `requeue`.
@@ -37,8 +38,45 @@ pub fn ask(config: Option<&Path>, req: &Request) -> Result<Reply, i32> {
 
 /// [`ask`], with the worker given `bound` for the whole exchange through its socket.
 pub fn ask_within(config: &Config, req: &Request, bound: std::time::Duration) -> Result<Reply, i32> {
+    ask_held(config, req, bound, &mut None)
+}
+
+/// [`ask_within`] for one of several requests of a command: once no worker answered
+/// and the command opened the store itself, `held` keeps it open for the next ones.
+fn ask_held(
+    config: &Config,
+    req: &Request,
+    bound: std::time::Duration,
+    held: &mut Option<Store>,
+) -> Result<Reply, i32> {
     let socket = crate::admin::server::socket_path(config);
-    let reply = match client::call(&socket, req, bound) {
+    let reply = match held {
+        Some(store) => on_store(config, store, req)?,
+        None => from_worker(config, &socket, req, bound, held)?,
+    };
+    match reply {
+        Reply::Error { message, exit } => {
+            eprintln!("sendgate: {message}");
+            Err(exit)
+        }
+        reply => Ok(reply),
+    }
+}
+
+fn from_worker(
+    config: &Config,
+    socket: &Path,
+    req: &Request,
+    bound: std::time::Duration,
+    held: &mut Option<Store>,
+) -> Result<Reply, i32> {
+    let mut from_store = || -> Result<Reply, i32> {
+        let store = open_store(config, socket, req.mutates())?;
+        let reply = on_store(config, &store, req)?;
+        *held = Some(store);
+        Ok(reply)
+    };
+    Ok(match client::call(socket, req, bound) {
         Ok(reply) => reply,
         Err(ClientError::Failed(e)) => {
             eprintln!("sendgate: admin socket {e}");
@@ -52,10 +90,10 @@ pub fn ask_within(config: &Config, req: &Request, bound: std::time::Duration) ->
             );
             return Err(exit::FAILURE);
         }
-        Err(ClientError::NoWorker) => from_store(config, &socket, req)?,
+        Err(ClientError::NoWorker) => from_store()?,
         // A command that only reads asks the store (which waits for a going worker's
         // lock); one that writes may have been carried out, so it is not run twice.
-        Err(ClientError::Closed(_)) if !req.mutates() => from_store(config, &socket, req)?,
+        Err(ClientError::Closed(_)) if !req.mutates() => from_store()?,
         Err(ClientError::Closed(e)) => {
             eprintln!(
                 "sendgate: admin socket {e}; it may have stopped after carrying the command \
@@ -63,14 +101,7 @@ pub fn ask_within(config: &Config, req: &Request, bound: std::time::Duration) ->
             );
             return Err(exit::FAILURE);
         }
-    };
-    match reply {
-        Reply::Error { message, exit } => {
-            eprintln!("sendgate: {message}");
-            Err(exit)
-        }
-        reply => Ok(reply),
-    }
+    })
 }
 
 /// The message for a worker that did not answer within the bound: it names the socket
@@ -104,7 +135,9 @@ pub fn no_answer(silence: &Silence, store: &Path, mutates: bool) -> String {
     format!("{head}; {tail}")
 }
 
-fn from_store(config: &Config, socket: &Path, req: &Request) -> Result<Reply, i32> {
+/// Open the store for a command when no worker runs: never creating one. `mutates`:
+/// whether the command writes.
+fn open_store(config: &Config, socket: &Path, mutates: bool) -> Result<Store, i32> {
     let path = &config.store.path;
     let opts = OpenOptions {
         cache_mb: config.store.cache_mb,
@@ -117,7 +150,7 @@ fn from_store(config: &Config, socket: &Path, req: &Request) -> Result<Reply, i3
     // Never creates a store: a missing or empty path is an error naming it (exit 1).
     // A command that only reads leaves an older store in its format (an older build
     // still opens it); one that writes upgrades it first.
-    let open = if req.mutates() {
+    let open = if mutates {
         Store::open_existing
     } else {
         Store::open_read_only
@@ -133,6 +166,16 @@ fn from_store(config: &Config, socket: &Path, req: &Request) -> Result<Reply, i3
             return Err(exit::FAILURE);
         }
         Err(e) => return Err(fail(e)),
+    };
+    Ok(store)
+}
+
+/// Run `req` on the store this command opened (no worker runs).
+fn on_store(config: &Config, store: &Store, req: &Request) -> Result<Reply, i32> {
+    let path = &config.store.path;
+    let fail = |e: StoreError| {
+        eprintln!("sendgate: {}", e.describe(path));
+        e.exit_code()
     };
     if req.mutates() {
         // `paused`, `action_cancelled` and the rest are logged as the worker would.
@@ -152,11 +195,65 @@ fn from_store(config: &Config, socket: &Path, req: &Request) -> Result<Reply, i3
         }),
     };
     let mut events = Vec::new();
-    let reply = ops::execute(&store, req, now, &ctx, &mut events).map_err(fail)?;
+    let reply = ops::execute(store, req, now, &ctx, &mut events).map_err(fail)?;
     for e in &events {
         crate::log::event(e);
     }
     Ok(reply)
+}
+
+/// `list` (SPEC §8): asked a page at a time (`LIST_PAGE` rows), from the worker or,
+/// when none runs, from the store opened once. JSON lines are printed as each page
+/// comes; the table, whose columns fit every row, once all are in.
+pub fn list(config: Option<&Path>, filter: Filter, limit: usize, json: bool) -> i32 {
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut held = None;
+    let mut after = None;
+    let mut got = 0usize;
+    let mut table = Vec::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    loop {
+        let req = Request::List {
+            filter: filter.clone(),
+            limit: if limit == 0 { 0 } else { limit - got },
+            after: after.take(),
+        };
+        let (actions, more) = match ask_held(&config, &req, client::EXCHANGE_TIMEOUT, &mut held) {
+            Ok(Reply::List { actions, more }) => (actions, more),
+            Ok(other) => return print(&other, json),
+            Err(code) => return code,
+        };
+        got += actions.len();
+        if json {
+            for a in &actions {
+                let line = serde_json::to_string(a).unwrap_or_default();
+                // A reader that went away (`| head`) ends the listing quietly.
+                if writeln!(out, "{line}").is_err() {
+                    return exit::FAILURE;
+                }
+            }
+            if out.flush().is_err() {
+                return exit::FAILURE;
+            }
+        } else {
+            table.extend(actions);
+        }
+        match more {
+            Some(c) if limit == 0 || got < limit => after = Some(c),
+            _ => break,
+        }
+    }
+    if !json
+        && write!(out, "{}", super::list::table(&table))
+            .and_then(|()| out.flush())
+            .is_err()
+    {
+        return exit::FAILURE;
+    }
+    exit::OK
 }
 
 /// Run a request and print its reply; returns the exit code.
@@ -176,7 +273,7 @@ fn print(reply: &Reply, json: bool) -> i32 {
                 print!("{}", super::status::table(r));
             }
         }
-        Reply::List { actions } => {
+        Reply::List { actions, .. } => {
             if json {
                 for a in actions {
                     println!("{}", serde_json::to_string(a).unwrap_or_default());

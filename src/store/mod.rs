@@ -44,7 +44,7 @@ pub use apply::{Applied, EventEffect};
 pub use feed::{PageApplied, PageOutcome};
 pub use fleet::{Route, DUPLICATE_IN_FLEET, OWNED_ELSEWHERE, OWNED_ELSEWHERE_BATCH};
 pub use ingest::{scan, Begin, Ingest, Scanned, Source, Stamp, CHUNK_RECORDS};
-pub use operator::{ActionRow, Filter, History, Move, MoveReport, OutcomeRow, Pauses, Scope};
+pub use operator::{ActionRow, Filter, History, ListCursor, Move, MoveReport, OutcomeRow, Pauses, Scope};
 pub use outcome::{Attempt, Recorded};
 pub use query::{
     AccountCampaign, AccountStatus, AuditReport, CampaignStatus, CampaignToday, DaySummary, DayTurn,

@@ -177,9 +177,13 @@ pub struct OutcomeRow {
 /// Waiting actions of one (account, reason): how many, and the earliest until.
 type WaitingTally = (u64, Option<DateTime<Utc>>);
 
-/// One action in the order of `list`: oldest (lowest sequence) first.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct BySeq(u64, String);
+/// A place in `list`'s order: oldest (lowest sequence) first, then by id. A page of a
+/// long listing starts after the last row of the one before.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ListCursor {
+    pub seq: u64,
+    pub id: String,
+}
 
 fn paused_in(tx: &Tx, key: &[u8]) -> super::tx::TxResult<bool> {
     Ok(tx.get_raw(META, key)?.is_some())
@@ -258,9 +262,23 @@ impl Store {
 
     /// The matching actions, oldest first; `limit` 0 means all.
     pub fn list(&self, filter: &Filter, limit: usize) -> Result<Vec<ActionRow>, StoreError> {
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        Ok(self.list_page(filter, None, limit)?.0)
+    }
+
+    /// At most `limit` (≥ 1) of the matching actions that come after `after` in `list`'s
+    /// order, oldest first, and where the next page starts when this one is full (there
+    /// may be more). One pass over the actions, holding at most `limit` rows.
+    pub fn list_page(
+        &self,
+        filter: &Filter,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> Result<(Vec<ActionRow>, Option<ListCursor>), StoreError> {
+        debug_assert!(limit >= 1);
         self.op("scan actions")?;
         // The `limit` oldest matches, kept in a bounded max-heap over one pass.
-        let mut heap: BinaryHeap<(BySeq, usize)> = BinaryHeap::new();
+        let mut heap: BinaryHeap<(ListCursor, usize)> = BinaryHeap::new();
         let mut rows: Vec<ActionRow> = Vec::new();
         for kv in self.trees[ACTIONS].iter() {
             let (k, v) = kv?;
@@ -268,8 +286,14 @@ impl Store {
             if !filter.matches(&a) {
                 continue;
             }
-            let key = BySeq(a.seq, a.id.clone());
-            if limit == 0 || heap.len() < limit {
+            let key = ListCursor {
+                seq: a.seq,
+                id: a.id.clone(),
+            };
+            if after.is_some_and(|c| key <= *c) {
+                continue;
+            }
+            if heap.len() < limit {
                 heap.push((key, rows.len()));
                 rows.push(ActionRow::of(&a));
             } else if heap.peek().is_some_and(|(top, _)| key < *top) {
@@ -279,13 +303,21 @@ impl Store {
                 }
             }
         }
-        let mut order: Vec<(BySeq, usize)> = heap.into_vec();
+        let full = heap.len() == limit;
+        let mut order: Vec<(ListCursor, usize)> = heap.into_vec();
         order.sort();
+        let next = if full {
+            order.last().map(|(c, _)| c.clone())
+        } else {
+            None
+        };
         let mut slots: Vec<Option<ActionRow>> = rows.into_iter().map(Some).collect();
-        Ok(order
+        let page: Vec<ActionRow> = order
             .into_iter()
             .filter_map(|(_, slot)| slots[slot].take())
-            .collect())
+            .collect();
+        debug_assert!(page.len() <= limit && (next.is_none() || page.len() == limit));
+        Ok((page, next))
     }
 
     /// Cancel or requeue the actions named, or those matching `filter`, in
