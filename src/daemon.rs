@@ -419,6 +419,7 @@ impl Worker {
                 }
                 if last_prune.elapsed() >= PRUNE_EVERY {
                     self.engine.store().prune(now, PRUNE_BATCH)?;
+                    self.engine.store().settle_campaigns(now, PRUNE_BATCH)?;
                     last_prune = Instant::now();
                 }
             }

@@ -451,6 +451,68 @@ fn a_sighup_lowering_the_caps_stops_the_day_at_the_new_cap() {
     assert_eq!(w.stop().0, 0);
 }
 
+/// A `campaign` record that moves campaign `c1` to zone `tz`, then invites `i`, `i+1`
+/// ... for it, `n` of them (the first of `invites(i + n)` left out).
+fn campaign_zone(tz: &str, i: usize, n: usize) -> String {
+    let more: String = invites(i + n)
+        .lines()
+        .skip(i)
+        .map(|l| l.to_string() + "\n")
+        .collect();
+    format!(r#"{{"type":"campaign","id":"c1","timezone":"{tz}"}}"#) + "\n" + &more
+}
+
+#[test]
+fn a_campaign_zone_change_never_reopens_its_day() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    // 10:00 UTC at 60×: the campaign's UTC day has 14 virtual hours (14 real minutes)
+    // left, far more than the test takes.
+    let clock = Clock::new("2026-11-25T10:00:00Z", 60.0);
+    let cfg = config_at(dir.path(), &up.url, &clock, "");
+    let w = start_worker(dir.path(), &cfg);
+    // The account could send 80 invites today; its campaign allows 3 a day.
+    let setup = setup(80).replace(r#""daily_limit":100"#, r#""daily_limit":3"#);
+    drop_file(dir.path(), "001-setup.jsonl", setup.as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(10).as_bytes());
+    wait_until("the campaign's 3 invites", || up.requests().len() >= 3);
+    w.wait_for_log("cap_exhausted");
+    // UTC−12 is on the date before, UTC+14 on the date after: neither may open a day
+    // with empty counters over the hours of the day that sent 3, for fresh invites.
+    for (i, tz) in ["Etc/GMT+12", "Etc/GMT-14"].into_iter().enumerate() {
+        let name = format!("00{}-zone.jsonl", i + 3);
+        drop_file(dir.path(), &name, campaign_zone(tz, 10 * (i + 1), 10).as_bytes());
+        let done = dir.path().join("spool/done").join(&name);
+        wait_until("the zone change applied", || done.exists());
+        // Two virtual minutes: a reopened day would send its 3 within seconds.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(
+            up.requests().len(),
+            3,
+            "after {tz}: the campaign sent more than its day's 3 as counted by the server"
+        );
+    }
+    // `status` through the running worker: the zone in force is still UTC, the change
+    // takes effect when the UTC day ends and UTC+14's next date begins (Nov 26 10:00Z).
+    let (code, out, err) = cli(&cfg, &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("status json");
+    let c1 = &v["campaigns"][0];
+    assert_eq!(c1["timezone"], "UTC", "{c1}");
+    assert_eq!(c1["local_day"], "2026-11-25", "{c1}");
+    assert_eq!(c1["today"]["invite"]["used"], 3, "{c1}");
+    assert_eq!(
+        c1["timezone_next"],
+        serde_json::json!(["Etc/GMT-14", "2026-11-26T10:00:00Z"]),
+        "{c1}"
+    );
+    check_status_schema(&v, "a running worker");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    let (code, out, _) = cli(&cfg, &["audit"]);
+    assert_eq!(code, 0, "{out}");
+}
+
 #[test]
 fn hostile_files_are_rejected_and_the_worker_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1115,6 +1115,100 @@ fn audit_reports_days_that_overlap_in_real_time() {
     );
 }
 
+#[test]
+fn a_campaigns_zone_change_is_stored_pending_and_folded_in_once_in_force() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc(NOW);
+    let store = open(dir.path(), Settings::default());
+    apply(&store, "f.jsonl", &(campaign_line("c1", 3, "") + "\n"), now);
+    let moved = r#"{"type":"campaign","id":"c1","timezone":"Etc/GMT-14"}"#.to_string() + "\n";
+    apply(&store, "g.jsonl", &moved, now);
+    let c = store.campaign("c1").expect("read").expect("exists");
+    let from = c.pending_zone.as_ref().expect("a pending change").from_ms;
+    assert_eq!(c.timezone, "UTC", "the zone in force until the UTC day ends");
+    assert_eq!(c.day_at(now), now.date_naive());
+    let from = sendgate::store::codec::from_ms(from);
+    assert!(from > now, "{from}");
+    // Before the change is in force there is nothing to fold; after, it is folded in
+    // once, and the campaign's days read the same.
+    let before = store.settle_campaigns(from - chrono::Duration::seconds(1), 100);
+    assert_eq!(before.expect("settles"), 0);
+    let day = c.day_at(from);
+    assert_eq!(store.settle_campaigns(from, 100).expect("settles"), 1);
+    let c = store.campaign("c1").expect("read").expect("exists");
+    assert_eq!(
+        (c.timezone.as_str(), c.pending_zone.as_ref()),
+        ("Etc/GMT-14", None)
+    );
+    assert_eq!(c.day_at(from), day);
+    assert_eq!(store.settle_campaigns(from, 100).expect("settles"), 0);
+}
+
+#[test]
+fn audit_reports_campaign_days_that_overlap_in_real_time() {
+    use sendgate::policy::caps::CampaignDay;
+    use sendgate::store::codec::{decode, encode};
+    use sendgate::store::records::LedgerReservations;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc(NOW);
+    {
+        let store = open(dir.path(), Settings::default());
+        let text = format!(
+            "{}\n{}\n{}\n{}\n",
+            account_line("a1", ""),
+            campaign_line("c1", 10, ""),
+            action_line("x0", "c1", "a1", "message"),
+            action_line("x1", "c1", "a1", "message"),
+        );
+        apply(&store, "f.jsonl", &text, now);
+        store.reserve(&["x0".to_string()], now).expect("reserve");
+        let later = now + chrono::Duration::minutes(5);
+        store.reserve(&["x1".to_string()], later).expect("reserve");
+        assert!(store.audit(None, None).expect("audit").clean());
+    }
+    // The later reservation counts on the campaign's day before, the account's day
+    // unchanged: what a campaign zone change that reopened an earlier date wrote. The
+    // day's counters move with it, so only the overlap is wrong.
+    {
+        let db = raw_sled(&dir.path().join("store"));
+        let ledger = db.open_tree("ledger").expect("ledger");
+        let (k, v) = ledger.last().expect("read").expect("an entry");
+        let mut b: LedgerReservations = decode("ledger reservations", &v).expect("decodes");
+        let e = b.entries.last_mut().expect("an entry");
+        let day = e.campaign_day;
+        e.campaign_day = day.pred_opt().expect("a day before");
+        let (c, d) = (e.campaign.clone(), e.campaign_day);
+        ledger.insert(k, encode(&b)).expect("write");
+        let days = db.open_tree("days").expect("days");
+        let today_key = sendgate::store::codec::campaign_day_key(&c, day);
+        let mut today: CampaignDay = decode(
+            "campaign day",
+            &days.get(&today_key).expect("read").expect("today"),
+        )
+        .expect("decodes");
+        today.messages -= 1;
+        days.insert(today_key, encode(&today)).expect("write");
+        let one = CampaignDay {
+            messages: 1,
+            ..CampaignDay::default()
+        };
+        days.insert(sendgate::store::codec::campaign_day_key(&c, d), encode(&one))
+            .expect("write");
+        db.flush().expect("flush");
+    }
+    let store = open(dir.path(), Settings::default());
+    let audit = store.audit(None, None).expect("audit");
+    assert!(audit.overshoots.is_empty(), "{audit:?}");
+    let overlaps: Vec<&String> = audit
+        .mismatches
+        .iter()
+        .filter(|m| m.contains("days overlap"))
+        .collect();
+    assert_eq!(overlaps.len(), 1, "{audit:?}");
+    assert!(overlaps[0].starts_with("campaign c1 "), "{audit:?}");
+    assert!(!audit.clean());
+}
+
 // ---- a clean close leaves sled a snapshot (start-up time, BENCHMARKS.md Scale) ----
 
 /// sled's snapshot files in `store`, by name (`snap.<lsn>`: the log position it covers).

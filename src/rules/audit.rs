@@ -1,7 +1,7 @@
 //! The audit's recount (SPEC §8 `audit`, P1), PURE: every reservation of the ledger
 //! counted again on the counters its kind draws from and checked against the limits
 //! recorded with it, each release taken off its reservation's days, and two local days
-//! of an account that overlapped in real time found. The store reads the ledger in
+//! of an account, or of a campaign, that overlapped in real time found. The store reads the ledger in
 //! order, feeds each record here, and compares the totals with its stored counters.
 
 use crate::policy::caps::{draws, give_back, AccountDay, CampaignDay, CampaignType, Counter};
@@ -42,6 +42,8 @@ pub struct Recount {
     /// on. A reservation on an earlier day after that instant means two days overlapped
     /// in real time (each may be under its cap, the account was not).
     latest: BTreeMap<String, (NaiveDate, i64)>,
+    /// Per campaign, likewise: its days must not overlap either (SPEC §3.6).
+    latest_campaign: BTreeMap<String, (NaiveDate, i64)>,
     pub entries: u64,
     pub releases: u64,
     /// Every counter found over its limit, on any day (the caller keeps its range).
@@ -50,6 +52,26 @@ pub struct Recount {
     pub overlaps: Vec<String>,
     /// Releases with nothing to take from.
     pub bad_releases: Vec<String>,
+}
+
+/// One owner's (an account's or a campaign's) reservation on local `day` at `at_ms`,
+/// given the latest day it reserved on and when that day's first reservation was:
+/// the later day and its start when `day` is earlier and came after that start (two
+/// days over the same hours), else `None`; a later day becomes the latest.
+fn overlap(
+    latest: &mut BTreeMap<String, (NaiveDate, i64)>,
+    owner: &str,
+    day: NaiveDate,
+    at_ms: i64,
+) -> Option<(NaiveDate, i64)> {
+    match latest.get(owner) {
+        Some(&(later, since)) if day < later && at_ms >= since => Some((later, since)),
+        Some(&(later, _)) if day <= later => None,
+        _ => {
+            latest.insert(owner.to_string(), (day, at_ms));
+            None
+        }
+    }
 }
 
 /// Count one more and return (the new count, `limit`).
@@ -74,21 +96,18 @@ impl Recount {
     /// Count reservation `e`; `in_range`: the days the audit reports overlaps on.
     pub fn reservation(&mut self, e: &LedgerEntry, in_range: impl Fn(NaiveDate) -> bool) {
         let l = e.limits;
-        match self.latest.get(&e.account) {
-            Some(&(day, since)) if e.account_day < day && e.at_ms >= since => {
-                if in_range(e.account_day) {
-                    self.overlaps.push(format!(
-                        "account {} {}: reserved at {} after day {day} began at {} (days overlap)",
-                        e.account,
-                        e.account_day,
-                        from_ms(e.at_ms),
-                        from_ms(since)
-                    ));
-                }
-            }
-            Some(&(day, _)) if e.account_day <= day => {}
-            _ => {
-                self.latest.insert(e.account.clone(), (e.account_day, e.at_ms));
+        let account = overlap(&mut self.latest, &e.account, e.account_day, e.at_ms);
+        let campaign = overlap(&mut self.latest_campaign, &e.campaign, e.campaign_day, e.at_ms);
+        for (owner, id, day, found) in [
+            ("account", &e.account, e.account_day, account),
+            ("campaign", &e.campaign, e.campaign_day, campaign),
+        ] {
+            if let Some((later, since)) = found.filter(|_| in_range(day)) {
+                self.overlaps.push(format!(
+                    "{owner} {id} {day}: reserved at {} after day {later} began at {} (days overlap)",
+                    from_ms(e.at_ms),
+                    from_ms(since)
+                ));
             }
         }
         // Every counter the kind draws from, in the policy's own table; the running

@@ -1,5 +1,5 @@
 //! Account maintenance (SPEC §3.3–§3.5), PURE: InMail refills due by `now`, a zone
-//! change coming into force, and once per local day the health assessment (from the
+//! change coming into force (a campaign's too), and once per local day the health assessment (from the
 //! signals the store read) and the 7-day ramp step. A clock stepped back finds the day
 //! already maintained and changes nothing.
 
@@ -7,7 +7,7 @@ use super::Change;
 use crate::policy::health::{self, Signals};
 use crate::policy::{credits, ramp};
 use crate::store::codec::{day_num, from_ms, ms};
-use crate::store::records::{Account, AccountDayRec};
+use crate::store::records::{Account, AccountDayRec, Campaign};
 use crate::store::Settings;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
@@ -123,6 +123,18 @@ pub fn catch_up(
     }
     let today = a.day_at(now);
     (a.maintained_day < today).then_some(today)
+}
+
+/// Campaign `c` with a zone change in force by `now` folded into its zone, as
+/// [`catch_up`] does for an account; `None` when it has none to fold. Its days are the
+/// same either way: this only forgets a change that is over.
+pub fn settle_campaign(c: &Campaign, now: DateTime<Utc>) -> Option<Campaign> {
+    let zones = c.zones().settled(now);
+    (zones != c.zones()).then(|| {
+        let mut settled = c.clone();
+        settled.set_zones(zones);
+        settled
+    })
 }
 
 /// The once-a-day turn of local day `today` (from [`catch_up`]): health judged on

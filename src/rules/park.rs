@@ -6,7 +6,7 @@
 use super::WaitOn;
 use crate::config::Policy;
 use crate::policy::caps::{self, Blocker, CampaignLimits, Counter, Limits};
-use crate::policy::window::start_of_next_day;
+use crate::policy::zone::Zones;
 use crate::policy::{credits, CampaignType, Kind};
 use crate::store::codec::ms;
 use crate::store::records::{Account, Action, Campaign, State};
@@ -24,11 +24,10 @@ pub fn next_account_day(a: &Account, now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// The account's next window opening from the campaign's next local day (an exhausted
-/// campaign counter).
-pub fn next_campaign_day(a: &Account, campaign_tz: chrono_tz::Tz, now: DateTime<Utc>) -> DateTime<Utc> {
+/// campaign counter); `campaign`: the campaign's days (`Campaign::zones`).
+pub fn next_campaign_day(a: &Account, campaign: &Zones, now: DateTime<Utc>) -> DateTime<Utc> {
     or_a_day_later(
-        a.zones()
-            .next_open(&a.window, start_of_next_day(campaign_tz, now)),
+        a.zones().next_open(&a.window, campaign.start_of_next_day(now)),
         now,
     )
 }
@@ -37,7 +36,7 @@ pub fn next_campaign_day(a: &Account, campaign_tz: chrono_tz::Tz, now: DateTime<
 /// of the 7 local days ending today, oldest first (read only for the weekly cap).
 pub fn until(
     a: &Account,
-    campaign_tz: chrono_tz::Tz,
+    campaign: &Zones,
     blocker: Blocker,
     now: DateTime<Utc>,
     week_counts: [u32; 7],
@@ -61,7 +60,7 @@ pub fn until(
             )
         }
         Blocker::Account(_) => next_account_day(a, now),
-        Blocker::Campaign(_) => next_campaign_day(a, campaign_tz, now),
+        Blocker::Campaign(_) => next_campaign_day(a, campaign, now),
     }
 }
 

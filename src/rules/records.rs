@@ -207,14 +207,17 @@ pub struct CampaignUpsert {
     pub resumed: bool,
 }
 
-/// A `campaign` record upserted on `existing` (SPEC §6). `unknown_account`: the index
-/// in `r.accounts` of the first account the store does not know, if any. A new
-/// campaign needs a `daily_limit`; every listed account must exist.
+/// A `campaign` record upserted on `existing` (SPEC §6) at `now`. `unknown_account`:
+/// the index in `r.accounts` of the first account the store does not know, if any. A
+/// new campaign needs a `daily_limit`; every listed account must exist; a new zone
+/// waits for the end of the campaign's current local day, as an account's does.
 pub fn campaign(
     existing: Option<Campaign>,
     r: &CampaignRecord,
     unknown_account: Option<usize>,
+    now: DateTime<Utc>,
 ) -> Result<CampaignUpsert, FieldError> {
+    let is_new = existing.is_none();
     let mut camp = match existing {
         Some(camp) => camp,
         None => {
@@ -230,11 +233,17 @@ pub fn campaign(
                 split_inmails: None,
                 accounts: Vec::new(),
                 paused: false,
+                pending_zone: None,
             }
         }
     };
-    if let Some(tz) = r.timezone {
-        camp.timezone = tz.name().to_string();
+    match r.timezone {
+        // A new campaign has no day yet: its zone applies at once.
+        Some(tz) if is_new => camp.timezone = tz.name().to_string(),
+        // Never a second campaign day over the same hours, which would take the
+        // campaign's caps again (`policy::zone`, the rule accounts follow).
+        Some(tz) => camp.set_zones(camp.zones().change(tz, now)),
+        None => {}
     }
     if let Some(l) = r.daily_limit {
         camp.daily_limit = l;

@@ -5,7 +5,6 @@
 
 use super::{park, WaitOn};
 use crate::policy::caps::{AccountDay, Blocker, Budget, CampaignDay, Decision};
-use crate::policy::window::local_day;
 use crate::policy::Kind;
 use crate::store::codec::ms;
 use crate::store::records::{Account, Action, Campaign, LedgerEntry, LedgerLimits, State};
@@ -62,9 +61,10 @@ pub struct ReserveInput<'a> {
     pub settings: &'a Settings,
 }
 
-/// The account's and the campaign's local days at `now`: the counters to read.
+/// The account's and the campaign's local days at `now`: the counters to read. Both
+/// follow their zones in force (a zone change waits for the end of the current day).
 pub fn days(a: &Account, c: &Campaign, now: DateTime<Utc>) -> (NaiveDate, NaiveDate) {
-    (a.day_at(now), local_day(c.tz(), now))
+    (a.day_at(now), c.day_at(now))
 }
 
 /// Whether the rolling week's invites are needed: an invite under a weekly cap.
@@ -164,7 +164,7 @@ pub fn decide(i: &ReserveInput) -> ReserveDecision {
     match budget.reserve(action.kind) {
         Decision::Blocked(blocker) => {
             let weekly_cap = limits.weekly_invites.unwrap_or(u32::MAX);
-            let until = park::until(acct, campaign.tz(), blocker, now, week, weekly_cap);
+            let until = park::until(acct, &campaign.zones(), blocker, now, week, weekly_cap);
             let parked = parked(blocker.name(), Some(ms(until)));
             ReserveDecision::Park {
                 action: Box::new(parked),

@@ -83,6 +83,7 @@ fn campaign() -> Campaign {
         split_inmails: None,
         accounts: vec!["acct-1".into()],
         paused: false,
+        pending_zone: None,
     }
 }
 
@@ -910,6 +911,106 @@ fn an_admitted_inmail_takes_a_credit() {
 }
 
 // ---------------------------------------------------------------------------------
+// A campaign's time-zone change (SPEC §3.6: per local day of the campaign's zone).
+
+/// A campaign of `daily_limit` 3 (UTC) and an account open all day: an invite is tried
+/// every 10 minutes for 3 days from `t0()`; after the day's 3 invites, a `campaign`
+/// record sets each zone of `changes`, one per try. Returns each admission: (when, the
+/// campaign day it counted on). The store's part is played by two maps of day counters.
+fn campaign_sends_across(changes: &[&str]) -> Vec<(DateTime<Utc>, NaiveDate)> {
+    use crate::contract::jobfile::CampaignRecord;
+    use std::collections::BTreeMap;
+    let mut acct = account();
+    acct.window = Window {
+        days: [true; 7],
+        start: chrono::NaiveTime::MIN,
+        end: chrono::NaiveTime::from_hms_opt(23, 59, 0).expect("a valid time"),
+    };
+    let mut camp = Campaign {
+        daily_limit: 3,
+        ..campaign()
+    };
+    let settings = Settings::default();
+    let mut account_days: BTreeMap<NaiveDate, AccountDay> = BTreeMap::new();
+    let mut campaign_days: BTreeMap<NaiveDate, CampaignDay> = BTreeMap::new();
+    let mut sends = Vec::new();
+    for step in 0..3 * 24 * 6 {
+        let now = t0() + chrono::Duration::minutes(10 * step);
+        if let Some(tz) = usize::try_from(step - 3).ok().and_then(|i| changes.get(i)) {
+            let r = CampaignRecord {
+                id: camp.id.clone(),
+                timezone: Some(tz.parse().expect("a zone")),
+                ..CampaignRecord::default()
+            };
+            camp = super::records::campaign(Some(camp), &r, None, now)
+                .expect("applies")
+                .campaign;
+        }
+        let (today, camp_today) = reserve::days(&acct, &camp, now);
+        let counters = Counters {
+            day: account_days.get(&today).copied().unwrap_or_default(),
+            campaign_day: campaign_days.get(&camp_today).copied().unwrap_or_default(),
+            week: [0; 7],
+        };
+        let queued = action(Kind::Invite, State::Queued);
+        let decision = reserve::decide(&ReserveInput {
+            action: &queued,
+            account: &acct,
+            account_operator_hold: false,
+            campaign: Some(CampaignInput {
+                campaign: &camp,
+                operator_hold: false,
+            }),
+            counters,
+            now,
+            settings: &settings,
+        });
+        if let ReserveDecision::Admit(adm) = decision {
+            account_days.insert(adm.entry.account_day, adm.day);
+            campaign_days.insert(adm.entry.campaign_day, adm.campaign_day);
+            sends.push((now, adm.entry.campaign_day));
+            acct = adm.account;
+        }
+    }
+    sends
+}
+
+#[test]
+fn a_campaign_zone_change_never_gives_it_a_second_day_over_the_same_hours() {
+    // An earlier date (UTC−12), a later one (UTC+14), and the one then the other.
+    for changes in [
+        &["Etc/GMT+12"][..],
+        &["Etc/GMT-14"],
+        &["Etc/GMT+12", "Etc/GMT-14"],
+    ] {
+        let sends = campaign_sends_across(changes);
+        let first = sends[0].0;
+        let in_a_day = sends
+            .iter()
+            .filter(|(t, _)| *t < first + chrono::Duration::hours(24))
+            .count();
+        assert_eq!(
+            in_a_day, 3,
+            "{changes:?}: the campaign's 3 in 24 hours: {sends:?}"
+        );
+        // Its days follow one another in real time: none comes back after a later one.
+        assert!(
+            sends.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{changes:?}: days overlap: {sends:?}"
+        );
+        // The new zone does apply, once the day it was decided on has ended.
+        let (last, last_day) = *sends.last().expect("sends");
+        let zone: chrono_tz::Tz = changes.last().expect("a change").parse().expect("zone");
+        assert_eq!(
+            last_day,
+            crate::policy::window::local_day(zone, last),
+            "{changes:?}"
+        );
+        assert_eq!(sends.len(), 3 * 3, "{changes:?}: 3 a day: {sends:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Maintenance.
 
 #[test]
@@ -1564,6 +1665,32 @@ fn a_reservation_on_an_earlier_day_after_a_later_one_began_is_an_overlap() {
         // one of Monday's taken before Tuesday began is no overlap.
         for e in [invite(tuesday, 9, 0), invite(monday, 9, 30), invite(monday, 8, 0)] {
             r.reservation(&e, |_| in_range);
+        }
+        assert_eq!(r.overlaps, expected, "in range: {in_range}");
+    }
+}
+
+#[test]
+fn a_campaign_reservation_on_an_earlier_day_after_a_later_one_began_is_an_overlap() {
+    // Each account keeps to its own day; the campaign alone goes back a date.
+    let invite = |account: &str, campaign_day: NaiveDate, h: u32, m: u32| LedgerEntry {
+        account: account.into(),
+        campaign_day,
+        ..entry(Kind::Invite, day(2026, 12, 1), ms(at(2026, 12, 1, h, m)), 80, 20)
+    };
+    let (monday, tuesday) = (day(2026, 11, 30), day(2026, 12, 1));
+    let overlap = "campaign q4 2026-11-30: reserved at 2026-12-01 09:30:00 UTC after day 2026-12-01 began at 2026-12-01 09:00:00 UTC (days overlap)";
+    // (audit range holds Monday, overlaps found)
+    for (in_range, expected) in [(true, vec![overlap.to_string()]), (false, vec![])] {
+        let mut r = audit::Recount::default();
+        // The campaign's Tuesday begins at 09:00 (acct-1); acct-2 then counts on its
+        // Monday at 09:30; one of Monday's taken before Tuesday began is no overlap.
+        for e in [
+            invite("acct-1", tuesday, 9, 0),
+            invite("acct-2", monday, 9, 30),
+            invite("acct-2", monday, 8, 0),
+        ] {
+            r.reservation(&e, |d| in_range || d != monday);
         }
         assert_eq!(r.overlaps, expected, "in range: {in_range}");
     }

@@ -119,7 +119,7 @@ fn apply_campaign(c: &mut Ctx, line: usize, r: &CampaignRecord) -> TxResult<()> 
         }
     }
     let old_limits = existing.as_ref().map(Campaign::limits);
-    let up = match records::campaign(existing, r, unknown) {
+    let up = match records::campaign(existing, r, unknown, c.now) {
         Ok(up) => up,
         Err(e) => return refuse(line, e),
     };

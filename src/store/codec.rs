@@ -29,7 +29,7 @@ pub const FORMAT_VERSION: u32 = 3;
 #[derive(Serialize, Deserialize)]
 pub enum Stored<T> {
     V1(T),
-    /// The second layout of a record whose fields grew (so far only `Account`).
+    /// The second layout of a record whose fields grew (`Account`, `Campaign`).
     V2(T),
 }
 

@@ -13,9 +13,9 @@ use super::records::{
 };
 use super::wire::{
     AccountCapsW, AccountDayW, AccountReservedW, AccountV1W, AccountV2W, ActionBodyView, ActionBodyW,
-    ActionStateW, ActionW, CampaignDayW, CampaignW, FileReportW, HealthW, KindW, LedgerEntryW, LedgerLimitsW,
-    LedgerOutcomeW, LedgerOutcomesW, LedgerReleaseW, LedgerReservationsW, PendingZoneW, StateCountsW, StateW,
-    Tag, TierW, WindowW, WireEnum,
+    ActionStateW, ActionW, CampaignDayW, CampaignV2W, CampaignW, FileReportW, HealthW, KindW, LedgerEntryW,
+    LedgerLimitsW, LedgerOutcomeW, LedgerOutcomesW, LedgerReleaseW, LedgerReservationsW, PendingZoneW,
+    StateCountsW, StateW, Tag, TierW, WindowW, WireEnum,
 };
 use crate::policy::caps::{AccountDay, CampaignDay};
 use crate::policy::{Health, Kind, Tier, Window};
@@ -147,11 +147,7 @@ fn account_w(a: &Account) -> AccountV2W<'_> {
             held_until_ms: a.held_until_ms,
             maintained_day: a.maintained_day,
         },
-        pending_zone: a.pending_zone.as_ref().map(|p| PendingZoneW {
-            timezone: text(&p.timezone),
-            from_ms: p.from_ms,
-            last_old_day: p.last_old_day,
-        }),
+        pending_zone: pending_zone_w(&a.pending_zone),
         summarised_day: a.summarised_day,
     }
 }
@@ -188,11 +184,7 @@ fn account_v1(w: AccountV1W<'_>) -> Result<Account, String> {
 
 fn account_v2(w: AccountV2W<'_>) -> Result<Account, String> {
     Ok(Account {
-        pending_zone: w.pending_zone.map(|p| PendingZone {
-            timezone: p.timezone.into_owned(),
-            from_ms: p.from_ms,
-            last_old_day: p.last_old_day,
-        }),
+        pending_zone: pending_zone(w.pending_zone),
         summarised_day: w.summarised_day,
         ..account_v1(w.layout1)?
     })
@@ -214,32 +206,67 @@ impl Value for Account {
 
 // ---- Campaigns and actions ----
 
+fn pending_zone_w(p: &Option<PendingZone>) -> Option<PendingZoneW<'_>> {
+    p.as_ref().map(|p| PendingZoneW {
+        timezone: text(&p.timezone),
+        from_ms: p.from_ms,
+        last_old_day: p.last_old_day,
+    })
+}
+
+fn pending_zone(p: Option<PendingZoneW<'_>>) -> Option<PendingZone> {
+    p.map(|p| PendingZone {
+        timezone: p.timezone.into_owned(),
+        from_ms: p.from_ms,
+        last_old_day: p.last_old_day,
+    })
+}
+
+fn campaign_w(c: &Campaign) -> CampaignV2W<'_> {
+    CampaignV2W {
+        layout1: CampaignW {
+            id: text(&c.id),
+            timezone: text(&c.timezone),
+            daily_limit: c.daily_limit,
+            split_invites: c.split_invites,
+            split_messages: c.split_messages,
+            split_inmails: c.split_inmails,
+            accounts: Cow::Borrowed(&c.accounts),
+            paused: c.paused,
+        },
+        pending_zone: pending_zone_w(&c.pending_zone),
+    }
+}
+
+/// A campaign from layout 1, before zone changes were held pending: none is.
+fn campaign_v1(w: CampaignW<'_>) -> Campaign {
+    Campaign {
+        id: w.id.into_owned(),
+        timezone: w.timezone.into_owned(),
+        daily_limit: w.daily_limit,
+        split_invites: w.split_invites,
+        split_messages: w.split_messages,
+        split_inmails: w.split_inmails,
+        accounts: w.accounts.into_owned(),
+        paused: w.paused,
+        pending_zone: None,
+    }
+}
+
+/// Written as layout 2 (`Stored::V2`); layout 1 still reads.
 impl Value for Campaign {
     fn to_stored(&self) -> Vec<u8> {
-        codec::seal_v1(&CampaignW {
-            id: text(&self.id),
-            timezone: text(&self.timezone),
-            daily_limit: self.daily_limit,
-            split_invites: self.split_invites,
-            split_messages: self.split_messages,
-            split_inmails: self.split_inmails,
-            accounts: Cow::Borrowed(&self.accounts),
-            paused: self.paused,
-        })
+        codec::seal_v2(&campaign_w(self))
     }
 
     fn from_stored(bytes: &[u8]) -> Result<Campaign, String> {
-        let w: CampaignW<'static> = codec::open_v1(bytes)?;
-        Ok(Campaign {
-            id: w.id.into_owned(),
-            timezone: w.timezone.into_owned(),
-            daily_limit: w.daily_limit,
-            split_invites: w.split_invites,
-            split_messages: w.split_messages,
-            split_inmails: w.split_inmails,
-            accounts: w.accounts.into_owned(),
-            paused: w.paused,
-        })
+        match codec::open_evolved::<CampaignW<'static>, CampaignV2W<'static>>(bytes)? {
+            Layout::V1(w) => Ok(campaign_v1(w)),
+            Layout::V2(w) => Ok(Campaign {
+                pending_zone: pending_zone(w.pending_zone),
+                ..campaign_v1(w.layout1)
+            }),
+        }
     }
 }
 

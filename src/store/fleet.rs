@@ -10,7 +10,6 @@ use super::tx::{reject, Tx, TxResult};
 use super::{Settings, Store, StoreError};
 use crate::cluster::plan::{AccountState, STATE_VERSION};
 use crate::cluster::Draw;
-use crate::policy::window::local_day;
 use crate::rules::park;
 use chrono::{DateTime, Utc};
 use std::cell::RefCell;
@@ -50,10 +49,10 @@ fn draw_of(tx: &Tx, id: &str, now: DateTime<Utc>, st: &Settings) -> TxResult<Opt
         campaign: campaign.id.clone(),
         kind: action.kind,
         account_day,
-        campaign_day: local_day(campaign.tz(), now),
+        campaign_day: campaign.day_at(now),
         limits: acct.limits(&st.policy, campaign.limits(), account_day),
         account_until: park::next_account_day(&acct, now),
-        campaign_until: park::next_campaign_day(&acct, campaign.tz(), now),
+        campaign_until: park::next_campaign_day(&acct, &campaign.zones(), now),
         state: state_of(&acct),
     }))
 }

@@ -82,6 +82,11 @@ fn a_campaign() -> Campaign {
         split_inmails: Some(2),
         accounts: vec!["acct-1".into(), "acct-2".into()],
         paused: true,
+        pending_zone: Some(PendingZone {
+            timezone: "Pacific/Kiritimati".into(),
+            from_ms: 1_764_460_800_000,
+            last_old_day: day(2026, 11, 29),
+        }),
     }
 }
 
@@ -152,14 +157,26 @@ fn account_layout_2() {
 }
 
 #[test]
-fn campaign_layout_1() {
+fn campaign_layout_2() {
+    // Layout 1's fields (as `campaign_layout_1_reads`), then the pending zone change.
     pin(
         "Campaign",
         &a_campaign(),
-        codec::encode,
-        |b| codec::decode("campaign", b).expect("decodes"),
-        "000271340355544314011e0001020206616363742d3106616363742d3201",
+        Campaign::encode,
+        |b| Campaign::decode(b).expect("decodes"),
+        "010271340355544314011e0001020206616363742d3106616363742d32010112506163696669632f4b69726974696d61746980a0f9a0da660a323032362d31312d3239",
     );
+}
+
+#[test]
+fn campaign_layout_1_reads() {
+    // Layout 1 is never written again; a store may still hold it.
+    let v1 = "000271340355544314011e0001020206616363742d3106616363742d3201";
+    let want = Campaign {
+        pending_zone: None,
+        ..a_campaign()
+    };
+    assert_eq!(Campaign::decode(&unhex(v1)).expect("layout 1 reads"), want);
 }
 
 /// An action read from an `actions` value, and its body's bytes (format 3).

@@ -14,7 +14,6 @@ use super::records::{Action, LedgerEntry, LedgerOutcomes, LedgerRelease, LedgerR
 use super::tx::Tx;
 use super::{Store, StoreError, ACTIONS, CAMPAIGNS, LEDGER, META};
 use crate::policy::caps::CampaignDay;
-use crate::policy::window::local_day;
 use crate::policy::Kind;
 pub use crate::rules::moves::Move;
 use crate::rules::status::{self, Standing};
@@ -590,7 +589,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<CampaignToday, StoreError> {
         self.op("read day")?;
-        let day = local_day(c.tz(), now);
+        let day = c.day_at(now);
         let key = codec::campaign_day_key(&c.id, day);
         let used: CampaignDay = match self.trees[super::DAYS].get(&key)? {
             Some(v) => codec::decode_at("campaign day", &key, &v)?,

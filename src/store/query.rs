@@ -8,7 +8,6 @@ use super::records::{
 use super::reserve::Change;
 use super::{Store, StoreError, ACCOUNTS, ACTIONS, CAMPAIGNS, DAYS, LEDGER, LINKS, READY, TIMED, WAITING};
 use crate::policy::caps::{CampaignDay, Counter};
-use crate::policy::window::local_day;
 use crate::policy::{health, ramp};
 use crate::rules::audit::Recount;
 pub use crate::rules::audit::{LedgerSum, Overshoot};
@@ -118,7 +117,8 @@ pub struct CampaignToday {
     pub inmail: Use,
 }
 
-/// One campaign in `status` (SPEC §8). `timezone` and `local_day` are additions.
+/// One campaign in `status` (SPEC §8). `timezone`, `timezone_next` and `local_day` are
+/// additions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CampaignStatus {
     pub id: String,
@@ -127,7 +127,11 @@ pub struct CampaignStatus {
     pub today: CampaignToday,
     /// Actions per state (only states it has). Filled by `Store::status_detail`.
     pub states: BTreeMap<String, u64>,
+    /// The zone in force now.
     pub timezone: String,
+    /// A zone change decided but not yet in force, and when it takes effect.
+    #[serde(default)]
+    pub timezone_next: Option<(String, DateTime<Utc>)>,
     pub local_day: NaiveDate,
     /// Paused by the operator (`sendgate pause --campaign`); `paused` is the job file's.
     #[serde(default)]
@@ -356,7 +360,8 @@ impl Store {
         for kv in self.trees[CAMPAIGNS].iter() {
             let (k, v) = kv?;
             let c: super::Campaign = codec::decode_at("campaign", &k, &v)?;
-            let day = local_day(c.tz(), now);
+            let zones = c.zones().settled(now);
+            let day = zones.day_at(now);
             let used: CampaignDay = self.day_record(&codec::campaign_day_key(&c.id, day), "campaign day")?;
             let caps = c.limits();
             campaigns.push(CampaignStatus {
@@ -367,7 +372,8 @@ impl Store {
                     inmail: Use::of(used.inmails, caps.inmails),
                 },
                 states: BTreeMap::new(),
-                timezone: c.tz().name().to_string(),
+                timezone: zones.zone_at(now).name().to_string(),
+                timezone_next: zones.pending.map(|p| (p.zone.name().to_string(), p.from)),
                 local_day: day,
                 operator_paused: false,
                 id: c.id,
@@ -528,6 +534,43 @@ impl Store {
         removed += old_ledger.len() + old_actions.len();
         self.make_durable()?;
         Ok(removed)
+    }
+
+    /// Fold the zone changes of campaigns that came into force by `now` into their
+    /// zones (`rules::maintain::settle_campaign`), at most `max` per call, in one
+    /// transaction; returns how many. Nothing a campaign does changes: its days read
+    /// the same from the zone and a pending change as from the zone alone.
+    pub fn settle_campaigns(&self, now: DateTime<Utc>, max: usize) -> Result<usize, StoreError> {
+        self.op("scan campaigns")?;
+        let mut due = Vec::new();
+        for kv in self.trees[CAMPAIGNS].iter() {
+            if due.len() >= max {
+                break;
+            }
+            let (k, v) = kv?;
+            let c: super::Campaign = codec::decode_at("campaign", &k, &v)?;
+            if maintain::settle_campaign(&c, now).is_some() {
+                due.push(c.id);
+            }
+        }
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let result = self.transact(|tx| {
+            let mut n = 0;
+            for id in &due {
+                let settled = tx.campaign(id)?.and_then(|c| maintain::settle_campaign(&c, now));
+                if let Some(c) = settled {
+                    tx.put_campaign(&c)?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })?;
+        let n = result.map_err(|r| StoreError::Corrupt(r.reason))?;
+        // Nothing observable changed: the next durable commit carries it.
+        self.flush_later();
+        Ok(n)
     }
 
     /// Release actions parked on an event whose owner is active again (self-healing

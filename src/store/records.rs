@@ -61,6 +61,29 @@ pub struct PendingZone {
     pub last_old_day: NaiveDate,
 }
 
+/// The days of an account or a campaign as stored: its zone, and a change decided but
+/// not yet in force (`policy::zone`, the one rule for both).
+fn zones_of(timezone: &str, pending: Option<&PendingZone>) -> Zones {
+    Zones {
+        zone: timezone.parse().unwrap_or(Tz::UTC),
+        pending: pending.map(|p| Pending {
+            zone: p.timezone.parse().unwrap_or(Tz::UTC),
+            from: super::codec::from_ms(p.from_ms),
+            last_old_day: p.last_old_day,
+        }),
+    }
+}
+
+/// [`zones_of`]'s inverse: the zone and the pending change to store.
+fn stored_zones(z: Zones) -> (String, Option<PendingZone>) {
+    let pending = z.pending.map(|p| PendingZone {
+        timezone: p.zone.name().to_string(),
+        from_ms: super::codec::ms(p.from),
+        last_old_day: p.last_old_day,
+    });
+    (z.zone.name().to_string(), pending)
+}
+
 /// Per-account cap overrides; `None` falls back to the config's `[caps]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountCaps {
@@ -99,23 +122,11 @@ impl Account {
 
     /// The account's days: its zone and any change decided but not yet in force.
     pub fn zones(&self) -> Zones {
-        Zones {
-            zone: self.tz(),
-            pending: self.pending_zone.as_ref().map(|p| Pending {
-                zone: p.timezone.parse().unwrap_or(Tz::UTC),
-                from: super::codec::from_ms(p.from_ms),
-                last_old_day: p.last_old_day,
-            }),
-        }
+        zones_of(&self.timezone, self.pending_zone.as_ref())
     }
 
     pub fn set_zones(&mut self, z: Zones) {
-        self.timezone = z.zone.name().to_string();
-        self.pending_zone = z.pending.map(|p| PendingZone {
-            timezone: p.zone.name().to_string(),
-            from_ms: super::codec::ms(p.from),
-            last_old_day: p.last_old_day,
-        });
+        (self.timezone, self.pending_zone) = stored_zones(z);
     }
 
     /// The zone in force at `t`: local days and the sending window follow it.
@@ -203,6 +214,7 @@ impl Account {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Campaign {
     pub id: String,
+    /// The zone the campaign's days started in (before any pending change).
     pub timezone: String,
     pub daily_limit: u32,
     pub split_invites: Option<u32>,
@@ -210,11 +222,36 @@ pub struct Campaign {
     pub split_inmails: Option<u32>,
     pub accounts: Vec<String>,
     pub paused: bool,
+    // ---- Added in layout 2 (`Stored::V2`); a layout-1 record reads as `None`. ----
+    /// A time-zone change decided but not yet in force (`policy::zone`): the campaign's
+    /// days never overlap in real time, as an account's do not.
+    pub pending_zone: Option<PendingZone>,
 }
 
 impl Campaign {
-    pub fn tz(&self) -> Tz {
-        self.timezone.parse().unwrap_or(Tz::UTC)
+    /// Layout 2 on disk (`Stored::V2`, `wire::CampaignV2W`, converted in `edge.rs`).
+    pub fn encode(&self) -> Vec<u8> {
+        super::codec::encode(self)
+    }
+
+    /// Reads layout 1 and layout 2.
+    pub fn decode(bytes: &[u8]) -> Result<Campaign, super::StoreError> {
+        super::codec::decode("campaign", bytes)
+    }
+
+    /// The campaign's days (SPEC §3.6): its zone and any change decided but not yet
+    /// in force. Every campaign day is read through these, never the raw zone.
+    pub fn zones(&self) -> Zones {
+        zones_of(&self.timezone, self.pending_zone.as_ref())
+    }
+
+    pub fn set_zones(&mut self, z: Zones) {
+        (self.timezone, self.pending_zone) = stored_zones(z);
+    }
+
+    /// The campaign's local day at `t`, per the zone in force.
+    pub fn day_at(&self, t: DateTime<Utc>) -> NaiveDate {
+        self.zones().day_at(t)
     }
 
     pub fn limits(&self) -> CampaignLimits {

@@ -4,7 +4,7 @@
 //!
 //! A record is postcard-encoded by position inside the `Stored` envelope (`codec.rs`):
 //! never reorder or remove a field here; a record that grows gets a new `Stored` layout
-//! (as `AccountV2W` did). An enum is written as the explicit tag of its wire enum, a
+//! (as `AccountV2W` and `CampaignV2W` did). An enum is written as the explicit tag of its wire enum, a
 //! varint: the same bytes postcard wrote for the variant index when the policy enums
 //! were stored as they are (format 1 and 2 stores read unchanged). Never renumber a tag;
 //! a new variant takes the next free one.
@@ -228,7 +228,7 @@ pub struct AccountV2W<'a> {
     pub summarised_day: Option<NaiveDate>,
 }
 
-/// `campaigns` tree.
+/// `campaigns` tree, layout 1 (`Stored::V1`): read, never written again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CampaignW<'a> {
     pub id: Text<'a>,
@@ -239,6 +239,14 @@ pub struct CampaignW<'a> {
     pub split_inmails: Option<u32>,
     pub accounts: Cow<'a, [String]>,
     pub paused: bool,
+}
+
+/// `campaigns` tree, layout 2 (`Stored::V2`): layout 1 and a pending zone change at the
+/// end, as `AccountV2W` grew (`layout1` takes the same bytes as its fields would).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CampaignV2W<'a> {
+    pub layout1: CampaignW<'a>,
+    pub pending_zone: Option<PendingZoneW<'a>>,
 }
 
 /// `actions` and `staged` trees, layout 1 (`Stored::V1`, format 1 and 2 stores): the

@@ -245,7 +245,7 @@ fn a_red_zone_cap_is_logged_once_per_value_and_forgotten_when_it_leaves() {
 
 #[test]
 fn campaign_upserts() {
-    let new = |r: CampaignRecord, unknown| records::campaign(None, &r, unknown);
+    let new = |r: CampaignRecord, unknown| records::campaign(None, &r, unknown, t0());
     assert_eq!(
         new(
             CampaignRecord {
@@ -288,6 +288,7 @@ fn campaign_upserts() {
                 split_inmails: None,
                 accounts: vec!["acct-1".into(), "ghost".into()],
                 paused: false,
+                pending_zone: None,
             },
             resumed: false,
         })
@@ -308,7 +309,7 @@ fn campaign_upserts() {
         ..CampaignRecord::default()
     };
     assert_eq!(
-        records::campaign(Some(paused.clone()), &r, None),
+        records::campaign(Some(paused.clone()), &r, None, t0()),
         Ok(CampaignUpsert {
             campaign: Campaign {
                 split_messages: Some(6),
@@ -323,12 +324,68 @@ fn campaign_upserts() {
         ..CampaignRecord::default()
     };
     assert_eq!(
-        records::campaign(Some(paused.clone()), &silent, None),
+        records::campaign(Some(paused.clone()), &silent, None, t0()),
         Ok(CampaignUpsert {
             campaign: paused,
             resumed: false,
         }),
         "a status left out keeps the pause"
+    );
+}
+
+#[test]
+fn a_campaign_zone_change_waits_for_the_end_of_its_day() {
+    let moved = |tz: chrono_tz::Tz| CampaignRecord {
+        id: "q4".into(),
+        timezone: Some(tz),
+        ..CampaignRecord::default()
+    };
+    let pending = |tz: &str, from, last_old_day| crate::store::records::PendingZone {
+        timezone: tz.into(),
+        from_ms: ms(from),
+        last_old_day,
+    };
+    // Monday 10:00 UTC. UTC−12 is on Sunday then: its first day after Monday (UTC) is
+    // its Tuesday, from Tuesday 12:00 UTC; until then the campaign stays on Monday.
+    let west = records::campaign(Some(campaign()), &moved(chrono_tz::Etc::GMTPlus12), None, t0())
+        .expect("applies")
+        .campaign;
+    assert_eq!(
+        west,
+        Campaign {
+            pending_zone: Some(pending("Etc/GMT+12", at(2026, 12, 1, 12, 0), day(2026, 11, 30))),
+            ..campaign()
+        }
+    );
+    assert_eq!(west.day_at(t0() + Duration::hours(25)), day(2026, 11, 30));
+    assert_eq!(west.day_at(at(2026, 12, 1, 12, 0)), day(2026, 12, 1));
+    // Then UTC+14, already on Tuesday: its Wednesday begins Tuesday 10:00 UTC, the
+    // first of its days to begin after Monday (UTC) ended.
+    let east = records::campaign(Some(west), &moved(chrono_tz::Etc::GMTMinus14), None, t0())
+        .expect("applies")
+        .campaign;
+    assert_eq!(
+        east.pending_zone,
+        Some(pending("Etc/GMT-14", at(2026, 12, 1, 10, 0), day(2026, 11, 30)))
+    );
+    assert_eq!(east.day_at(at(2026, 12, 1, 9, 59)), day(2026, 11, 30));
+    assert_eq!(east.day_at(at(2026, 12, 1, 10, 0)), day(2026, 12, 2));
+    // Back to the zone in force: no change at all. A new campaign takes its zone at once.
+    let back = records::campaign(Some(east), &moved(chrono_tz::UTC), None, t0())
+        .expect("applies")
+        .campaign;
+    assert_eq!(back, campaign());
+    let fresh = CampaignRecord {
+        id: "q6".into(),
+        daily_limit: Some(3),
+        ..moved(chrono_tz::Etc::GMTPlus12)
+    };
+    let fresh = records::campaign(None, &fresh, None, t0())
+        .expect("applies")
+        .campaign;
+    assert_eq!(
+        (fresh.timezone.as_str(), fresh.pending_zone),
+        ("Etc/GMT+12", None)
     );
 }
 
