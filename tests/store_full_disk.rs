@@ -68,7 +68,7 @@ fn a_full_disk_fails_closed_and_recovers_consistent() {
         Ok(s) => s,
         Err(e) => panic!("the store should open on an empty 3 MiB tmpfs: {e}"),
     };
-    let caps = r#","caps":{"invites":100000,"messages":100000,"inmails":100000,"engagement":100000},"inmail_credits":100000"#;
+    let caps = r#","caps":{"invites":10000,"messages":10000,"inmails":10000,"engagement":10000},"inmail_credits":10000"#;
     apply(
         &store,
         "setup.jsonl",

@@ -9,7 +9,7 @@
 use super::upstream::idempotency_key_problem;
 use crate::policy::window::DAY_NAMES;
 use crate::policy::{Kind, Tier, Window};
-use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -353,10 +353,44 @@ fn parse_date(field: &str, s: &str) -> Result<NaiveDate, FieldError> {
         .map_err(|_| field_err(field, format!("`{s}` is not a date YYYY-MM-DD")))
 }
 
+/// An RFC 3339 instant before the year 9999: the window that opens after it (days
+/// later at most) stays a time that RFC 3339, and `status`, can write.
 fn parse_instant(field: &str, s: &str) -> Result<DateTime<Utc>, FieldError> {
-    DateTime::parse_from_rfc3339(s)
+    let t = DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| field_err(field, format!("`{s}` is not an RFC 3339 time")))
+        .map_err(|_| field_err(field, format!("`{s}` is not an RFC 3339 time")))?;
+    if t.year() > 9998 {
+        return Err(field_err(field, format!("`{s}` is later than the year 9998")));
+    }
+    Ok(t)
+}
+
+/// A per-account cap, and the starting InMail balance, within the range the config
+/// accepts for the same value (`config::INT_RANGES`, SPEC §7): a job file cannot set
+/// what the config would refuse.
+fn check_account_numbers(caps: Option<&CapsOverride>, credits: Option<u32>) -> Result<(), FieldError> {
+    let c = caps.copied().unwrap_or_default();
+    let fields = [
+        ("caps.invites", "caps.invites", c.invites),
+        ("caps.messages", "caps.messages", c.messages),
+        ("caps.inmails", "caps.inmails", c.inmails),
+        ("caps.engagement", "caps.engagement", c.engagement),
+        ("caps.weekly_invites", "caps.weekly_invites", c.weekly_invites),
+        ("inmail_credits", "tiers.*.inmail_credits", credits),
+    ];
+    for (field, key, value) in fields {
+        let Some(v) = value.map(u64::from) else {
+            continue;
+        };
+        let range = crate::config::INT_RANGES.iter().find(|(k, ..)| *k == key);
+        if let Some(&(_, lo, hi)) = range.filter(|(_, lo, hi)| !(*lo..=*hi).contains(&v)) {
+            return Err(field_err(
+                field,
+                format!("{v} is outside {lo}..={hi}, the range the config accepts for `{key}`"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_window(raw: RawWindow) -> Result<WindowPatch, FieldError> {
@@ -410,6 +444,7 @@ fn parse_account(obj: Map<String, Value>) -> Result<AccountRecord, FieldError> {
             return Err(field_err("inmail_refill_day", "must be 1..=31"));
         }
     }
+    check_account_numbers(r.caps.as_ref(), r.inmail_credits)?;
     Ok(AccountRecord {
         tier: r
             .tier
@@ -1059,6 +1094,39 @@ mod tests {
             r#"{"type":"account","id":"a","caps":{"invites":-3}}"#,
             1,
             "caps.invites",
+        );
+        // What the config refuses, a job file cannot set: it took up to 2^32 - 1.
+        for (text, field) in [
+            (
+                r#"{"type":"account","id":"a","caps":{"messages":4294967295}}"#,
+                "caps.messages",
+            ),
+            (
+                r#"{"type":"account","id":"a","caps":{"invites":10001}}"#,
+                "caps.invites",
+            ),
+            (
+                r#"{"type":"account","id":"a","caps":{"weekly_invites":70001}}"#,
+                "caps.weekly_invites",
+            ),
+            (
+                r#"{"type":"account","id":"a","inmail_credits":10001}"#,
+                "inmail_credits",
+            ),
+        ] {
+            check(text, 1, field);
+        }
+        let edge = r#"{"type":"account","id":"a","caps":{"messages":10000,"weekly_invites":70000},"inmail_credits":10000}"#;
+        assert!(
+            parse_file("t.jsonl", edge.as_bytes()).is_ok(),
+            "the edges are accepted"
+        );
+        // An instant whose next window RFC 3339 could not write (status printed
+        // `+10000-…` for 9999-12-31).
+        check(
+            r#"{"type":"action","id":"x","campaign":"c","kind":"invite","prospect":"p","not_before":"9999-12-31T23:59:59Z"}"#,
+            1,
+            "not_before",
         );
         check(
             r#"{"type":"account","id":"a","window":{"start":"25:00"}}"#,
