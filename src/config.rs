@@ -622,6 +622,20 @@ impl Config {
                 return fail(key, "must be between 0 and 1");
             }
         }
+        // `at_risk` is the worse state: its thresholds come first (a swap is a typo that
+        // would skip `watch`).
+        if h.at_risk_acceptance > h.watch_acceptance {
+            return fail(
+                "health.at_risk_acceptance",
+                "must not be above health.watch_acceptance",
+            );
+        }
+        if h.at_risk_rate_limits < h.watch_rate_limits {
+            return fail(
+                "health.at_risk_rate_limits",
+                "must not be below health.watch_rate_limits",
+            );
+        }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
@@ -835,6 +849,12 @@ mod tests {
             ),
             ("[ramp]\nweeks = 0\n", "ramp.weeks"),
             ("[health]\nmin_sample = 0\n", "health.min_sample"),
+            // Swapped thresholds (accepted before).
+            ("[health]\nat_risk_acceptance = 0.3\n", "health.at_risk_acceptance"),
+            (
+                "[health]\nwatch_rate_limits = 3\nat_risk_rate_limits = 2\n",
+                "health.at_risk_rate_limits",
+            ),
             ("[upstream]\nkind = \"exec\"\n", "upstream.command"),
             ("[upstream]\nkind = \"exec\"\ncommand = []\n", "upstream.command"),
             // An exec program has no event feed (SPEC §9).
