@@ -850,7 +850,10 @@ mod tests {
             ("[ramp]\nweeks = 0\n", "ramp.weeks"),
             ("[health]\nmin_sample = 0\n", "health.min_sample"),
             // Swapped thresholds (accepted before).
-            ("[health]\nat_risk_acceptance = 0.3\n", "health.at_risk_acceptance"),
+            (
+                "[health]\nat_risk_acceptance = 0.3\n",
+                "health.at_risk_acceptance",
+            ),
             (
                 "[health]\nwatch_rate_limits = 3\nat_risk_rate_limits = 2\n",
                 "health.at_risk_rate_limits",

@@ -791,3 +791,53 @@ fn a_long_listing_comes_a_page_at_a_time() {
         "the table"
     );
 }
+
+/// A worker started while a command that found no worker has the store open (here a
+/// `list` whose reader has not read it yet) waits for the command to finish, saying so.
+/// It failed at once (exit 74): systemd's restarts, five in a few seconds, could all
+/// fall inside one long `list`, and the unit then stayed down.
+#[test]
+fn a_worker_waits_for_a_command_that_has_the_store_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(200, Duration::ZERO);
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    drop_file(dir.path(), "001.jsonl", &setup(1_000, "invite"));
+    w.wait_for_log("\"event\":\"file_applied\"");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    // 1,000 JSON lines do not fit a pipe: the command blocks on its output, store open.
+    let mut list = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args(["list", "--limit", "0", "--json", "--config"])
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start list");
+    let db = dir.path().join("store").join("db");
+    wait_until("the command holds the store", || {
+        sendgate::store::identity::lock_holder(&db) == Some(list.id())
+    });
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendgate"));
+    cmd.args(["run", "--config"]).arg(&cfg).current_dir(dir.path());
+    let mut w = Worker::spawn(&mut cmd);
+    w.wait_for_log("command (pid");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        w.child.try_wait().expect("try_wait").is_none(),
+        "the worker waits: {}",
+        w.log()
+    );
+    let mut out = String::new();
+    list.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert!(list.wait().expect("wait").success());
+    assert_eq!(out.lines().count(), 1_000);
+    w.wait_for_log("worker_started");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+}

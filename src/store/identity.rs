@@ -307,13 +307,23 @@ pub fn observe_holder(file: &Path) -> lock::Holder {
     let status = look("status");
     let comm = look("comm");
     let exists = stat == lock::Look::Gone && pid_exists(pid);
-    lock::holder(&lock::Seen {
+    let holder = lock::holder(&lock::Seen {
         pid,
         stat,
         status,
         comm,
         exists,
-    })
+    });
+    // A live sendgate that is not a worker: a command, waited for.
+    match holder {
+        lock::Holder::Live(pid, lock::Name::Sendgate) => {
+            let command = std::fs::read(proc_dir.join("cmdline"))
+                .ok()
+                .and_then(|c| lock::command_of(&c));
+            lock::Holder::Live(pid, command.map_or(lock::Name::Sendgate, lock::Name::Command))
+        }
+        other => other,
+    }
 }
 
 /// Whether `kill(pid, 0)` finds the pid: it does when allowed to signal it, and when

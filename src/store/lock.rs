@@ -21,8 +21,15 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// live holder the kernel lists under other device numbers (btrfs subvolumes, overlayfs)
 /// or another pid namespace still fails at once, for an operator.
 pub const UNLISTED_WAIT: Duration = Duration::from_millis(250);
+/// How long an open waits for another sendgate command (`status`, `list`, …: one that
+/// opened the store because no worker ran) to finish: a worker started meanwhile failed
+/// at once, and systemd's restarts could all fall inside one long `list`. Inside
+/// systemd's default start timeout of 90 s, with the open itself.
+pub const COMMAND_WAIT: Duration = Duration::from_secs(60);
 /// The pause between two tries.
 pub const POLL: Duration = Duration::from_millis(10);
+/// The pause between two tries while a command holds the store.
+pub const COMMAND_POLL: Duration = Duration::from_millis(100);
 
 /// `PF_EXITING` in the flags of `/proc/PID/stat`: the task has begun to exit.
 const PF_EXITING: u64 = 0x4;
@@ -53,7 +60,11 @@ pub enum Holder {
 /// What the holder is, by its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Name {
+    /// A worker (`sendgate run`), or a sendgate whose command line cannot be read.
     Sendgate,
+    /// Another sendgate command (its subcommand: `status`, `list`, …), which holds the
+    /// store only while it runs.
+    Command(String),
     /// Another program (`python3`, `sqlite3`, a backup tool).
     Other(String),
     /// The name cannot be read (another user's process under `hidepid`).
@@ -69,6 +80,26 @@ impl Name {
             Some(c) => Name::Other(c.escape_debug().to_string()),
         }
     }
+}
+
+/// The operator commands (SPEC §8) that open the store while they run when no worker
+/// does.
+pub const COMMANDS: [&str; 8] = [
+    "status", "list", "show", "pause", "resume", "cancel", "requeue", "audit",
+];
+
+/// The subcommand of a sendgate's `/proc/PID/cmdline` (arguments separated by NULs)
+/// when it is one of [`COMMANDS`]: the first argument after the program that is not an
+/// option. `None` for a worker (`run`) and anything else.
+pub fn command_of(cmdline: &[u8]) -> Option<String> {
+    let sub = cmdline
+        .split(|&b| b == 0)
+        .skip(1)
+        .find(|a| !a.is_empty() && !a.starts_with(b"-"))?;
+    COMMANDS
+        .iter()
+        .find(|c| c.as_bytes() == sub)
+        .map(|c| c.to_string())
 }
 
 /// What reading one of the holder's `/proc` files gave.
@@ -139,8 +170,10 @@ pub enum Step {
 /// After an open failed on the lock held by `holder`, `waited` after the first try.
 pub fn step(holder: &Holder, patience: Patience, waited: Duration) -> Step {
     debug_assert!(POLL < UNLISTED_WAIT && UNLISTED_WAIT < OPEN_WAIT && OPEN_WAIT <= CLOSE_WAIT);
+    debug_assert!(CLOSE_WAIT < COMMAND_WAIT);
     let (limit, waits) = match (patience, holder) {
         (Patience::Open, Holder::Unlisted) => (UNLISTED_WAIT, true),
+        (Patience::Open, Holder::Live(_, Name::Command(_))) => (COMMAND_WAIT, true),
         (Patience::Open, _) => (OPEN_WAIT, !matches!(holder, Holder::Live(..))),
         (Patience::Close, _) => (CLOSE_WAIT, true),
     };
@@ -159,6 +192,10 @@ pub fn detail(holder: &Holder) -> String {
     const WORKER: &str = "is another worker running?";
     match holder {
         Holder::Live(pid, Name::Sendgate) => format!("another sendgate (pid {pid}): {WORKER}"),
+        Holder::Live(pid, Name::Command(c)) => format!(
+            "a `sendgate {c}` command (pid {pid}), still running after {} s: let it finish, or stop it",
+            COMMAND_WAIT.as_secs()
+        ),
         Holder::Live(pid, Name::Other(comm)) => format!(
             "process {pid} ({comm}), not a sendgate: stop it, or give this store to sendgate alone"
         ),
@@ -240,6 +277,44 @@ mod tests {
         check(Live(42, Sendgate), Close, close_ms, Fail);
         check(Unlisted, Close, close_ms - 1, Retry);
         check(Exiting(42, Sendgate), Close, close_ms, Fail);
+    }
+
+    /// A worker started while `sendgate status` (or a long `list`) had the store open,
+    /// no worker running, failed at once (exit 74): it waits for the command now.
+    #[test]
+    fn an_open_waits_for_another_sendgate_command_but_not_for_a_worker() {
+        let command_ms = COMMAND_WAIT.as_millis() as u64;
+        let list = || Live(42, Command("list".into()));
+        check(list(), Open, 0, Retry);
+        check(list(), Open, command_ms - 1, Retry);
+        check(list(), Open, command_ms, Fail);
+        check(Live(42, Sendgate), Open, 0, Fail);
+        let nul = |args: &[&str]| args.join("\0").into_bytes();
+        assert_eq!(
+            command_of(&nul(&["/usr/bin/sendgate", "run", "--config", "a.toml"])),
+            None
+        );
+        assert_eq!(command_of(&nul(&["sendgate", "--verbose", "run"])), None);
+        assert_eq!(
+            command_of(&nul(&["sendgate", "status", "--json", ""])),
+            Some("status".into())
+        );
+        assert_eq!(
+            command_of(&nul(&["sendgate", "list", "--limit", "0"])),
+            Some("list".into())
+        );
+        assert_eq!(command_of(&nul(&["sendgate"])), None);
+        assert_eq!(
+            command_of(&nul(&["./a-test", "a_test_name"])),
+            None,
+            "not a command"
+        );
+        assert_eq!(command_of(b""), None);
+        let d = detail(&list());
+        assert!(
+            d.starts_with("a `sendgate list` command (pid 42), still running after 60 s"),
+            "{d}"
+        );
     }
 
     #[test]

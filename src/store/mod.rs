@@ -135,6 +135,7 @@ fn lock_held(e: &sled::Error) -> bool {
 fn open_sled(path: &Path, cache_bytes: u64, patience: lock::Patience) -> Result<sled::Db, StoreError> {
     let shown = path.display().to_string();
     let first = Instant::now();
+    let mut told = false;
     loop {
         // A kill while sled wrote its snapshot must not stop every later open.
         identity::clear_unfinished_snapshots(path)?;
@@ -154,7 +155,21 @@ fn open_sled(path: &Path, cache_bytes: u64, patience: lock::Patience) -> Result<
             });
         }
         let holder = identity::observe_holder(&path.join("db"));
+        let command = match &holder {
+            lock::Holder::Live(pid, lock::Name::Command(c)) => Some((*pid, c.as_str())),
+            _ => None,
+        };
+        if let (Some((pid, c)), false) = (command, told) {
+            told = true;
+            tracing::warn!(
+                store = %shown,
+                pid,
+                "the store is open in a `sendgate {c}` command (pid {pid}); waiting up to {} s for it to finish",
+                lock::COMMAND_WAIT.as_secs()
+            );
+        }
         match lock::step(&holder, patience, first.elapsed()) {
+            lock::Step::Retry if command.is_some() => std::thread::sleep(lock::COMMAND_POLL),
             lock::Step::Retry => std::thread::sleep(lock::POLL),
             lock::Step::Fail => {
                 return Err(StoreError::Locked {
