@@ -143,7 +143,7 @@ pub fn account_id(i: usize) -> String {
 }
 
 /// An account open all day, every day; `caps` is a JSON fragment such as
-/// `,"caps":{"invites":100000}` or empty (the config's caps apply).
+/// `,"caps":{"invites":10000}` or empty (the config's caps apply).
 pub fn account_line(i: usize, caps: &str) -> String {
     format!(
         r#"{{"type":"account","id":"{}","tier":"sales_navigator_core","timezone":"UTC","window":{{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}},"established":true{caps}}}"#,
@@ -153,7 +153,7 @@ pub fn account_line(i: usize, caps: &str) -> String {
 
 /// Caps high enough never to bind in a benchmark.
 pub const HIGH_CAPS: &str =
-    r#","caps":{"invites":100000,"messages":100000,"inmails":100000,"engagement":100000}"#;
+    r#","caps":{"invites":10000,"messages":10000,"inmails":10000,"engagement":10000}"#;
 
 pub fn campaign_line(id: &str) -> String {
     format!(r#"{{"type":"campaign","id":"{id}","daily_limit":100000000}}"#)

@@ -37,7 +37,7 @@ fn writes_per_action(n: usize, batch: usize, accounts: usize) -> (Cost, Cost) {
     let win = WINDOW;
     for a in 0..accounts {
         text += &format!(
-            "{{\"type\":\"account\",\"id\":\"a{a}\",\"tier\":\"sales_navigator_core\",\"timezone\":\"UTC\",{win},\"established\":true,\"caps\":{{\"messages\":100000,\"engagement\":100000}}}}\n"
+            "{{\"type\":\"account\",\"id\":\"a{a}\",\"tier\":\"sales_navigator_core\",\"timezone\":\"UTC\",{win},\"established\":true,\"caps\":{{\"messages\":10000,\"engagement\":10000}}}}\n"
         );
     }
     let kinds = ["message", "profile_view"];
