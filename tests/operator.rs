@@ -791,3 +791,44 @@ fn a_long_listing_comes_a_page_at_a_time() {
         "the table"
     );
 }
+
+/// `list --limit 0 --json` from a stopped worker's store, into a pipe nobody reads yet
+/// (a pager left open, a stopped pipeline): the command kept the store open while it
+/// waited to write, so a worker started meanwhile found the store locked and exited 74.
+/// The store is let go before a page is written.
+#[test]
+fn a_listing_nobody_reads_leaves_the_store_to_a_starting_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(200, Duration::ZERO);
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    let n = 2_000;
+    drop_file(dir.path(), "001.jsonl", &setup(n, "invite"));
+    w.wait_for_log("\"event\":\"file_applied\"");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    // 2,000 rows are far more than a pipe holds: the command waits for its reader.
+    let mut list = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args(["list", "--json", "--limit", "0", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run sendgate list");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        list.try_wait().expect("wait").is_none(),
+        "the listing waits for its reader"
+    );
+    let w = start(dir.path(), &cfg);
+    let mut out = String::new();
+    list.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read the listing");
+    assert_eq!(list.wait().expect("wait").code(), Some(0));
+    assert_eq!(out.lines().count(), n, "every action once");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+}
