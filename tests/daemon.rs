@@ -513,6 +513,58 @@ fn a_campaign_zone_change_never_reopens_its_day() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// `record` (an account or a campaign record naming `timezone`) moves its day's zone
+/// to Pago Pago just before midnight UTC, which holds the UTC day on until Pago Pago's
+/// next date; the day's 3 invites go out after midnight UTC, on the held day; then
+/// `record` moves it back to UTC. UTC's next date began while the held day still
+/// counted: opening it now would send 3 more within minutes, 6 in one UTC date.
+fn change_back_after_midnight(record: &str, invites_cap: u32, daily_limit: u32) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    // 23:58 UTC at 60×: midnight two real seconds after the start.
+    let clock = Clock::new("2026-11-25T23:58:00Z", 60.0);
+    let cfg = config_at(dir.path(), &up.url, &clock, "");
+    let w = start_worker(dir.path(), &cfg);
+    let setup =
+        setup(invites_cap).replace(r#""daily_limit":100"#, &format!(r#""daily_limit":{daily_limit}"#));
+    let zone = |tz: &str| record.replace("ZONE", tz) + "\n";
+    drop_file(dir.path(), "001-setup.jsonl", setup.as_bytes());
+    drop_file(dir.path(), "002-zone.jsonl", zone("Pacific/Pago_Pago").as_bytes());
+    let done = |name: &str| dir.path().join("spool/done").join(name);
+    wait_until("the zone change applied", || done("002-zone.jsonl").exists());
+    std::thread::sleep(Duration::from_secs(4));
+    drop_file(dir.path(), "003-invites.jsonl", invites(5).as_bytes());
+    wait_until("the held day's 3 invites", || up.requests().len() >= 3);
+    let back = zone("UTC")
+        + &campaign_zone("UTC", 5, 5)
+            .lines()
+            .skip(1)
+            .map(|l| l.to_string() + "\n")
+            .collect::<String>();
+    drop_file(dir.path(), "004-back.jsonl", back.as_bytes());
+    wait_until("the change back applied", || done("004-back.jsonl").exists());
+    // Three virtual minutes: a day opened part-way would send its 3 within seconds.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        up.requests().len(),
+        3,
+        "after the change back: more than 3 invites in the UTC date 2026-11-26, as counted by the server"
+    );
+    assert_eq!(w.stop().0, 0);
+    let (code, out, _) = cli(&cfg, &["audit"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_campaign_zone_changed_back_after_midnight_opens_no_day_part_way() {
+    change_back_after_midnight(r#"{"type":"campaign","id":"c1","timezone":"ZONE"}"#, 80, 3);
+}
+
+#[test]
+fn an_account_zone_changed_back_after_midnight_opens_no_day_part_way() {
+    change_back_after_midnight(r#"{"type":"account","id":"a1","timezone":"ZONE"}"#, 3, 100);
+}
+
 #[test]
 fn hostile_files_are_rejected_and_the_worker_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -793,51 +793,108 @@ fn a_long_listing_comes_a_page_at_a_time() {
 }
 
 /// A worker started while a command that found no worker has the store open (here a
-/// `list` whose reader has not read it yet) waits for the command to finish, saying so.
-/// It failed at once (exit 74): systemd's restarts, five in a few seconds, could all
-/// fall inside one long `list`, and the unit then stayed down.
+/// `status`, stopped with SIGSTOP while it holds the store) waits for the command to
+/// finish, saying so. It failed at once (exit 74): systemd's restarts, five in a few
+/// seconds, could all fall inside one long command, and the unit then stayed down.
 #[test]
 fn a_worker_waits_for_a_command_that_has_the_store_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = Upstream::start(200, Duration::ZERO);
     let cfg = config(dir.path(), &up.url);
     let w = start(dir.path(), &cfg);
-    drop_file(dir.path(), "001.jsonl", &setup(1_000, "invite"));
+    drop_file(dir.path(), "001.jsonl", &setup(2_000, "invite"));
     w.wait_for_log("\"event\":\"file_applied\"");
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
-    // 1,000 JSON lines do not fit a pipe: the command blocks on its output, store open.
-    let mut list = Command::new(env!("CARGO_BIN_EXE_sendgate"))
-        .args(["list", "--limit", "0", "--json", "--config"])
-        .arg(&cfg)
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start list");
+    // Catch a `status` while it holds the store (it walks 2,000 actions) and stop it
+    // there; a run that finished first is tried again.
     let db = dir.path().join("store").join("db");
-    wait_until("the command holds the store", || {
-        sendgate::store::identity::lock_holder(&db) == Some(list.id())
-    });
+    let mut status = None;
+    for _ in 0..50 {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+            .args(["status", "--json", "--config"])
+            .arg(&cfg)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start status");
+        let pid = c.id();
+        loop {
+            if sendgate::store::identity::lock_holder(&db) == Some(pid) {
+                common::signal(&c, libc::SIGSTOP);
+                if sendgate::store::identity::lock_holder(&db) == Some(pid) {
+                    status = Some(c);
+                } else {
+                    common::signal(&c, libc::SIGCONT);
+                    let _ = c.wait();
+                }
+                break;
+            }
+            if c.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if status.is_some() {
+            break;
+        }
+    }
+    let mut status = status.expect("a status caught holding the store in 50 runs");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendgate"));
     cmd.args(["run", "--config"]).arg(&cfg).current_dir(dir.path());
     let mut w = Worker::spawn(&mut cmd);
-    w.wait_for_log("command (pid");
+    w.wait_for_log("`sendgate status` command (pid");
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         w.child.try_wait().expect("try_wait").is_none(),
         "the worker waits: {}",
         w.log()
     );
+    common::signal(&status, libc::SIGCONT);
+    assert!(status.wait().expect("wait").success());
+    w.wait_for_log("worker_started");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
+/// `list --limit 0 --json` from a stopped worker's store, into a pipe nobody reads yet
+/// (a pager left open, a stopped pipeline): the command kept the store open while it
+/// waited to write, so a worker started meanwhile found the store locked and exited 74.
+/// The store is let go before a page is written.
+#[test]
+fn a_listing_nobody_reads_leaves_the_store_to_a_starting_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(200, Duration::ZERO);
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    let n = 2_000;
+    drop_file(dir.path(), "001.jsonl", &setup(n, "invite"));
+    w.wait_for_log("\"event\":\"file_applied\"");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    // 2,000 rows are far more than a pipe holds: the command waits for its reader.
+    let mut list = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args(["list", "--json", "--limit", "0", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run sendgate list");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        list.try_wait().expect("wait").is_none(),
+        "the listing waits for its reader"
+    );
+    let w = start(dir.path(), &cfg);
     let mut out = String::new();
     list.stdout
         .take()
         .expect("stdout")
         .read_to_string(&mut out)
-        .expect("read");
-    assert!(list.wait().expect("wait").success());
-    assert_eq!(out.lines().count(), 1_000);
-    w.wait_for_log("worker_started");
+        .expect("read the listing");
+    assert_eq!(list.wait().expect("wait").code(), Some(0));
+    assert_eq!(out.lines().count(), n, "every action once");
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
 }

@@ -203,8 +203,9 @@ fn on_store(config: &Config, store: &Store, req: &Request) -> Result<Reply, i32>
 }
 
 /// `list` (SPEC §8): asked a page at a time (`LIST_PAGE` rows), from the worker or,
-/// when none runs, from the store opened once. JSON lines are printed as each page
-/// comes; the table, whose columns fit every row, once all are in.
+/// when none runs, from the store, opened for each page and closed before the page is
+/// printed. JSON lines are printed as each page comes; the table, whose columns fit
+/// every row, once all are in.
 pub fn list(config: Option<&Path>, filter: Filter, limit: usize, json: bool) -> i32 {
     let config = match load_config(config) {
         Ok(c) => c,
@@ -227,6 +228,11 @@ pub fn list(config: Option<&Path>, filter: Filter, limit: usize, json: bool) -> 
             Err(code) => return code,
         };
         got += actions.len();
+        // The store this command opened is let go before a page is written: a reader
+        // that does not read (a pager, a stopped pipeline) would otherwise keep its lock,
+        // and a worker starting meanwhile would find it locked and exit. The next page
+        // asks a worker first again, then the store.
+        held = None;
         if json {
             for a in &actions {
                 let line = serde_json::to_string(a).unwrap_or_default();

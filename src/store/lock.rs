@@ -26,6 +26,8 @@ pub const UNLISTED_WAIT: Duration = Duration::from_millis(250);
 /// at once, and systemd's restarts could all fall inside one long `list`. Inside
 /// systemd's default start timeout of 90 s, with the open itself.
 pub const COMMAND_WAIT: Duration = Duration::from_secs(60);
+/// The longest an open waits in all, whatever holders come and go.
+pub const ALL_WAIT: Duration = Duration::from_secs(75);
 /// The pause between two tries.
 pub const POLL: Duration = Duration::from_millis(10);
 /// The pause between two tries while a command holds the store.
@@ -170,7 +172,7 @@ pub enum Step {
 /// After an open failed on the lock held by `holder`, `waited` after the first try.
 pub fn step(holder: &Holder, patience: Patience, waited: Duration) -> Step {
     debug_assert!(POLL < UNLISTED_WAIT && UNLISTED_WAIT < OPEN_WAIT && OPEN_WAIT <= CLOSE_WAIT);
-    debug_assert!(CLOSE_WAIT < COMMAND_WAIT);
+    debug_assert!(CLOSE_WAIT < COMMAND_WAIT && COMMAND_WAIT + OPEN_WAIT < ALL_WAIT);
     let (limit, waits) = match (patience, holder) {
         (Patience::Open, Holder::Unlisted) => (UNLISTED_WAIT, true),
         (Patience::Open, Holder::Live(_, Name::Command(_))) => (COMMAND_WAIT, true),

@@ -136,6 +136,10 @@ fn open_sled(path: &Path, cache_bytes: u64, patience: lock::Patience) -> Result<
     let shown = path.display().to_string();
     let first = Instant::now();
     let mut told = false;
+    // Each holder seen gets its own wait (`lock::step`), counted from when it was first
+    // seen: a command that just let go leaves a lock no longer listed, whose 250 ms
+    // must not be spent already. All of them together wait at most `lock::ALL_WAIT`.
+    let mut seen: Option<(lock::Holder, Instant)> = None;
     loop {
         // A kill while sled wrote its snapshot must not stop every later open.
         identity::clear_unfinished_snapshots(path)?;
@@ -168,7 +172,22 @@ fn open_sled(path: &Path, cache_bytes: u64, patience: lock::Patience) -> Result<
                 lock::COMMAND_WAIT.as_secs()
             );
         }
-        match lock::step(&holder, patience, first.elapsed()) {
+        let since = match &seen {
+            Some((h, t)) if *h == holder => *t,
+            _ => Instant::now(),
+        };
+        seen = Some((holder.clone(), since));
+        let step = if first.elapsed() >= lock::ALL_WAIT {
+            lock::Step::Fail
+        } else {
+            // A close waits for its own handle, however it reads, from the first try.
+            let waited = match patience {
+                lock::Patience::Close => first.elapsed(),
+                lock::Patience::Open => since.elapsed(),
+            };
+            lock::step(&holder, patience, waited)
+        };
+        match step {
             lock::Step::Retry if command.is_some() => std::thread::sleep(lock::COMMAND_POLL),
             lock::Step::Retry => std::thread::sleep(lock::POLL),
             lock::Step::Fail => {

@@ -40,6 +40,13 @@ const SEARCH_DAYS: i64 = 4;
 pub fn takes_effect(old: Tz, new: Tz, changed_at: DateTime<Utc>) -> (DateTime<Utc>, NaiveDate) {
     let last_old_day = local_day(old, changed_at);
     let end = start_of_next_day(old, changed_at);
+    (first_day_after(new, last_old_day, end), last_old_day)
+}
+
+/// The start of the first day of `new` dated after `last_old_day` that begins, whole,
+/// at or after `end`: never a day whose own hours began earlier, since those hours were
+/// already counted on the old day.
+fn first_day_after(new: Tz, last_old_day: NaiveDate, end: DateTime<Utc>) -> DateTime<Utc> {
     let first = local_day(new, end);
     let from = (0..SEARCH_DAYS)
         .map(|i| first + Duration::days(i))
@@ -49,7 +56,7 @@ pub fn takes_effect(old: Tz, new: Tz, changed_at: DateTime<Utc>) -> (DateTime<Ut
         // Unreachable for real zones; fall back to a full extra day in the old zone.
         .unwrap_or(end + Duration::days(2));
     debug_assert!(from >= end && local_day(new, from) > last_old_day);
-    (from, last_old_day)
+    from
 }
 
 impl Zones {
@@ -105,10 +112,14 @@ impl Zones {
     /// earlier one is still pending replaces it, from the end of the same old day.
     pub fn change(&self, new: Tz, now: DateTime<Utc>) -> Zones {
         let cur = self.settled(now);
-        if cur.zone == new {
+        // The last old day already runs past its own end (a pending change holds it):
+        // the next date's own hours have begun and are counted on it.
+        let extended = cur
+            .pending
+            .is_some_and(|p| start_of_next_day(cur.zone, start_of_day(cur.zone, p.last_old_day)) < now);
+        if cur.zone == new && !extended {
             // No change, or back to the zone in force before a pending change took
-            // effect: the old zone's days simply go on (a day extended past its end
-            // gave way to the old zone's next date, which started no earlier).
+            // effect, while the old zone's day is still its own: its days simply go on.
             return Zones::fixed(new);
         }
         // Still inside the old zone's days: decide from the same last old day, so a
@@ -118,11 +129,18 @@ impl Zones {
             None => now,
         };
         let (from, last_old_day) = takes_effect(cur.zone, new, at);
+        // A new day never starts part-way through its own hours: hours of it already
+        // counted on the extended old day would be counted twice.
+        let from = if from < now {
+            first_day_after(new, last_old_day, now)
+        } else {
+            from
+        };
         Zones {
             zone: cur.zone,
             pending: Some(Pending {
                 zone: new,
-                from: from.max(now),
+                from,
                 last_old_day,
             }),
         }
@@ -248,6 +266,27 @@ mod tests {
         );
     }
 
+    /// UTC to Pago Pago, then back to UTC after the UTC day ran past its end: UTC's
+    /// next date began while the old day still counted, so the old day runs on to the
+    /// date after, never opening Nov 26 part-way through with empty counters.
+    #[test]
+    fn changing_back_after_the_old_day_ran_over_keeps_it_to_a_whole_day() {
+        let z = Zones::fixed(Tz::UTC).change(PAGO_PAGO, utc("2026-11-25T23:30:00Z"));
+        let back_at = utc("2026-11-26T01:00:00Z");
+        assert_eq!(z.day_at(back_at), date("2026-11-25"));
+        let back = z.change(Tz::UTC, back_at);
+        assert_eq!(back.day_at(back_at), date("2026-11-25"));
+        assert_eq!(back.day_at(utc("2026-11-26T23:59:59Z")), date("2026-11-25"));
+        assert_eq!(back.day_at(utc("2026-11-27T00:00:00Z")), date("2026-11-27"));
+        assert_eq!(back.start_of_next_day(back_at), utc("2026-11-27T00:00:00Z"));
+        // The same for another zone whose next date already began (London is UTC+0).
+        let london = z.change(chrono_tz::Europe::London, back_at);
+        assert_eq!(london.day_at(utc("2026-11-26T12:00:00Z")), date("2026-11-25"));
+        assert_eq!(london.start_of_next_day(back_at), utc("2026-11-27T00:00:00Z"));
+        // Asked again, the change decides the same.
+        assert_eq!(back.change(Tz::UTC, back_at + Duration::hours(1)), back);
+    }
+
     fn instant(secs: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(secs, 0).expect("in range")
     }
@@ -282,6 +321,15 @@ mod tests {
                 }
                 if let Some(p) = prev {
                     prop_assert!(d >= p, "{old}→{new}→{third}: day {d} after {p} at {t}");
+                    // A day that began after a change is whole: its own first hour
+                    // came no earlier than the last instant seen on the day before.
+                    if d > p && t >= t0 {
+                        let own = start_of_day(zz.zone_at(t), d);
+                        prop_assert!(
+                            own > t - Duration::minutes(17),
+                            "{old}→{new}→{third}: day {d} begins at {t}, its own hours at {own}"
+                        );
+                    }
                 }
                 prev = Some(d);
                 t += Duration::minutes(17);
