@@ -898,3 +898,49 @@ fn a_listing_nobody_reads_leaves_the_store_to_a_starting_worker() {
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
 }
+
+/// A `cancel` run with no worker logs each action it moved; a reader of its standard
+/// error that does not read (a stalled journal) held the store's lock while the command
+/// waited to write, so a worker started meanwhile waited for it, then exited 74. The
+/// store is let go of before anything is logged or printed.
+#[test]
+fn a_command_whose_log_nobody_reads_leaves_the_store_to_a_starting_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(200, Duration::ZERO);
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    let n = 2_000;
+    drop_file(dir.path(), "001.jsonl", &setup(n, "invite"));
+    w.wait_for_log("\"event\":\"file_applied\"");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    // 2,000 `action_cancelled` lines are far more than a pipe holds.
+    let mut cancel = Command::new(env!("CARGO_BIN_EXE_sendgate"))
+        .args(["cancel", "--campaign", "q4", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sendgate cancel");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        cancel.try_wait().expect("wait").is_none(),
+        "the command waits for its reader"
+    );
+    let w = start(dir.path(), &cfg);
+    let mut err = String::new();
+    cancel
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read the log");
+    assert_eq!(cancel.wait().expect("wait").code(), Some(0));
+    assert!(
+        err.matches("\"event\":\"action_cancelled\"").count() >= n - 10,
+        "{}",
+        err.len()
+    );
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+}

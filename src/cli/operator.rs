@@ -37,24 +37,12 @@ pub fn ask(config: Option<&Path>, req: &Request) -> Result<Reply, i32> {
 }
 
 /// [`ask`], with the worker given `bound` for the whole exchange through its socket.
+/// With no worker running, the command opens the store for this request and lets go of
+/// it before it prints or logs anything: an output nobody reads (a pager left open, a
+/// journal that stalls) never keeps the store from a worker that starts.
 pub fn ask_within(config: &Config, req: &Request, bound: std::time::Duration) -> Result<Reply, i32> {
-    ask_held(config, req, bound, &mut None)
-}
-
-/// [`ask_within`] for one of several requests of a command: once no worker answered
-/// and the command opened the store itself, `held` keeps it open for the next ones.
-fn ask_held(
-    config: &Config,
-    req: &Request,
-    bound: std::time::Duration,
-    held: &mut Option<Store>,
-) -> Result<Reply, i32> {
     let socket = crate::admin::server::socket_path(config);
-    let reply = match held {
-        Some(store) => on_store(config, store, req)?,
-        None => from_worker(config, &socket, req, bound, held)?,
-    };
-    match reply {
+    match from_worker(config, &socket, req, bound)? {
         Reply::Error { message, exit } => {
             eprintln!("sendgate: {message}");
             Err(exit)
@@ -68,12 +56,14 @@ fn from_worker(
     socket: &Path,
     req: &Request,
     bound: std::time::Duration,
-    held: &mut Option<Store>,
 ) -> Result<Reply, i32> {
-    let mut from_store = || -> Result<Reply, i32> {
+    let from_store = || -> Result<Reply, i32> {
         let store = open_store(config, socket, req.mutates())?;
-        let reply = on_store(config, &store, req)?;
-        *held = Some(store);
+        let (reply, events) = on_store(config, &store, req)?;
+        drop(store);
+        for e in &events {
+            crate::log::event(e);
+        }
         Ok(reply)
     };
     Ok(match client::call(socket, req, bound) {
@@ -170,8 +160,13 @@ fn open_store(config: &Config, socket: &Path, mutates: bool) -> Result<Store, i3
     Ok(store)
 }
 
-/// Run `req` on the store this command opened (no worker runs).
-fn on_store(config: &Config, store: &Store, req: &Request) -> Result<Reply, i32> {
+/// Run `req` on the store this command opened (no worker runs); the events to log,
+/// once the store is let go of.
+fn on_store(
+    config: &Config,
+    store: &Store,
+    req: &Request,
+) -> Result<(Reply, Vec<crate::engine::Event>), i32> {
     let path = &config.store.path;
     let fail = |e: StoreError| {
         eprintln!("sendgate: {}", e.describe(path));
@@ -196,10 +191,7 @@ fn on_store(config: &Config, store: &Store, req: &Request) -> Result<Reply, i32>
     };
     let mut events = Vec::new();
     let reply = ops::execute(store, req, now, &ctx, &mut events).map_err(fail)?;
-    for e in &events {
-        crate::log::event(e);
-    }
-    Ok(reply)
+    Ok((reply, events))
 }
 
 /// `list` (SPEC §8): asked a page at a time (`LIST_PAGE` rows), from the worker or,
@@ -211,7 +203,6 @@ pub fn list(config: Option<&Path>, filter: Filter, limit: usize, json: bool) -> 
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut held = None;
     let mut after = None;
     let mut got = 0usize;
     let mut table = Vec::new();
@@ -222,17 +213,12 @@ pub fn list(config: Option<&Path>, filter: Filter, limit: usize, json: bool) -> 
             limit: if limit == 0 { 0 } else { limit - got },
             after: after.take(),
         };
-        let (actions, more) = match ask_held(&config, &req, client::EXCHANGE_TIMEOUT, &mut held) {
+        let (actions, more) = match ask_within(&config, &req, client::EXCHANGE_TIMEOUT) {
             Ok(Reply::List { actions, more }) => (actions, more),
             Ok(other) => return print(&other, json),
             Err(code) => return code,
         };
         got += actions.len();
-        // The store this command opened is let go before a page is written: a reader
-        // that does not read (a pager, a stopped pipeline) would otherwise keep its lock,
-        // and a worker starting meanwhile would find it locked and exit. The next page
-        // asks a worker first again, then the store.
-        held = None;
         if json {
             for a in &actions {
                 let line = serde_json::to_string(a).unwrap_or_default();
