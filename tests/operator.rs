@@ -798,14 +798,7 @@ fn a_long_listing_comes_a_page_at_a_time() {
 /// seconds, could all fall inside one long command, and the unit then stayed down.
 #[test]
 fn a_worker_waits_for_a_command_that_has_the_store_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let up = Upstream::start(200, Duration::ZERO);
-    let cfg = config(dir.path(), &up.url);
-    let w = start(dir.path(), &cfg);
-    drop_file(dir.path(), "001.jsonl", &setup(2_000, "invite"));
-    w.wait_for_log("\"event\":\"file_applied\"");
-    let (code, log) = w.stop();
-    assert_eq!(code, 0, "{log}");
+    let (dir, _up, cfg) = applied_then_stopped(2_000);
     // Catch a `status` while it holds the store (it walks 2,000 actions) and stop it
     // there; a run that finished first is tried again.
     let db = dir.path().join("store").join("db");
@@ -864,15 +857,8 @@ fn a_worker_waits_for_a_command_that_has_the_store_open() {
 /// The store is let go before a page is written.
 #[test]
 fn a_listing_nobody_reads_leaves_the_store_to_a_starting_worker() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let up = Upstream::start(200, Duration::ZERO);
-    let cfg = config(dir.path(), &up.url);
-    let w = start(dir.path(), &cfg);
     let n = 2_000;
-    drop_file(dir.path(), "001.jsonl", &setup(n, "invite"));
-    w.wait_for_log("\"event\":\"file_applied\"");
-    let (code, log) = w.stop();
-    assert_eq!(code, 0, "{log}");
+    let (dir, _up, cfg) = applied_then_stopped(n);
     // 2,000 rows are far more than a pipe holds: the command waits for its reader.
     let mut list = Command::new(env!("CARGO_BIN_EXE_sendgate"))
         .args(["list", "--json", "--limit", "0", "--config"])
@@ -905,15 +891,8 @@ fn a_listing_nobody_reads_leaves_the_store_to_a_starting_worker() {
 /// store is let go of before anything is logged or printed.
 #[test]
 fn a_command_whose_log_nobody_reads_leaves_the_store_to_a_starting_worker() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let up = Upstream::start(200, Duration::ZERO);
-    let cfg = config(dir.path(), &up.url);
-    let w = start(dir.path(), &cfg);
     let n = 2_000;
-    drop_file(dir.path(), "001.jsonl", &setup(n, "invite"));
-    w.wait_for_log("\"event\":\"file_applied\"");
-    let (code, log) = w.stop();
-    assert_eq!(code, 0, "{log}");
+    let (dir, _up, cfg) = applied_then_stopped(n);
     // 2,000 `action_cancelled` lines are far more than a pipe holds.
     let mut cancel = Command::new(env!("CARGO_BIN_EXE_sendgate"))
         .args(["cancel", "--campaign", "q4", "--config"])
@@ -943,4 +922,18 @@ fn a_command_whose_log_nobody_reads_leaves_the_store_to_a_starting_worker() {
     );
     let (code, log) = w.stop();
     assert_eq!(code, 0, "{log}");
+}
+
+/// A store with `n` invites of campaign `q4` applied by a worker, which is stopped: the
+/// temporary directory, the upstream (kept alive) and the config.
+fn applied_then_stopped(n: usize) -> (tempfile::TempDir, Upstream, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(200, Duration::ZERO);
+    let cfg = config(dir.path(), &up.url);
+    let w = start(dir.path(), &cfg);
+    drop_file(dir.path(), "001.jsonl", &setup(n, "invite"));
+    w.wait_for_log("\"event\":\"file_applied\"");
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    (dir, up, cfg)
 }
