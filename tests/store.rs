@@ -1074,27 +1074,32 @@ fn every_tier_row_of_the_spec() {
     }
 }
 
+/// A closed store where account `a1` reserved two messages of campaign `c1`, five
+/// minutes apart, and the audit is clean: the overlap tests then edit its ledger.
+fn two_messages_reserved_five_minutes_apart() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = utc(NOW);
+    let store = open(dir.path(), Settings::default());
+    let text = format!(
+        "{}\n{}\n{}\n{}\n",
+        account_line("a1", ""),
+        campaign_line("c1", 10, ""),
+        action_line("x0", "c1", "a1", "message"),
+        action_line("x1", "c1", "a1", "message"),
+    );
+    apply(&store, "f.jsonl", &text, now);
+    store.reserve(&["x0".to_string()], now).expect("reserve");
+    let later = now + chrono::Duration::minutes(5);
+    store.reserve(&["x1".to_string()], later).expect("reserve");
+    assert!(store.audit(None, None).expect("audit").clean());
+    dir
+}
+
 #[test]
 fn audit_reports_days_that_overlap_in_real_time() {
     use sendgate::store::codec::{decode, encode};
     use sendgate::store::records::LedgerReservations;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let now = utc(NOW);
-    {
-        let store = open(dir.path(), Settings::default());
-        let text = format!(
-            "{}\n{}\n{}\n{}\n",
-            account_line("a1", ""),
-            campaign_line("c1", 10, ""),
-            action_line("x0", "c1", "a1", "message"),
-            action_line("x1", "c1", "a1", "message"),
-        );
-        apply(&store, "f.jsonl", &text, now);
-        store.reserve(&["x0".to_string()], now).expect("reserve");
-        let later = now + chrono::Duration::minutes(5);
-        store.reserve(&["x1".to_string()], later).expect("reserve");
-        assert!(store.audit(None, None).expect("audit").clean());
-    }
+    let dir = two_messages_reserved_five_minutes_apart();
     // The later reservation claims the day before: what a zone change that reopened
     // an earlier date used to write.
     {
@@ -1149,23 +1154,7 @@ fn audit_reports_campaign_days_that_overlap_in_real_time() {
     use sendgate::policy::caps::CampaignDay;
     use sendgate::store::codec::{decode, encode};
     use sendgate::store::records::LedgerReservations;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let now = utc(NOW);
-    {
-        let store = open(dir.path(), Settings::default());
-        let text = format!(
-            "{}\n{}\n{}\n{}\n",
-            account_line("a1", ""),
-            campaign_line("c1", 10, ""),
-            action_line("x0", "c1", "a1", "message"),
-            action_line("x1", "c1", "a1", "message"),
-        );
-        apply(&store, "f.jsonl", &text, now);
-        store.reserve(&["x0".to_string()], now).expect("reserve");
-        let later = now + chrono::Duration::minutes(5);
-        store.reserve(&["x1".to_string()], later).expect("reserve");
-        assert!(store.audit(None, None).expect("audit").clean());
-    }
+    let dir = two_messages_reserved_five_minutes_apart();
     // The later reservation counts on the campaign's day before, the account's day
     // unchanged: what a campaign zone change that reopened an earlier date wrote. The
     // day's counters move with it, so only the overlap is wrong.

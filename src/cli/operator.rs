@@ -42,31 +42,7 @@ pub fn ask(config: Option<&Path>, req: &Request) -> Result<Reply, i32> {
 /// journal that stalls) never keeps the store from a worker that starts.
 pub fn ask_within(config: &Config, req: &Request, bound: std::time::Duration) -> Result<Reply, i32> {
     let socket = crate::admin::server::socket_path(config);
-    match from_worker(config, &socket, req, bound)? {
-        Reply::Error { message, exit } => {
-            eprintln!("sendgate: {message}");
-            Err(exit)
-        }
-        reply => Ok(reply),
-    }
-}
-
-fn from_worker(
-    config: &Config,
-    socket: &Path,
-    req: &Request,
-    bound: std::time::Duration,
-) -> Result<Reply, i32> {
-    let from_store = || -> Result<Reply, i32> {
-        let store = open_store(config, socket, req.mutates())?;
-        let (reply, events) = on_store(config, &store, req)?;
-        drop(store);
-        for e in &events {
-            crate::log::event(e);
-        }
-        Ok(reply)
-    };
-    Ok(match client::call(socket, req, bound) {
+    let reply = match client::call(&socket, req, bound) {
         Ok(reply) => reply,
         Err(ClientError::Failed(e)) => {
             eprintln!("sendgate: admin socket {e}");
@@ -80,10 +56,10 @@ fn from_worker(
             );
             return Err(exit::FAILURE);
         }
-        Err(ClientError::NoWorker) => from_store()?,
+        Err(ClientError::NoWorker) => from_store(config, &socket, req)?,
         // A command that only reads asks the store (which waits for a going worker's
         // lock); one that writes may have been carried out, so it is not run twice.
-        Err(ClientError::Closed(_)) if !req.mutates() => from_store()?,
+        Err(ClientError::Closed(_)) if !req.mutates() => from_store(config, &socket, req)?,
         Err(ClientError::Closed(e)) => {
             eprintln!(
                 "sendgate: admin socket {e}; it may have stopped after carrying the command \
@@ -91,7 +67,14 @@ fn from_worker(
             );
             return Err(exit::FAILURE);
         }
-    })
+    };
+    match reply {
+        Reply::Error { message, exit } => {
+            eprintln!("sendgate: {message}");
+            Err(exit)
+        }
+        reply => Ok(reply),
+    }
 }
 
 /// The message for a worker that did not answer within the bound: it names the socket
@@ -125,9 +108,9 @@ pub fn no_answer(silence: &Silence, store: &Path, mutates: bool) -> String {
     format!("{head}; {tail}")
 }
 
-/// Open the store for a command when no worker runs: never creating one. `mutates`:
-/// whether the command writes.
-fn open_store(config: &Config, socket: &Path, mutates: bool) -> Result<Store, i32> {
+/// Run `req` on the store, opened for it because no worker runs (never creating one),
+/// and let go of before the events are logged.
+fn from_store(config: &Config, socket: &Path, req: &Request) -> Result<Reply, i32> {
     let path = &config.store.path;
     let opts = OpenOptions {
         cache_mb: config.store.cache_mb,
@@ -140,7 +123,7 @@ fn open_store(config: &Config, socket: &Path, mutates: bool) -> Result<Store, i3
     // Never creates a store: a missing or empty path is an error naming it (exit 1).
     // A command that only reads leaves an older store in its format (an older build
     // still opens it); one that writes upgrades it first.
-    let open = if mutates {
+    let open = if req.mutates() {
         Store::open_existing
     } else {
         Store::open_read_only
@@ -156,21 +139,6 @@ fn open_store(config: &Config, socket: &Path, mutates: bool) -> Result<Store, i3
             return Err(exit::FAILURE);
         }
         Err(e) => return Err(fail(e)),
-    };
-    Ok(store)
-}
-
-/// Run `req` on the store this command opened (no worker runs); the events to log,
-/// once the store is let go of.
-fn on_store(
-    config: &Config,
-    store: &Store,
-    req: &Request,
-) -> Result<(Reply, Vec<crate::engine::Event>), i32> {
-    let path = &config.store.path;
-    let fail = |e: StoreError| {
-        eprintln!("sendgate: {}", e.describe(path));
-        e.exit_code()
     };
     if req.mutates() {
         // `paused`, `action_cancelled` and the rest are logged as the worker would.
@@ -190,8 +158,13 @@ fn on_store(
         }),
     };
     let mut events = Vec::new();
-    let reply = ops::execute(store, req, now, &ctx, &mut events).map_err(fail)?;
-    Ok((reply, events))
+    let reply = ops::execute(&store, req, now, &ctx, &mut events).map_err(fail)?;
+    // A log nobody reads (a stalled journal) must not keep the store from a worker.
+    drop(store);
+    for e in &events {
+        crate::log::event(e);
+    }
+    Ok(reply)
 }
 
 /// `list` (SPEC §8): asked a page at a time (`LIST_PAGE` rows), from the worker or,
