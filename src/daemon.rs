@@ -167,6 +167,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
     let opts = OpenOptions {
         cache_mb: config.store.cache_mb,
         fail_from_op: None,
+        ..OpenOptions::default()
     };
     let store = match Store::open(&config.store.path, settings, opts) {
         Ok(s) => s,

@@ -173,3 +173,80 @@ fn sigkill_at_random_moments_loses_no_durable_reservation() {
     );
     assert!(!durable.is_empty());
 }
+
+/// The newest snapshot sled wrote in the store at `path`: the log position it covers
+/// (its file name, `snap.<LSN in hex>`).
+fn newest_snapshot(path: &Path) -> Option<u64> {
+    std::fs::read_dir(path)
+        .expect("store dir")
+        .filter_map(|e| {
+            let name = e.expect("entry").file_name().into_string().ok()?;
+            u64::from_str_radix(name.strip_prefix("snap.")?, 16).ok()
+        })
+        .max()
+}
+
+/// A kill -9 after a big file must not leave the next start sled's whole log to
+/// replay (about 1 ms per MiB: 0.9 s with a million queued actions, against 0.15 s
+/// after a clean stop). While a file applies, the engine has sled write a snapshot each
+/// time `snapshot_after_bytes` of log were written, so what a crash leaves behind the
+/// last snapshot stays within that bound, and the store as a kill left it opens whole.
+#[test]
+fn a_kill_after_a_big_file_leaves_a_short_log_to_replay() {
+    use sendgate::engine::{Engine, EngineConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let after = 1 << 20;
+    let opts = OpenOptions {
+        snapshot_after_bytes: after,
+        ..OpenOptions::default()
+    };
+    let store = open_with(&path, Settings::default(), opts).expect("store opens");
+    let now = utc("2026-06-01T08:00:00Z");
+    let mut engine = Engine::new(store, EngineConfig::default(), now).expect("engine starts");
+    let accounts: Vec<String> = (0..20).map(|i| format!("a{i}")).collect();
+    let names: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    // A big file, then a small one: the log goes on past the last snapshot.
+    let files = [
+        ("big.jsonl", invite_backlog(&names, 1_000, true, None)),
+        ("small.jsonl", invite_backlog(&["b0"], 100, true, None)),
+    ];
+    for (name, text) in &files {
+        let out = engine
+            .apply_file(name, text.as_bytes(), now)
+            .expect("store works");
+        assert!(
+            matches!(out, sendgate::store::ApplyOutcome::Applied(_)),
+            "{name}: {out:?}"
+        );
+    }
+    // No snapshot at all: the whole log is behind the store's creation.
+    let snap = newest_snapshot(&path).unwrap_or(0);
+    // What a kill -9 leaves: the files as they are, the process gone.
+    let copy = dir.path().join("crashed");
+    std::fs::create_dir(&copy).expect("copy dir");
+    for e in std::fs::read_dir(&path).expect("store dir") {
+        let e = e.expect("entry");
+        if e.file_type().expect("type").is_file() {
+            std::fs::copy(e.path(), copy.join(e.file_name())).expect("copy");
+        }
+    }
+    std::mem::forget(engine);
+    let store = open_with(&copy, Settings::default(), OpenOptions::default()).expect("the copy opens");
+    assert_eq!(
+        store.state_counts().expect("counts")[State::Queued as usize],
+        20_100
+    );
+    drop(store);
+    // The open replayed the log from the snapshot to its tip, and wrote a snapshot there.
+    let tip = newest_snapshot(&copy).expect("the open wrote a snapshot");
+    eprintln!(
+        "log replayed after the kill: {} bytes (from {snap} to {tip})",
+        tip - snap
+    );
+    assert!(
+        tip - snap <= 2 * after,
+        "a start after the kill replayed {} bytes of log",
+        tip - snap
+    );
+}

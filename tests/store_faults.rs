@@ -205,6 +205,7 @@ fn workload(
     let opts = OpenOptions {
         cache_mb: 8,
         fail_from_op,
+        ..OpenOptions::default()
     };
     let store = common::open_with(path, settings(), opts)?;
     let mut engine = Engine::new(store, engine_config(), *now)?;

@@ -63,6 +63,7 @@ fn a_full_disk_fails_closed_and_recovers_consistent() {
         OpenOptions {
             cache_mb: 8,
             fail_from_op: None,
+            ..OpenOptions::default()
         },
     ) {
         Ok(s) => s,

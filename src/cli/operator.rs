@@ -115,6 +115,7 @@ fn from_store(config: &Config, socket: &Path, req: &Request) -> Result<Reply, i3
     let opts = OpenOptions {
         cache_mb: config.store.cache_mb,
         fail_from_op: None,
+        ..OpenOptions::default()
     };
     let fail = |e: StoreError| {
         eprintln!("sendgate: {}", e.describe(path));

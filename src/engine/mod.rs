@@ -561,6 +561,8 @@ impl Engine {
     ) -> Result<Option<ApplyOutcome>, StoreError> {
         self.settle_answers()?;
         let outcome = self.store.ingest_step(job)?;
+        // A big file writes much of sled's log: a kill -9 must not replay all of it.
+        self.store.snapshot_if_due()?;
         let (done, total) = job.progress();
         match &outcome {
             Some(o) => {
@@ -642,6 +644,9 @@ impl Engine {
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<Vec<Reservation>, StoreError> {
         self.ticks += 1;
         self.more = false;
+        // Before anything is reserved, so the pause never sits between a reservation
+        // and its send.
+        self.store.snapshot_if_due()?;
         self.check_red_zones()?;
         for round in 0.. {
             let accounts = self.store.promote_due(now)?;

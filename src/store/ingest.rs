@@ -372,7 +372,7 @@ impl Store {
         let token = match job.token {
             Some(t) => t,
             None => {
-                let t = self.db.generate_id()?;
+                let t = self.db().generate_id()?;
                 // Before anything is staged under it: recovery finds every staged key.
                 self.op("write ingest marker")?;
                 let marker: Marker = (job.name.clone(), false);
@@ -387,7 +387,7 @@ impl Store {
             .count();
         let mut seqs = Vec::with_capacity(n_actions);
         for _ in 0..n_actions {
-            seqs.push(self.db.generate_id()?);
+            seqs.push(self.db().generate_id()?);
         }
         let (st, now, overlay, carry) = (&self.settings, job.now, &job.overlay, &job.carry);
         let result = self.transact_mode(Mode::Dry { token, overlay }, |tx: &Tx| {

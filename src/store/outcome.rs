@@ -125,7 +125,7 @@ impl Store {
             releases.push(match at.outcome {
                 Outcome::NotDelivered { .. } => {
                     self.op("generate ledger id")?;
-                    Some(self.db.generate_id()?)
+                    Some(self.db().generate_id()?)
                 }
                 _ => None,
             });
@@ -135,7 +135,7 @@ impl Store {
             None
         } else {
             self.op("generate ledger id")?;
-            Some(self.db.generate_id()?)
+            Some(self.db().generate_id()?)
         };
         Ok(AnswerIds { releases, outcomes })
     }
@@ -259,7 +259,7 @@ impl Store {
         }
         let idempotent = self.settings.idempotent;
         self.op("generate ledger id")?;
-        let outcomes_id = self.db.generate_id()?;
+        let outcomes_id = self.db().generate_id()?;
         let result = self.transact(|tx| {
             let mut rec = Recovery::default();
             let mut ledger = Vec::with_capacity(ids.len());

@@ -467,7 +467,7 @@ impl Store {
         // One ledger record holds every reservation of the batch, with the limits in
         // force; its id is taken before the transaction (which may run twice).
         self.op("generate ledger id")?;
-        let batch_id = self.db.generate_id()?;
+        let batch_id = self.db().generate_id()?;
         let st = &self.settings;
         let result = self.transact(|tx| {
             let mut answer_changes = Vec::new();

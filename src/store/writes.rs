@@ -192,7 +192,7 @@ fn bytes_per_queued_action(n: usize) -> (f64, f64) {
     );
     assert!(per(super::BODIES) > 100.0, "the bodies hold the payloads");
     assert_eq!(per(super::STAGED), 0.0, "nothing is left staged");
-    let disk = store.db.size_on_disk().expect("size") as f64;
+    let disk = store.db().size_on_disk().expect("size") as f64;
     (total as f64 / n as f64, disk / n as f64)
 }
 

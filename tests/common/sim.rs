@@ -38,6 +38,7 @@ pub fn open(path: &Path, settings: &Settings) -> Store {
     let opts = OpenOptions {
         cache_mb: 8,
         fail_from_op: None,
+        ..OpenOptions::default()
     };
     let mut tries = 0;
     loop {
