@@ -28,9 +28,14 @@ fn open_store(dir: &Path) -> Store {
 }
 
 /// The child: reserve every queued action, one durable reservation at a time,
-/// printing each id after `reserve` returned.
+/// printing each id after `reserve` returned. sled writes a snapshot every 8 KiB of
+/// log (`Store::snapshot_if_due`, as the engine between ticks): kills land in those too.
 fn child(dir: &Path) {
-    let store = open_store(dir);
+    let opts = OpenOptions {
+        snapshot_after_bytes: 8 << 10,
+        ..OpenOptions::default()
+    };
+    let mut store = Store::open(&dir.join("store"), Settings::default(), opts).expect("store opens");
     let now = utc(NOW);
     store.recover(now).expect("recover");
     let queued: Vec<String> = store
@@ -51,6 +56,7 @@ fn child(dir: &Path) {
             writeln!(out, "R {id}").expect("stdout");
             out.flush().expect("flush");
         }
+        store.snapshot_if_due().expect("snapshot");
     }
     writeln!(out, "DONE").expect("stdout");
 }
