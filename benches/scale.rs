@@ -53,11 +53,19 @@ use std::time::{Duration, Instant};
 const PER_ACCOUNT: usize = 100;
 
 /// sled's cache for the `start` and `parked` phases: `BENCH_CACHE_MB`, else the
-/// default (`store.cache_mb = 64`). An experiment knob for memory profiles.
+/// default (`store.cache_mb = 64`); `BENCH_SNAPSHOT_MB` likewise for the log between
+/// two of sled's snapshots. Experiment knobs for memory profiles.
 fn open_options() -> OpenOptions {
     let mut o = OpenOptions::default();
     if let Some(mb) = std::env::var("BENCH_CACHE_MB").ok().and_then(|v| v.parse().ok()) {
         o.cache_mb = mb;
+    }
+    // `BENCH_SNAPSHOT_MB`: sled's log between two snapshots (`SNAPSHOT_AFTER_BYTES`).
+    if let Some(mb) = std::env::var("BENCH_SNAPSHOT_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        o.snapshot_after_bytes = mb.saturating_mul(1 << 20);
     }
     o
 }

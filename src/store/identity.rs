@@ -265,6 +265,16 @@ pub fn clear_unfinished_snapshots(path: &Path) -> Result<(), StoreError> {
     sync_dir(path)
 }
 
+/// Whether nobody holds the store's `flock` (sled's lock on `db`): taken and let go
+/// at once. A `db` that cannot be opened counts as free (the open says why).
+pub fn lock_free(db: &Path) -> bool {
+    let Ok(file) = File::open(db) else { return true };
+    use std::os::fd::AsRawFd;
+    // SAFETY: `file` is open for the whole call; flock has no other precondition.
+    // Closing `file` lets go of the lock.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 /// `snap.<hex lsn>.generating`: a snapshot sled began and never renamed.
 pub fn is_unfinished_snapshot(name: &str) -> bool {
     name.strip_prefix("snap.")
