@@ -386,5 +386,45 @@ fn reading_an_older_store_with_a_newer_build_leaves_its_format() {
         assert_eq!(format_of(&path), 1, "sendgate {args:?} changed the format");
     }
     sendgate(&["pause", "--all"]);
-    assert_eq!(format_of(&path), 3, "a write upgrades the store first");
+    assert_eq!(
+        format_of(&path),
+        sendgate::store::codec::FORMAT_VERSION,
+        "a write upgrades the store first"
+    );
+}
+
+/// A store holding the second layout of an account or a campaign (a zone change that
+/// waits for the end of the day) carries a format number above 3: a format-3 build,
+/// which reads those records as corrupt (exit 74, restarted again and again), refuses
+/// the store as newer instead (exit 78, a deployment mistake).
+#[test]
+fn a_pending_zone_change_is_stored_under_a_format_a_format_3_build_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let now = utc("2026-06-01T12:00:00Z");
+    let window =
+        r#""window":{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}"#;
+    let records = |zone: &str| {
+        format!(
+            "{{\"type\":\"account\",\"id\":\"a1\",\"tier\":\"free\",\"timezone\":\"{zone}\",{window}}}\n\
+             {{\"type\":\"campaign\",\"id\":\"c1\",\"daily_limit\":5,\"timezone\":\"{zone}\"}}\n"
+        )
+    };
+    {
+        let store = common::open(dir.path(), Settings::default());
+        common::apply(&store, "utc.jsonl", &records("UTC"), now);
+        common::apply(&store, "tokyo.jsonl", &records("Asia/Tokyo"), now);
+        let s = store.status(now).expect("status");
+        assert!(
+            s.accounts.iter().all(|a| a.timezone_next.is_some()),
+            "the account's change waits: {:?}",
+            s.accounts
+        );
+        store.close().expect("close");
+    }
+    assert!(
+        format_of(&path) > 3,
+        "format {} would be read by a build that cannot read the records",
+        format_of(&path)
+    );
 }

@@ -23,7 +23,13 @@ use serde::{Deserialize, Serialize};
 /// `bodies`, written once at ingest). A format 1 or 2 store still holds whole actions
 /// (`Stored::V1`); each is read as it is and rewritten split at its next write, in
 /// that write's transaction, so the upgrade again writes only the number at open.
-pub const FORMAT_VERSION: u32 = 3;
+/// Format 4 adds the second layout of an account and of a campaign (`AccountW`,
+/// `CampaignW` as `Stored::V2`, with a pending zone change), which a format-3 build
+/// reads as corrupt: with the number raised, that build refuses the store as newer
+/// (exit 78, a deployment mistake) instead of failing on a record (exit 74, restarted
+/// again and again). Every format-3 record still reads, so the upgrade writes only the
+/// number.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The versioned envelope of every value. Append variants; never reorder or remove.
 #[derive(Serialize, Deserialize)]

@@ -586,12 +586,12 @@ impl Store {
                     });
                 }
                 if found < FORMAT_VERSION && !self.read_only {
-                    // Format 1 -> 2 only added record kinds, and 2 -> 3 a record layout
-                    // read beside the old one (an action is split at its next write):
-                    // nothing stored changes but the number, one atomic insert made
-                    // durable before this build writes anything an older build could
-                    // not read.
-                    debug_assert!(found >= 1 && FORMAT_VERSION == 3, "add this upgrade's steps");
+                    // Format 1 -> 2 only added record kinds, 2 -> 3 a record layout read
+                    // beside the old one (an action is split at its next write), and
+                    // 3 -> 4 the second layout of accounts and campaigns: nothing stored
+                    // changes but the number, one atomic insert made durable before
+                    // this build writes anything an older build could not read.
+                    debug_assert!(found >= 1 && FORMAT_VERSION == 4, "add this upgrade's steps");
                     meta.insert(META_FORMAT, codec::encode(&FORMAT_VERSION))?;
                     self.make_durable()?;
                 }
