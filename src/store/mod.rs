@@ -806,8 +806,16 @@ impl Store {
             std::thread::sleep(lock::POLL);
         }
         crate::mem::give_back();
-        // A lock still held after that is reported by the open, as a close's is.
-        let db = open_sled(&self.path, self.cache_bytes, lock::Patience::Close)?;
+        // A lock still held after that is reported by the open, as a close's is; an
+        // error says the worker was reopening its store (a full disk fails here too).
+        let db = open_sled(&self.path, self.cache_bytes, lock::Patience::Close).map_err(|e| match e {
+            StoreError::Io { path, source, .. } => StoreError::Io {
+                op: "reopen (to have sled write its snapshot)",
+                path,
+                source,
+            },
+            other => other,
+        })?;
         self.trees = TREE_NAMES
             .iter()
             .map(|n| db.open_tree(n))
