@@ -269,6 +269,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         last_ping: Instant::now(),
         last_status: None,
         deferred: Vec::new(),
+        stop_requested: false,
         metrics,
     };
     worker.set_events(events);
@@ -377,6 +378,10 @@ struct Worker {
     last_status: Option<Instant>,
     /// Messages that arrived while a file was being applied, for the main loop.
     deferred: Vec<Msg>,
+    /// A SIGTERM or SIGINT came while a file was being applied and waits in `deferred`:
+    /// nothing new is dispatched or claimed from then on (SPEC §10: a stop takes no new
+    /// work), though the file itself is finished.
+    stop_requested: bool,
 }
 
 impl Worker {
@@ -403,13 +408,23 @@ impl Worker {
         loop {
             // Read every turn: SIGHUP may have changed it.
             let rescan = Duration::from_secs(self.config.spool.rescan_s);
-            if stop_deadline.is_none() {
-                if spool_due || last_rescan.elapsed() >= rescan {
-                    self.take_files(leftovers)?;
-                    leftovers = false;
-                    spool_due = false;
-                    last_rescan = Instant::now();
+            if stop_deadline.is_none()
+                && !self.stop_requested
+                && (spool_due || last_rescan.elapsed() >= rescan)
+            {
+                self.take_files(leftovers)?;
+                leftovers = false;
+                spool_due = false;
+                last_rescan = Instant::now();
+                // A file can take long: a stop that came at its end is seen before any
+                // dispatch too.
+                while let Ok(m) = self.rx.try_recv() {
+                    self.stop_requested |= matches!(m, Msg::Stop);
+                    self.deferred.push(m);
                 }
+            }
+            // A stop that came during a file waits in `deferred`: no dispatch before it.
+            if stop_deadline.is_none() && !self.stop_requested {
                 let now = self.clock.now();
                 for r in self.engine.tick(now)? {
                     self.send(r);
@@ -542,9 +557,8 @@ impl Worker {
     /// that came back, write the status file and feed the watchdog. Other messages wait for the main loop.
     fn between_chunks(&mut self) -> Result<(), Fatal> {
         let now = self.clock.now();
-        for r in self.engine.tick(now)? {
-            self.send(r);
-        }
+        // The inbox first: a stop that came during the last chunk holds back this
+        // chunk's dispatch.
         let mut done = Vec::new();
         while let Ok(m) = self.rx.try_recv() {
             match m {
@@ -557,7 +571,16 @@ impl Worker {
                 Msg::Page(fetched) => {
                     self.engine.feed_result(fetched, now)?;
                 }
+                Msg::Stop => {
+                    self.stop_requested = true;
+                    self.deferred.push(Msg::Stop);
+                }
                 other => self.deferred.push(other),
+            }
+        }
+        if !self.stop_requested {
+            for r in self.engine.tick(now)? {
+                self.send(r);
             }
         }
         if !done.is_empty() {
@@ -737,8 +760,9 @@ impl Worker {
         }
         for _ in 0..MAX_FILES_PER_PASS {
             // A file that cannot be finished holds new claims back: they would get
-            // stuck the same way, and this keeps `stuck` bounded.
-            if !self.stuck.is_empty() {
+            // stuck the same way, and this keeps `stuck` bounded. A stop that came
+            // during a file claims no other.
+            if !self.stuck.is_empty() || self.stop_requested {
                 return Ok(());
             }
             match self.spool.claim_next() {

@@ -200,6 +200,69 @@ fn sending_goes_on_while_a_big_file_applies() {
     );
 }
 
+/// A SIGTERM that comes while a big file is being applied stops the sending at once
+/// (SPEC §10: a stop takes no new work), though the file is finished and applied
+/// whole. Before, the stop waited for the end of the file in the worker's inbox while
+/// every chunk went on dispatching, and the upstream heard from a stopping worker for as
+/// long as the file took.
+#[test]
+fn a_stop_during_a_big_file_sends_nothing_new() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, seen) = upstream();
+    let config = write_config(dir.path(), Some(&url));
+    let w = Worker::start(&mut worker(dir.path(), &config));
+    for a in 0..10 {
+        common::drop_job_file(
+            &dir.path().join("spool"),
+            &format!("0-{a}.jsonl"),
+            &file(&format!("s{a}"), 100, &format!("send{a}"), 300),
+        );
+    }
+    wait_until("sending started", || seen.lock().expect("lock").len() >= 10);
+    common::drop_job_file(
+        &dir.path().join("spool"),
+        "1-big.jsonl",
+        &file("big", 10, "big", BIG),
+    );
+    // A file behind the big one: a stopping worker claims no more work.
+    common::drop_job_file(
+        &dir.path().join("spool"),
+        "2-after.jsonl",
+        &file("after", 10, "after", 5),
+    );
+    let processing = spool(dir.path(), "processing").join("1-big.jsonl");
+    wait_until("the big file claimed", || processing.exists());
+    w.signal(libc::SIGTERM);
+    let stopped = Instant::now();
+    let still_applying = processing.exists();
+    let (code, log) = w.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        still_applying,
+        "the big file was applied before the stop came; no test"
+    );
+    // What was dispatched before the signal reaches the upstream within moments.
+    let late = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|t| **t > stopped + Duration::from_millis(500))
+        .count();
+    assert_eq!(
+        late, 0,
+        "{late} requests reached the upstream after SIGTERM:\n{log}"
+    );
+    assert!(
+        spool(dir.path(), "done").join("1-big.jsonl").exists(),
+        "the file being applied is finished"
+    );
+    assert!(
+        spool(dir.path(), "incoming").join("2-after.jsonl").exists(),
+        "a stopping worker claimed another file"
+    );
+    assert_eq!(count(dir.path(), "big-"), (BIG, true));
+}
+
 /// SIGKILL at random moments while big files are applied: after each kill, the store
 /// (recovered by an open) holds none or all of every file; a file killed at two
 /// start-ups in a row is quarantined, the others end applied; `audit` is clean.

@@ -22,6 +22,12 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 /// and the command is killed rather than read any further.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
+/// How long standard output is still read after the command exited. A command that
+/// printed its verdict and exited is done, even when something it started (a helper,
+/// a browser) inherited its standard output and keeps it open: what the command printed
+/// by then is its verdict, not a timeout.
+const AFTER_EXIT: Duration = Duration::from_millis(200);
+
 /// The `exec` upstream.
 pub struct Exec {
     /// Program and arguments; never empty.
@@ -90,13 +96,31 @@ async fn run(command: &[String], timeout: Duration, req: &SendRequest) -> Outcom
     };
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
+    let (exited_tx, exited_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut output = Vec::new();
     let talk = async {
-        let ((), output) = tokio::try_join!(feed(stdin, &input), read_bounded(stdout))?;
-        let status = child.wait().await.map_err(Failure::Io)?;
-        Ok::<_, Failure>((status, output))
+        let reading = async {
+            tokio::select! {
+                read = read_bounded(stdout, &mut output) => read,
+                // The command is gone: stop waiting for an end of output that something
+                // it left behind may hold back.
+                _ = async {
+                    let _ = exited_rx.await;
+                    tokio::time::sleep(AFTER_EXIT).await;
+                } => Ok(()),
+            }
+        };
+        let waiting = async {
+            let status = child.wait().await.map_err(Failure::Io);
+            let _ = exited_tx.send(());
+            status
+        };
+        let ((), (), status) = tokio::try_join!(feed(stdin, &input), reading, waiting)?;
+        Ok::<_, Failure>(status)
     };
-    let failure = match tokio::time::timeout(timeout, talk).await {
-        Ok(Ok((status, output))) => return classify(status, &output),
+    let result = tokio::time::timeout(timeout, talk).await;
+    let failure = match result {
+        Ok(Ok(status)) => return classify(status, &output),
         Ok(Err(Failure::TooMuchOutput)) => format!("the command printed more than {MAX_OUTPUT_BYTES} bytes"),
         Ok(Err(Failure::Io(e))) => format!("cannot talk to the command: {e}"),
         Err(_) => format!("timeout after {} s", timeout.as_secs()),
@@ -115,23 +139,22 @@ async fn feed(stdin: Option<ChildStdin>, input: &[u8]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Reads standard output to its end, but no more than [`MAX_OUTPUT_BYTES`].
-async fn read_bounded(stdout: Option<ChildStdout>) -> Result<Vec<u8>, Failure> {
-    let mut output = Vec::new();
+/// Reads standard output to its end into `output`, but no more than [`MAX_OUTPUT_BYTES`].
+async fn read_bounded(stdout: Option<ChildStdout>, output: &mut Vec<u8>) -> Result<(), Failure> {
     if let Some(stdout) = stdout {
         let limit = u64::try_from(MAX_OUTPUT_BYTES)
             .unwrap_or(u64::MAX)
             .saturating_add(1);
         stdout
             .take(limit)
-            .read_to_end(&mut output)
+            .read_to_end(output)
             .await
             .map_err(Failure::Io)?;
     }
     if output.len() > MAX_OUTPUT_BYTES {
         return Err(Failure::TooMuchOutput);
     }
-    Ok(output)
+    Ok(())
 }
 
 /// Kills the command's whole process group, then the command itself, and reaps it.
@@ -283,6 +306,28 @@ mod tests {
         for (verdict, expected) in rows {
             check(&answering(verdict), expected).await;
         }
+    }
+
+    /// A command that answered and exited is taken at its word even when something it
+    /// started (here a `sleep`, in life a helper or a browser) inherited its standard
+    /// output and holds it open: before, the worker waited for the end of that output,
+    /// hit the time limit, and recorded a sent invite as `unknown` (and a few such
+    /// opened the circuit breaker).
+    #[tokio::test]
+    async fn a_verdict_stands_when_a_helper_keeps_stdout_open() {
+        let started = Instant::now();
+        let outcome = run_sh(
+            "cat >/dev/null; sleep 30 & echo '{\"outcome\":\"sent\"}'",
+            5,
+            request(),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Sent);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
