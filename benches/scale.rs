@@ -52,24 +52,6 @@ use std::time::{Duration, Instant};
 
 const PER_ACCOUNT: usize = 100;
 
-/// sled's cache for the `start` and `parked` phases: `BENCH_CACHE_MB`, else the
-/// default (`store.cache_mb = 64`); `BENCH_SNAPSHOT_MB` likewise for the log between
-/// two of sled's snapshots. Experiment knobs for memory profiles.
-fn open_options() -> OpenOptions {
-    let mut o = OpenOptions::default();
-    if let Some(mb) = std::env::var("BENCH_CACHE_MB").ok().and_then(|v| v.parse().ok()) {
-        o.cache_mb = mb;
-    }
-    // `BENCH_SNAPSHOT_MB`: sled's log between two snapshots (`SNAPSHOT_AFTER_BYTES`).
-    if let Some(mb) = std::env::var("BENCH_SNAPSHOT_MB")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        o.snapshot_after_bytes = mb.saturating_mul(1 << 20);
-    }
-    o
-}
-
 /// glibc's view of the heap: (bytes in use by the program, bytes held from the system).
 fn heap_bytes() -> (u64, u64) {
     // SAFETY: mallinfo2 has no preconditions.
@@ -273,7 +255,7 @@ fn phase_bigfile(dir: &Path, n: usize) -> Value {
     // `5` resets the peak resident size (`VmHWM`) to the current one (proc(5)).
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
     let store =
-        Store::open(&dir.join("big-store"), common::settings(true), open_options()).expect("store opens");
+        Store::open(&dir.join("big-store"), common::settings(true), common::open_options()).expect("store opens");
     let mut engine = Engine::new(store, EngineConfig::default(), now).expect("engine starts");
     let file = std::fs::File::open(&path).expect("open the big file");
     let source = sendgate::store::Source::Scanned(sendgate::store::scan("big.jsonl", file).expect("scan"));
@@ -331,7 +313,7 @@ fn phase_start(dir: &Path) -> Value {
     let at_main_s = since_spawn_s();
     let now = common::bench_now();
     let t_open = Instant::now();
-    let store = Store::open(&store_path(dir), common::settings(true), open_options()).expect("store opens");
+    let store = Store::open(&store_path(dir), common::settings(true), common::open_options()).expect("store opens");
     let open_s = t_open.elapsed().as_secs_f64();
     let open_rss = common::status_kib("VmRSS");
     let (open_heap, _) = heap_bytes();
@@ -378,7 +360,7 @@ fn phase_parked(dir: &Path, idle_s: f64) -> Value {
     let base = common::bench_now();
     let mut settings = common::settings(false);
     settings.policy.caps.invites = 0;
-    let store = Store::open(&store_path(dir), settings, open_options()).expect("store opens");
+    let store = Store::open(&store_path(dir), settings, common::open_options()).expect("store opens");
     let t0 = Instant::now();
     let mut engine = Engine::new(store, EngineConfig::default(), base).expect("engine starts");
     let mut park_ticks = 0u64;
@@ -463,7 +445,7 @@ fn phase_parked(dir: &Path, idle_s: f64) -> Value {
         "idle_cpu_s": cpu,
         "idle_cpu_s_proc_stat": cpu_stat,
         "idle_cpu_ticks_by_thread": by_thread,
-        "cache_mb": open_options().cache_mb,
+        "cache_mb": common::open_options().cache_mb,
         "idle_cpu_pct_of_core": 100.0 * cpu / wall,
         "idle_ticks": idle_ticks,
         "idle_sleeps": wakeups,

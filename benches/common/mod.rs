@@ -286,3 +286,17 @@ pub fn stat(mut v: Vec<f64>) -> Stat {
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
+
+/// The store's open options, with two experiment knobs for profiles: `BENCH_CACHE_MB`
+/// (sled's cache; default `store.cache_mb = 64`) and `BENCH_SNAPSHOT_MB` (sled's log
+/// between two snapshots, `SNAPSHOT_AFTER_BYTES`; a huge value turns them off).
+pub fn open_options() -> sendgate::store::OpenOptions {
+    let mut o = sendgate::store::OpenOptions::default();
+    if let Some(mb) = std::env::var("BENCH_CACHE_MB").ok().and_then(|v| v.parse().ok()) {
+        o.cache_mb = mb;
+    }
+    if let Some(mb) = std::env::var("BENCH_SNAPSHOT_MB").ok().and_then(|v| v.parse::<u64>().ok()) {
+        o.snapshot_after_bytes = mb.saturating_mul(1 << 20);
+    }
+    o
+}

@@ -315,7 +315,8 @@ mod tests {
     /// opened the circuit breaker).
     #[tokio::test]
     async fn a_verdict_stands_when_a_helper_keeps_stdout_open() {
-        let started = Instant::now();
+        // The time limit (5 s) is what the old code ran into: a verdict of `Sent`
+        // means it was not reached.
         let outcome = run_sh(
             "cat >/dev/null; sleep 30 & echo '{\"outcome\":\"sent\"}'",
             5,
@@ -323,11 +324,6 @@ mod tests {
         )
         .await;
         assert_eq!(outcome, Outcome::Sent);
-        assert!(
-            started.elapsed() < Duration::from_secs(4),
-            "{:?}",
-            started.elapsed()
-        );
     }
 
     #[tokio::test]
