@@ -254,8 +254,12 @@ fn phase_bigfile(dir: &Path, n: usize) -> Value {
     sendgate::mem::give_back();
     // `5` resets the peak resident size (`VmHWM`) to the current one (proc(5)).
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
-    let store =
-        Store::open(&dir.join("big-store"), common::settings(true), common::open_options()).expect("store opens");
+    let store = Store::open(
+        &dir.join("big-store"),
+        common::settings(true),
+        common::open_options(),
+    )
+    .expect("store opens");
     let mut engine = Engine::new(store, EngineConfig::default(), now).expect("engine starts");
     let file = std::fs::File::open(&path).expect("open the big file");
     let source = sendgate::store::Source::Scanned(sendgate::store::scan("big.jsonl", file).expect("scan"));
@@ -313,7 +317,8 @@ fn phase_start(dir: &Path) -> Value {
     let at_main_s = since_spawn_s();
     let now = common::bench_now();
     let t_open = Instant::now();
-    let store = Store::open(&store_path(dir), common::settings(true), common::open_options()).expect("store opens");
+    let store =
+        Store::open(&store_path(dir), common::settings(true), common::open_options()).expect("store opens");
     let open_s = t_open.elapsed().as_secs_f64();
     let open_rss = common::status_kib("VmRSS");
     let (open_heap, _) = heap_bytes();

@@ -270,6 +270,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         last_status: None,
         deferred: Vec::new(),
         stop_requested: false,
+        reload_waiting: false,
         metrics,
     };
     worker.set_events(events);
@@ -382,6 +383,9 @@ struct Worker {
     /// nothing new is dispatched or claimed from then on (SPEC §10: a stop takes no new
     /// work), though the file itself is finished.
     stop_requested: bool,
+    /// A SIGHUP came while a file was being applied and waits in `deferred`: the caps
+    /// it may lower are not used for a dispatch before it is handled.
+    reload_waiting: bool,
 }
 
 impl Worker {
@@ -419,12 +423,12 @@ impl Worker {
                 // A file can take long: a stop that came at its end is seen before any
                 // dispatch too.
                 while let Ok(m) = self.rx.try_recv() {
-                    self.stop_requested |= matches!(m, Msg::Stop);
-                    self.deferred.push(m);
+                    self.defer(m);
                 }
             }
-            // A stop that came during a file waits in `deferred`: no dispatch before it.
-            if stop_deadline.is_none() && !self.stop_requested {
+            // A stop or a reload that came during a file waits in `deferred`: no
+            // dispatch before it is handled.
+            if stop_deadline.is_none() && !self.stop_requested && !self.reload_waiting {
                 let now = self.clock.now();
                 for r in self.engine.tick(now)? {
                     self.send(r);
@@ -510,7 +514,10 @@ impl Worker {
                                 Some(Instant::now() + Duration::from_secs(self.config.upstream.timeout_s));
                         }
                     }
-                    Msg::Reload => self.reload()?,
+                    Msg::Reload => {
+                        self.reload_waiting = false;
+                        self.reload()?;
+                    }
                     Msg::Cluster(n) => {
                         for r in self.engine.fleet_notice(n, self.clock.now())? {
                             self.send(r);
@@ -557,8 +564,8 @@ impl Worker {
     /// that came back, write the status file and feed the watchdog. Other messages wait for the main loop.
     fn between_chunks(&mut self) -> Result<(), Fatal> {
         let now = self.clock.now();
-        // The inbox first: a stop that came during the last chunk holds back this
-        // chunk's dispatch.
+        // The inbox first: a stop or a reload that came during the last chunk holds back
+        // this chunk's dispatch.
         let mut done = Vec::new();
         while let Ok(m) = self.rx.try_recv() {
             match m {
@@ -571,24 +578,39 @@ impl Worker {
                 Msg::Page(fetched) => {
                     self.engine.feed_result(fetched, now)?;
                 }
-                Msg::Stop => {
-                    self.stop_requested = true;
-                    self.deferred.push(Msg::Stop);
-                }
-                other => self.deferred.push(other),
-            }
-        }
-        if !self.stop_requested {
-            for r in self.engine.tick(now)? {
-                self.send(r);
+                other => self.defer(other),
             }
         }
         if !done.is_empty() {
             self.engine.complete_many(done, self.clock.now())?;
         }
+        // One operator request a step, the oldest first (as the main loop runs one a
+        // turn): `pause --all` and the others are answered while a big file applies,
+        // and a hold is in force before the next dispatch.
+        if let Some(i) = self.deferred.iter().position(|m| matches!(m, Msg::Admin(_))) {
+            if let Msg::Admin(call) = self.deferred.remove(i) {
+                self.admin(call)?;
+            }
+        }
+        if !self.stop_requested && !self.reload_waiting {
+            for r in self.engine.tick(now)? {
+                self.send(r);
+            }
+        }
         self.flush_log()?;
         self.status_due()?;
         self.ping_watchdog()
+    }
+
+    /// Keep a message for the main loop. A stop, or a reload (which may lower the caps),
+    /// holds back every dispatch until the main loop has handled it.
+    fn defer(&mut self, m: Msg) {
+        match m {
+            Msg::Stop => self.stop_requested = true,
+            Msg::Reload => self.reload_waiting = true,
+            _ => {}
+        }
+        self.deferred.push(m);
     }
 
     fn wait_time(
@@ -837,6 +859,20 @@ impl Worker {
                     break o;
                 }
                 self.between_chunks()?;
+                // A stop while the file is only staged drops it: the biggest file takes
+                // longer to apply than systemd waits for a stop, and a kill there would
+                // count towards quarantining a valid file. Once committed, it is finished.
+                if self.stop_requested && self.engine.abandon_file(&mut job)? {
+                    let (done, total) = job.progress();
+                    tracing::info!(
+                        event = "file_interrupted",
+                        file = %c.name,
+                        done,
+                        total,
+                        "stopping: nothing of the file is applied; it stays in processing/ and is applied at the next start"
+                    );
+                    return Ok(());
+                }
             },
         };
         match outcome {

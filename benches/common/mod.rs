@@ -295,7 +295,10 @@ pub fn open_options() -> sendgate::store::OpenOptions {
     if let Some(mb) = std::env::var("BENCH_CACHE_MB").ok().and_then(|v| v.parse().ok()) {
         o.cache_mb = mb;
     }
-    if let Some(mb) = std::env::var("BENCH_SNAPSHOT_MB").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(mb) = std::env::var("BENCH_SNAPSHOT_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         o.snapshot_after_bytes = mb.saturating_mul(1 << 20);
     }
     o

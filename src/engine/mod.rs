@@ -584,6 +584,12 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// A stop while `job` applies: drop it if it is not committed yet (`true`; the file
+    /// is applied again at the next start), else `false` and it is to be finished.
+    pub fn abandon_file(&mut self, job: &mut Ingest) -> Result<bool, StoreError> {
+        self.store.abandon_ingest(job)
+    }
+
     fn file_outcome(
         &mut self,
         name: &str,

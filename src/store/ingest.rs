@@ -343,6 +343,22 @@ impl Store {
         }
     }
 
+    /// A clean stop while `job` is still staged (SPEC §10: a stop takes no new work):
+    /// what it staged is dropped, and so is the count of start-ups that found it in
+    /// `processing/`, since a stop is not a crash (SPEC §6, poison files); the file stays
+    /// in `processing/` and is taken again, whole, at the next start. Returns `false`,
+    /// touching nothing, once the file is committed: it counts as applied, and publishing
+    /// its last chunks is left to finish (or to the recovery at the next open).
+    pub fn abandon_ingest(&self, job: &mut Ingest) -> Result<bool, StoreError> {
+        if !matches!(job.phase, Phase::Staging) {
+            return Ok(false);
+        }
+        self.drop_staged(job)?;
+        self.forget_leftover(&job.name)?;
+        self.make_durable()?;
+        Ok(true)
+    }
+
     /// Apply a job file whole, or reject it whole with the line and field.
     /// Without an engine, the caps it raised wake what they parked before it returns.
     pub fn apply(&self, name: &str, bytes: &[u8], now: DateTime<Utc>) -> Result<ApplyOutcome, StoreError> {
