@@ -169,6 +169,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> i32 {
         fail_from_op: None,
         ..OpenOptions::default()
     };
+    if let Some(e) = lost_store(&config.store.path, &spool) {
+        return store_failed(&e, &config.store.path);
+    }
     let store = match Store::open(&config.store.path, settings, opts) {
         Ok(s) => s,
         Err(e) => return store_failed(&e, &config.store.path),
@@ -305,6 +308,30 @@ fn start_admin(runtime: &tokio::runtime::Runtime, path: &Path, tx: SyncSender<Ms
     let submit: admin::server::Submit = Arc::new(move |call| tx.try_send(Msg::Admin(call)).is_ok());
     runtime.spawn(admin::server::serve(listener, submit));
     Ok(())
+}
+
+/// A store about to be created while the spool's `done/` holds applied files: this
+/// worker ran before, and its store was removed (a new, empty one would give every cap
+/// of the day out again). Only an operator who means to start afresh moves them away.
+fn lost_store(path: &Path, spool: &Spool) -> Option<StoreError> {
+    let creating = match Store::would_create(path) {
+        Ok(c) => c,
+        Err(e) => return Some(e),
+    };
+    let done = spool.dir().join("done");
+    let applied = std::fs::read_dir(&done)
+        .map(|entries| entries.flatten().filter(|e| e.path().is_file()).count())
+        .unwrap_or(0);
+    (creating && applied > 0).then(|| StoreError::Damaged {
+        path: path.display().to_string(),
+        reason: format!(
+            "there is no store here, but {} holds {applied} applied job file(s): the store of \
+             this worker was removed, and a new, empty one would give every cap of the day out \
+             again. Restore the store from a copy; to start afresh on purpose, move the files \
+             of done/ away first",
+            done.display()
+        ),
+    })
 }
 
 fn store_failed(e: &StoreError, path: &Path) -> i32 {
@@ -542,6 +569,8 @@ impl Worker {
         if self.last_status.is_some_and(|t| t.elapsed() < every) {
             return Ok(false);
         }
+        // A store removed under the worker fails it here, not at the next stop.
+        self.engine.store().check_in_place()?;
         self.write_status()?;
         self.last_status = Some(Instant::now());
         Ok(true)

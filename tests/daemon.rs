@@ -915,6 +915,37 @@ fn a_wiped_store_exits_74_and_the_upstream_gets_nothing_more() {
     assert_eq!(up.requests().len(), 5, "nothing more reached the upstream");
 }
 
+/// `rm -rf` of the store directory under a running worker: it went on sending into
+/// the removed files and answering `status` until its stop (16 more sends in 8 s), and
+/// the next start made a new, empty store and gave the day's caps out again. Now the
+/// worker fails within a status interval (exit 74, naming the path), and a start that
+/// finds no store while the spool's `done/` holds applied files refuses to make one.
+#[test]
+fn a_store_removed_under_the_worker_fails_it_and_is_not_made_anew() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start(|_| (200, "{}".into()));
+    let cfg = config(dir.path(), &up.url, "");
+    let w = start_worker(dir.path(), &cfg);
+    drop_file(dir.path(), "001-setup.jsonl", setup(30).as_bytes());
+    drop_file(dir.path(), "002-invites.jsonl", invites(30).as_bytes());
+    wait_until("5 requests", || up.requests().len() >= 5);
+    let store = dir.path().join("store");
+    std::fs::remove_dir_all(&store).expect("rm -rf store");
+    // Before, it ran on until its stop: `wait_exit` fails after its deadline.
+    let (code, log) = w.wait_exit();
+    assert_eq!(code, 74, "the worker fails on its removed store:\n{log}");
+    assert!(log.contains("\"event\":\"store_failed\""), "{log}");
+    assert!(log.contains("removed or replaced"), "{log}");
+    let sent = up.requests().len();
+    // systemd's restart: no new store, nothing sent.
+    let (code, log) = run_to_exit(dir.path(), &cfg);
+    assert_eq!(code, 74, "a start without its store refuses to make one:\n{log}");
+    assert!(log.contains("done"), "names the spool's done/:\n{log}");
+    assert!(!store.exists(), "no new store was made");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(up.requests().len(), sent, "nothing more reached the upstream");
+}
+
 #[test]
 fn status_and_audit_never_create_a_store() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -361,6 +361,8 @@ pub struct Store {
     trees: Vec<sled::Tree>,
     db_file: File,
     path: PathBuf,
+    /// The store directory's (device, inode) at open: `check_in_place` compares.
+    dir_id: (u64, u64),
     cache_bytes: u64,
     /// The log sled wrote since its last snapshot, as `snapshot_if_due` sees it.
     since_snapshot: SinceSnapshot,
@@ -530,11 +532,17 @@ impl Store {
             .metadata()
             .map_err(io("read the size of", &db_path))?
             .len();
+        let dir_id = {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(path).map_err(io("read", path))?;
+            (m.dev(), m.ino())
+        };
         let mut store = Store {
             db: Some(db),
             trees,
             db_file,
             path: path.to_path_buf(),
+            dir_id,
             cache_bytes: sled_cache_bytes(opts.cache_mb),
             since_snapshot: SinceSnapshot {
                 after: opts.snapshot_after_bytes,
@@ -755,6 +763,35 @@ impl Store {
         // dropping the handle flushes and syncs (nothing was written).
         drop(open_sled(&path, 1024 * 1024, lock::Patience::Close)?);
         Ok(())
+    }
+
+    /// The store is still where it was opened: the same directory, with its `db` and
+    /// its identity file. A store removed or replaced under a running worker (`rm -rf`)
+    /// is a store failure found within a status interval, not at the next stop (sled
+    /// goes on writing into the removed files, and the next start would find nothing).
+    pub fn check_in_place(&self) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let same_dir = std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.dir_id);
+        let whole = self.path.join("db").is_file() && self.path.join(identity::ID_FILE).is_file();
+        if same_dir && whole {
+            return Ok(());
+        }
+        Err(damaged(
+            &self.path,
+            "its directory, its `db` or its identity file was removed or replaced while the worker \
+             ran; restore the store from a copy (a new, empty store would give every cap of the \
+             day out again)",
+        ))
+    }
+
+    /// Whether opening `path` would create a new store (nothing there, or an empty
+    /// directory, or a creation that never finished).
+    pub fn would_create(path: &Path) -> Result<bool, StoreError> {
+        Ok(match identity::inspect(path)? {
+            identity::Layout::Missing | identity::Layout::Empty => true,
+            identity::Layout::Identified(id) => !id.complete,
+            _ => false,
+        })
     }
 
     /// sled's handle. Only a failed snapshot leaves none, and its error ends the process.
