@@ -106,6 +106,15 @@ impl Engine {
                             ignored: a.ignored,
                         };
                         self.events.extend(a.changes.into_iter().map(change_event));
+                        // Each event's effect, or why it was ignored, as a job file's
+                        // (`line`: its place in the page, from 1).
+                        self.events.extend(a.effects.into_iter().map(|e| {
+                            let e = crate::store::EventEffect {
+                                line: e.line + 1,
+                                ..e
+                            };
+                            super::operator::effect_event(FEED_SOURCE, &e)
+                        }));
                         if counts.events > 0 {
                             self.events.push(Event::EventsPolled {
                                 events: counts.events,
@@ -177,6 +186,9 @@ impl Engine {
     }
 }
 
+/// The source a feed event's log line names (a job file's names the file).
+pub const FEED_SOURCE: &str = "events feed";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +257,57 @@ mod tests {
         assert!(logged
             .iter()
             .all(|ev| matches!(ev, Event::EventsPolled { error: Some(_), .. })));
+    }
+
+    /// Each event of a feed page logs what it did, or why it was ignored, as the same
+    /// event in a job file does (SPEC §9: the same rules; §6: every event has a visible
+    /// effect). Before, a page logged only its counts (`events_polled applied=1
+    /// ignored=1`), and an operator could not see which event was ignored, or why.
+    #[test]
+    fn each_feed_event_logs_its_effect_or_why_it_was_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(&dir.path().join("s"), Settings::default(), OpenOptions::default()).expect("open");
+        let now = t("2026-11-25T12:00:00Z");
+        let mut e = Engine::new(store, EngineConfig::default(), now).expect("engine");
+        let setup = concat!(
+            r#"{"type":"account","id":"a1","tier":"free","timezone":"UTC","window":{"days":["mon","tue","wed","thu","fri","sat","sun"],"start":"00:00","end":"23:59"}}"#,
+            "\n"
+        );
+        e.apply_file("setup.jsonl", setup.as_bytes(), now)
+            .expect("applied");
+        e.drain_events().expect("settled");
+        e.enable_feed(60, now);
+        let page = concat!(
+            r#"{"events":[{"id":"e1","kind":"invite_accepted","account":"a1","prospect":"https://www.linkedin.com/in/nobody"},"#,
+            r#"{"id":"e2","kind":"account_restricted","account":"a1"}],"cursor":"c1"}"#
+        );
+        let counts = e.feed_result(Ok(page.as_bytes().to_vec()), now).expect("ok");
+        assert_eq!((counts.applied, counts.ignored), (1, 1), "{counts:?}");
+        let logged = e.drain_events().expect("settled");
+        let ignored: Vec<_> = logged
+            .iter()
+            .filter_map(|ev| match ev {
+                Event::EventIgnored {
+                    source,
+                    line,
+                    kind,
+                    reason,
+                    ..
+                } => Some((source.as_str(), *line, kind.as_str(), reason.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ignored.len(), 1, "{logged:?}");
+        assert_eq!(ignored[0].0, FEED_SOURCE);
+        assert_eq!((ignored[0].1, ignored[0].2), (Some(1), "invite_accepted"));
+        assert!(!ignored[0].3.is_empty(), "says why: {logged:?}");
+        assert!(
+            logged.iter().any(|ev| matches!(
+                ev,
+                Event::RecordApplied { kind: "account_restricted", file, line: 2, .. } if file == FEED_SOURCE
+            )),
+            "the restriction's own line: {logged:?}"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! then pruned, so a page served again, or a cursor that goes back, never applies an
 //! event twice within that reach.
 
-use super::apply::{apply_event, Ctx};
+use super::apply::{apply_event, Ctx, EventEffect};
 use super::codec::{self, ms};
 use super::reserve::Change;
 use super::tx::Rejection;
@@ -31,6 +31,9 @@ pub struct PageApplied {
     /// reply to no sent InMail or one already refunded, a restriction already known).
     pub ignored: u32,
     pub changes: Vec<Change>,
+    /// What each new event did, or why it was ignored, as a job file's events are
+    /// logged (SPEC §9: the same rules); `line` is its place in the page, from 0.
+    pub effects: Vec<EventEffect>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -82,6 +85,7 @@ impl Store {
             // restrictions), so nothing waits for a release after the commit.
             debug_assert!(resumed.is_empty(), "a feed event resumed {resumed:?}");
             out.changes = applied.changes;
+            out.effects = applied.effects;
             Ok(out)
         })?;
         match result {
