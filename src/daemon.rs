@@ -318,10 +318,7 @@ fn lost_store(path: &Path, spool: &Spool) -> Option<StoreError> {
         Ok(c) => c,
         Err(e) => return Some(e),
     };
-    let done = spool.dir().join("done");
-    let applied = std::fs::read_dir(&done)
-        .map(|entries| entries.flatten().filter(|e| e.path().is_file()).count())
-        .unwrap_or(0);
+    let applied = spool.done_count();
     (creating && applied > 0).then(|| StoreError::Damaged {
         path: path.display().to_string(),
         reason: format!(
@@ -329,7 +326,7 @@ fn lost_store(path: &Path, spool: &Spool) -> Option<StoreError> {
              this worker was removed, and a new, empty one would give every cap of the day out \
              again. Restore the store from a copy; to start afresh on purpose, move the files \
              of done/ away first",
-            done.display()
+            spool.done_dir().display()
         ),
     })
 }
@@ -408,7 +405,7 @@ struct Worker {
     deferred: Vec<Msg>,
     /// A SIGTERM or SIGINT came while a file was being applied and waits in `deferred`:
     /// nothing new is dispatched or claimed from then on (SPEC §10: a stop takes no new
-    /// work), though the file itself is finished.
+    /// work); the file is dropped if only staged, else finished (`take_file`).
     stop_requested: bool,
     /// A SIGHUP came while a file was being applied and waits in `deferred`: the caps
     /// it may lower are not used for a dispatch before it is handled.

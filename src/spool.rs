@@ -176,6 +176,17 @@ impl Spool {
         self.sub("incoming")
     }
 
+    pub fn done_dir(&self) -> PathBuf {
+        self.sub("done")
+    }
+
+    /// How many files `done/` holds (applied job files; unreadable counts as none).
+    pub fn done_count(&self) -> usize {
+        fs::read_dir(self.done_dir())
+            .map(|entries| entries.flatten().filter(|e| e.path().is_file()).count())
+            .unwrap_or(0)
+    }
+
     fn sub(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

@@ -123,6 +123,19 @@ fn undecodable_action(key: &[u8], e: String) -> StoreError {
     ))
 }
 
+/// Every tree of the store, in `TREE_NAMES` order (the indexes `ACTIONS`, `META`, ...).
+fn open_trees(db: &sled::Db) -> Result<Vec<sled::Tree>, StoreError> {
+    Ok(TREE_NAMES
+        .iter()
+        .map(|n| db.open_tree(n))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The length of `file` (sled's `db`, at `path`).
+fn file_len(file: &File, path: &Path) -> Result<u64, StoreError> {
+    Ok(file.metadata().map_err(io("read the size of", path))?.len())
+}
+
 /// sled's open failed because another handle (another process, or one of ours just
 /// dropped) still holds the store's file lock.
 fn lock_held(e: &sled::Error) -> bool {
@@ -522,16 +535,10 @@ impl Store {
             }
         };
         let db = open_sled(path, sled_cache_bytes(opts.cache_mb), lock::Patience::Open)?;
-        let trees = TREE_NAMES
-            .iter()
-            .map(|n| db.open_tree(n))
-            .collect::<Result<Vec<_>, _>>()?;
+        let trees = open_trees(&db)?;
         let db_path = path.join("db");
         let db_file = File::open(&db_path).map_err(io("open the db file", &db_path))?;
-        let db_len = db_file
-            .metadata()
-            .map_err(io("read the size of", &db_path))?
-            .len();
+        let db_len = file_len(&db_file, &db_path)?;
         let dir_id = {
             use std::os::unix::fs::MetadataExt;
             let m = std::fs::metadata(path).map_err(io("read", path))?;
@@ -803,13 +810,8 @@ impl Store {
     }
 
     /// sled's log written since its last snapshot (an estimate: `SinceSnapshot`).
-    pub fn log_since_snapshot(&self) -> Result<u64, StoreError> {
-        let db_path = self.path.join("db");
-        let len = self
-            .db_file
-            .metadata()
-            .map_err(io("read the size of", &db_path))?
-            .len();
+    fn log_since_snapshot(&self) -> Result<u64, StoreError> {
+        let len = file_len(&self.db_file, &self.path.join("db"))?;
         let flushed = self.since_snapshot.flushed.load(Ordering::Relaxed);
         Ok(flushed.max(len.saturating_sub(self.since_snapshot.db_len)))
     }
@@ -824,11 +826,14 @@ impl Store {
     /// and sled writes its snapshot beside the log (synced, then renamed). An error is
     /// fatal and leaves the store unusable, as every `StoreError` ends the process.
     pub fn snapshot_if_due(&mut self) -> Result<bool, StoreError> {
-        if self.read_only || self.log_since_snapshot()? < self.since_snapshot.after {
+        if self.read_only {
+            return Ok(false);
+        }
+        let log = self.log_since_snapshot()?;
+        if log < self.since_snapshot.after {
             return Ok(false);
         }
         let started = Instant::now();
-        let log = self.log_since_snapshot()?;
         self.make_durable()?;
         self.op("snapshot")?;
         self.trees.clear();
@@ -853,17 +858,9 @@ impl Store {
             },
             other => other,
         })?;
-        self.trees = TREE_NAMES
-            .iter()
-            .map(|n| db.open_tree(n))
-            .collect::<Result<Vec<_>, _>>()?;
+        self.trees = open_trees(&db)?;
         self.db = Some(db);
-        let db_path = self.path.join("db");
-        self.since_snapshot.db_len = self
-            .db_file
-            .metadata()
-            .map_err(io("read the size of", &db_path))?
-            .len();
+        self.since_snapshot.db_len = file_len(&self.db_file, &db_path)?;
         self.since_snapshot.flushed.store(0, Ordering::Relaxed);
         // Old page versions the replay read and let go of.
         crate::mem::give_back();
