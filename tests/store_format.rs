@@ -287,6 +287,9 @@ fn old_whole_actions_read_and_are_split_at_their_next_write() {
         assert_eq!(all.len(), before.len(), "every whole action is listed");
         old = store.action("q4/3").expect("read").expect("the action");
         reserve_parked_invite(&store);
+        // The reservation's changes reach the trees read below raw at a clean stop
+        // (until then they are in its `wal` record).
+        store.close().expect("a clean stop");
     }
     let after_reserve = layouts(&path);
     assert_eq!(after_reserve["q4/3"], (1, true), "split by the reservation");

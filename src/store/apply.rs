@@ -453,7 +453,7 @@ impl Store {
     /// Whether a file of this name and content hash (`codec::content_hash`) was applied.
     pub fn file_hash_applied(&self, name: &str, hash: u64) -> Result<bool, StoreError> {
         self.op("read files")?;
-        Ok(self.trees[FILES].contains_key(file_key(name, hash))?)
+        Ok(self.trees()?[FILES].contains_key(file_key(name, hash))?)
     }
 
     /// One bounded step of waking the actions parked until a time on a cap `raised`
@@ -478,7 +478,10 @@ impl Store {
         let mut keys: Vec<Vec<u8>> = Vec::new();
         let mut read = 0;
         let mut last = None;
-        for k in self.trees[TIMED].range((from, std::ops::Bound::Unbounded)).keys() {
+        for k in self.trees()?[TIMED]
+            .range((from, std::ops::Bound::Unbounded))
+            .keys()
+        {
             let k = k?;
             read += 1;
             last = Some(k.to_vec());
@@ -541,7 +544,7 @@ impl Store {
         let prefix = codec::waiting_prefix(kind, owner);
         loop {
             self.op("scan waiting")?;
-            let ids: Vec<String> = self.trees[WAITING]
+            let ids: Vec<String> = self.trees()?[WAITING]
                 .scan_prefix(&prefix)
                 .keys()
                 .take(BATCH)

@@ -29,7 +29,12 @@ use serde::{Deserialize, Serialize};
 /// (exit 78, a deployment mistake) instead of failing on a record (exit 74, restarted
 /// again and again). Every format-3 record still reads, so the upgrade writes only the
 /// number.
-pub const FORMAT_VERSION: u32 = 4;
+/// Format 5 adds the `wal` tree (`store::behind`): the send path's batches are durable
+/// there before their changes reach the other trees. A format-4 build would not replay
+/// them after a crash (it would read every action and counter of those batches as
+/// before them), so it must refuse such a store; a format-4 store has no record there,
+/// so the upgrade again writes only the number.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The versioned envelope of every value. Append variants; never reorder or remove.
 #[derive(Serialize, Deserialize)]
@@ -220,6 +225,14 @@ pub fn ready_after_campaign(account: &str, campaign: &str) -> Vec<u8> {
 pub fn account_prefix(account: &str) -> Vec<u8> {
     let mut k = account.as_bytes().to_vec();
     k.push(0);
+    k
+}
+
+/// The first key after every key of `account_prefix(account)` (an id holds no 0xff
+/// byte: it is UTF-8).
+pub fn account_prefix_end(account: &str) -> Vec<u8> {
+    let mut k = account.as_bytes().to_vec();
+    k.push(1);
     k
 }
 

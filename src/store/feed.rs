@@ -47,8 +47,8 @@ impl Store {
     /// The cursor to poll after, if a page was ever applied.
     pub fn events_cursor(&self) -> Result<Option<String>, StoreError> {
         self.op("read events cursor")?;
-        Ok(self.trees[META]
-            .get(META_EVENTS_CURSOR)?
+        Ok(self
+            .seen_get(META, META_EVENTS_CURSOR)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
@@ -111,7 +111,7 @@ impl Store {
         let days = i64::from(self.settings.retention_days.max(super::query::MIN_RETENTION_DAYS));
         let bound = codec::feed_event_expiry_bound(ms(now - Duration::days(days)));
         self.op("scan feed events")?;
-        let expired: Vec<(sled::IVec, sled::IVec)> = self.trees[LINKS]
+        let expired: Vec<(sled::IVec, sled::IVec)> = self.trees()?[LINKS]
             .range(codec::FEED_EVENT_EXPIRY_PREFIX.to_vec()..bound)
             .take(max)
             .collect::<Result<_, _>>()?;

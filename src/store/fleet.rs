@@ -184,7 +184,7 @@ impl Store {
     /// Queue again the actions parked while `account` was held elsewhere.
     pub fn fleet_release_account(&self, account: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.op("scan waiting")?;
-        let any = self.trees[super::WAITING]
+        let any = self.trees()?[super::WAITING]
             .scan_prefix(waiting_prefix(b"a", account))
             .next()
             .is_some();

@@ -605,3 +605,50 @@ fn an_unknown_tag_is_refused_with_the_record_and_key() {
     assert!(e.to_string().ends_with("outcome 0: unknown state tag 7"), "{e}");
     assert!(e.to_string().contains("ledger outcomes at key \"\\x00"), "{e}");
 }
+
+#[test]
+fn wal_record() {
+    // Two changes of one send-path transaction: an action's state record written, a
+    // `ready` key removed. The tree is named by its index in `TREE_NAMES`.
+    let delta: super::tx::Overlay = [
+        (
+            (super::ACTIONS, b"q4/jane".to_vec()),
+            Some(sled::IVec::from(&[1u8, 2, 3][..])),
+        ),
+        ((super::READY, b"acct-1\x00c".to_vec()), None),
+    ]
+    .into_iter()
+    .collect();
+    pin(
+        "a wal record",
+        &delta,
+        super::behind::encode,
+        |b| super::behind::decode(b, super::TREE_NAMES.len()).expect("decodes"),
+        "0002020771342f6a616e6501030102030308616363742d31006300",
+    );
+}
+
+#[test]
+fn the_trees_keep_their_order() {
+    // `wal` records name a tree by its index: the order is part of the format.
+    assert_eq!(
+        super::TREE_NAMES,
+        [
+            "accounts",
+            "campaigns",
+            "actions",
+            "ready",
+            "timed",
+            "waiting",
+            "days",
+            "ledger",
+            "files",
+            "links",
+            "inflight",
+            "meta",
+            "staged",
+            "bodies",
+            "wal"
+        ]
+    );
+}

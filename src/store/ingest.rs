@@ -299,7 +299,7 @@ impl Store {
         };
         let fkey = file_key(name, hash);
         self.op("read files")?;
-        if self.trees[FILES].contains_key(&fkey)? {
+        if self.trees()?[FILES].contains_key(&fkey)? {
             return Ok(Begin::Finished(ApplyOutcome::AlreadyApplied));
         }
         let spans = match spans {
@@ -392,7 +392,7 @@ impl Store {
                 // Before anything is staged under it: recovery finds every staged key.
                 self.op("write ingest marker")?;
                 let marker: Marker = (job.name.clone(), false);
-                self.trees[META].insert(marker_key(t), codec::encode(&marker))?;
+                self.trees()?[META].insert(marker_key(t), codec::encode(&marker))?;
                 job.token = Some(t);
                 t
             }
@@ -514,7 +514,7 @@ impl Store {
         for tree in [ACTIONS, LINKS] {
             let prefix = stage_key(token, tree, b"");
             self.op("scan staged")?;
-            let batch = self.trees[STAGED]
+            let batch = self.trees()?[STAGED]
                 .scan_prefix(&prefix)
                 .take(CHUNK_RECORDS)
                 .collect::<Result<Vec<_>, _>>()?;
@@ -556,7 +556,7 @@ impl Store {
             return Ok(true);
         }
         self.op("drop ingest marker")?;
-        self.trees[META].remove(marker_key(token))?;
+        self.trees()?[META].remove(marker_key(token))?;
         Ok(false)
     }
 
@@ -570,7 +570,7 @@ impl Store {
             }
             StoredAction::State(s) => {
                 let id = std::str::from_utf8(key).map_err(|e| corrupt(e.to_string()))?;
-                let body = self.trees[BODIES]
+                let body = self.trees()?[BODIES]
                     .get(key)?
                     .ok_or_else(|| corrupt("its body is missing".into()))?;
                 let ix = Indexing::of(&s, &body).map_err(corrupt)?;
@@ -592,7 +592,7 @@ impl Store {
         let actions = stage_key(token, ACTIONS, b"");
         loop {
             self.op("drop staged")?;
-            let keys = self.trees[STAGED]
+            let keys = self.trees()?[STAGED]
                 .scan_prefix(prefix)
                 .keys()
                 .take(CHUNK_RECORDS)
@@ -606,16 +606,16 @@ impl Store {
             let mut batch = sled::Batch::default();
             for k in keys {
                 if let Some(id) = k.strip_prefix(actions.as_slice()) {
-                    if !self.trees[ACTIONS].contains_key(id)? {
+                    if !self.trees()?[ACTIONS].contains_key(id)? {
                         bodies.remove(id);
                     }
                 }
                 batch.remove(k);
             }
-            self.trees[BODIES].apply_batch(bodies)?;
-            self.trees[STAGED].apply_batch(batch)?;
+            self.trees()?[BODIES].apply_batch(bodies)?;
+            self.trees()?[STAGED].apply_batch(batch)?;
         }
-        self.trees[META].remove(marker_key(token))?;
+        self.trees()?[META].remove(marker_key(token))?;
         Ok(())
     }
 
@@ -625,7 +625,7 @@ impl Store {
     pub fn unreported_files(&self) -> Result<Vec<FileReport>, StoreError> {
         self.op("scan file reports")?;
         let mut reports = Vec::new();
-        for kv in self.trees[META].scan_prefix(REPORT_PREFIX) {
+        for kv in self.trees()?[META].scan_prefix(REPORT_PREFIX) {
             let (k, v) = kv?;
             let report: FileReport = codec::decode_at("file report", &k, &v)?;
             debug_assert_eq!(&k[..], report_key(&report.name, report.hash).as_slice());
@@ -638,7 +638,10 @@ impl Store {
     /// Not made durable here: a crash before the next flush reports it again, once.
     pub fn file_reported(&self, name: &str, hash: u64) -> Result<(), StoreError> {
         self.op("drop file report")?;
-        self.trees[META].remove(report_key(name, hash))?;
+        // Only a file's commit writes a report, never the send path: nothing behind
+        // can hide this key, so it is removed without making the send path catch up
+        // (a write between a reservation's sync and its send).
+        self.write_aside(META, &report_key(name, hash), None)?;
         Ok(())
     }
 
@@ -646,7 +649,7 @@ impl Store {
     /// every committed one. Returns the names of the files dropped.
     pub fn recover_ingest(&self) -> Result<Vec<String>, StoreError> {
         self.op("scan ingest markers")?;
-        let markers = self.trees[META]
+        let markers = self.trees()?[META]
             .scan_prefix(MARKER_PREFIX)
             .collect::<Result<Vec<_>, _>>()?;
         let mut dropped = Vec::new();
@@ -666,7 +669,7 @@ impl Store {
             }
         }
         debug_assert!(
-            self.trees[STAGED].is_empty(),
+            self.trees()?[STAGED].is_empty(),
             "every staged key belongs to a marked file"
         );
         if had_markers {

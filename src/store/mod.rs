@@ -16,6 +16,7 @@
 //! can never turn a broken store into "skip this one".
 
 mod apply;
+mod behind;
 pub mod codec;
 mod edge;
 mod feed;
@@ -56,6 +57,7 @@ pub use reserve::{kinds_blocked_by, Change, Folded, Hold, ParkedAction, Reservat
 use crate::config::Policy;
 use codec::FORMAT_VERSION;
 use std::fs::File;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -82,7 +84,11 @@ const STAGED: usize = 12;
 /// What an action is (`wire::ActionBodyW`), written once at ingest and never rewritten;
 /// `actions` holds what changes (format 3).
 const BODIES: usize = 13;
-const TREE_NAMES: [&str; 14] = [
+/// What a transaction of the send path changed, until it is in its trees
+/// (`behind.rs`, format 5).
+const WAL: usize = 14;
+/// The trees, by index. The order never changes: `wal` records name trees by index.
+const TREE_NAMES: [&str; 15] = [
     "accounts",
     "campaigns",
     "actions",
@@ -97,6 +103,7 @@ const TREE_NAMES: [&str; 14] = [
     "meta",
     "staged",
     "bodies",
+    "wal",
 ];
 
 const META_FORMAT: &[u8] = b"format_version";
@@ -371,7 +378,11 @@ pub struct Store {
     /// `None` only after a snapshot's reopen failed: that error is fatal, like every
     /// `StoreError`, and nothing uses the store after it (`Store::db`).
     db: Option<sled::Db>,
-    trees: Vec<sled::Tree>,
+    /// Read through `trees` (which writes what is behind first) or through the
+    /// `seen_*` readers (which look through it); written only in transactions.
+    sled_trees: Vec<sled::Tree>,
+    /// The send path's changes committed to `wal` and not yet to their trees.
+    behind: Mutex<behind::Behind>,
     db_file: File,
     path: PathBuf,
     /// The store directory's (device, inode) at open: `check_in_place` compares.
@@ -546,7 +557,8 @@ impl Store {
         };
         let mut store = Store {
             db: Some(db),
-            trees,
+            sled_trees: trees,
+            behind: Mutex::new(behind::Behind::default()),
             db_file,
             path: path.to_path_buf(),
             dir_id,
@@ -573,6 +585,8 @@ impl Store {
             "a store that may be created is written"
         );
         store.check_format(matches!(found, Found::New(_)))?;
+        // A batch a crash left in `wal` reaches its trees before anything reads them.
+        store.replay_wal()?;
         let identity = store.check_identity(found, mode)?;
         store.mark = identity.map(|identity| {
             Mutex::new(Mark {
@@ -589,7 +603,7 @@ impl Store {
     }
 
     fn check_format(&self, creating: bool) -> Result<(), StoreError> {
-        let meta = &self.trees[META];
+        let meta = &self.sled_trees[META];
         match meta.get(META_FORMAT)? {
             Some(v) => {
                 let found = codec::decode_at::<u32>("format_version", META_FORMAT, &v)?;
@@ -603,10 +617,11 @@ impl Store {
                 if found < FORMAT_VERSION && !self.read_only {
                     // Format 1 -> 2 only added record kinds, 2 -> 3 a record layout read
                     // beside the old one (an action is split at its next write), and
-                    // 3 -> 4 the second layout of accounts and campaigns: nothing stored
-                    // changes but the number, one atomic insert made durable before
-                    // this build writes anything an older build could not read.
-                    debug_assert!(found >= 1 && FORMAT_VERSION == 4, "add this upgrade's steps");
+                    // 3 -> 4 the second layout of accounts and campaigns, and 4 -> 5
+                    // the `wal` tree: nothing stored changes but the number, one atomic
+                    // insert made durable before this build writes anything an older
+                    // build could not read.
+                    debug_assert!(found >= 1 && FORMAT_VERSION == 5, "add this upgrade's steps");
                     meta.insert(META_FORMAT, codec::encode(&FORMAT_VERSION))?;
                     self.make_durable()?;
                 }
@@ -618,7 +633,7 @@ impl Store {
             }
             None => Err(damaged(
                 &self.path,
-                if self.trees.iter().all(|t| t.is_empty()) {
+                if self.sled_trees.iter().all(|t| t.is_empty()) {
                     "its `db` holds no sendgate data (emptied or lost); restore the store, \
                      or empty the directory to start a new one"
                 } else {
@@ -631,7 +646,7 @@ impl Store {
     /// The store id and ledger mark of the data against the identity file. Returns the
     /// identity this process keeps up to date (`None` for `Mode::Existing`).
     fn check_identity(&self, found: Found, mode: Mode) -> Result<Option<identity::Identity>, StoreError> {
-        let meta = &self.trees[META];
+        let meta = &self.trees()?[META];
         let data_id = match meta.get(META_STORE_ID)? {
             Some(v) => Some(codec::decode_at::<String>("store id", META_STORE_ID, &v)?),
             None => None,
@@ -652,8 +667,8 @@ impl Store {
                     Some(d) if *d != id.store_id => return Err(mismatch(&id, d)),
                     Some(_) => {}
                     None if data_mark > 0
-                        || !self.trees[ACTIONS].is_empty()
-                        || !self.trees[ACCOUNTS].is_empty() =>
+                        || !self.trees()?[ACTIONS].is_empty()
+                        || !self.trees()?[ACCOUNTS].is_empty() =>
                     {
                         return Err(damaged(&self.path, "it holds data of no known store"));
                     }
@@ -733,14 +748,14 @@ impl Store {
     fn data_mark(&self) -> Result<u64, StoreError> {
         // Every ledger key starts with its own id (`codec::ledger_kind`): a
         // reservation, a release or a batch of outcomes.
-        let last = match self.trees[LEDGER].last()? {
+        let last = match self.trees()?[LEDGER].last()? {
             Some((k, _)) if codec::ledger_kind(&k).is_some() => codec::ledger_id(&k)
                 .ok_or_else(|| StoreError::Corrupt("a ledger key is too short".into()))?
                 .saturating_add(1),
             Some(_) => return Err(StoreError::Corrupt("a ledger key names no known record".into())),
             None => 0,
         };
-        let kept = match self.trees[META].get(META_LEDGER_MARK)? {
+        let kept = match self.sled_trees[META].get(META_LEDGER_MARK)? {
             Some(v) => codec::decode_at::<u64>("ledger mark", META_LEDGER_MARK, &v)?,
             None => 0,
         };
@@ -761,6 +776,7 @@ impl Store {
     /// snapshot is sled's own (written, synced, renamed), and without it the next open
     /// replays the log as always.
     pub fn close(self) -> Result<(), StoreError> {
+        self.catch_up()?;
         self.make_durable()?;
         self.checkpoint()?;
         let path = self.path.clone();
@@ -834,9 +850,10 @@ impl Store {
             return Ok(false);
         }
         let started = Instant::now();
+        self.catch_up()?;
         self.make_durable()?;
         self.op("snapshot")?;
-        self.trees.clear();
+        self.sled_trees.clear();
         self.db = None;
         // sled's own threads drop its cache and let go of the lock a moment after the
         // last handle. Once they have, the heap they freed goes back to the system
@@ -858,7 +875,7 @@ impl Store {
             },
             other => other,
         })?;
-        self.trees = open_trees(&db)?;
+        self.sled_trees = open_trees(&db)?;
         self.db = Some(db);
         self.since_snapshot.db_len = file_len(&self.db_file, &db_path)?;
         self.since_snapshot.flushed.store(0, Ordering::Relaxed);
@@ -887,7 +904,8 @@ impl Store {
             return Ok(None);
         }
         let m = self.data_mark()?;
-        self.trees[META].insert(META_LEDGER_MARK, codec::encode(&m))?;
+        // `data_mark` wrote everything behind to its trees: `meta` is current.
+        self.sled_trees[META].insert(META_LEDGER_MARK, codec::encode(&m))?;
         Ok(Some(m))
     }
 
@@ -967,6 +985,7 @@ impl Store {
     /// sled's flush without the `fdatasync`: survives the process dying, not a power cut.
     fn flush(&self) -> Result<(), StoreError> {
         self.op("flush")?;
+
         self.sled_flush()
     }
 
@@ -1039,10 +1058,7 @@ impl Store {
         debug_assert!(!self.read_only, "a store opened read-only is written");
         self.op("transaction")?;
         self.transactions.fetch_add(1, Ordering::Relaxed);
-        let result = self
-            .trees
-            .as_slice()
-            .transaction(|trees| f(&Tx::with_mode(trees, mode)));
+        let result = self.trees()?.transaction(|trees| f(&Tx::with_mode(trees, mode)));
         match result {
             Ok(v) => Ok(Ok(v)),
             Err(TransactionError::Abort(Abort::Reject(r))) => Ok(Err(r)),
@@ -1051,10 +1067,196 @@ impl Store {
         }
     }
 
+    /// `transact` for the send path (`behind.rs`): the transaction writes one `wal`
+    /// record holding every change it made, which stay in memory until `catch_up`
+    /// writes them to their trees; reads in it and after it see them. Durable, like
+    /// any commit, once `make_durable` returns.
+    fn transact_behind<T>(
+        &self,
+        f: impl Fn(&Tx) -> tx::TxResult<T>,
+    ) -> Result<Result<T, tx::Rejection>, StoreError> {
+        use sled::transaction::{TransactionError, Transactional};
+        debug_assert!(!self.read_only, "a store opened read-only is written");
+        self.op("transaction")?;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        let mut behind = self.lock_behind()?;
+        let key = behind::wal_key(behind.next);
+        let result = self.sled_trees.as_slice().transaction(|trees| {
+            let tx = Tx::with_mode(
+                trees,
+                tx::Mode::Behind {
+                    overlay: &behind.overlay,
+                },
+            );
+            let v = f(&tx)?;
+            let delta = tx.take_delta();
+            if !delta.is_empty() {
+                trees[WAL].insert(&key, behind::encode(&delta))?;
+            }
+            Ok((v, delta))
+        });
+        let (v, delta) = match result {
+            Ok(done) => done,
+            Err(TransactionError::Abort(Abort::Reject(r))) => return Ok(Err(r)),
+            Err(TransactionError::Abort(Abort::Corrupt(m))) => return Err(StoreError::Corrupt(m)),
+            Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
+        };
+        let full = if delta.is_empty() {
+            false
+        } else {
+            behind.merge(delta);
+            behind.bytes > behind::BEHIND_MAX_BYTES
+        };
+        drop(behind);
+        if full {
+            self.catch_up()?;
+        }
+        Ok(Ok(v))
+    }
+
+    /// Write every change behind to its tree and remove the `wal` records that held
+    /// them, in one transaction. Not flushed: the records made them durable, and a
+    /// crash before the next flush leaves the records to replay.
+    pub fn catch_up(&self) -> Result<(), StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        let mut behind = self.lock_behind()?;
+        if behind.is_empty() {
+            return Ok(());
+        }
+        self.op("catch up")?;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        let (first, next) = (behind.first, behind.next);
+        let result = self.sled_trees.as_slice().transaction(|trees| {
+            for ((tree, key), value) in &behind.overlay {
+                match value {
+                    Some(v) => trees[*tree].insert(key.as_slice(), v.clone())?,
+                    None => trees[*tree].remove(key.as_slice())?,
+                };
+            }
+            for seq in first..next {
+                trees[WAL].remove(&behind::wal_key(seq))?;
+            }
+            Ok::<(), ConflictableTransactionError<Abort>>(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(Abort::Reject(r))) => return Err(StoreError::Corrupt(r.reason)),
+            Err(TransactionError::Abort(Abort::Corrupt(m))) => return Err(StoreError::Corrupt(m)),
+            Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
+        }
+        behind.overlay.clear();
+        behind.bytes = 0;
+        behind.first = next;
+        Ok(())
+    }
+
+    /// At open: the `wal` records a crash left (batches made durable whose changes
+    /// had not reached their trees) are written to their trees, in order, before
+    /// anything reads them.
+    fn replay_wal(&self) -> Result<(), StoreError> {
+        let mut behind = self.lock_behind()?;
+        debug_assert!(behind.is_empty(), "the wal is replayed once, at open");
+        let mut records = 0u64;
+        for kv in self.sled_trees[WAL].iter() {
+            let (k, v) = kv?;
+            let seq = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    StoreError::Corrupt(format!("a wal key is not 8 bytes: \"{}\"", k.escape_ascii()))
+                })?;
+            let delta = behind::decode(&v, TREE_NAMES.len())
+                .map_err(|e| StoreError::Corrupt(format!("cannot decode the wal record {seq}: {e}")))?;
+            if records == 0 {
+                behind.first = seq;
+            }
+            behind.next = seq;
+            behind.merge(delta);
+            records += 1;
+        }
+        drop(behind);
+        if records > 0 {
+            tracing::info!(
+                store = %self.path.display(),
+                records,
+                "wrote the send path's last committed batches to their trees"
+            );
+            self.catch_up()?;
+        }
+        Ok(())
+    }
+
+    fn lock_behind(&self) -> Result<std::sync::MutexGuard<'_, behind::Behind>, StoreError> {
+        self.behind
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the lock of the changes behind the trees is poisoned".into()))
+    }
+
+    /// Write `key` of `tree` outside a transaction without catching up: only for a key
+    /// the send path never writes, so nothing behind can hide or undo it.
+    fn write_aside(&self, tree: usize, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        debug_assert!(
+            self.lock_behind()?.get(tree, key).is_none(),
+            "a key the send path writes is written aside"
+        );
+        match value {
+            Some(v) => self.sled_trees[tree].insert(key, v)?,
+            None => self.sled_trees[tree].remove(key)?,
+        };
+        Ok(())
+    }
+
+    /// Every tree, once everything behind was written to it (`catch_up`): for readers
+    /// that do not look through it (scans of whole trees, reports) and for writes
+    /// outside a transaction.
+    fn trees(&self) -> Result<&[sled::Tree], StoreError> {
+        self.catch_up()?;
+        Ok(&self.sled_trees)
+    }
+
+    /// `key` of `tree` as the send path left it (what is behind, else the tree).
+    fn seen_get(&self, tree: usize, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        if let Some(v) = self.lock_behind()?.get(tree, key) {
+            return Ok(v);
+        }
+        Ok(self.sled_trees[tree].get(key)?)
+    }
+
+    /// The entries of `tree` between `lo` and `hi`, in key order, as the send path left
+    /// them: the tree's own with what is behind merged in (copied out: at most
+    /// `BEHIND_MAX_BYTES`, and only the range's).
+    fn seen_iter(
+        &self,
+        tree: usize,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+    ) -> Result<behind::Merged<sled::Iter>, StoreError> {
+        let ahead = self
+            .lock_behind()?
+            .range(tree, lo, hi)
+            .map(|(k, v)| (k.to_vec(), v.clone()))
+            .collect();
+        let stored = self.sled_trees[tree].range::<&[u8], _>((lo, hi));
+        Ok(behind::Merged::new(stored, ahead))
+    }
+
+    /// The first `n` entries of `seen_iter`.
+    fn seen_range(
+        &self,
+        tree: usize,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        n: usize,
+    ) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+        Ok(self
+            .seen_iter(tree, lo, hi)?
+            .take(n)
+            .collect::<sled::Result<_>>()?)
+    }
+
     /// A round trip through the store for the watchdog: a read and a durable write.
     pub fn ping(&self) -> Result<(), StoreError> {
         self.op("ping")?;
-        self.trees[META].insert(b"ping", codec::encode(&0u8))?;
+        self.write_aside(META, b"ping", Some(&codec::encode(&0u8)))?;
         self.make_durable()
     }
 
@@ -1065,7 +1267,7 @@ impl Store {
     /// Action counts per state.
     pub fn state_counts(&self) -> Result<[u64; 7], StoreError> {
         self.op("read counts")?;
-        Ok(match self.trees[META].get(META_COUNTS)? {
+        Ok(match self.seen_get(META, META_COUNTS)? {
             Some(v) => codec::decode_at::<records::StateCounts>("state counts", META_COUNTS, &v)?.0,
             None => [0; 7],
         })
@@ -1078,15 +1280,14 @@ impl Store {
         what: &'static str,
     ) -> Result<Option<T>, StoreError> {
         self.op(what)?;
-        self.trees[tree]
-            .get(key.as_bytes())?
+        self.seen_get(tree, key.as_bytes())?
             .map(|v| codec::decode_at(what, key.as_bytes(), &v))
             .transpose()
     }
 
     pub fn action(&self, id: &str) -> Result<Option<Action>, StoreError> {
         self.op("action")?;
-        match self.trees[ACTIONS].get(id.as_bytes())? {
+        match self.seen_get(ACTIONS, id.as_bytes())? {
             Some(v) => self.action_at(id.as_bytes(), &v).map(Some),
             None => Ok(None),
         }
@@ -1099,8 +1300,8 @@ impl Store {
         match Action::read_stored(value).map_err(corrupt)? {
             edge::StoredAction::Whole(a) => Ok(a),
             edge::StoredAction::State(s) => {
-                let body = self.trees[BODIES]
-                    .get(key)?
+                let body = self
+                    .seen_get(BODIES, key)?
                     .ok_or_else(|| corrupt("its body is missing".into()))?;
                 let id = std::str::from_utf8(key).map_err(|e| corrupt(e.to_string()))?;
                 Action::join(id, s, &body).map_err(corrupt)
@@ -1119,19 +1320,16 @@ impl Store {
     /// Every account, in id order.
     pub fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         self.op("scan accounts")?;
-        self.trees[ACCOUNTS]
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                codec::decode_at("account", &k, &v)
-            })
+        self.seen_range(ACCOUNTS, Bound::Unbounded, Bound::Unbounded, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| codec::decode_at("account", &k, &v))
             .collect()
     }
 
     /// Every action, in id order (tests and audits; O(actions)).
     pub fn actions(&self) -> Result<Vec<Action>, StoreError> {
         self.op("scan actions")?;
-        self.trees[ACTIONS]
+        self.trees()?[ACTIONS]
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;

@@ -20,6 +20,7 @@ use crate::rules::status::{self, Standing};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::ops::Bound;
 
 /// Keys of operator holds in `meta`: `pause/all`, `pause/a/<account>`, `pause/c/<campaign>`.
 const PAUSE_PREFIX: &[u8] = b"pause/";
@@ -209,8 +210,10 @@ impl Store {
     pub fn pauses(&self) -> Result<Pauses, StoreError> {
         self.op("read pauses")?;
         let mut p = Pauses::default();
-        for k in self.trees[META].scan_prefix(PAUSE_PREFIX).keys() {
-            let k = k?;
+        let mut end = PAUSE_PREFIX.to_vec();
+        end.push(0xff);
+        for kv in self.seen_iter(META, Bound::Included(PAUSE_PREFIX), Bound::Excluded(&end))? {
+            let (k, _) = kv?;
             let rest = &k[PAUSE_PREFIX.len()..];
             if rest == b"all" {
                 p.all = true;
@@ -226,15 +229,16 @@ impl Store {
     /// The kill switch is on.
     pub fn paused_all(&self) -> Result<bool, StoreError> {
         self.op("read pause")?;
-        Ok(self.trees[META].contains_key(Scope::All.key())?)
+        Ok(self.seen_get(META, Scope::All.key().as_ref())?.is_some())
     }
 
     /// Everything or `account` is paused by the operator.
     pub fn account_paused(&self, account: &str) -> Result<bool, StoreError> {
         self.op("read pause")?;
-        let meta = &self.trees[META];
-        Ok(meta.contains_key(Scope::All.key())?
-            || meta.contains_key(Scope::Account(account.to_string()).key())?)
+        Ok(self.seen_get(META, Scope::All.key().as_ref())?.is_some()
+            || self
+                .seen_get(META, Scope::Account(account.to_string()).key().as_ref())?
+                .is_some())
     }
 
     /// Set or lift an operator hold, durably. Returns whether anything changed (the
@@ -243,7 +247,7 @@ impl Store {
     pub fn set_pause(&self, scope: &Scope, paused: bool, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.op("write pause")?;
         let key = scope.key();
-        let meta = &self.trees[META];
+        let meta = &self.trees()?[META];
         let changed = if paused {
             meta.insert(key, &[][..])?.is_none()
         } else {
@@ -279,7 +283,7 @@ impl Store {
         // The `limit` oldest matches, kept in a bounded max-heap over one pass.
         let mut heap: BinaryHeap<(ListCursor, usize)> = BinaryHeap::new();
         let mut rows: Vec<ActionRow> = Vec::new();
-        for kv in self.trees[ACTIONS].iter() {
+        for kv in self.trees()?[ACTIONS].iter() {
             let (k, v) = kv?;
             let a: Action = self.action_at(&k, &v)?;
             if !filter.matches(&a) {
@@ -332,7 +336,7 @@ impl Store {
         let mut batch: Vec<String> = Vec::new();
         if let Some(f) = filter {
             self.op("scan actions")?;
-            for kv in self.trees[ACTIONS].iter() {
+            for kv in self.trees()?[ACTIONS].iter() {
                 let (k, v) = kv?;
                 let a: Action = self.action_at(&k, &v)?;
                 if f.matches(&a) {
@@ -407,7 +411,7 @@ impl Store {
         };
         self.op("scan ledger")?;
         let (mut reservations, mut releases, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
-        for kv in self.trees[LEDGER].iter() {
+        for kv in self.trees()?[LEDGER].iter() {
             let (k, v) = kv?;
             match codec::ledger_kind(&k) {
                 Some(codec::LedgerKind::Release) => {
@@ -477,7 +481,10 @@ impl Store {
         let mut states: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
         self.op("scan actions")?;
         let mut complete = true;
-        for (n, kv) in self.trees[ACTIONS].iter().enumerate() {
+        for (n, kv) in self
+            .seen_iter(ACTIONS, Bound::Unbounded, Bound::Unbounded)?
+            .enumerate()
+        {
             if n >= scan_max {
                 complete = false;
                 break;
@@ -515,8 +522,8 @@ impl Store {
                 (x, y) => x.or(y),
             };
         }
-        let campaigns: BTreeMap<String, super::Campaign> = self.trees[CAMPAIGNS]
-            .iter()
+        let campaigns: BTreeMap<String, super::Campaign> = self
+            .seen_iter(CAMPAIGNS, Bound::Unbounded, Bound::Unbounded)?
             .map(|kv| {
                 let (k, v) = kv?;
                 let c: super::Campaign = codec::decode_at("campaign", &k, &v)?;
@@ -591,7 +598,7 @@ impl Store {
         self.op("read day")?;
         let day = c.day_at(now);
         let key = codec::campaign_day_key(&c.id, day);
-        let used: CampaignDay = match self.trees[super::DAYS].get(&key)? {
+        let used: CampaignDay = match self.seen_get(super::DAYS, &key)? {
             Some(v) => codec::decode_at("campaign day", &key, &v)?,
             None => CampaignDay::default(),
         };

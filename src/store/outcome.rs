@@ -93,7 +93,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(Vec<Recorded>, Vec<Change>), StoreError> {
         let ids = self.answer_ids(attempts)?;
-        let result = self.transact(|tx| {
+        let result = self.transact_behind(|tx| {
             let mut changes = Vec::new();
             let out = self.record_in(tx, attempts, &ids, now, &mut changes)?;
             tx.flush_counts()?;
@@ -249,7 +249,7 @@ impl Store {
     /// stay used.
     pub fn recover(&self, now: DateTime<Utc>) -> Result<Recovery, StoreError> {
         self.op("scan inflight")?;
-        let ids: Vec<String> = self.trees[INFLIGHT]
+        let ids: Vec<String> = self.trees()?[INFLIGHT]
             .iter()
             .keys()
             .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()))

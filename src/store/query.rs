@@ -17,6 +17,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 pub use maintain::DaySummary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 /// Retention never goes below this many days: counters of the last 17 local days decide
 /// health and the rolling week. The configuration refuses a lower
@@ -213,7 +214,8 @@ impl Store {
     /// The earliest time an action waiting on a time becomes due.
     pub fn next_timed(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.op("next timed")?;
-        Ok(self.trees[TIMED].first()?.map(|(k, _)| from_ms(from_be_i64(&k))))
+        let first = self.seen_range(TIMED, Bound::Unbounded, Bound::Unbounded, 1)?;
+        Ok(first.first().map(|(k, _)| from_ms(from_be_i64(k))))
     }
 
     /// Move up to `PROMOTE_BATCH` actions whose time has come to `ready`; returns the
@@ -221,15 +223,15 @@ impl Store {
     pub fn promote_due(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
         self.op("scan timed")?;
         let end = codec::be_i64(ms(now).saturating_add(1));
-        let keys: Vec<sled::IVec> = self.trees[TIMED]
-            .range(..end.to_vec())
-            .keys()
-            .take(PROMOTE_BATCH)
-            .collect::<Result<_, _>>()?;
+        let keys: Vec<sled::IVec> = self
+            .seen_range(TIMED, Bound::Unbounded, Bound::Excluded(&end), PROMOTE_BATCH)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let result = self.transact(|tx| {
+        let result = self.transact_behind(|tx| {
             let mut accounts = Vec::new();
             for k in &keys {
                 tx.del(TIMED, k)?;
@@ -254,11 +256,10 @@ impl Store {
     /// Whether `account` has a ready action (one seek).
     pub fn has_ready(&self, account: &str) -> Result<bool, StoreError> {
         self.op("scan ready")?;
-        Ok(self.trees[READY]
-            .scan_prefix(codec::account_prefix(account))
-            .next()
-            .transpose()?
-            .is_some())
+        let prefix = codec::account_prefix(account);
+        let end = codec::account_prefix_end(account);
+        let first = self.seen_range(READY, Bound::Included(&prefix), Bound::Excluded(&end), 1)?;
+        Ok(!first.is_empty())
     }
 
     /// Accounts with at least one ready action, in id order (one seek per account).
@@ -266,7 +267,11 @@ impl Store {
         self.op("scan ready")?;
         let mut out = Vec::new();
         let mut from: Vec<u8> = Vec::new();
-        while let Some((k, _)) = self.trees[READY].range(from.clone()..).next().transpose()? {
+        while let Some((k, _)) = self
+            .seen_range(READY, Bound::Included(&from), Bound::Unbounded, 1)?
+            .into_iter()
+            .next()
+        {
             let Some((account, _)) = codec::split_ready_key(&k) else {
                 break;
             };
@@ -282,18 +287,21 @@ impl Store {
     pub fn pick(&self, account: &str, after: Option<&str>) -> Result<Option<(String, String)>, StoreError> {
         self.op("pick")?;
         let prefix = codec::account_prefix(account);
-        let ready = &self.trees[READY];
-        let first_after = match after {
-            Some(c) => ready
-                .range(codec::ready_after_campaign(account, c)..)
+        let end = codec::account_prefix_end(account);
+        let first_from = |from: &[u8]| -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+            Ok(self
+                .seen_range(READY, Bound::Included(from), Bound::Excluded(&end), 1)?
+                .into_iter()
                 .next()
-                .transpose()?
-                .filter(|(k, _)| k.starts_with(&prefix)),
+                .filter(|(k, _)| k.starts_with(&prefix)))
+        };
+        let first_after = match after {
+            Some(c) => first_from(&codec::ready_after_campaign(account, c))?,
             None => None,
         };
         let hit = match first_after {
             Some(kv) => Some(kv),
-            None => ready.scan_prefix(&prefix).next().transpose()?,
+            None => first_from(&prefix)?,
         };
         Ok(hit.and_then(|(k, v)| {
             let (_, campaign) = codec::split_ready_key(&k)?;
@@ -307,7 +315,9 @@ impl Store {
     pub fn status(&self, now: DateTime<Utc>) -> Result<StatusReport, StoreError> {
         let policy = &self.settings.policy;
         let mut accounts = Vec::new();
-        let feedback_seen = self.trees[super::META].get(super::META_FEEDBACK_SEEN)?.is_some();
+        // Read through what is behind: the status file and the metrics never make the
+        // send path's batches catch up (a write between a reservation's sync and its send).
+        let feedback_seen = self.seen_get(super::META, super::META_FEEDBACK_SEEN)?.is_some();
         for a in self.accounts()? {
             let zones = a.zones().settled(now);
             let day = zones.day_at(now);
@@ -357,7 +367,7 @@ impl Store {
         }
         self.op("scan campaigns")?;
         let mut campaigns = Vec::new();
-        for kv in self.trees[CAMPAIGNS].iter() {
+        for kv in self.seen_iter(CAMPAIGNS, Bound::Unbounded, Bound::Unbounded)? {
             let (k, v) = kv?;
             let c: super::Campaign = codec::decode_at("campaign", &k, &v)?;
             let zones = c.zones().settled(now);
@@ -405,11 +415,11 @@ impl Store {
         let mut recount = Recount::default();
         // Retention prunes the ledger oldest first: a release of a reservation before
         // the first id left names a pruned one and has nothing to subtract from.
-        let first_id = self.trees[LEDGER]
+        let first_id = self.trees()?[LEDGER]
             .first()?
             .and_then(|(k, _)| codec::ledger_id(&k))
             .unwrap_or(0);
-        for kv in self.trees[LEDGER].iter() {
+        for kv in self.trees()?[LEDGER].iter() {
             let (k, v) = kv?;
             // Outcomes move no counter: nothing to sum.
             if codec::ledger_kind(&k) == Some(codec::LedgerKind::Outcomes) {
@@ -477,7 +487,7 @@ impl Store {
         let mut removed = self.prune_feed_events(now, max)?;
         self.op("scan ledger")?;
         let mut old_ledger = Vec::new();
-        for kv in self.trees[LEDGER].iter().take(max) {
+        for kv in self.trees()?[LEDGER].iter().take(max) {
             let (k, v) = kv?;
             let e = LedgerItem::decode(&k, &v)?;
             if e.at_ms >= cutoff {
@@ -487,7 +497,7 @@ impl Store {
         }
         self.op("scan actions")?;
         let mut old_actions = Vec::new();
-        for kv in self.trees[ACTIONS].iter() {
+        for kv in self.trees()?[ACTIONS].iter() {
             if old_actions.len() >= max {
                 break;
             }
@@ -499,7 +509,7 @@ impl Store {
         }
         self.op("scan tombstones")?;
         let tomb_cutoff = codec::tombstone_expiry_bound(ms(now - Duration::days(TOMBSTONE_DAYS)));
-        let expired: Vec<(sled::IVec, sled::IVec)> = self.trees[LINKS]
+        let expired: Vec<(sled::IVec, sled::IVec)> = self.trees()?[LINKS]
             .range(codec::TOMBSTONE_EXPIRY_PREFIX.to_vec()..tomb_cutoff)
             .take(max)
             .collect::<Result<_, _>>()?;
@@ -543,7 +553,7 @@ impl Store {
     pub fn settle_campaigns(&self, now: DateTime<Utc>, max: usize) -> Result<usize, StoreError> {
         self.op("scan campaigns")?;
         let mut due = Vec::new();
-        for kv in self.trees[CAMPAIGNS].iter() {
+        for kv in self.trees()?[CAMPAIGNS].iter() {
             if due.len() >= max {
                 break;
             }
@@ -578,7 +588,7 @@ impl Store {
     pub fn release_stale_waiting(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.op("scan waiting")?;
         let mut owners = std::collections::BTreeSet::new();
-        for k in self.trees[WAITING].iter().keys() {
+        for k in self.trees()?[WAITING].iter().keys() {
             let k = k?;
             let mut parts = k.splitn(3, |&b| b == 0);
             let (Some(kind), Some(owner)) = (parts.next(), parts.next()) else {
@@ -593,13 +603,13 @@ impl Store {
         let pauses = self.pauses()?;
         for (kind, owner) in owners {
             let active = if kind == b"c" {
-                let c = self.trees[CAMPAIGNS]
+                let c = self.trees()?[CAMPAIGNS]
                     .get(owner.as_bytes())?
                     .map(|v| codec::decode_at::<super::Campaign>("campaign", owner.as_bytes(), &v))
                     .transpose()?;
                 park::campaign_active(c.as_ref(), pauses.campaigns.contains(&owner))
             } else {
-                let a = self.trees[ACCOUNTS]
+                let a = self.trees()?[ACCOUNTS]
                     .get(owner.as_bytes())?
                     .map(|v| codec::decode_at::<super::Account>("account", owner.as_bytes(), &v))
                     .transpose()?;
@@ -618,7 +628,7 @@ impl Store {
     /// repeats nor loses one (SPEC §11). A clock stepped back summarises nothing.
     pub fn day_turn(&self, account: &str, now: DateTime<Utc>) -> Result<DayTurn, StoreError> {
         let st = &self.settings;
-        let result = self.transact(|tx| {
+        let result = self.transact_behind(|tx| {
             let mut turn = DayTurn::default();
             let Some(mut a) = tx.account(account)? else {
                 return Ok(turn);
@@ -661,7 +671,7 @@ impl Store {
         ] {
             let key = format!("red_zone/{}", counter.as_str());
             self.op("read red zone")?;
-            let meta = &self.trees[super::META];
+            let meta = &self.trees()?[super::META];
             let was: Option<u32> = meta
                 .get(key.as_bytes())?
                 .map(|b| codec::decode_at("red zone", key.as_bytes(), &b))
@@ -693,7 +703,7 @@ impl Store {
     /// A `days` record, or zeroes for a day nothing was counted on.
     fn day_record<T: codec::Value + Default>(&self, key: &[u8], what: &str) -> Result<T, StoreError> {
         self.op("read day")?;
-        match self.trees[DAYS].get(key)? {
+        match self.seen_get(DAYS, key)? {
             Some(v) => codec::decode_at(what, key, &v),
             None => Ok(T::default()),
         }

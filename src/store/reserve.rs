@@ -332,7 +332,7 @@ impl Store {
     /// restricted) wait on it (SPEC §3.4 `feedback_missing`).
     pub fn feedback_missing(&self) -> Result<Option<u32>, StoreError> {
         self.op("feedback")?;
-        if self.trees[META].get(META_FEEDBACK_SEEN)?.is_some() {
+        if self.seen_get(META, META_FEEDBACK_SEEN)?.is_some() {
             return Ok(None);
         }
         let waiting = self.accounts()?.iter().filter(|a| !a.restricted).count();
@@ -392,7 +392,7 @@ impl Store {
         let mut ids: Vec<String> = Vec::new();
         let mut last: Option<Vec<u8>> = None;
         let mut more = false;
-        for kv in self.trees[READY].range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+        for kv in self.trees()?[READY].range::<Vec<u8>, _>((start, Bound::Unbounded)) {
             let (k, v) = kv?;
             if !k.starts_with(prefix) {
                 break;
@@ -469,7 +469,7 @@ impl Store {
         self.op("generate ledger id")?;
         let batch_id = self.db().generate_id()?;
         let st = &self.settings;
-        let result = self.transact(|tx| {
+        let result = self.transact_behind(|tx| {
             let mut answer_changes = Vec::new();
             let recorded = self.record_in(tx, answers, &answer_ids, answered, &mut answer_changes)?;
             let mut changes = Vec::new();

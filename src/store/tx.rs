@@ -55,6 +55,10 @@ pub enum Mode<'a> {
     /// The commit of job file `token`: writes go to the live trees, except to actions
     /// and links staged by the file, which stay staged until published.
     Commit { token: u64 },
+    /// The send path (`store::behind`): every write stays in this attempt's delta,
+    /// which becomes the transaction's `wal` record; reads see the delta, then the
+    /// changes still behind their trees, then the trees.
+    Behind { overlay: &'a Overlay },
 }
 
 /// The `staged` key of `key` of `tree` for job file `token`.
@@ -100,7 +104,7 @@ impl<'a> Tx<'a> {
         }
     }
 
-    /// `Mode::Dry`: the writes this attempt kept in memory.
+    /// `Mode::Dry` and `Mode::Behind`: the writes this attempt kept in memory.
     pub fn take_delta(&self) -> Overlay {
         std::mem::take(&mut *self.delta.borrow_mut())
     }
@@ -124,6 +128,12 @@ impl<'a> Tx<'a> {
     fn write(&self, tree: usize, key: &[u8], value: Option<&[u8]>) -> TxResult<()> {
         match self.mode {
             Mode::Live => {}
+            Mode::Behind { .. } => {
+                self.delta
+                    .borrow_mut()
+                    .insert((tree, key.to_vec()), value.map(sled::IVec::from));
+                return Ok(());
+            }
             Mode::Dry { token, .. } => {
                 // A new action or link goes to `staged`; everything else only changes
                 // what this pass reads.
@@ -177,7 +187,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn get_raw(&self, tree: usize, key: &[u8]) -> TxResult<Option<sled::IVec>> {
-        if let Mode::Dry { overlay, .. } = self.mode {
+        if let Mode::Dry { overlay, .. } | Mode::Behind { overlay } = self.mode {
             if overlay.is_empty() && self.delta.borrow().is_empty() {
                 return self.staged_or_live(tree, key);
             }

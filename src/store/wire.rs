@@ -426,6 +426,23 @@ pub struct LedgerOutcomesW<'a> {
     pub outcomes: Vec<LedgerOutcomeW<'a>>,
 }
 
+/// One key a transaction of the send path changed: its tree (the index in the
+/// store's `TREE_NAMES`, which never changes order), the key, and the new value
+/// (`None`: removed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WalWriteW<'a> {
+    pub tree: u8,
+    pub key: Cow<'a, [u8]>,
+    pub value: Option<Cow<'a, [u8]>>,
+}
+
+/// `wal` tree: everything one transaction of the send path changed, kept until its
+/// changes are in their trees (`store::behind`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WalRecordW<'a> {
+    pub writes: Vec<WalWriteW<'a>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
