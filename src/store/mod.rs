@@ -1175,7 +1175,7 @@ impl Store {
         }
         drop(behind);
         if records > 0 {
-            tracing::info!(
+            tracing::debug!(
                 store = %self.path.display(),
                 records,
                 "wrote the send path's last committed batches to their trees"
