@@ -96,7 +96,10 @@ impl Store {
         // local reservation actually takes.
         for id in ids {
             let route = RefCell::new(Route::Local);
-            let result = self.transact(|tx| {
+            // Behind (`behind.rs`): the dry run reads what the send path has not yet
+            // written to its trees, and, aborted, writes nothing, so a fleet's dispatch
+            // does not make the send path catch up.
+            let result = self.transact_behind(|tx| {
                 let draw = draw_of(tx, id, now, st)?;
                 let r = reserve_one(tx, id, now, st, &mut Batch::new(0, 1), &mut Vec::new())?;
                 *route.borrow_mut() = match (r, draw) {
