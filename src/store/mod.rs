@@ -398,7 +398,8 @@ pub struct Store {
     unflushed: AtomicBool,
     /// sled flushes issued (`make_durable` and `settle`), for tests and benchmarks.
     flushes: AtomicU64,
-    /// sled transactions committed or tried (each writes sled's log buffer twice).
+    /// Commits tried: sled transactions (each writes sled's log buffer twice) and the
+    /// send path's records.
     transactions: AtomicU64,
     /// Ready actions read by backlog scans (`park_ready`), for tests.
     backlog_reads: AtomicU64,
@@ -1058,7 +1059,15 @@ impl Store {
         debug_assert!(!self.read_only, "a store opened read-only is written");
         self.op("transaction")?;
         self.transactions.fetch_add(1, Ordering::Relaxed);
-        let result = self.trees()?.transaction(|trees| f(&Tx::with_mode(trees, mode)));
+        // Behind first, and no send-path commit until this one is done (the send
+        // path reads outside sled's transactions: `transact_behind`).
+        let mut behind = self.lock_behind()?;
+        self.catch_up_locked(&mut behind)?;
+        let result = self
+            .sled_trees
+            .as_slice()
+            .transaction(|trees| f(&Tx::with_mode(trees, mode)));
+        drop(behind);
         match result {
             Ok(v) => Ok(Ok(v)),
             Err(TransactionError::Abort(Abort::Reject(r))) => Ok(Err(r)),
@@ -1067,49 +1076,46 @@ impl Store {
         }
     }
 
-    /// `transact` for the send path (`behind.rs`): the transaction writes one `wal`
-    /// record holding every change it made, which stay in memory until `catch_up`
-    /// writes them to their trees; reads in it and after it see them. Durable, like
-    /// any commit, once `make_durable` returns.
+    /// `transact` for the send path (`behind.rs`): `f` reads the trees directly (no
+    /// sled transaction: the lock on what is behind keeps every other writer out) and
+    /// its writes become one `wal` record, one atomic insert, holding every change it
+    /// made; they stay in memory until `catch_up` writes them to their trees, and
+    /// reads after it see them. Durable, like any commit, once `make_durable` returns.
     fn transact_behind<T>(
         &self,
         f: impl Fn(&Tx) -> tx::TxResult<T>,
     ) -> Result<Result<T, tx::Rejection>, StoreError> {
-        use sled::transaction::{TransactionError, Transactional};
+        use sled::transaction::ConflictableTransactionError as E;
         debug_assert!(!self.read_only, "a store opened read-only is written");
         self.op("transaction")?;
         self.transactions.fetch_add(1, Ordering::Relaxed);
+        // Held until the record is written: no other writer of this store runs
+        // meanwhile (every sled transaction of the store takes it too), so the reads
+        // need no sled transaction, and what they decided on is what the record holds.
         let mut behind = self.lock_behind()?;
-        let key = behind::wal_key(behind.next);
-        let result = self.sled_trees.as_slice().transaction(|trees| {
-            let tx = Tx::with_mode(
-                trees,
-                tx::Mode::Behind {
-                    overlay: &behind.overlay,
-                },
-            );
-            let v = f(&tx)?;
-            let delta = tx.take_delta();
-            if !delta.is_empty() {
-                trees[WAL].insert(&key, behind::encode(&delta))?;
+        let tx = Tx::behind(&self.sled_trees, &behind.overlay);
+        let v = match f(&tx) {
+            Ok(v) => v,
+            Err(E::Abort(Abort::Reject(r))) => return Ok(Err(r)),
+            Err(E::Abort(Abort::Corrupt(m))) => return Err(StoreError::Corrupt(m)),
+            Err(E::Storage(e)) => return Err(StoreError::Sled(e)),
+            Err(E::Conflict) => {
+                return Err(StoreError::Corrupt(
+                    "a sled transaction conflict outside a transaction".into(),
+                ))
             }
-            Ok((v, delta))
-        });
-        let (v, delta) = match result {
-            Ok(done) => done,
-            Err(TransactionError::Abort(Abort::Reject(r))) => return Ok(Err(r)),
-            Err(TransactionError::Abort(Abort::Corrupt(m))) => return Err(StoreError::Corrupt(m)),
-            Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
         };
-        let full = if delta.is_empty() {
-            false
-        } else {
-            behind.merge(delta);
-            behind.bytes > behind::BEHIND_MAX_BYTES
-        };
-        drop(behind);
-        if full {
-            self.catch_up()?;
+        let delta = tx.take_delta();
+        drop(tx);
+        if delta.is_empty() {
+            return Ok(Ok(v));
+        }
+        // One key: the batch's whole record, written atomically.
+        let key = behind::wal_key(behind.next);
+        self.sled_trees[WAL].insert(key, behind::encode(&delta))?;
+        behind.merge(delta);
+        if behind.bytes > behind::BEHIND_MAX_BYTES {
+            self.catch_up_locked(&mut behind)?;
         }
         Ok(Ok(v))
     }
@@ -1118,8 +1124,13 @@ impl Store {
     /// them, in one transaction. Not flushed: the records made them durable, and a
     /// crash before the next flush leaves the records to replay.
     pub fn catch_up(&self) -> Result<(), StoreError> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
         let mut behind = self.lock_behind()?;
+        self.catch_up_locked(&mut behind)
+    }
+
+    /// `catch_up`, the lock held by the caller.
+    fn catch_up_locked(&self, behind: &mut behind::Behind) -> Result<(), StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
         if behind.is_empty() {
             return Ok(());
         }

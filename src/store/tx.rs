@@ -76,6 +76,9 @@ pub fn stage_key(token: u64, tree: usize, key: &[u8]) -> Vec<u8> {
 
 pub struct Tx<'a> {
     t: &'a [TransactionalTree],
+    /// `Mode::Behind`: the trees read directly, outside any sled transaction (`t` is
+    /// empty then: every write stays in the delta).
+    plain: Option<&'a [sled::Tree]>,
     /// State-count changes, written once when the closure finishes (`flush_counts`).
     counts: RefCell<[i64; 7]>,
     mode: Mode<'a>,
@@ -97,8 +100,23 @@ impl<'a> Tx<'a> {
     pub fn with_mode(t: &'a [TransactionalTree], mode: Mode<'a>) -> Tx<'a> {
         Tx {
             t,
+            plain: None,
             counts: RefCell::new([0; 7]),
             mode,
+            delta: RefCell::new(Overlay::new()),
+            whole: RefCell::new(BTreeSet::new()),
+        }
+    }
+
+    /// The send path's access (`Mode::Behind` over `overlay`), reading `trees` directly:
+    /// the caller holds what makes it the only writer (`Store::transact_behind`), and
+    /// the attempt's writes become one record, written on its own.
+    pub fn behind(trees: &'a [sled::Tree], overlay: &'a Overlay) -> Tx<'a> {
+        Tx {
+            t: &[],
+            plain: Some(trees),
+            counts: RefCell::new([0; 7]),
+            mode: Mode::Behind { overlay },
             delta: RefCell::new(Overlay::new()),
             whole: RefCell::new(BTreeSet::new()),
         }
@@ -205,6 +223,9 @@ impl<'a> Tx<'a> {
     fn staged_or_live(&self, tree: usize, key: &[u8]) -> TxResult<Option<sled::IVec>> {
         if let Some(v) = self.staged(tree, key)? {
             return Ok(Some(v));
+        }
+        if let Some(trees) = self.plain {
+            return Ok(trees[tree].get(key)?);
         }
         Ok(self.t[tree].get(key)?)
     }
