@@ -130,6 +130,20 @@ fn undecodable_action(key: &[u8], e: String) -> StoreError {
     ))
 }
 
+/// A sled transaction's result as the store reports it: an `Abort::Reject` as
+/// `Ok(Err(reason))`; corruption and I/O errors fatal.
+fn committed<T>(
+    result: Result<T, sled::transaction::TransactionError<Abort>>,
+) -> Result<Result<T, tx::Rejection>, StoreError> {
+    use sled::transaction::TransactionError;
+    match result {
+        Ok(v) => Ok(Ok(v)),
+        Err(TransactionError::Abort(Abort::Reject(r))) => Ok(Err(r)),
+        Err(TransactionError::Abort(Abort::Corrupt(m))) => Err(StoreError::Corrupt(m)),
+        Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+    }
+}
+
 /// Every tree of the store, in `TREE_NAMES` order (the indexes `ACTIONS`, `META`, ...).
 fn open_trees(db: &sled::Db) -> Result<Vec<sled::Tree>, StoreError> {
     Ok(TREE_NAMES
@@ -1055,7 +1069,7 @@ impl Store {
         mode: tx::Mode,
         f: impl Fn(&Tx) -> tx::TxResult<T>,
     ) -> Result<Result<T, tx::Rejection>, StoreError> {
-        use sled::transaction::{TransactionError, Transactional};
+        use sled::transaction::Transactional;
         debug_assert!(!self.read_only, "a store opened read-only is written");
         self.op("transaction")?;
         self.transactions.fetch_add(1, Ordering::Relaxed);
@@ -1068,12 +1082,7 @@ impl Store {
             .as_slice()
             .transaction(|trees| f(&Tx::with_mode(trees, mode)));
         drop(behind);
-        match result {
-            Ok(v) => Ok(Ok(v)),
-            Err(TransactionError::Abort(Abort::Reject(r))) => Ok(Err(r)),
-            Err(TransactionError::Abort(Abort::Corrupt(m))) => Err(StoreError::Corrupt(m)),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
-        }
+        committed(result)
     }
 
     /// `transact` for the send path (`behind.rs`): `f` reads the trees directly (no
@@ -1130,7 +1139,7 @@ impl Store {
 
     /// `catch_up`, the lock held by the caller.
     fn catch_up_locked(&self, behind: &mut behind::Behind) -> Result<(), StoreError> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        use sled::transaction::{ConflictableTransactionError, Transactional};
         if behind.is_empty() {
             return Ok(());
         }
@@ -1149,12 +1158,8 @@ impl Store {
             }
             Ok::<(), ConflictableTransactionError<Abort>>(())
         });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(Abort::Reject(r))) => return Err(StoreError::Corrupt(r.reason)),
-            Err(TransactionError::Abort(Abort::Corrupt(m))) => return Err(StoreError::Corrupt(m)),
-            Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
-        }
+        // Nothing in it rejects: a rejection would be a bug, read as corruption.
+        committed(result)?.map_err(|r| StoreError::Corrupt(r.reason))?;
         behind.overlay.clear();
         behind.bytes = 0;
         behind.first = next;
