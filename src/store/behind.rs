@@ -17,7 +17,7 @@
 //! harmless (each is the value the key ends with), and a record is removed in the
 //! transaction that writes it, so a crash anywhere applies each batch once.
 
-use super::tx::Overlay;
+use super::tx::{Decoded, Overlay};
 use super::wire::{WalRecordW, WalWriteW};
 use std::borrow::Cow;
 use std::ops::Bound;
@@ -35,7 +35,13 @@ pub struct Behind {
     pub bytes: usize,
     pub first: u64,
     pub next: u64,
+    /// Accounts the send path decoded or wrote, with their bytes (`tx::Decoded`): kept
+    /// across commits and catch-ups, since a copy is only given for the same bytes.
+    pub accounts: Decoded,
 }
+
+/// At most this many accounts are kept decoded; past it the cache starts again.
+pub const DECODED_MAX: usize = 16_384;
 
 impl Behind {
     /// No record is waiting.
@@ -50,6 +56,14 @@ impl Behind {
             return None;
         }
         self.overlay.get(&(tree, key.to_vec())).cloned()
+    }
+
+    /// Keep `decoded` (accounts an attempt decoded or wrote) for the next attempts.
+    pub fn keep_decoded(&mut self, decoded: Decoded) {
+        if self.accounts.len() + decoded.len() > DECODED_MAX {
+            self.accounts.clear();
+        }
+        self.accounts.extend(decoded);
     }
 
     /// Add the changes of record `self.next` (`delta`, already in the `wal` tree).

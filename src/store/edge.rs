@@ -13,9 +13,9 @@ use super::records::{
 };
 use super::wire::{
     AccountCapsW, AccountDayW, AccountReservedW, AccountV1W, AccountV2W, ActionBodyView, ActionBodyW,
-    ActionStateW, ActionW, CampaignDayW, CampaignV2W, CampaignW, FileReportW, HealthW, KindW, LedgerEntryW,
-    LedgerLimitsW, LedgerOutcomeW, LedgerOutcomesW, LedgerReleaseW, LedgerReservationsW, PendingZoneW,
-    StateCountsW, StateW, Tag, TierW, WindowW, WireEnum,
+    ActionStateW, ActionW, CampaignDayW, CampaignV2W, CampaignW, Day, FileReportW, HealthW, KindW,
+    LedgerEntryW, LedgerLimitsW, LedgerOutcomeW, LedgerOutcomesW, LedgerReleaseW, LedgerReservationsW,
+    PendingZoneW, StateCountsW, StateW, Tag, TierW, WindowW, WireEnum,
 };
 use crate::policy::caps::{AccountDay, CampaignDay};
 use crate::policy::{Health, Kind, Tier, Window};
@@ -131,7 +131,7 @@ fn account_w(a: &Account) -> AccountV2W<'_> {
             tier: tag(a.tier),
             timezone: text(&a.timezone),
             window: window_w(&a.window),
-            ramp_start: a.ramp_start,
+            ramp_start: Day(a.ramp_start),
             established: a.established,
             proxy: opt_text(&a.proxy),
             caps: caps_w(&a.caps),
@@ -139,16 +139,16 @@ fn account_w(a: &Account) -> AccountV2W<'_> {
             refill_day: a.refill_day,
             last_refill_ms: a.last_refill_ms,
             ramp_ceiling: a.ramp_ceiling,
-            ramp_history: Cow::Borrowed(&a.ramp_history),
+            ramp_history: Cow::Owned(a.ramp_history.iter().map(|&(d, n)| (Day(d), n)).collect()),
             last_reserved_ms: a.last_reserved_ms,
             ramp_steps: a.ramp_steps,
             health: tag(a.health),
             restricted: a.restricted,
             held_until_ms: a.held_until_ms,
-            maintained_day: a.maintained_day,
+            maintained_day: Day(a.maintained_day),
         },
         pending_zone: pending_zone_w(&a.pending_zone),
-        summarised_day: a.summarised_day,
+        summarised_day: a.summarised_day.map(Day),
     }
 }
 
@@ -160,7 +160,7 @@ fn account_v1(w: AccountV1W<'_>) -> Result<Account, String> {
         tier: untag(w.tier)?,
         timezone: w.timezone.into_owned(),
         window: window(w.window),
-        ramp_start: w.ramp_start,
+        ramp_start: w.ramp_start.0,
         established: w.established,
         proxy: opt_string(w.proxy),
         caps: caps(w.caps),
@@ -168,7 +168,7 @@ fn account_v1(w: AccountV1W<'_>) -> Result<Account, String> {
         refill_day: w.refill_day,
         last_refill_ms: w.last_refill_ms,
         ramp_ceiling: w.ramp_ceiling,
-        ramp_history: w.ramp_history.into_owned(),
+        ramp_history: w.ramp_history.iter().map(|&(d, n)| (d.0, n)).collect(),
         last_reserved_ms: w.last_reserved_ms,
         ramp_steps: w.ramp_steps,
         health: untag(w.health)?,
@@ -176,8 +176,8 @@ fn account_v1(w: AccountV1W<'_>) -> Result<Account, String> {
         held_until_ms: w.held_until_ms,
         // Summaries up to the day before the last maintained one are taken as
         // emitted: an upgrade repeats at most one.
-        summarised_day: w.maintained_day.pred_opt(),
-        maintained_day: w.maintained_day,
+        summarised_day: w.maintained_day.0.pred_opt(),
+        maintained_day: w.maintained_day.0,
         pending_zone: None,
     })
 }
@@ -185,7 +185,7 @@ fn account_v1(w: AccountV1W<'_>) -> Result<Account, String> {
 fn account_v2(w: AccountV2W<'_>) -> Result<Account, String> {
     Ok(Account {
         pending_zone: pending_zone(w.pending_zone),
-        summarised_day: w.summarised_day,
+        summarised_day: w.summarised_day.map(|d| d.0),
         ..account_v1(w.layout1)?
     })
 }
@@ -210,7 +210,7 @@ fn pending_zone_w(p: &Option<PendingZone>) -> Option<PendingZoneW<'_>> {
     p.as_ref().map(|p| PendingZoneW {
         timezone: text(&p.timezone),
         from_ms: p.from_ms,
-        last_old_day: p.last_old_day,
+        last_old_day: Day(p.last_old_day),
     })
 }
 
@@ -218,7 +218,7 @@ fn pending_zone(p: Option<PendingZoneW<'_>>) -> Option<PendingZone> {
     p.map(|p| PendingZone {
         timezone: p.timezone.into_owned(),
         from_ms: p.from_ms,
-        last_old_day: p.last_old_day,
+        last_old_day: p.last_old_day.0,
     })
 }
 
@@ -325,7 +325,7 @@ impl Action {
             reason: opt_text(&self.reason),
             until_ms: self.until_ms,
             updated_ms: self.updated_ms,
-            sent_day: self.sent_day,
+            sent_day: self.sent_day.map(Day),
             accepted: self.accepted,
             refunded: self.refunded,
         })
@@ -349,7 +349,7 @@ impl Action {
                 reason: opt_string(w.reason),
                 until_ms: w.until_ms,
                 updated_ms: w.updated_ms,
-                sent_day: w.sent_day,
+                sent_day: w.sent_day.map(|d| d.0),
                 accepted: w.accepted,
                 refunded: w.refunded,
             })),
@@ -571,8 +571,8 @@ fn entry_w(e: &LedgerEntry) -> LedgerEntryW<'_> {
         kind: tag(e.kind),
         attempt: e.attempt,
         at_ms: e.at_ms,
-        account_day: e.account_day,
-        campaign_day: e.campaign_day,
+        account_day: Day(e.account_day),
+        campaign_day: Day(e.campaign_day),
         limits: limits_w(&e.limits),
     }
 }
@@ -585,8 +585,8 @@ fn entry(w: LedgerEntryW<'_>) -> Result<LedgerEntry, String> {
         kind: untag(w.kind)?,
         attempt: w.attempt,
         at_ms: w.at_ms,
-        account_day: w.account_day,
-        campaign_day: w.campaign_day,
+        account_day: w.account_day.0,
+        campaign_day: w.campaign_day.0,
         limits: limits(w.limits),
     })
 }
@@ -630,8 +630,8 @@ impl Value for LedgerRelease {
             kind: tag(self.kind),
             attempt: self.attempt,
             at_ms: self.at_ms,
-            account_day: self.account_day,
-            campaign_day: self.campaign_day,
+            account_day: Day(self.account_day),
+            campaign_day: Day(self.campaign_day),
             reservation: self.reservation,
         })
     }
@@ -645,8 +645,8 @@ impl Value for LedgerRelease {
             kind: untag(w.kind)?,
             attempt: w.attempt,
             at_ms: w.at_ms,
-            account_day: w.account_day,
-            campaign_day: w.campaign_day,
+            account_day: w.account_day.0,
+            campaign_day: w.campaign_day.0,
             reservation: w.reservation,
         })
     }

@@ -1102,7 +1102,7 @@ impl Store {
         // meanwhile (every sled transaction of the store takes it too), so the reads
         // need no sled transaction, and what they decided on is what the record holds.
         let mut behind = self.lock_behind()?;
-        let tx = Tx::behind(&self.sled_trees, &behind.overlay);
+        let tx = Tx::behind(&self.sled_trees, &behind.overlay, &behind.accounts);
         let v = match f(&tx) {
             Ok(v) => v,
             Err(E::Abort(Abort::Reject(r))) => return Ok(Err(r)),
@@ -1114,8 +1114,9 @@ impl Store {
                 ))
             }
         };
-        let delta = tx.take_delta();
+        let (delta, decoded) = (tx.take_delta(), tx.take_accounts());
         drop(tx);
+        behind.keep_decoded(decoded);
         if delta.is_empty() {
             return Ok(Ok(v));
         }

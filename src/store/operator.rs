@@ -200,6 +200,12 @@ pub(super) fn account_held_by_operator(tx: &Tx, account: &str) -> super::tx::TxR
     paused_in(tx, &Scope::Account(account.to_string()).key())
 }
 
+/// Inside a reservation: `Some(false)` when the operator holds no account at all (so
+/// no account needs its own read); `None` when that cannot be told cheaply.
+pub(super) fn any_account_held(tx: &Tx) -> super::tx::TxResult<Option<bool>> {
+    tx.any_with_prefix(META, &Scope::Account(String::new()).key())
+}
+
 /// Inside a reservation: whether the operator paused `campaign`.
 pub(super) fn campaign_held_by_operator(tx: &Tx, campaign: &str) -> super::tx::TxResult<bool> {
     paused_in(tx, &Scope::Campaign(campaign.to_string()).key())

@@ -142,6 +142,8 @@ pub(super) struct Batch {
     pub id: u64,
     pub entries: Vec<LedgerEntry>,
     all_held: Option<bool>,
+    /// Whether any account is held (`operator::any_account_held`), read once.
+    any_account_held: Option<Option<bool>>,
     /// By id: the campaign (`None`: unknown) and whether the operator paused it.
     campaigns: BTreeMap<String, Option<(Campaign, bool)>>,
 }
@@ -152,6 +154,7 @@ impl Batch {
             id,
             entries: Vec::with_capacity(capacity),
             all_held: None,
+            any_account_held: None,
             campaigns: BTreeMap::new(),
         }
     }
@@ -162,7 +165,14 @@ impl Batch {
             Some(held) => held,
             None => *self.all_held.insert(operator::all_held_by_operator(tx)?),
         };
-        Ok(all || operator::account_held_by_operator(tx, account)?)
+        if all {
+            return Ok(true);
+        }
+        let any = match self.any_account_held {
+            Some(any) => any,
+            None => *self.any_account_held.insert(operator::any_account_held(tx)?),
+        };
+        Ok(any != Some(false) && operator::account_held_by_operator(tx, account)?)
     }
 
     /// Campaign `id` and whether the operator paused it (`None`: unknown).
@@ -573,5 +583,41 @@ mod tests {
                 ("x4", "reserved"),
             ]
         );
+    }
+
+    /// A batch that found no account held skips each account's own read; a hold set
+    /// after it stops the very next batch, and a hold lifted frees it.
+    #[test]
+    fn an_account_held_between_two_batches_stops_the_next_one() {
+        let (_dir, store, now) = super::super::writes::fresh();
+        let win = super::super::writes::WINDOW;
+        let mut text = String::from("{\"type\":\"campaign\",\"id\":\"c\",\"daily_limit\":1000}\n");
+        text += &format!(
+            "{{\"type\":\"account\",\"id\":\"a0\",\"tier\":\"sales_navigator_core\",\"timezone\":\"UTC\",{win},\"established\":true}}\n"
+        );
+        for id in ["x0", "x1", "x2"] {
+            text += &format!(
+                "{{\"type\":\"action\",\"id\":\"{id}\",\"campaign\":\"c\",\"account\":\"a0\",\"kind\":\"profile_view\",\"prospect\":\"https://www.linkedin.com/in/{id}\",\"payload\":{{}}}}\n"
+            );
+        }
+        store.apply("ops.jsonl", text.as_bytes(), now).expect("applies");
+        let one = |id: &str| -> String {
+            let (results, _) = store.reserve(&[id.to_string()], now).expect("reserves");
+            match &results[..] {
+                [ReserveResult::Reserved(_)] => "reserved".into(),
+                [ReserveResult::Skipped { why, .. }] => why.to_string(),
+                other => format!("{other:?}"),
+            }
+        };
+        assert_eq!(one("x0"), "reserved");
+        store
+            .set_pause(&Scope::Account("a0".into()), true, now)
+            .expect("pause a0");
+        assert_eq!(one("x1"), reserve::OPERATOR_PAUSE);
+        store
+            .set_pause(&Scope::Account("a0".into()), false, now)
+            .expect("resume a0");
+        assert_eq!(one("x1"), "reserved");
+        assert_eq!(one("x2"), "reserved");
     }
 }

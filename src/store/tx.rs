@@ -11,7 +11,7 @@ use super::{
 use chrono::NaiveDate;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Why a transaction stopped on purpose.
 #[derive(Debug)]
@@ -43,6 +43,11 @@ pub fn reject<T>(line: usize, field: &str, reason: impl Into<String>) -> TxResul
 /// Writes a staging pass keeps in memory instead of the store: `None` deletes.
 pub type Overlay = BTreeMap<(usize, Vec<u8>), Option<sled::IVec>>;
 
+/// Accounts by id, each with the stored bytes it was decoded from or encoded to
+/// (`Mode::Behind`): reading the same bytes again gives a copy instead of a decode, so
+/// the cache is right whatever happened to the key since (other bytes miss it).
+pub type Decoded = HashMap<String, (sled::IVec, Account)>;
+
 /// Where a transaction's reads and writes go (see `ingest.rs`).
 #[derive(Clone, Copy)]
 pub enum Mode<'a> {
@@ -58,7 +63,10 @@ pub enum Mode<'a> {
     /// The send path (`store::behind`): every write stays in this attempt's delta,
     /// which becomes the transaction's `wal` record; reads see the delta, then the
     /// changes still behind their trees, then the trees.
-    Behind { overlay: &'a Overlay },
+    Behind {
+        overlay: &'a Overlay,
+        accounts: &'a Decoded,
+    },
 }
 
 /// The `staged` key of `key` of `tree` for job file `token`.
@@ -87,6 +95,8 @@ pub struct Tx<'a> {
     /// Actions read in layout 1 (a format 1 or 2 store: body and state in one record):
     /// their next write also writes their body (`put_action`).
     whole: RefCell<BTreeSet<String>>,
+    /// `Mode::Behind`: accounts this attempt decoded or wrote (`Decoded`).
+    accounts: RefCell<Decoded>,
 }
 
 fn corrupt(what: &str, key: &[u8], e: impl std::fmt::Display) -> ConflictableTransactionError<Abort> {
@@ -105,26 +115,33 @@ impl<'a> Tx<'a> {
             mode,
             delta: RefCell::new(Overlay::new()),
             whole: RefCell::new(BTreeSet::new()),
+            accounts: RefCell::new(Decoded::new()),
         }
     }
 
     /// The send path's access (`Mode::Behind` over `overlay`), reading `trees` directly:
     /// the caller holds what makes it the only writer (`Store::transact_behind`), and
     /// the attempt's writes become one record, written on its own.
-    pub fn behind(trees: &'a [sled::Tree], overlay: &'a Overlay) -> Tx<'a> {
+    pub fn behind(trees: &'a [sled::Tree], overlay: &'a Overlay, accounts: &'a Decoded) -> Tx<'a> {
         Tx {
             t: &[],
             plain: Some(trees),
             counts: RefCell::new([0; 7]),
-            mode: Mode::Behind { overlay },
+            mode: Mode::Behind { overlay, accounts },
             delta: RefCell::new(Overlay::new()),
             whole: RefCell::new(BTreeSet::new()),
+            accounts: RefCell::new(Decoded::new()),
         }
     }
 
     /// `Mode::Dry` and `Mode::Behind`: the writes this attempt kept in memory.
     pub fn take_delta(&self) -> Overlay {
         std::mem::take(&mut *self.delta.borrow_mut())
+    }
+
+    /// `Mode::Behind`: the accounts this attempt decoded or wrote, with their bytes.
+    pub fn take_accounts(&self) -> Decoded {
+        std::mem::take(&mut *self.accounts.borrow_mut())
     }
 
     /// The staged value of `key`, if the file being ingested staged it.
@@ -205,7 +222,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn get_raw(&self, tree: usize, key: &[u8]) -> TxResult<Option<sled::IVec>> {
-        if let Mode::Dry { overlay, .. } | Mode::Behind { overlay } = self.mode {
+        if let Mode::Dry { overlay, .. } | Mode::Behind { overlay, .. } = self.mode {
             if overlay.is_empty() && self.delta.borrow().is_empty() {
                 return self.staged_or_live(tree, key);
             }
@@ -218,6 +235,26 @@ impl<'a> Tx<'a> {
             }
         }
         self.staged_or_live(tree, key)
+    }
+
+    /// Whether `tree` holds a key starting with `prefix`, as this attempt sees it;
+    /// `None` where that cannot be told cheaply: inside a sled transaction (it has no
+    /// scan), or when a change under `prefix` is in memory.
+    pub fn any_with_prefix(&self, tree: usize, prefix: &[u8]) -> TxResult<Option<bool>> {
+        let (Mode::Behind { overlay, .. }, Some(trees)) = (self.mode, self.plain) else {
+            return Ok(None);
+        };
+        let under = |o: &Overlay| {
+            o.range((tree, prefix.to_vec())..)
+                .next()
+                .is_some_and(|((t, k), _)| *t == tree && k.starts_with(prefix))
+        };
+        if under(overlay) || under(&self.delta.borrow()) {
+            return Ok(None);
+        }
+        Ok(Some(
+            trees[tree].scan_prefix(prefix).next().transpose()?.is_some(),
+        ))
     }
 
     fn staged_or_live(&self, tree: usize, key: &[u8]) -> TxResult<Option<sled::IVec>> {
@@ -235,11 +272,38 @@ impl<'a> Tx<'a> {
     }
 
     pub fn account(&self, id: &str) -> TxResult<Option<Account>> {
-        self.get(ACCOUNTS, id.as_bytes(), "account")
+        let Mode::Behind { accounts, .. } = self.mode else {
+            return self.get(ACCOUNTS, id.as_bytes(), "account");
+        };
+        let Some(raw) = self.get_raw(ACCOUNTS, id.as_bytes())? else {
+            return Ok(None);
+        };
+        let known = |d: &Decoded| d.get(id).filter(|(b, _)| *b == raw).map(|(_, a)| a.clone());
+        if let Some(a) = known(&self.accounts.borrow()).or_else(|| known(accounts)) {
+            debug_assert_eq!(
+                Some(&a),
+                codec::decode_at::<Account>("account", id.as_bytes(), &raw)
+                    .ok()
+                    .as_ref()
+            );
+            return Ok(Some(a));
+        }
+        let a: Account = codec::decode_at("account", id.as_bytes(), &raw)
+            .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string())))?;
+        self.accounts
+            .borrow_mut()
+            .insert(id.to_string(), (raw, a.clone()));
+        Ok(Some(a))
     }
 
     pub fn put_account(&self, a: &Account) -> TxResult<()> {
-        self.put_raw(ACCOUNTS, a.id.as_bytes(), &a.encode())
+        let bytes = sled::IVec::from(a.encode());
+        if let Mode::Behind { .. } = self.mode {
+            self.accounts
+                .borrow_mut()
+                .insert(a.id.clone(), (bytes.clone(), a.clone()));
+        }
+        self.put_raw(ACCOUNTS, a.id.as_bytes(), &bytes)
     }
 
     pub fn campaign(&self, id: &str) -> TxResult<Option<Campaign>> {

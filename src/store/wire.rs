@@ -13,6 +13,72 @@
 //! `store::golden` pins the bytes of every record and every tag.
 
 use chrono::{NaiveDate, NaiveTime};
+
+/// A local day as stored: its text, as chrono writes it (`2026-03-04`), but written and
+/// read here without chrono's general formatter and parser (the send path encodes and
+/// decodes an account's days at every reservation). The bytes are the same; a day
+/// outside years 0–9999, or text of another shape, goes through chrono itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Day(pub NaiveDate);
+
+impl Serialize for Day {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use chrono::Datelike;
+        let (y, m, d) = (self.0.year(), self.0.month(), self.0.day());
+        if !(0..=9999).contains(&y) {
+            return self.0.serialize(s);
+        }
+        let digit = |n: u32| b'0' + (n % 10) as u8;
+        let y = y as u32;
+        let text = [
+            digit(y / 1000),
+            digit(y / 100),
+            digit(y / 10),
+            digit(y),
+            b'-',
+            digit(m / 10),
+            digit(m),
+            b'-',
+            digit(d / 10),
+            digit(d),
+        ];
+        debug_assert_eq!(&text[..], self.0.to_string().as_bytes());
+        s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for Day {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Day, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Day;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a date")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Day, E> {
+                if let Some(day) = plain_day(v.as_bytes()) {
+                    return Ok(Day(day));
+                }
+                v.parse().map(Day).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// `YYYY-MM-DD`, all digits, a day that exists; anything else is chrono's to judge.
+fn plain_day(b: &[u8]) -> Option<NaiveDate> {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
+}
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
 use std::fmt;
@@ -191,7 +257,7 @@ pub struct AccountCapsW {
 pub struct PendingZoneW<'a> {
     pub timezone: Text<'a>,
     pub from_ms: i64,
-    pub last_old_day: NaiveDate,
+    pub last_old_day: Day,
 }
 
 /// `accounts` tree, layout 1 (`Stored::V1`): read, never written again.
@@ -201,7 +267,7 @@ pub struct AccountV1W<'a> {
     pub tier: Tag<TierW>,
     pub timezone: Text<'a>,
     pub window: WindowW,
-    pub ramp_start: NaiveDate,
+    pub ramp_start: Day,
     pub established: bool,
     pub proxy: Option<Text<'a>>,
     pub caps: AccountCapsW,
@@ -209,13 +275,13 @@ pub struct AccountV1W<'a> {
     pub refill_day: u32,
     pub last_refill_ms: i64,
     pub ramp_ceiling: u32,
-    pub ramp_history: Cow<'a, [(NaiveDate, u32)]>,
+    pub ramp_history: Cow<'a, [(Day, u32)]>,
     pub last_reserved_ms: Option<i64>,
     pub ramp_steps: i64,
     pub health: Tag<HealthW>,
     pub restricted: bool,
     pub held_until_ms: Option<i64>,
-    pub maintained_day: NaiveDate,
+    pub maintained_day: Day,
 }
 
 /// `accounts` tree, layout 2 (`Stored::V2`): layout 1 and two fields at the end. A
@@ -225,7 +291,7 @@ pub struct AccountV1W<'a> {
 pub struct AccountV2W<'a> {
     pub layout1: AccountV1W<'a>,
     pub pending_zone: Option<PendingZoneW<'a>>,
-    pub summarised_day: Option<NaiveDate>,
+    pub summarised_day: Option<Day>,
 }
 
 /// `campaigns` tree, layout 1 (`Stored::V1`): read, never written again.
@@ -268,7 +334,7 @@ pub struct ActionW<'a> {
     pub reason: Option<Text<'a>>,
     pub until_ms: Option<i64>,
     pub updated_ms: i64,
-    pub sent_day: Option<NaiveDate>,
+    pub sent_day: Option<Day>,
     pub accepted: bool,
     pub refunded: bool,
 }
@@ -382,8 +448,8 @@ pub struct LedgerEntryW<'a> {
     pub kind: Tag<KindW>,
     pub attempt: u32,
     pub at_ms: i64,
-    pub account_day: NaiveDate,
-    pub campaign_day: NaiveDate,
+    pub account_day: Day,
+    pub campaign_day: Day,
     pub limits: LedgerLimitsW,
 }
 
@@ -402,8 +468,8 @@ pub struct LedgerReleaseW<'a> {
     pub kind: Tag<KindW>,
     pub attempt: u32,
     pub at_ms: i64,
-    pub account_day: NaiveDate,
-    pub campaign_day: NaiveDate,
+    pub account_day: Day,
+    pub campaign_day: Day,
     pub reservation: u64,
 }
 
@@ -472,6 +538,44 @@ mod tests {
         assert_eq!(dense::<StateW>(), Ok(()));
         assert_eq!(KindW::ALL.len(), 6, "sent_by_kind has one slot per kind");
         assert_eq!(StateW::ALL.len(), 7, "state counts have one slot per state");
+    }
+
+    proptest::proptest! {
+        /// `Day` writes the bytes chrono's own `NaiveDate` writes, and each reads the
+        /// other's back to the same day, over chrono's whole range of dates.
+        #[test]
+        fn a_day_is_stored_as_chrono_stores_it(n in -400_000i32..4_000_000) {
+            let Some(d) = NaiveDate::from_num_days_from_ce_opt(n) else { return Ok(()) };
+            let ours = postcard::to_allocvec(&Day(d)).expect("encodes");
+            let theirs = postcard::to_allocvec(&d).expect("encodes");
+            proptest::prop_assert_eq!(&ours, &theirs);
+            proptest::prop_assert_eq!(postcard::from_bytes::<Day>(&theirs).expect("decodes"), Day(d));
+            proptest::prop_assert_eq!(postcard::from_bytes::<NaiveDate>(&ours).expect("decodes"), d);
+        }
+    }
+
+    /// Text of another shape is chrono's to read or refuse, as before.
+    #[test]
+    fn a_day_of_another_shape_is_read_by_chrono() {
+        let read = |t: &str| postcard::from_bytes::<Day>(&postcard::to_allocvec(t).expect("encodes"));
+        let chrono = |t: &str| postcard::from_bytes::<NaiveDate>(&postcard::to_allocvec(t).expect("encodes"));
+        for t in [
+            "2026-02-30",
+            "2026-13-01",
+            "2026-1-01",
+            "20260101",
+            "+12026-01-01",
+            "-0001-01-01",
+            "2026-0a-01",
+            "",
+        ] {
+            assert_eq!(read(t).ok().map(|d| d.0), chrono(t).ok(), "{t:?}");
+        }
+        assert!(read("2026-02-30").is_err(), "a day that does not exist");
+        assert_eq!(
+            read("0000-01-01").expect("year 0").0,
+            NaiveDate::from_ymd_opt(0, 1, 1).expect("day")
+        );
     }
 
     #[test]
