@@ -139,7 +139,7 @@ fn account_w(a: &Account) -> AccountV2W<'_> {
             refill_day: a.refill_day,
             last_refill_ms: a.last_refill_ms,
             ramp_ceiling: a.ramp_ceiling,
-            ramp_history: Cow::Owned(a.ramp_history.iter().map(|&(d, n)| (Day(d), n)).collect()),
+            ramp_history: a.ramp_history.iter().map(|&(d, n)| (Day(d), n)).collect(),
             last_reserved_ms: a.last_reserved_ms,
             ramp_steps: a.ramp_steps,
             health: tag(a.health),

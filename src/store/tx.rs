@@ -99,6 +99,13 @@ pub struct Tx<'a> {
     accounts: RefCell<Decoded>,
 }
 
+/// A stored value decoded through its wire type; an undecodable one aborts the
+/// transaction with an error naming `what` and the key.
+fn decode<T: Value>(what: &str, key: &[u8], raw: &[u8]) -> TxResult<T> {
+    codec::decode_at(what, key, raw)
+        .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string())))
+}
+
 fn corrupt(what: &str, key: &[u8], e: impl std::fmt::Display) -> ConflictableTransactionError<Abort> {
     ConflictableTransactionError::Abort(Abort::Corrupt(format!(
         "cannot decode {what} at key \"{}\": {e}",
@@ -207,9 +214,7 @@ impl<'a> Tx<'a> {
     pub fn get<T: Value>(&self, tree: usize, key: &[u8], what: &str) -> TxResult<Option<T>> {
         match self.get_raw(tree, key)? {
             None => Ok(None),
-            Some(v) => codec::decode_at(what, key, &v)
-                .map(Some)
-                .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string()))),
+            Some(v) => decode(what, key, &v).map(Some),
         }
     }
 
@@ -288,8 +293,7 @@ impl<'a> Tx<'a> {
             );
             return Ok(Some(a));
         }
-        let a: Account = codec::decode_at("account", id.as_bytes(), &raw)
-            .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string())))?;
+        let a: Account = decode("account", id.as_bytes(), &raw)?;
         self.accounts
             .borrow_mut()
             .insert(id.to_string(), (raw, a.clone()));

@@ -13,6 +13,10 @@
 //! `store::golden` pins the bytes of every record and every tag.
 
 use chrono::{NaiveDate, NaiveTime};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 /// A local day as stored: its text, as chrono writes it (`2026-03-04`), but written and
 /// read here without chrono's general formatter and parser (the send path encodes and
@@ -22,7 +26,7 @@ use chrono::{NaiveDate, NaiveTime};
 pub struct Day(pub NaiveDate);
 
 impl Serialize for Day {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use chrono::Datelike;
         let (y, m, d) = (self.0.year(), self.0.month(), self.0.day());
         if !(0..=9999).contains(&y) {
@@ -48,7 +52,7 @@ impl Serialize for Day {
 }
 
 impl<'de> Deserialize<'de> for Day {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Day, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Day, D::Error> {
         struct Visitor;
         impl serde::de::Visitor<'_> for Visitor {
             type Value = Day;
@@ -78,11 +82,6 @@ fn plain_day(b: &[u8]) -> Option<NaiveDate> {
     };
     NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
 }
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::borrow::Cow;
-use std::fmt;
-use std::marker::PhantomData;
 
 /// An enum the store writes by explicit tag.
 pub trait WireEnum: Copy + Eq + fmt::Debug + 'static {
@@ -275,7 +274,7 @@ pub struct AccountV1W<'a> {
     pub refill_day: u32,
     pub last_refill_ms: i64,
     pub ramp_ceiling: u32,
-    pub ramp_history: Cow<'a, [(Day, u32)]>,
+    pub ramp_history: Vec<(Day, u32)>,
     pub last_reserved_ms: Option<i64>,
     pub ramp_steps: i64,
     pub health: Tag<HealthW>,
